@@ -1,0 +1,72 @@
+"""The ``idx`` command line: a thin click layer over the Python API.
+
+Commands live in ``cli_models`` (segment, train, evaluate), ``cli_miners`` (panels, scalebar,
+article, crawl) and ``cli_db`` (extract, query, stats, plot, serve, demo); they register on
+the group defined here. Heavy imports (torch) happen inside the commands, so ``idx --help`` stays
+instant.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from idx.errors import IdxError
+
+
+class IdxGroup(click.Group):
+    """Click group that turns an ``IdxError`` into a one-line ``Error: ...`` and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except IdxError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted; everything stored so far is kept") from None
+
+
+def json_option(func):
+    """``--json``: write one JSON document to stdout instead of a human-readable summary."""
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def emit(payload, as_json: bool, text: str | None = None) -> None:
+    """Print ``payload`` as JSON (``as_json``) or ``text`` / a readable rendering of it."""
+    if as_json:
+        click.echo(json.dumps(payload, indent=2, default=_json_default))
+    elif text is not None:
+        click.echo(text)
+    else:
+        click.echo(json.dumps(payload, indent=2, default=_json_default))
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    return str(obj)
+
+
+@click.group(cls=IdxGroup)
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+@click.version_option(package_name="idx")
+def cli(verbose):
+    """idx: electron-microscopy figures -> a database of particle measurements."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main():
+    cli()
+
+
+# Command modules register themselves on ``cli`` when imported.
+from idx import cli_db, cli_miners, cli_models  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Article readers, crawler, figure panel splitting and scale-bar reading (no torch, no database)."""

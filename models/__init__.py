@@ -1,0 +1,1 @@
+"""BPartIS: Bayesian particle instance segmentation (network, loss, clustering, training, inference)."""

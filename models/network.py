@@ -1,0 +1,182 @@
+"""BPartIS network: an ERFNet encoder with two decoders (offsets + sigmas, seed map).
+
+The module and parameter names follow the published BPartIS / ImageDataExtractor 2.0
+checkpoint (``seg-model.pt``) exactly, so that state dict loads with ``strict=True``.
+Activations are ELU; decoder upsampling is bilinear interpolation followed by a 3x3 conv.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PIXEL_SCALE = 1.0 / 1024  # coordinate-map units per pixel, the same at every input size
+SIGMA_SCALE = 10.0  # exp(SIGMA_SCALE * s) is the 1 / (2 sigma^2) factor of the Gaussian
+N_SIGMA = 2
+ENCODER_DROPOUT_64 = 0.03
+ENCODER_DROPOUT_128 = 0.3
+BN_EPS = 1e-3
+
+
+class DownsamplerBlock(nn.Module):
+    """Strided 3x3 conv concatenated with 2x2 max-pool, then batch norm and ELU."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(n_in, n_out - n_in, 3, stride=2, padding=1, bias=True)
+        self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.bn = nn.BatchNorm2d(n_out, eps=BN_EPS)
+
+    def forward(self, x):  # (B, n_in, H, W) -> (B, n_out, ceil(H/2), ceil(W/2))
+        conv = self.conv(x)
+        pool = self.pool(x)
+        return F.elu(self.bn(torch.cat([conv, pool], 1)))
+
+
+class NonBottleneck1D(nn.Module):
+    """ERFNet residual block of factorised 3x1 / 1x3 convolutions, optionally dilated."""
+
+    def __init__(self, channels: int, dropout: float, dilation: int):
+        super().__init__()
+        c, d = channels, dilation
+        self.conv3x1_1 = nn.Conv2d(c, c, (3, 1), padding=(1, 0), bias=True)
+        self.conv1x3_1 = nn.Conv2d(c, c, (1, 3), padding=(0, 1), bias=True)
+        self.bn1 = nn.BatchNorm2d(c, eps=BN_EPS)
+        self.conv3x1_2 = nn.Conv2d(c, c, (3, 1), padding=(d, 0), dilation=(d, 1), bias=True)
+        self.conv1x3_2 = nn.Conv2d(c, c, (1, 3), padding=(0, d), dilation=(1, d), bias=True)
+        self.bn2 = nn.BatchNorm2d(c, eps=BN_EPS)
+        self.dropout = nn.Dropout2d(dropout)
+
+    def forward(self, x):  # (B, C, H, W) -> (B, C, H, W)
+        out = F.elu(self.conv3x1_1(x))
+        out = F.elu(self.bn1(self.conv1x3_1(out)))
+        out = F.elu(self.conv3x1_2(out))
+        out = self.bn2(self.conv1x3_2(out))
+        if self.dropout.p > 0:
+            out = self.dropout(out)
+        return F.elu(out + x)
+
+
+class UpsamplerBlock(nn.Module):
+    """Bilinear 2x upsampling, 3x3 conv, batch norm, ELU (no transposed convolution)."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(n_in, n_out, 3, padding=1, bias=True)
+        self.bn = nn.BatchNorm2d(n_out, eps=BN_EPS)
+
+    def forward(self, x, size):  # (B, n_in, h, w) -> (B, n_out, *size)
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return F.elu(self.bn(self.conv(x)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, n_out_unused: int = 5):
+        super().__init__()
+        self.initial_block = DownsamplerBlock(3, 16)
+        layers = [DownsamplerBlock(16, 64)]
+        layers += [NonBottleneck1D(64, ENCODER_DROPOUT_64, 1) for _ in range(5)]
+        layers.append(DownsamplerBlock(64, 128))
+        for _ in range(2):
+            layers += [NonBottleneck1D(128, ENCODER_DROPOUT_128, d) for d in (2, 4, 8, 16)]
+        self.layers = nn.ModuleList(layers)
+        # Present in the published checkpoint (ERFNet's encoder-only head); unused here.
+        self.output_conv = nn.Conv2d(128, n_out_unused, 1, bias=True)
+
+    def forward(self, x):  # (B, 3, H, W) -> (B, 128, H/8, W/8), [full, half, quarter] sizes
+        sizes = [x.shape[-2:]]
+        x = self.initial_block(x)
+        sizes.append(x.shape[-2:])
+        x = self.layers[0](x)
+        sizes.append(x.shape[-2:])
+        for layer in self.layers[1:]:
+            x = layer(x)
+        return x, sizes
+
+
+class Decoder(nn.Module):
+    def __init__(self, n_out: int):
+        super().__init__()
+        self.layers = nn.ModuleList([
+            UpsamplerBlock(128, 64), NonBottleneck1D(64, 0.0, 1), NonBottleneck1D(64, 0.0, 1),
+            UpsamplerBlock(64, 16), NonBottleneck1D(16, 0.0, 1), NonBottleneck1D(16, 0.0, 1),
+        ])
+        self.output_conv = nn.Conv2d(16, n_out, 3, padding=1, bias=True)
+
+    def forward(self, x, sizes):  # (B, 128, H/8, W/8) -> (B, n_out, H, W)
+        full, half, quarter = sizes[0], sizes[1], sizes[2]
+        x = self.layers[0](x, quarter)
+        x = self.layers[2](self.layers[1](x))
+        x = self.layers[3](x, half)
+        x = self.layers[5](self.layers[4](x))
+        x = F.interpolate(x, size=full, mode="bilinear", align_corners=False)
+        return self.output_conv(x)
+
+
+class BPartIS(nn.Module):
+    """ERFNet encoder + decoder 0 (offset x, offset y, sigma x, sigma y) + decoder 1 (seed logit).
+
+    ``forward`` returns the raw ``(B, 5, H, W)`` map; :func:`interpret` turns it into pixel
+    embeddings, sigmas and seed probabilities.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = Encoder()
+        self.decoders = nn.ModuleList([Decoder(2 + N_SIGMA), Decoder(1)])
+        self.init_output()
+
+    def init_output(self) -> None:
+        """Offsets start at zero and sigmas at a small bandwidth, as in spatial embeddings."""
+        conv = self.decoders[0].output_conv
+        with torch.no_grad():
+            conv.weight[:2].zero_()
+            conv.bias[:2].zero_()
+            conv.weight[2:].zero_()
+            conv.bias[2:].fill_(1.0)
+
+    def forward(self, x):  # (B, 3, H, W) -> (B, 5, H, W)
+        features, sizes = self.encoder(x)
+        return torch.cat([decoder(features, sizes) for decoder in self.decoders], 1)
+
+    def encode_head(self, x):
+        """Layers before the first dropout, run once for all Monte-Carlo samples.
+
+        Returns ``(B, 64, H/4, W/4)`` features and the skip sizes for :meth:`forward_from_head`.
+        """
+        sizes = [x.shape[-2:]]
+        x = self.encoder.initial_block(x)
+        sizes.append(x.shape[-2:])
+        x = self.encoder.layers[0](x)
+        sizes.append(x.shape[-2:])
+        return x, sizes
+
+    def forward_from_head(self, head, sizes):  # (B, 64, H/4, W/4) -> (B, 5, H, W)
+        x = head
+        for layer in self.encoder.layers[1:]:
+            x = layer(x)
+        return torch.cat([decoder(x, sizes) for decoder in self.decoders], 1)
+
+
+def coordinate_map(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``(2, H, W)`` map of (x, y) pixel coordinates in units of :data:`PIXEL_SCALE`."""
+    ys = torch.arange(height, device=device, dtype=dtype) * PIXEL_SCALE
+    xs = torch.arange(width, device=device, dtype=dtype) * PIXEL_SCALE
+    return torch.stack([xs.view(1, -1).expand(height, width), ys.view(-1, 1).expand(height, width)])
+
+
+def interpret(output: torch.Tensor):
+    """Split a raw ``(B, 5, H, W)`` network output.
+
+    Returns
+    -------
+    embedding : (B, 2, H, W) float, coordinate map + tanh(offsets), x then y
+    sigma : (B, 2, H, W) float, raw sigma channels s (exp(10 s) = 1 / (2 sigma^2))
+    seed : (B, 1, H, W) float, seed probability (sigmoid)
+    """
+    b, _, h, w = output.shape
+    xym = coordinate_map(h, w, device=output.device, dtype=output.dtype)
+    embedding = torch.tanh(output[:, 0:2]) + xym.unsqueeze(0)
+    sigma = output[:, 2:2 + N_SIGMA]
+    seed = torch.sigmoid(output[:, 2 + N_SIGMA:3 + N_SIGMA])
+    return embedding, sigma, seed

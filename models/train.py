@@ -1,0 +1,195 @@
+"""Train BPartIS on EMPS: resumable, a checkpoint every epoch, a CSV log and a loss plot.
+
+    python -m models.train --data ../shared/data/emps --out runs/bpartis --epochs 200
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.data import (EVAL_SIZE, augment, colour_jitter, default_emps_dir, load_sample,
+                         read_split, to_tensor)
+from models.loss import SpatialEmbeddingLoss
+from models.network import BPartIS
+
+log = logging.getLogger(__name__)
+
+LEARNING_RATE = 3e-4
+JITTER = 0.3
+SNAPSHOT_EVERY = 5
+
+
+def iterate_batches(samples, batch_size, crop, rng, generator):
+    """Yield ``(images (B, 3, crop, crop), instances (B, crop, crop) int64)`` over a shuffled epoch."""
+    order = rng.permutation(len(samples))
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        pairs = [augment(samples[i], crop, rng) for i in order[start:start + batch_size]]
+        images = colour_jitter(to_tensor(np.stack([p[0] for p in pairs])), JITTER, generator)
+        instances = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+        yield images, instances
+
+
+def train_one_epoch(model, loader, optimizer, loss_fn, device, total=None):
+    """One pass over ``loader``; returns the mean loss and its three terms."""
+    model.train()
+    sums, n = np.zeros(4), 0
+    for images, instances in tqdm(loader, total=total, desc="train", leave=False):
+        output = model(images.to(device))
+        loss, terms = loss_fn(output, instances.to(device), return_terms=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums += np.array([loss.item(), *terms.tolist()])
+        n += 1
+    return sums / max(n, 1)
+
+
+@torch.no_grad()
+def validation_loss(model, samples, loss_fn, device, batch_size=4):
+    """Mean loss over whole 512 x 512 validation images, dropout off."""
+    model.eval()
+    total, n = 0.0, 0
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        images = to_tensor(np.stack([s.image for s in chunk])).to(device)
+        instances = torch.from_numpy(np.stack([s.instances for s in chunk]).astype(np.int64))
+        total += loss_fn(model(images), instances.to(device)).item() * len(chunk)
+        n += len(chunk)
+    return total / max(n, 1)
+
+
+def plot_log(log_path: Path, png_path: Path) -> None:
+    """Loss (train, validation) and validation AP50 / mean IoU against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.read_csv(log_path)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(table["epoch"], table["train_loss"], label="train")
+    val = table.dropna(subset=["val_loss"])
+    axes[0].plot(val["epoch"], val["val_loss"], "o-", label="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss", yscale="log")
+    axes[0].legend()
+    ap = table.dropna(subset=["val_ap50"])
+    if len(ap):
+        axes[1].plot(ap["epoch"], ap["val_ap50"], "o-", label="AP50")
+        axes[1].plot(ap["epoch"], ap["val_miou"], "s-", label="mean IoU")
+        axes[1].plot(ap["epoch"], ap["val_ap"], "^-", label="AP")
+    axes[1].set(xlabel="epoch", ylabel="validation (T = 1)", ylim=(0, 1))
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+LOG_COLUMNS = ["epoch", "seconds", "lr", "train_loss", "instance", "seed", "smooth",
+               "val_loss", "val_ap", "val_ap50", "val_miou"]
+
+
+def validation_metrics(model, stems, data_dir, device):
+    """Published-protocol AP / AP50 / mean IoU on validation images with T = 1 (fast)."""
+    from models.evaluate import evaluate_segmenter
+    from models.infer import ParticleSegmenter
+
+    segmenter = ParticleSegmenter(model=model, device=device, mc_samples=1, filter=False)
+    summary = evaluate_segmenter(segmenter, data_dir, stems, progress=False)
+    return summary["AP"], summary["AP50"], summary["mean_IoU"]
+
+
+def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, device="cpu",
+          eval_every=5, seed=0, threads=None):
+    """Train (or resume) a BPartIS model; writes ``last.pt``, ``best.pt``, ``log.csv``, ``loss.png``."""
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+    fit_stems, val_stems = read_split(data_dir, "fit"), read_split(data_dir, "val")
+    log.info("loading %d training and %d validation images", len(fit_stems), len(val_stems))
+    fit = [load_sample(data_dir, s, EVAL_SIZE) for s in tqdm(fit_stems, desc="load", leave=False)]
+    val = [load_sample(data_dir, s, EVAL_SIZE) for s in val_stems]
+
+    torch.manual_seed(seed)
+    model = BPartIS().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = SpatialEmbeddingLoss()
+    start_epoch, best = 0, -1.0
+    last = out_dir / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best = state["epoch"], state.get("best", -1.0)
+        log.info("resumed from %s at epoch %d", last, start_epoch)
+    log_path = out_dir / "log.csv"
+    if not log_path.exists():
+        with open(log_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(LOG_COLUMNS)
+
+    n_batches = len(fit) // batch_size
+    for epoch in range(start_epoch + 1, epochs + 1):
+        t0 = time.time()
+        epoch_lr = lr * (1 - (epoch - 1) / epochs) ** 0.9  # poly decay
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr
+        rng = np.random.default_rng(seed * 100_003 + epoch)
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        loader = iterate_batches(fit, batch_size, crop, rng, generator)
+        train_terms = train_one_epoch(model, loader, optimizer, loss_fn, device, total=n_batches)
+        row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_terms[0],
+               "instance": train_terms[1], "seed": train_terms[2], "smooth": train_terms[3]}
+        if epoch % 2 == 0 or epoch == epochs:
+            row["val_loss"] = validation_loss(model, val, loss_fn, device)
+        if eval_every and (epoch % eval_every == 0 or epoch == epochs):
+            row["val_ap"], row["val_ap50"], row["val_miou"] = validation_metrics(
+                model, val_stems, data_dir, device)
+            if row["val_ap50"] + row["val_miou"] > best:
+                best = row["val_ap50"] + row["val_miou"]
+                torch.save(model.state_dict(), out_dir / "best.pt")
+        row["seconds"] = round(time.time() - t0, 1)
+        with open(log_path, "a", newline="") as fh:
+            csv.writer(fh).writerow([row.get(c, "") for c in LOG_COLUMNS])
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "epoch": epoch, "best": best, "epochs": epochs, "crop": crop,
+                 "batch_size": batch_size, "lr": lr}
+        torch.save(state, out_dir / "last.tmp")
+        (out_dir / "last.tmp").replace(last)
+        if epoch % SNAPSHOT_EVERY == 0:
+            torch.save(model.state_dict(), out_dir / "snapshots" / f"epoch{epoch:04d}.pt")
+        plot_log(log_path, out_dir / "loss.png")
+        log.info("epoch %d: %s", epoch, {k: (round(v, 4) if isinstance(v, float) else v)
+                                         for k, v in row.items()})
+        if not math.isfinite(train_terms[0]):
+            raise RuntimeError(f"training diverged at epoch {epoch} (loss {train_terms[0]})")
+    return out_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--data", default=str(default_emps_dir()), help="EMPS folder")
+    parser.add_argument("--out", default="runs/bpartis", help="run folder (resumes if it has last.pt)")
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=256, help="training crop side, px of the 512 image")
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--eval-every", type=int, default=5, help="validation AP every N epochs (0: never)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train(args.data, args.out, args.epochs, args.batch_size, args.crop, args.lr, args.device,
+          args.eval_every, threads=args.threads)
+
+
+if __name__ == "__main__":
+    main()
