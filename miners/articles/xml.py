@@ -1,0 +1,280 @@
+"""Readers for full-text XML: JATS/NLM (PMC, Europe PMC, bioRxiv), Elsevier full-text API, Springer.
+
+Each reader takes a parsed lxml tree and returns an :class:`~miners.articles.model.Article`.
+Namespaces differ between sources, so elements are matched on their local name.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import quote, urljoin
+
+from lxml import etree
+
+from idx.errors import ArticleError
+from miners.articles.model import Article, Figure, clean_doi, normalise_text, parse_year
+
+log = logging.getLogger(__name__)
+
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+EUROPEPMC_BIN = "https://europepmc.org/articles/PMC{pmcid}/bin/{name}"
+SPRINGER_MEDIA = "https://media.springernature.com/full/springer-static/image/art%3A{doi}/{href}"
+# Block-level children of a caption: their texts are joined with a space, inline ones without.
+BLOCK_TAGS = {"title", "p", "list-item", "caption", "simple-para", "para", "list"}
+_API_HOST = re.compile(r"webservices|eutils|/api/|/rest/", re.IGNORECASE)
+
+
+def parse_xml(data: bytes, name: str) -> etree._ElementTree:
+    """Parse XML bytes without network access or entity expansion.
+
+    Raises
+    ------
+    ArticleError
+        If the document is not well-formed XML.
+    """
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, recover=False)
+    try:
+        return etree.fromstring(data, parser).getroottree()
+    except etree.XMLSyntaxError as exc:
+        raise ArticleError(f"{name}: malformed XML ({exc}); re-download the full text") from None
+
+
+def local(element) -> str:
+    """Local name of an element (namespace dropped); ``""`` for comments and PIs."""
+    tag = element.tag
+    if not isinstance(tag, str):
+        return ""
+    return tag.rsplit("}", 1)[-1]
+
+
+def iter_local(root, *names):
+    """Every descendant of ``root`` whose local name is one of ``names``, in document order."""
+    wanted = set(names)
+    for element in root.iter():
+        if local(element) in wanted:
+            yield element
+
+
+def find_local(root, *path):
+    """First element reached by following local names ``path`` (each step searches descendants)."""
+    current = root
+    for name in path:
+        current = next(iter_local(current, name), None)
+        if current is None:
+            return None
+    return current
+
+
+def text_of(element) -> str:
+    """Text of an element: block children joined by a space, inline markup joined tight."""
+    if element is None:
+        return ""
+    parts: list[str] = []
+
+    def walk(node):
+        name = local(node)
+        if name in {"label"} and node is not element:
+            pass
+        block = name in BLOCK_TAGS
+        if block:
+            parts.append(" ")
+        if name and node.text:
+            parts.append(node.text)
+        for child in node:
+            if local(child) in {"object-id", "graphic", "alternatives"}:
+                pass
+            else:
+                walk(child)
+            if child.tail:
+                parts.append(child.tail)
+        if block:
+            parts.append(" ")
+
+    walk(element)
+    return normalise_text("".join(parts))
+
+
+def graphic_url(href: str | None, base_url: str | None, pmcid: str | None) -> str | None:
+    """Absolute URL of a JATS ``<graphic xlink:href>``.
+
+    Absolute hrefs are kept; relative ones are resolved against ``base_url`` (unless it is an API
+    endpoint), else against the standard Europe PMC figure folder of the article's PMCID. PMC
+    serves figures as JPEG, so a missing or TIFF/EPS extension becomes ``.jpg``.
+    """
+    if not href:
+        return None
+    href = href.strip()
+    if re.match(r"^[a-z][a-z0-9+.-]*://", href, re.IGNORECASE):
+        return href
+    stem, dot, ext = href.rpartition(".")
+    if not dot or ext.lower() not in {"jpg", "jpeg", "png", "gif", "tif", "tiff", "eps"}:
+        name = href + ".jpg"
+    elif ext.lower() in {"tif", "tiff", "eps"}:
+        name = stem + ".jpg"
+    else:
+        name = href
+    if base_url and not _API_HOST.search(base_url):
+        return urljoin(base_url, name)
+    if pmcid:
+        return EUROPEPMC_BIN.format(pmcid=pmcid, name=name)
+    log.debug("figure %s: relative link and no base URL or PMCID; image left empty", href)
+    return None
+
+
+def read_jats(tree, base_url: str | None = None) -> Article:
+    """Article from a JATS/NLM XML document (PMC ``.nxml``, Europe PMC ``fullTextXML``, bioRxiv).
+
+    Parameters
+    ----------
+    tree : lxml ElementTree
+    base_url : str, optional
+        URL the document came from; relative figure links are resolved against it.
+    """
+    return _read_jats_root(_jats_article(tree.getroot()), base_url)
+
+
+def read_springer_xml(tree, base_url: str | None = None) -> Article:
+    """Article from the Springer Nature API response (JATS wrapped in ``<response><records>``).
+
+    Relative ``MediaObjects/...`` links become ``media.springernature.com/full/...`` URLs, the
+    largest rendition Springer serves, unless ``base_url`` is given.
+    """
+    article = _jats_article(tree.getroot())
+
+    def springer_url(href, base, pmcid, doi):
+        if href and not re.match(r"^[a-z]+://", href) and doi and not (base and not _API_HOST.search(base)):
+            return SPRINGER_MEDIA.format(doi=quote(doi, safe=""), href=href.lstrip("/"))
+        return graphic_url(href, base, pmcid)
+
+    result = _read_jats_root(article, base_url, image_url=springer_url)
+    result.format = "springer-xml"
+    return result
+
+
+def _jats_article(root):
+    """The ``<article>`` element of a JATS document or of a wrapper (API response, article set)."""
+    if local(root) == "article":
+        return root
+    article = next(iter_local(root, "article"), None)
+    if article is None:
+        raise ArticleError("XML has no <article> element; download the JATS full text")
+    return article
+
+
+def _read_jats_root(root, base_url, image_url=None) -> Article:
+    meta = find_local(root, "article-meta")
+    if meta is None:
+        meta = root
+    ids = {el.get("pub-id-type", ""): normalise_text(el.text) for el in iter_local(meta, "article-id")}
+    pmcid = (ids.get("pmc") or ids.get("pmcid") or "").upper().removeprefix("PMC") or None
+    title = text_of(find_local(meta, "title-group", "article-title")) or None
+    journal = text_of(find_local(root, "journal-meta", "journal-title")) or None
+    year = None
+    dates = list(iter_local(meta, "pub-date"))
+    dates.sort(key=lambda d: 0 if d.get("pub-type", d.get("date-type", "")) in {"epub", "ppub", "pub"} else 1)
+    for date in dates:
+        year = parse_year(text_of(find_local(date, "year")))
+        if year:
+            break
+    authors = []
+    for contrib in iter_local(meta, "contrib"):
+        if contrib.get("contrib-type", "author") != "author":
+            continue
+        name = find_local(contrib, "name")
+        if name is not None:
+            given = text_of(find_local(name, "given-names"))
+            surname = text_of(find_local(name, "surname"))
+            authors.append(normalise_text(f"{given} {surname}"))
+        else:
+            collab = find_local(contrib, "collab")
+            if collab is not None:
+                authors.append(text_of(collab))
+    doi = clean_doi(ids.get("doi"))
+    license_ = None
+    lic = find_local(meta, "permissions", "license")
+    if lic is not None:
+        ref = next(iter_local(lic, "license_ref"), None)
+        license_ = (
+            lic.get(XLINK_HREF)
+            or (normalise_text(ref.text) if ref is not None else None)
+            or text_of(lic)
+            or None
+        )
+    figures = []
+    for number, fig in enumerate(iter_local(root, "fig"), start=1):
+        graphic = next(iter_local(fig, "graphic"), None)
+        href = graphic.get(XLINK_HREF) if graphic is not None else None
+        figures.append(
+            Figure(
+                id=fig.get("id") or f"fig{number}",
+                label=text_of(find_local(fig, "label")),
+                caption=text_of(find_local(fig, "caption")),
+                image=image_url(href, base_url, pmcid, doi) if image_url else graphic_url(href, base_url, pmcid),
+            )
+        )
+    return Article(
+        doi=doi,
+        title=title,
+        journal=journal,
+        year=year,
+        authors=authors,
+        license=license_,
+        figures=figures,
+        format="jats",
+    )
+
+
+def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
+    """Article from an Elsevier full-text API response (``<full-text-retrieval-response>``).
+
+    Each ``<ce:figure>`` links to its image through ``<ce:link locator="gr1">``; the image URL is
+    the ``<object ref="gr1">`` with the most pixels (the ``IMAGE-HIGH-RES`` rendition).
+    """
+    root = tree.getroot()
+    core = find_local(root, "coredata")
+    if core is None:
+        raise ArticleError("Elsevier XML has no <coredata>; download the full text with view=FULL")
+    fields: dict[str, list[str]] = {}
+    for child in core:
+        fields.setdefault(local(child), []).append(normalise_text("".join(child.itertext())))
+    first = lambda key: (fields.get(key) or [None])[0]  # noqa: E731
+    authors = []
+    for creator in fields.get("creator", []):
+        surname, _, given = creator.partition(",")
+        authors.append(normalise_text(f"{given} {surname}"))
+    objects: dict[str, tuple[int, str]] = {}
+    for obj in iter_local(root, "object"):
+        ref, url = obj.get("ref"), normalise_text(obj.text)
+        if not ref or not url or obj.get("type", "").upper() == "ALTIMG":
+            continue
+        try:
+            pixels = int(obj.get("width", 0)) * int(obj.get("height", 0))
+        except ValueError:
+            pixels = 0
+        if ref not in objects or pixels > objects[ref][0]:
+            objects[ref] = (pixels, url)
+    figures = []
+    for number, fig in enumerate(iter_local(root, "figure"), start=1):
+        link = find_local(fig, "link")
+        locator = link.get("locator") if link is not None else None
+        image = objects[locator][1] if locator in objects else None
+        if image and base_url and not image.startswith("http"):
+            image = urljoin(base_url, image)
+        figures.append(
+            Figure(
+                id=fig.get("id") or f"fig{number}",
+                label=text_of(find_local(fig, "label")),
+                caption=text_of(find_local(fig, "caption")),
+                image=image,
+            )
+        )
+    return Article(
+        doi=clean_doi(first("doi") or first("identifier")),
+        title=first("title") or None,
+        journal=first("publicationName"),
+        year=parse_year(first("coverDate")),
+        authors=authors,
+        license=first("openaccessUserLicense") or first("copyright") or None,
+        figures=figures,
+        format="elsevier-xml",
+    )
