@@ -31,6 +31,7 @@ setup(
         "rdfpy",
         "sqlite-utils",
         "datasette",
+        "pycocotools",
     ],
     extras_require={"test": ["pytest", "reportlab"]},
     entry_points={"console_scripts": ["idx=idx.cli:main"]},
