@@ -1,0 +1,433 @@
+"""Per-particle measurements and per-panel statistics of an instance map.
+
+``measure_particles`` turns an instance map (``labels``, int, 0 = background) into one table row
+per particle, using scikit-image ``regionprops`` for the geometry. ``summarise_panel`` reduces
+that table to the numbers stored per panel: counts, diameter statistics, a size histogram and the
+radial distribution function g(r) of the centroids (rdfpy).
+
+Every length column carries its unit: ``*_px`` columns are always filled, ``*_nm`` columns only
+when the pixel size is known (otherwise NaN, and the row's ``units`` column says ``"px"``).
+
+Minimum Feret diameter: scikit-image 0.26 gives only ``feret_diameter_max``. The ``feret``
+package on PyPI computes the minimum too, but needs OpenCV for a convex hull, so the minimum Feret
+diameter (and the minimum-area bounding rectangle used by the shape classifier) is computed here
+with rotating calipers over the convex hull of the region's 0.5 iso-contour (the pixel boundary
+with the corners cut), the construction ``feret_diameter_max`` uses.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from skimage.measure import find_contours, regionprops
+
+logger = logging.getLogger(__name__)
+
+SHAPE_CLASSES = ("sphere", "rod", "cube/rectangle", "triangle", "hexagon", "irregular")
+
+# Shape classifier thresholds (descriptors of the convex hull; see classify_shape).
+SOLIDITY_MIN = 0.85  # below: concave outline -> irregular (aggregates, fused particles)
+ROD_ELONGATION_MIN = 1.8  # long/short side of the minimum bounding rectangle: rod (or bar)
+RECTANGULARITY_MIN = 0.88  # hull area / minimum bounding-rectangle area: cube/rectangle
+ELONGATED_MIN = 1.35  # rounded but elongated (short rods, ellipses): rod
+SPHERE_CIRCULARITY_MIN = 0.95  # hull circularity: circle 1.0, octagon 0.95, hexagon 0.91
+TRIANGLE_RECTANGULARITY_MAX = 0.62  # ideal triangle 0.5
+HEXAGON_CIRCULARITY_MIN = 0.86  # ideal hexagon 0.907
+HEXAGON_RECTANGULARITY = (0.68, 0.84)  # ideal hexagon 0.75
+MIN_PIXELS_TO_CLASSIFY = 12  # smaller particles are too coarse to have a shape
+
+PIXEL_GYRATION_TERM = 1.0 / 6.0  # px^2: a unit square's own second moment (1/12 per axis)
+
+LENGTH_COLUMNS = (
+    "diameter",
+    "feret_max",
+    "feret_min",
+    "ellipse_major",
+    "ellipse_minor",
+    "perimeter",
+    "gyration_radius",
+    "centroid_row",
+    "centroid_col",
+)
+
+COLUMNS = (
+    ["label", "units", "nm_per_px", "area_px", "area_nm2"]
+    + [f"{name}_{unit}" for name in LENGTH_COLUMNS for unit in ("px", "nm")]
+    + [
+        "aspect_ratio",
+        "ellipse_aspect_ratio",
+        "circularity",
+        "solidity",
+        "rectangularity",
+        "elongation",
+        "hull_circularity",
+        "n_vertices",
+        "bbox_x0",
+        "bbox_y0",
+        "bbox_x1",
+        "bbox_y1",
+        "touches_border",
+        "uncertainty_mean",
+        "intensity_mean",
+        "shape",
+    ]
+)
+
+
+def measure_particles(
+    labels: np.ndarray,
+    nm_per_px: float | None = None,
+    uncertainty: np.ndarray | None = None,
+    intensity: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Size, shape and position of each particle in an instance map.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (M, N)
+        Instance map, 0 = background, one positive id per particle.
+    nm_per_px : float, optional
+        Pixel size in nm. If None, ``*_nm`` columns are NaN and ``units`` is ``"px"``.
+    uncertainty : ndarray of float, shape (M, N), optional
+        Per-pixel uncertainty (e.g. mutual information of MC-dropout samples);
+        ``uncertainty_mean`` is its mean over each particle (NaN if not given).
+    intensity : ndarray, shape (M, N), optional
+        Grey image; ``intensity_mean`` is its mean over each particle (NaN if not given).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per particle, ordered by label, columns ``COLUMNS``: ``area_px``/``area_nm2``;
+        ``diameter_*`` (equivalent circular diameter = projected-area diameter);
+        ``feret_max_*``/``feret_min_*``; ``aspect_ratio`` (Feret max/min);
+        ``ellipse_aspect_ratio`` (fitted-ellipse major/minor); ``perimeter_*``;
+        ``circularity`` (4 pi A / P^2, pixel perimeter); ``solidity``; ``gyration_radius_*``
+        (radius of gyration, for aggregates); ``centroid_row_*``/``centroid_col_*``;
+        ``bbox_x0, bbox_y0, bbox_x1, bbox_y1`` (px, x1/y1 exclusive); ``touches_border``;
+        ``uncertainty_mean``; ``intensity_mean``; ``shape`` (one of ``SHAPE_CLASSES``).
+        Empty (with these columns) when ``labels`` has no particle.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` is not a 2-D integer array of non-negative ids, a map's shape differs,
+        or ``nm_per_px`` is not a positive finite number.
+    """
+    _check_inputs(labels, nm_per_px, uncertainty, intensity)
+    height, width = labels.shape
+    regions = regionprops(np.asarray(labels))
+    if not regions:
+        return _empty_table()
+    ids = [region.label for region in regions]
+    uncertainty_means = _mean_per_label(uncertainty, labels, ids)
+    intensity_means = _mean_per_label(intensity, labels, ids)
+    rows = []
+    for region, unc, inten in zip(regions, uncertainty_means, intensity_means):
+        row = _measure_region(region, height, width)
+        row["uncertainty_mean"] = unc
+        row["intensity_mean"] = inten
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    scale = float(nm_per_px) if nm_per_px is not None else math.nan
+    table["units"] = "nm" if nm_per_px is not None else "px"
+    table["nm_per_px"] = scale
+    table["area_nm2"] = table["area_px"] * scale**2
+    for name in LENGTH_COLUMNS:
+        table[f"{name}_nm"] = table[f"{name}_px"] * scale
+    return table[list(COLUMNS)]
+
+
+def _check_inputs(labels, nm_per_px, uncertainty, intensity) -> None:
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer instance map, got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must be >= 0 (0 = background); relabel negative ids")
+    if nm_per_px is not None and not (math.isfinite(nm_per_px) and nm_per_px > 0):
+        raise ValueError(f"nm_per_px must be a positive number or None, got {nm_per_px!r}")
+    for name, array in (("uncertainty", uncertainty), ("intensity", intensity)):
+        if array is not None and np.shape(array)[:2] != labels.shape:
+            raise ValueError(
+                f"{name} map has shape {np.shape(array)}, labels {labels.shape}; pass maps of "
+                "the same panel"
+            )
+        if array is not None and np.ndim(array) != 2:
+            raise ValueError(f"{name} must be 2-D (grey), got shape {np.shape(array)}")
+
+
+def _empty_table() -> pd.DataFrame:
+    table = pd.DataFrame({name: pd.Series(dtype=float) for name in COLUMNS})
+    for name in ("label", "area_px", "n_vertices", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"):
+        table[name] = table[name].astype(np.int64)
+    table["units"] = table["units"].astype(object)
+    table["shape"] = table["shape"].astype(object)
+    table["touches_border"] = table["touches_border"].astype(bool)
+    return table
+
+
+def _mean_per_label(values, labels, ids) -> np.ndarray:
+    if values is None:
+        return np.full(len(ids), np.nan)
+    return np.asarray(ndimage.mean(np.asarray(values, dtype=np.float64), labels, ids), float)
+
+
+def _measure_region(region, height: int, width: int) -> dict:
+    """Pixel measurements of one regionprops region (all lengths in px)."""
+    row0, col0, row1, col1 = region.bbox
+    area_px = int(region.area)
+    hull_points = _hull_points(region)
+    hull = _describe_hull(hull_points)
+    feret_max_px = float(region.feret_diameter_max)
+    feret_min_px = hull["feret_min"]
+    perimeter_px = float(region.perimeter)
+    major, minor = float(region.axis_major_length), float(region.axis_minor_length)
+    coords = region.coords.astype(np.float64)
+    gyration_px = math.sqrt(
+        float(((coords - coords.mean(axis=0)) ** 2).sum(axis=1).mean()) + PIXEL_GYRATION_TERM
+    )
+    row = {
+        "label": int(region.label),
+        "area_px": area_px,
+        "diameter_px": float(region.equivalent_diameter_area),
+        "feret_max_px": feret_max_px,
+        "feret_min_px": feret_min_px,
+        "ellipse_major_px": major,
+        "ellipse_minor_px": minor,
+        "perimeter_px": perimeter_px,
+        "gyration_radius_px": gyration_px,
+        "centroid_row_px": float(region.centroid[0]),
+        "centroid_col_px": float(region.centroid[1]),
+        "aspect_ratio": _ratio(feret_max_px, feret_min_px),
+        "ellipse_aspect_ratio": _ratio(major, minor),
+        "circularity": _ratio(4 * math.pi * area_px, perimeter_px**2),
+        "solidity": float(region.solidity),
+        "rectangularity": hull["rectangularity"],
+        "elongation": hull["elongation"],
+        "hull_circularity": hull["circularity"],
+        "n_vertices": hull["n_vertices"],
+        "bbox_x0": int(col0),
+        "bbox_y0": int(row0),
+        "bbox_x1": int(col1),
+        "bbox_y1": int(row1),
+        "touches_border": bool(row0 == 0 or col0 == 0 or row1 == height or col1 == width),
+    }
+    row["shape"] = classify_shape(row)
+    return row
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator > 0 else math.nan
+
+
+def _hull_points(region) -> np.ndarray:
+    """Vertices (row, col), px, of the convex hull of the region's 0.5 iso-contour.
+
+    Built from ``region.image``; ``feret_diameter_max`` uses ``region.image_convex``, whose
+    digitised hull is up to ~1 px larger (measured in docs/bench/measurements.md).
+    """
+    padded = np.pad(region.image, 1)
+    contours = find_contours(padded.astype(np.uint8), 0.5, fully_connected="high")
+    points = np.vstack(contours) - 1.0
+    try:
+        hull = ConvexHull(points)
+    except QhullError:  # degenerate (collinear) outline: no area, no hull
+        return np.empty((0, 2))
+    return points[hull.vertices]
+
+
+def _describe_hull(points: np.ndarray) -> dict:
+    """Rotating calipers over a convex polygon (vertices in order).
+
+    Returns the minimum Feret diameter (smallest caliper width, px), the rectangularity (polygon
+    area / minimum-area bounding rectangle), the circularity of the polygon (4 pi A / P^2) and the
+    vertex count of a simplified polygon (``approximate_polygon``, tolerance 4 % of the perimeter
+    / (2 pi)).
+    """
+    from skimage.measure import approximate_polygon
+
+    nan = {"feret_min": math.nan, "rectangularity": math.nan, "circularity": math.nan,
+           "elongation": math.nan, "n_vertices": 0}
+    if len(points) < 3:
+        return nan
+    edges = np.roll(points, -1, axis=0) - points  # (K, 2)
+    lengths = np.hypot(edges[:, 0], edges[:, 1])
+    keep = lengths > 1e-9
+    directions = edges[keep] / lengths[keep, None]  # (E, 2) unit vectors along each edge
+    normals = np.stack([-directions[:, 1], directions[:, 0]], axis=1)
+    along = points @ directions.T  # (K, E)
+    across = points @ normals.T
+    widths = across.max(axis=0) - across.min(axis=0)
+    spans = along.max(axis=0) - along.min(axis=0)
+    boxes = widths * spans
+    best = int(np.argmin(boxes))  # minimum-area bounding rectangle
+    rows, cols = points[:, 0], points[:, 1]
+    area = 0.5 * abs(float(np.dot(rows, np.roll(cols, -1)) - np.dot(cols, np.roll(rows, -1))))
+    perimeter = float(lengths.sum())
+    closed = np.vstack([points, points[:1]])
+    simplified = approximate_polygon(closed, tolerance=0.04 * perimeter / (2 * math.pi))
+    return {
+        "feret_min": float(widths.min()),
+        "rectangularity": _ratio(area, float(boxes.min())),
+        "circularity": _ratio(4 * math.pi * area, perimeter**2),
+        "elongation": _ratio(max(widths[best], spans[best]), min(widths[best], spans[best])),
+        "n_vertices": int(len(simplified) - 1),
+    }
+
+
+def classify_shape(row: dict) -> str:
+    """Coarse shape class of one particle from its measured descriptors.
+
+    Parameters
+    ----------
+    row : dict
+        Needs ``area_px``, ``solidity``, ``elongation`` (sides of the minimum-area bounding
+        rectangle, long/short), ``rectangularity`` (hull area / that rectangle's area) and
+        ``hull_circularity`` (4 pi A / P^2 of the convex hull), see ``measure_particles``.
+
+    Returns
+    -------
+    str
+        One of ``SHAPE_CLASSES``. Rules, in order: too small or concave (solidity <
+        ``SOLIDITY_MIN``: aggregates, fused particles) -> irregular; elongation >=
+        ``ROD_ELONGATION_MIN`` -> rod; hull fills its bounding rectangle -> cube/rectangle;
+        elongation >= ``ELONGATED_MIN`` -> rod; round hull -> sphere; hull filling about half
+        its rectangle -> triangle; hexagon-like circularity and rectangularity -> hexagon; else
+        irregular. Ideal values (rectangularity, hull circularity): triangle (0.50, 0.60),
+        square (1.0, 0.79), hexagon (0.75, 0.91), disk (0.785, 1.0).
+    """
+    values = [row.get(key, math.nan) for key in
+              ("solidity", "elongation", "rectangularity", "hull_circularity")]
+    if row.get("area_px", 0) < MIN_PIXELS_TO_CLASSIFY or any(math.isnan(v) for v in values):
+        return "irregular"
+    solidity, elongation, rectangularity, circularity = values
+    if solidity < SOLIDITY_MIN:
+        return "irregular"
+    if elongation >= ROD_ELONGATION_MIN:
+        return "rod"
+    if rectangularity >= RECTANGULARITY_MIN:
+        return "cube/rectangle"
+    if elongation >= ELONGATED_MIN:
+        return "rod"
+    if circularity >= SPHERE_CIRCULARITY_MIN:
+        return "sphere"
+    if rectangularity <= TRIANGLE_RECTANGULARITY_MAX:
+        return "triangle"
+    low, high = HEXAGON_RECTANGULARITY
+    if circularity >= HEXAGON_CIRCULARITY_MIN and low <= rectangularity <= high:
+        return "hexagon"
+    return "irregular"
+
+
+def summarise_panel(
+    particles: pd.DataFrame,
+    labels_shape: tuple[int, int],
+    min_particles_rdf: int = 20,
+    n_bins: int = 20,
+) -> dict:
+    """Statistics of one panel's particles: counts, diameters, histogram, g(r).
+
+    Parameters
+    ----------
+    particles : pandas.DataFrame
+        Output of ``measure_particles`` for the panel.
+    labels_shape : tuple of int
+        (rows, cols) of the instance map, px; the box of the radial distribution function.
+    min_particles_rdf : int, optional
+        g(r) is computed only with at least this many particles (otherwise ``rdf`` is None and
+        ``rdf_reason`` says why).
+    n_bins : int, optional
+        Bins of the size histogram.
+
+    Returns
+    -------
+    dict
+        ``count`` (all particles), ``count_measured`` (not touching the border; the diameter
+        statistics use only these), ``count_border``, ``units`` ("nm" or "px"), ``nm_per_px``,
+        ``diameter_{mean,median,std,geomean,geostd}_px`` and ``..._nm`` (None without scale;
+        ``geostd`` is the dimensionless geometric standard deviation), ``histogram`` (dict
+        ``bin_edges``, ``counts``, ``unit``; None without measured particles), ``shapes``
+        (count per shape class), ``rdf`` (dict ``r``, ``g``, ``unit``, ``dr``) or None, and
+        ``rdf_reason`` (None when computed).
+    """
+    if len(labels_shape) < 2 or min(labels_shape[:2]) <= 0:
+        raise ValueError(f"labels_shape must be (rows, cols) > 0, got {labels_shape!r}")
+    missing = {"diameter_px", "touches_border", "centroid_row_px", "units"} - set(particles)
+    if missing:
+        raise ValueError(f"particles lacks columns {sorted(missing)}; pass measure_particles output")
+    scaled = len(particles) > 0 and bool((particles["units"] == "nm").all())
+    nm_per_px = float(particles["nm_per_px"].iloc[0]) if scaled else None
+    measured = particles[~particles["touches_border"].astype(bool)]
+    summary: dict = {
+        "count": int(len(particles)),
+        "count_measured": int(len(measured)),
+        "count_border": int(len(particles) - len(measured)),
+        "units": "nm" if scaled else "px",
+        "nm_per_px": nm_per_px,
+    }
+    diameters_px = measured["diameter_px"].to_numpy(dtype=float)
+    for unit, scale in (("px", 1.0), ("nm", nm_per_px)):
+        stats = _describe_sizes(diameters_px * scale) if scale is not None else {}
+        for key in ("mean", "median", "std", "geomean", "geostd"):
+            summary[f"diameter_{key}_{unit}"] = stats.get(key)
+    summary["histogram"] = _histogram(diameters_px * (nm_per_px or 1.0), n_bins,
+                                      summary["units"])
+    summary["shapes"] = {k: int(v) for k, v in particles["shape"].value_counts().items()} \
+        if "shape" in particles else {}
+    summary["rdf"], summary["rdf_reason"] = _radial_distribution(
+        particles, labels_shape, min_particles_rdf, nm_per_px
+    )
+    return summary
+
+
+def _describe_sizes(diameters: np.ndarray) -> dict:
+    if diameters.size == 0:
+        return {}
+    logs = np.log(diameters[diameters > 0])
+    return {
+        "mean": float(diameters.mean()),
+        "median": float(np.median(diameters)),
+        "std": float(diameters.std(ddof=1)) if diameters.size > 1 else 0.0,
+        "geomean": float(np.exp(logs.mean())),
+        "geostd": float(np.exp(logs.std(ddof=1))) if logs.size > 1 else 1.0,
+    }
+
+
+def _histogram(diameters: np.ndarray, n_bins: int, unit: str) -> dict | None:
+    if diameters.size == 0:
+        return None
+    counts, edges = np.histogram(diameters, bins=n_bins)
+    return {"bin_edges": edges.tolist(), "counts": counts.tolist(), "unit": unit}
+
+
+def _radial_distribution(particles, labels_shape, min_particles, nm_per_px):
+    """g(r) of all centroids (border particles included: their positions are real)."""
+    from rdfpy import rdf
+
+    n = len(particles)
+    if n < max(min_particles, 2):
+        return None, f"{n} particles, fewer than the {min_particles} needed for g(r)"
+    scale = nm_per_px or 1.0
+    rows, cols = float(labels_shape[0]), float(labels_shape[1])
+    centroids = particles[["centroid_col_px", "centroid_row_px"]].to_numpy(float)
+    # rdfpy infers its box from the particles' extent; pin the box to the panel by density.
+    density = n / (rows * cols * scale**2)
+    median_diameter = float(np.median(particles["diameter_px"])) * scale
+    dr = max(median_diameter / 4.0, scale)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            g, r = rdf(centroids * scale, dr=dr, rho=density)
+    except ValueError as exc:
+        return None, f"g(r) not computable: {exc}"
+    for warning in caught:
+        logger.debug("rdfpy: %s", warning.message)
+    unit = "nm" if nm_per_px else "px"
+    g = [None if not np.isfinite(v) else float(v) for v in g]
+    return {"r": [float(v) for v in r], "g": g, "unit": unit, "dr": float(dr)}, None
