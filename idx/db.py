@@ -1,0 +1,727 @@
+"""The particle database: articles -> figures -> panels -> particles, per model run (SQLite).
+
+Built on sqlite-utils. Tables:
+
+``runs``
+    One row per (model version, weights sha256, parameters); a change of any makes a new run.
+``articles``, ``figures``
+    Bibliographic data and figure captions (full-text search on titles and captions).
+``panels``
+    One row per (figure, panel bbox, run): scale, technique, caption, per-panel statistics
+    (``summarise_panel``) and the full summary as JSON.
+``panel_maps``
+    The panel's instance map and uncertainty map, ``np.savez_compressed`` bytes, so measurements
+    can be recomputed (``load_panel_maps``).
+``particles``
+    One row per particle (``idx.particles.measure_particles`` columns).
+``crawl_failures``
+    Articles the crawler could not fetch, with the reason.
+
+Ids are stable hashes (article: DOI, else crawl key, else source; figure: article + figure id;
+panel: figure + bbox + run), written with ``upsert_all``, so re-running an extraction never
+duplicates rows. Each panel is written in one transaction: an interrupted extraction leaves no
+half-written panel. File databases use WAL mode and a busy timeout; every SQLite failure a user can
+cause (not a database, locked, read-only, bad SQL) becomes a one-line ``DatabaseError``.
+
+Writing API (used by ``idx.pipeline`` and ``miners.crawl``)::
+
+    db = Database("particles.db")
+    run_id = db.start_run("bpartis-1.0", weights_sha256, {"mc_samples": 10})
+    article_id = db.add_article({"doi": "10.1/x", "title": "...", "year": 2020})
+    figure_id = db.add_figure(article_id, {"id": "fig2", "label": "Figure 2", "caption": "..."})
+    panel_id = db.add_panel(run_id, figure_id, panel, particles, labels, uncertainty, summary)
+
+    # crawler protocol
+    db.has_article(key); db.add_article(key, article, source); db.record_failure(key, url, why)
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import math
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from idx.errors import DatabaseError
+from idx.particles import COLUMNS as PARTICLE_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 5.0  # seconds a write waits for another process's lock
+ID_LENGTH = 16  # hex characters of the sha256 used as stable ids
+READ_ONLY_KEYWORDS = {"SELECT", "WITH", "EXPLAIN", "VALUES"}
+WRITE_KEYWORDS = {"INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT", "CREATE", "DROP", "ALTER",
+                  "ATTACH", "DETACH", "PRAGMA", "VACUUM", "REINDEX", "ANALYZE", "BEGIN", "COMMIT",
+                  "END", "ROLLBACK", "SAVEPOINT", "RELEASE"}
+SUMMARY_COLUMNS = tuple(
+    f"diameter_{stat}_{unit}"
+    for unit in ("nm", "px")
+    for stat in ("mean", "median", "std", "geomean", "geostd")
+)
+TABLES = ("runs", "articles", "figures", "panels", "panel_maps", "particles", "crawl_failures")
+
+
+def make_id(*parts) -> str:
+    """Stable id: the first ``ID_LENGTH`` hex characters of sha256 of ``parts`` as JSON."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_LENGTH]
+
+
+def bbox_to_dict(bbox) -> dict:
+    """``[x0, y0, x1, y1]`` (px, x1/y1 exclusive) -> ``bbox_x0 ... bbox_y1`` columns."""
+    values = [int(v) for v in bbox]
+    if len(values) != 4 or values[2] <= values[0] or values[3] <= values[1]:
+        raise DatabaseError(f"panel bbox must be [x0, y0, x1, y1] with x1 > x0, y1 > y0; got {bbox}")
+    return dict(zip(("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"), values))
+
+
+def encode_maps(labels: np.ndarray, uncertainty: np.ndarray | None) -> tuple[bytes, bytes | None]:
+    """Compress an instance map (as int32) and uncertainty map (as float16) to npz bytes."""
+    def pack(array):
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, array=array)
+        return buffer.getvalue()
+
+    labels_npz = pack(np.asarray(labels, dtype=np.int32))
+    unc_npz = None if uncertainty is None else pack(np.asarray(uncertainty, dtype=np.float16))
+    return labels_npz, unc_npz
+
+
+def decode_map(blob: bytes | None) -> np.ndarray | None:
+    """Inverse of ``encode_maps`` for one map (None stays None)."""
+    if blob is None:
+        return None
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        return data["array"]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _normalise_doi(doi) -> str | None:
+    if not doi:
+        return None
+    doi = str(doi).strip()
+    doi = re.sub(r"^(https?://(dx\.)?doi\.org/|doi:)", "", doi, flags=re.IGNORECASE)
+    return doi.lower() or None
+
+
+def _fts_phrase(text: str) -> str:
+    """User text -> one FTS5 phrase, so punctuation such as "Au-NP" is not FTS syntax."""
+    return '"' + str(text).replace('"', '""') + '"'
+
+
+def _as_dict(obj) -> dict:
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    raise DatabaseError(f"expected a dict (or an object with to_dict()), got {type(obj).__name__}")
+
+
+def _clean(value):
+    """numpy scalars / NaN / containers -> values SQLite stores (NaN -> NULL)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=_json_default)
+    return value
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _first_keyword(query: str) -> str:
+    text = re.sub(r"(--[^\n]*\n?|/\*.*?\*/)", " ", query, flags=re.DOTALL).strip().lstrip("(")
+    match = re.match(r"[A-Za-z]+", text)
+    return match.group(0).upper() if match else ""
+
+
+class Database:
+    """The idx particle database (one SQLite file, or in memory for tests).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Database file; created with the schema if missing.
+    memory : bool, optional
+        Use an in-memory database instead of ``path``.
+    readonly : bool, optional
+        Open an existing file read-only (queries, plots, stats); nothing can be written.
+    busy_timeout_s : float, optional
+        How long a write waits for another process's lock before ``DatabaseError``.
+
+    Raises
+    ------
+    DatabaseError
+        If the file is not SQLite, its folder is missing or not writable, it is locked past the
+        busy timeout, or ``readonly`` is asked for a file that does not exist.
+    """
+
+    def __init__(self, path: str | Path | None = None, memory: bool = False,
+                 readonly: bool = False, busy_timeout_s: float = BUSY_TIMEOUT_S):
+        if (path is None) == (not memory):
+            raise DatabaseError("pass a database path, or memory=True (not both)")
+        self.path = None if memory else Path(path)
+        self.readonly = readonly
+        self.busy_timeout_s = busy_timeout_s
+        where = "memory" if memory else str(self.path)
+        with self._errors(f"open {where}"):
+            self.db = sqlite_utils.Database(self._connect(), execute_plugins=False)
+            self.conn.execute("PRAGMA schema_version").fetchone()  # fails if not SQLite
+            if not readonly:
+                self.conn.execute("PRAGMA foreign_keys = ON")
+                if not memory:
+                    self.db.enable_wal()
+                self._create_schema()
+            elif not self.db.table("particles").exists():
+                raise DatabaseError(f"{where} has no idx tables; run `idx extract` into it first")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path is None:
+            return sqlite3.connect(":memory:")
+        if self.path.is_dir():
+            raise DatabaseError(f"{self.path} is a folder; pass a database file path")
+        if self.readonly:
+            if not self.path.exists():
+                raise DatabaseError(f"no database at {self.path}; check the path or create it "
+                                    "with `idx extract`")
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            return sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s)
+        if not self.path.parent.exists():
+            raise DatabaseError(f"folder {self.path.parent} does not exist; create it or pass "
+                                "another database path")
+        return sqlite3.connect(str(self.path), timeout=self.busy_timeout_s)
+
+    def close(self) -> None:
+        """Close the connection (the database file stays consistent)."""
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextlib.contextmanager
+    def _errors(self, action: str):
+        """Turn sqlite3 errors into one-line ``DatabaseError`` saying what to do."""
+        where = "the in-memory database" if self.path is None else str(self.path)
+        try:
+            yield
+        except sqlite3.Error as exc:
+            message = str(exc)
+            if "not a database" in message or "file is encrypted" in message:
+                hint = f"{where} is not an SQLite database; pass an idx database or a new path"
+            elif "locked" in message or "busy" in message:
+                hint = (f"{where} is locked by another process (waited {self.busy_timeout_s:g} s); "
+                        "wait for it to finish or use another database file")
+            elif "readonly" in message or "read-only" in message:
+                hint = (f"{where} cannot be written ({message}); use a writable location or open "
+                        "it read-only")
+            elif "unable to open" in message:
+                hint = (f"cannot open {where} ({message}); check the path and its folder's "
+                        "permissions")
+            elif "FOREIGN KEY" in message:
+                hint = (f"cannot {action}: it refers to a run, figure or article not in {where}; "
+                        "add that first (start_run / add_article / add_figure)")
+            else:
+                hint = f"cannot {action} in {where}: {message}"
+            raise DatabaseError(hint) from None
+
+    # ------------------------------------------------------------------ schema
+
+    def _create_schema(self) -> None:
+        db = self.db
+        with db.atomic():
+            db.table("runs").create(
+                {"id": str, "model_version": str, "weights_sha256": str, "params": str,
+                 "started_at": str, "last_used_at": str},
+                pk="id", if_not_exists=True, not_null={"model_version"})
+            db.table("articles").create(
+                {"id": str, "key": str, "doi": str, "title": str, "journal": str, "year": int,
+                 "authors": str, "license": str, "source": str, "source_path": str, "url": str,
+                 "added_at": str},
+                pk="id", if_not_exists=True)
+            db.table("figures").create(
+                {"id": str, "article_id": str, "figure_key": str, "label": str, "caption": str,
+                 "image_path": str, "image_url": str},
+                pk="id", if_not_exists=True, foreign_keys=[("article_id", "articles", "id")])
+            panel_columns = {
+                "id": str, "figure_id": str, "run_id": str, "bbox_x0": int, "bbox_y0": int,
+                "bbox_x1": int, "bbox_y1": int, "label": str, "kind": str, "technique": str,
+                "caption": str, "nm_per_px": float, "scale_source": str, "scale_text": str,
+                "image_path": str, "image_sha256": str, "height_px": int, "width_px": int,
+                "count": int, "count_measured": int, "units": str,
+            }
+            panel_columns.update({name: float for name in SUMMARY_COLUMNS})
+            panel_columns.update({"summary": str, "created_at": str})
+            db.table("panels").create(
+                panel_columns, pk="id", if_not_exists=True,
+                foreign_keys=[("figure_id", "figures", "id"), ("run_id", "runs", "id")])
+            db.table("panel_maps").create(
+                {"panel_id": str, "labels_npz": bytes, "uncertainty_npz": bytes},
+                pk="panel_id", if_not_exists=True, foreign_keys=[("panel_id", "panels", "id")])
+            particle_columns = {"id": str, "panel_id": str, "run_id": str}
+            particle_columns.update({name: _column_type(name) for name in PARTICLE_COLUMNS})
+            db.table("particles").create(
+                particle_columns, pk="id", if_not_exists=True,
+                foreign_keys=[("panel_id", "panels", "id"), ("run_id", "runs", "id")])
+            db.table("crawl_failures").create(
+                {"key": str, "url": str, "reason": str, "attempts": int, "first_failed_at": str,
+                 "last_failed_at": str},
+                pk="key", if_not_exists=True)
+            indexes = {
+                "articles": (["doi"], ["key"], ["year"]),
+                "figures": (["article_id"],),
+                "panels": (["figure_id"], ["run_id"], ["technique"], ["diameter_mean_nm"]),
+                "particles": (["panel_id"], ["run_id"], ["diameter_nm"], ["shape"]),
+            }
+            for table, column_sets in indexes.items():
+                for columns in column_sets:
+                    db.table(table).create_index(columns, if_not_exists=True)
+        for table, columns in (("articles", ["title"]), ("figures", ["caption"]),
+                               ("panels", ["caption"])):
+            if not db.table(f"{table}_fts").exists():
+                db.table(table).enable_fts(columns, create_triggers=True)
+
+    # ------------------------------------------------------------------ writing
+
+    def start_run(self, model_version: str, weights_sha256: str, params: dict) -> str:
+        """Register a model run; the same version, weights and parameters give the same id.
+
+        Parameters
+        ----------
+        model_version : str
+            Model name and version, e.g. ``"bpartis-1.0"``.
+        weights_sha256 : str
+            sha256 of the weights file.
+        params : dict
+            Extraction parameters (JSON-serialisable); any change makes a new run row.
+
+        Returns
+        -------
+        str
+            The run id.
+        """
+        params_json = json.dumps(params or {}, sort_keys=True, default=_json_default)
+        run_id = make_id("run", model_version, weights_sha256, params_json)
+        now = _now()
+        with self._errors("start a run"), self.db.atomic():
+            runs = self.db.table("runs")
+            if self.conn.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone():
+                runs.update(run_id, {"last_used_at": now})
+            else:
+                runs.insert({"id": run_id, "model_version": model_version,
+                             "weights_sha256": weights_sha256, "params": params_json,
+                             "started_at": now, "last_used_at": now})
+        return run_id
+
+    def add_article(self, key_or_article, article: dict | None = None,
+                    source: str | None = None) -> str:
+        """Store (or update) an article and its figures; returns the article id.
+
+        Two call forms:
+
+        * pipeline: ``add_article(article)``;
+        * crawler: ``add_article(key, article, source)`` with the crawl key (DOI, PMCID, ...) and
+          the name or URL of the source it came from.
+
+        Parameters
+        ----------
+        key_or_article : str or dict
+            Crawl key, or the article dict itself.
+        article : dict, optional
+            With the key form: ``doi``, ``title``, ``journal``, ``year``, ``authors`` (list or
+            str), ``license``, ``source_path``/``path``, ``url``, and optionally ``figures``: list
+            of figure dicts (see ``add_figure``), stored too.
+        source : str, optional
+            Where the article came from (crawler source name or URL).
+
+        Returns
+        -------
+        str
+            Stable article id: from the DOI, else the key, else the source path/URL.
+        """
+        if isinstance(key_or_article, str):
+            key, article = key_or_article, _as_dict(article)
+            if not article:
+                raise DatabaseError(f"add_article({key!r}, ...) needs the article dict too")
+        else:
+            key, article = None, _as_dict(key_or_article)
+        key = key or article.get("key")
+        doi = _normalise_doi(article.get("doi")) or (
+            _normalise_doi(key) if key and str(key).startswith("10.") else None)
+        source_path = article.get("source_path") or article.get("path")
+        url = article.get("url") or article.get("source_url")
+        if doi:
+            article_id = make_id("doi", doi)
+        elif key:
+            article_id = make_id("key", key)
+        elif source_path or url:
+            article_id = make_id("source", str(source_path or url))
+        else:
+            raise DatabaseError("article has no doi, key, source_path or url to identify it; "
+                                "pass at least one")
+        authors = article.get("authors")
+        row = {
+            "id": article_id, "key": key, "doi": doi, "title": article.get("title"),
+            "journal": article.get("journal"), "year": _as_int(article.get("year")),
+            "authors": json.dumps(authors) if isinstance(authors, (list, tuple)) else authors,
+            "license": article.get("license"), "source": source or article.get("source"),
+            "source_path": str(source_path) if source_path else None, "url": url,
+            "added_at": _now(),
+        }
+        with self._errors(f"add article {doi or key or source_path or url}"), self.db.atomic():
+            self.db.table("articles").upsert(row, pk="id")
+            for index, figure in enumerate(article.get("figures") or []):
+                figure = _as_dict(figure)
+                figure.setdefault("id", figure.get("label") or f"figure-{index + 1}")
+                self.add_figure(article_id, figure)
+        return article_id
+
+    add_article_from_crawl = add_article
+
+    def has_article(self, key: str) -> bool:
+        """Whether an article with this crawl key, DOI or article id is stored."""
+        doi = _normalise_doi(key)
+        with self._errors("look up an article"):
+            row = self.conn.execute(
+                "SELECT 1 FROM articles WHERE key = ? OR doi = ? OR id = ? LIMIT 1",
+                [key, doi, key]).fetchone()
+        return row is not None
+
+    def record_failure(self, key: str, url: str, reason: str) -> None:
+        """Remember that the crawler could not fetch ``key`` from ``url`` (counts attempts)."""
+        now = _now()
+        with self._errors("record a crawl failure"), self.db.atomic():
+            old = self.conn.execute("SELECT attempts, first_failed_at FROM crawl_failures "
+                                    "WHERE key = ?", [key]).fetchone()
+            self.db.table("crawl_failures").upsert(
+                {"key": key, "url": url, "reason": str(reason),
+                 "attempts": (old[0] if old else 0) + 1,
+                 "first_failed_at": old[1] if old else now, "last_failed_at": now}, pk="key")
+
+    def add_figure(self, article_id: str, figure: dict) -> str:
+        """Store (or update) a figure of a stored article; returns the figure id.
+
+        Parameters
+        ----------
+        article_id : str
+            From ``add_article``.
+        figure : dict
+            ``id`` (the figure's id within the article, e.g. ``"fig2"``), ``label``, ``caption``,
+            ``image`` or ``image_path`` (local file), ``image_url``.
+        """
+        figure = _as_dict(figure)
+        figure_key = figure.get("id") or figure.get("label") or figure.get("image_url") \
+            or figure.get("image") or figure.get("image_path")
+        if not figure_key:
+            raise DatabaseError("figure has no id, label or image to identify it; pass one")
+        figure_id = make_id("figure", article_id, str(figure_key))
+        image_path = figure.get("image_path") or figure.get("image")
+        row = {"id": figure_id, "article_id": article_id, "figure_key": str(figure_key),
+               "label": figure.get("label"), "caption": figure.get("caption"),
+               "image_path": str(image_path) if image_path else None,
+               "image_url": figure.get("image_url")}
+        with self._errors(f"add figure {figure_key}"):
+            self.db.table("figures").upsert(row, pk="id")
+        return figure_id
+
+    def panel_id(self, run_id: str, figure_id: str, bbox) -> str:
+        """The stable id ``add_panel`` gives a panel (figure + bbox + run)."""
+        box = bbox_to_dict(bbox)
+        return make_id("panel", figure_id, [box[k] for k in sorted(box)], run_id)
+
+    def has_panel(self, run_id: str, figure_id: str, bbox) -> bool:
+        """Whether this run already stored this panel (lets an extraction resume)."""
+        with self._errors("look up a panel"):
+            return self.conn.execute("SELECT 1 FROM panels WHERE id = ?",
+                                     [self.panel_id(run_id, figure_id, bbox)]).fetchone() is not None
+
+    def add_panel(self, run_id: str, figure_id: str, panel: dict, particles: pd.DataFrame,
+                  labels: np.ndarray, uncertainty: np.ndarray | None, summary: dict) -> str:
+        """Store one panel, its particles and maps in one transaction; returns the panel id.
+
+        Re-adding the same panel (same figure, bbox and run) replaces its rows, never
+        duplicates them; if anything fails, nothing of the panel is written.
+
+        Parameters
+        ----------
+        run_id, figure_id : str
+            From ``start_run`` and ``add_figure``.
+        panel : dict
+            ``bbox`` [x0, y0, x1, y1] (px in the figure), ``label``, ``kind``, ``technique``,
+            ``caption``, ``nm_per_px``, ``scale_source``, ``scale_text``, ``image_path``,
+            ``image_sha256``.
+        particles : pandas.DataFrame
+            ``measure_particles`` output for the panel.
+        labels : ndarray of int, shape (M, N)
+            Instance map.
+        uncertainty : ndarray of float, shape (M, N), optional
+            Uncertainty map (stored as float16).
+        summary : dict
+            ``summarise_panel`` output.
+        """
+        panel = _as_dict(panel)
+        labels = np.asarray(labels)
+        if labels.ndim != 2:
+            raise DatabaseError(f"labels must be 2-D, got shape {labels.shape}")
+        if uncertainty is not None and np.shape(uncertainty) != labels.shape:
+            raise DatabaseError(f"uncertainty shape {np.shape(uncertainty)} != labels shape "
+                                f"{labels.shape}; pass the maps of the same panel")
+        missing = [c for c in PARTICLE_COLUMNS if c not in particles.columns]
+        if missing:
+            raise DatabaseError(f"particles lack columns {missing[:5]}; pass measure_particles "
+                                "output")
+        box = bbox_to_dict(panel.get("bbox") or [0, 0, labels.shape[1], labels.shape[0]])
+        panel_id = self.panel_id(run_id, figure_id, [box[k] for k in
+                                                     ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")])
+        summary = summary or {}
+        row = {"id": panel_id, "figure_id": figure_id, "run_id": run_id, **box}
+        for name in ("label", "kind", "technique", "caption", "nm_per_px", "scale_source",
+                     "scale_text", "image_path", "image_sha256"):
+            row[name] = _clean(panel.get(name))
+        row["image_path"] = str(row["image_path"]) if row["image_path"] else None
+        row.update({"height_px": int(labels.shape[0]), "width_px": int(labels.shape[1]),
+                    "count": summary.get("count", len(particles)),
+                    "count_measured": summary.get("count_measured"),
+                    "units": summary.get("units")})
+        row.update({name: _clean(summary.get(name)) for name in SUMMARY_COLUMNS})
+        row["summary"] = json.dumps(summary, default=_json_default)
+        row["created_at"] = _now()
+        records = [
+            {"id": f"{panel_id}-{int(rec['label'])}", "panel_id": panel_id, "run_id": run_id,
+             **{name: _clean(rec[name]) for name in PARTICLE_COLUMNS}}
+            for rec in particles.to_dict("records")
+        ]
+        labels_npz, unc_npz = encode_maps(labels, uncertainty)
+        with self._errors(f"store panel {panel_id}"), self.db.atomic():
+            self.db.table("panels").upsert(row, pk="id")
+            self.conn.execute("DELETE FROM particles WHERE panel_id = ?", [panel_id])
+            if records:
+                self.db.table("particles").upsert_all(records, pk="id")
+            self.db.table("panel_maps").upsert(
+                {"panel_id": panel_id, "labels_npz": labels_npz, "uncertainty_npz": unc_npz},
+                pk="panel_id")
+        logger.info("stored panel %s: %d particles", panel_id, len(records))
+        return panel_id
+
+    # ------------------------------------------------------------------ reading
+
+    def load_panel_maps(self, panel_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Instance map (int32) and uncertainty map (float16 or None) stored for a panel.
+
+        Raises
+        ------
+        DatabaseError
+            If no maps are stored for ``panel_id``.
+        """
+        with self._errors("load panel maps"):
+            row = self.conn.execute("SELECT labels_npz, uncertainty_npz FROM panel_maps "
+                                    "WHERE panel_id = ?", [panel_id]).fetchone()
+        if row is None:
+            raise DatabaseError(f"no maps stored for panel {panel_id!r}; list panels with "
+                                "`idx query DB --sql 'SELECT id FROM panels'`")
+        return decode_map(row[0]), decode_map(row[1])
+
+    def particles(self, material: str | None = None, technique: str | None = None,
+                  min_diameter_nm: float | None = None, max_diameter_nm: float | None = None,
+                  year: int | None = None, doi: str | None = None, run: str | None = None,
+                  shape: str | None = None, panel: str | None = None,
+                  limit: int | None = None) -> pd.DataFrame:
+        """Particles matching all given filters, with panel and article context.
+
+        Parameters
+        ----------
+        material : str, optional
+            Phrase searched (full text) in figure captions, panel captions and article titles.
+        technique : str, optional
+            Panel technique, e.g. ``"TEM"`` (case-insensitive).
+        min_diameter_nm, max_diameter_nm : float, optional
+            Equivalent circular diameter range, nm (particles without scale are excluded).
+        year : int, optional
+            Publication year.
+        doi : str, optional
+            Article DOI.
+        run : str, optional
+            Run id.
+        shape : str, optional
+            Shape class (``idx.particles.SHAPE_CLASSES``).
+        panel : str, optional
+            Panel id.
+        limit : int, optional
+            At most this many rows.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Particle columns plus ``technique``, ``figure_label``, ``doi``, ``year``, ``title``.
+        """
+        where, params = self._filters(material, technique, year, doi, run, panel)
+        if min_diameter_nm is not None:
+            where.append("p.diameter_nm >= ?")
+            params.append(float(min_diameter_nm))
+        if max_diameter_nm is not None:
+            where.append("p.diameter_nm <= ?")
+            params.append(float(max_diameter_nm))
+        if shape is not None:
+            where.append("p.shape = ?")
+            params.append(shape)
+        query = ("SELECT p.*, pa.technique, f.label AS figure_label, a.doi, a.year, a.title "
+                 "FROM particles p JOIN panels pa ON pa.id = p.panel_id "
+                 "JOIN figures f ON f.id = pa.figure_id JOIN articles a ON a.id = f.article_id")
+        return self._select(query, where, params, "p.panel_id, p.label", limit)
+
+    def panel_stats(self, material: str | None = None, technique: str | None = None,
+                    year: int | None = None, doi: str | None = None, run: str | None = None,
+                    panel: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Per-panel statistics (counts, diameter statistics, scale) matching the filters.
+
+        Parameters are those of ``particles``. Returns one row per panel with its article
+        context; the full summary (histogram, g(r)) is the JSON column ``summary``.
+        """
+        where, params = self._filters(material, technique, year, doi, run, panel)
+        query = ("SELECT pa.*, f.label AS figure_label, a.doi, a.year, a.title "
+                 "FROM panels pa JOIN figures f ON f.id = pa.figure_id "
+                 "JOIN articles a ON a.id = f.article_id")
+        return self._select(query, where, params, "a.year, pa.id", limit)
+
+    def _filters(self, material, technique, year, doi, run, panel):
+        where, params = [], []
+        if material:
+            phrase = _fts_phrase(material)
+            where.append(
+                "(pa.rowid IN (SELECT rowid FROM panels_fts WHERE panels_fts MATCH ?) "
+                "OR f.rowid IN (SELECT rowid FROM figures_fts WHERE figures_fts MATCH ?) "
+                "OR a.rowid IN (SELECT rowid FROM articles_fts WHERE articles_fts MATCH ?))")
+            params += [phrase, phrase, phrase]
+        if technique:
+            where.append("pa.technique = ? COLLATE NOCASE")
+            params.append(technique)
+        if year is not None:
+            where.append("a.year = ?")
+            params.append(int(year))
+        if doi:
+            where.append("a.doi = ?")
+            params.append(_normalise_doi(doi))
+        if run:
+            where.append("pa.run_id = ?")
+            params.append(run)
+        if panel:
+            where.append("pa.id = ?")
+            params.append(panel)
+        return where, params
+
+    def _select(self, query, where, params, order, limit) -> pd.DataFrame:
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += f" ORDER BY {order}"
+        if limit is not None:
+            query += " LIMIT ?"
+            params = [*params, int(limit)]
+        with self._errors("query"):
+            return pd.read_sql_query(query, self.conn, params=params)
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run one read-only SQL statement (SELECT / WITH / EXPLAIN / VALUES).
+
+        File databases are read through a separate ``mode=ro`` connection, so nothing can be
+        written whatever the statement does.
+
+        Raises
+        ------
+        DatabaseError
+            For a write statement, a syntax error or an unknown table/column.
+        """
+        keyword = _first_keyword(query)
+        if keyword in WRITE_KEYWORDS or not keyword:
+            raise DatabaseError(f"only read-only queries (SELECT, WITH, EXPLAIN) are allowed; "
+                                f"got {keyword or 'an empty query'}")
+        if self.path is None:
+            conn, close = self.conn, False
+            self.conn.execute("PRAGMA query_only = ON")
+        else:
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            with self._errors("open the database read-only"):
+                conn, close = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s), True
+        try:
+            return pd.read_sql_query(query, conn)
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+            message = str(exc).split(":", 1)[-1].strip() if "Execution failed" in str(exc) \
+                else str(exc)
+            if "readonly" in message or "read-only" in message:
+                raise DatabaseError("the query tries to write; --sql runs read-only queries only")\
+                    from None
+            raise DatabaseError(f"SQL error: {message}; tables: {', '.join(TABLES)}") from None
+        finally:
+            if close:
+                conn.close()
+            else:
+                self.conn.execute("PRAGMA query_only = OFF")
+
+    def stats(self) -> dict:
+        """Summary of the database: rows per table, runs, techniques, shapes, years, size."""
+        with self._errors("summarise the database"):
+            counts = {t: self.db.table(t).count for t in TABLES}
+            runs = [dict(zip(("id", "model_version", "weights_sha256", "started_at", "panels"), r))
+                    for r in self.conn.execute(
+                        "SELECT r.id, r.model_version, r.weights_sha256, r.started_at, "
+                        "(SELECT COUNT(*) FROM panels WHERE run_id = r.id) FROM runs r "
+                        "ORDER BY r.started_at")]
+            techniques = dict(self.conn.execute(
+                "SELECT COALESCE(technique, 'unknown'), COUNT(*) FROM panels GROUP BY 1"))
+            shapes = dict(self.conn.execute(
+                "SELECT COALESCE(shape, 'unknown'), COUNT(*) FROM particles GROUP BY 1"))
+            scaled, diameter = self.conn.execute(
+                "SELECT COUNT(diameter_nm), AVG(diameter_nm) FROM particles").fetchone()
+            years = self.conn.execute("SELECT MIN(year), MAX(year) FROM articles").fetchone()
+        size = None
+        if self.path is not None:  # the database file plus its write-ahead log
+            size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal"))
+                       if p.exists())
+        return {"path": str(self.path) if self.path else ":memory:", "size_bytes": size,
+                "tables": counts, "particles_with_scale": scaled,
+                "diameter_mean_nm": diameter, "years": list(years), "runs": runs,
+                "techniques": techniques, "shapes": shapes}
+
+
+def _column_type(name: str):
+    if name in ("label", "area_px", "n_vertices", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
+                "touches_border"):
+        return int
+    if name in ("units", "shape"):
+        return str
+    return float
+
+
+def _as_int(value) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(str(value)[:4]) if not isinstance(value, int) else value
+    except ValueError:
+        return None
