@@ -1,0 +1,271 @@
+"""Tests of idx.db: schema, stable ids, queries, read-only SQL and every bad-input branch."""
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.draw import disk
+
+from idx.db import Database, decode_map, encode_maps, make_id
+from idx.errors import DatabaseError
+from idx.particles import measure_particles, summarise_panel
+
+
+def panel_maps(n_side: int = 5, spacing: int = 24, radius: float = 6.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    size = n_side * spacing
+    labels = np.zeros((size, size), np.int32)
+    k = 0
+    for r in range(spacing // 2, size, spacing):
+        for c in range(spacing // 2, size, spacing):
+            k += 1
+            rr, cc = disk((r, c), radius + rng.normal(0, 1), shape=labels.shape)
+            labels[rr, cc] = k
+    uncertainty = rng.random(labels.shape).astype(np.float32) * (labels > 0)
+    return labels, uncertainty
+
+
+ARTICLE = {"doi": "https://doi.org/10.1000/Gold.2020", "title": "Citrate gold nanoparticles",
+           "journal": "J. Test", "year": 2020, "authors": ["A. One", "B. Two"], "license": "CC-BY",
+           "source_path": "/data/gold.xml"}
+FIGURE = {"id": "fig2", "label": "Figure 2", "caption": "TEM images of silica shells",
+          "image": "/data/fig2.png", "image_url": "http://example.org/fig2.png"}
+
+
+def fill(db: Database, nm_per_px=0.5, params=None, technique="TEM", bbox=(0, 0, 120, 120)):
+    labels, uncertainty = panel_maps()
+    particles = measure_particles(labels, nm_per_px=nm_per_px, uncertainty=uncertainty)
+    summary = summarise_panel(particles, labels.shape)
+    run_id = db.start_run("bpartis-1.0", "ab" * 32, params or {"mc_samples": 10})
+    article_id = db.add_article(ARTICLE)
+    figure_id = db.add_figure(article_id, FIGURE)
+    panel = {"bbox": list(bbox), "label": "a", "kind": "em", "technique": technique,
+             "caption": "gold particles on carbon", "nm_per_px": nm_per_px,
+             "scale_source": "scalebar", "scale_text": "50 nm", "image_path": "/data/p.png",
+             "image_sha256": "cd" * 32}
+    panel_id = db.add_panel(run_id, figure_id, panel, particles, labels, uncertainty, summary)
+    return run_id, figure_id, panel_id, particles, labels, uncertainty
+
+
+def test_schema_tables_fts_wal_and_foreign_keys(tmp_path):
+    db = Database(tmp_path / "p.db")
+    names = set(db.db.table_names())
+    assert {"runs", "articles", "figures", "panels", "panel_maps", "particles",
+            "crawl_failures", "figures_fts", "panels_fts", "articles_fts"} <= names
+    assert db.db.journal_mode == "wal"
+    assert db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    indexed = {tuple(ix.columns) for ix in db.db.table("particles").indexes}
+    assert {("diameter_nm",), ("panel_id",), ("run_id",)} <= indexed
+    assert {fk.other_table for fk in db.db.table("panels").foreign_keys} == {"figures", "runs"}
+
+
+def test_add_panel_round_trip_and_rerun_does_not_duplicate():
+    db = Database(memory=True)
+    run_id, figure_id, panel_id, particles, labels, uncertainty = fill(db)
+    again = fill(db)
+    assert again[2] == panel_id and again[0] == run_id
+    counts = {t: db.db.table(t).count for t in ("runs", "articles", "figures", "panels",
+                                                   "particles")}
+    assert counts == {"runs": 1, "articles": 1, "figures": 1, "panels": 1,
+                      "particles": len(particles)}
+    stored = db.particles()
+    np.testing.assert_allclose(stored["diameter_nm"], particles["diameter_nm"])
+    assert stored["doi"].iloc[0] == "10.1000/gold.2020" and stored["year"].iloc[0] == 2020
+    loaded_labels, loaded_unc = db.load_panel_maps(panel_id)
+    np.testing.assert_array_equal(loaded_labels, labels)
+    np.testing.assert_allclose(loaded_unc, uncertainty, atol=1e-3)
+    # measurements recomputed from the stored maps agree with the stored rows
+    again_table = measure_particles(loaded_labels, 0.5, uncertainty=loaded_unc)
+    np.testing.assert_allclose(again_table["area_nm2"], stored["area_nm2"])
+
+
+def test_changed_parameters_make_a_new_run_not_an_overwrite():
+    db = Database(memory=True)
+    first = fill(db)
+    second = fill(db, params={"mc_samples": 20})
+    assert first[0] != second[0] and first[2] != second[2]
+    assert db.db.table("runs").count == 2 and db.db.table("panels").count == 2
+    assert len(db.particles(run=first[0])) == len(first[3])
+    assert len(db.particles()) == 2 * len(first[3])
+
+
+def test_particle_filters():
+    db = Database(memory=True)
+    _, _, panel_id, particles, _, _ = fill(db)
+    n = len(particles)
+    median = float(particles["diameter_nm"].median())
+    assert len(db.particles(material="gold")) == n  # panel caption and title
+    assert len(db.particles(material="silica")) == n  # figure caption
+    assert len(db.particles(material="platinum")) == 0
+    assert len(db.particles(material='Au-"NP" OR')) == 0  # FTS syntax is quoted, no error
+    assert len(db.particles(technique="tem")) == n and len(db.particles(technique="SEM")) == 0
+    assert len(db.particles(min_diameter_nm=median)) == (particles["diameter_nm"] >= median).sum()
+    assert len(db.particles(max_diameter_nm=median)) == (particles["diameter_nm"] <= median).sum()
+    assert len(db.particles(year=2020, doi="10.1000/GOLD.2020")) == n
+    assert len(db.particles(year=2019)) == 0
+    assert len(db.particles(shape="sphere")) == (particles["shape"] == "sphere").sum()
+    assert len(db.particles(panel=panel_id, limit=3)) == 3
+    stats = db.panel_stats(material="gold")
+    assert stats["count"].tolist() == [n]
+    assert stats["diameter_mean_nm"].iloc[0] == pytest.approx(
+        particles.loc[~particles["touches_border"], "diameter_nm"].mean())
+
+
+def test_panel_without_scale_keeps_pixels():
+    db = Database(memory=True)
+    fill(db, nm_per_px=None)
+    stored = db.particles()
+    assert (stored["units"] == "px").all() and stored["diameter_nm"].isna().all()
+    assert len(db.particles(min_diameter_nm=0)) == 0
+
+
+def test_crawler_protocol():
+    db = Database(memory=True)
+    article = {"title": "Crawled", "figures": [{"id": "f1", "caption": "SEM of ZnO rods",
+                                                "image": "/c/f1.png",
+                                                "image_url": "http://x.org/f1.png"}]}
+    assert not db.has_article("PMC123")
+    article_id = db.add_article("PMC123", article, "europepmc")
+    assert db.has_article("PMC123") and not db.has_article("PMC999")
+    row = db.sql("SELECT key, source, title FROM articles").iloc[0].tolist()
+    assert row == ["PMC123", "europepmc", "Crawled"]
+    figure = db.sql("SELECT article_id, image_path, image_url FROM figures").iloc[0].tolist()
+    assert figure == [article_id, "/c/f1.png", "http://x.org/f1.png"]
+    # a DOI key is found again by the DOI the pipeline later stores
+    db.add_article("10.5555/ABC", {"title": "By DOI"}, "crossref")
+    assert db.add_article({"doi": "10.5555/abc", "title": "By DOI"}) == make_id("doi", "10.5555/abc")
+    assert db.db.table("articles").count == 2
+    db.record_failure("PMC9", "http://x.org/9", "HTTP 404")
+    db.record_failure("PMC9", "http://x.org/9", "HTTP 500")
+    assert db.sql("SELECT attempts, reason FROM crawl_failures").iloc[0].tolist() == [2, "HTTP 500"]
+    with pytest.raises(DatabaseError, match="needs the article dict"):
+        db.add_article("PMC1")
+    with pytest.raises(DatabaseError, match="no doi, key"):
+        db.add_article({"title": "anonymous"})
+
+
+def test_sql_is_read_only(tmp_path):
+    path = tmp_path / "p.db"
+    db = Database(path)
+    fill(db)
+    n = db.db.table("particles").count
+    assert db.sql("SELECT COUNT(*) AS n FROM particles")["n"].iloc[0] == n
+    assert db.sql("  -- comment\n WITH x AS (SELECT 1 AS a) SELECT a FROM x")["a"].tolist() == [1]
+    for query in ("DELETE FROM particles", "drop table particles", "PRAGMA journal_mode=delete"):
+        with pytest.raises(DatabaseError, match="read-only"):
+            db.sql(query)
+    with pytest.raises(DatabaseError, match="tries to write"):
+        db.sql("WITH x AS (SELECT 1) DELETE FROM particles")
+    with pytest.raises(DatabaseError, match="syntax error"):
+        db.sql("SELEC * FROM particles")
+    with pytest.raises(DatabaseError, match="no such table"):
+        db.sql("SELECT * FROM missing_table")
+    assert db.db.table("particles").count == n
+    memory = Database(memory=True)
+    with pytest.raises(DatabaseError, match="tries to write"):
+        memory.sql("WITH x AS (SELECT 1) INSERT INTO runs(id, model_version) SELECT 'a', 'b'")
+    assert memory.db.table("runs").count == 0 and memory.sql("SELECT 1 AS one")["one"][0] == 1
+
+
+def test_failed_panel_write_leaves_previous_rows(tmp_path):
+    db = Database(tmp_path / "p.db")
+    run_id, figure_id, panel_id, particles, labels, uncertainty = fill(db)
+    before = db.particles()
+    broken = particles.copy()
+    broken["circularity"] = broken["circularity"].astype(object)
+    broken.loc[len(broken) - 1, "circularity"] = {1, 2}  # cannot be stored: fails mid-panel
+    with pytest.raises(DatabaseError, match="store panel"):
+        db.add_panel(run_id, figure_id, {"bbox": [0, 0, 120, 120]}, broken, labels, uncertainty,
+                     {"count": 999})
+    after = Database(tmp_path / "p.db").particles()
+    pd.testing.assert_frame_equal(before, after)
+    assert db.panel_stats()["count"].tolist() == [len(particles)]
+
+
+def test_missing_foreign_rows_are_reported():
+    db = Database(memory=True)
+    labels, _ = panel_maps()
+    table = measure_particles(labels)
+    with pytest.raises(DatabaseError, match="add that first"):
+        db.add_panel("norun", "nofigure", {"bbox": [0, 0, 10, 10]}, table, labels, None, {})
+    with pytest.raises(DatabaseError, match="bbox"):
+        db.add_panel("norun", "nofigure", {"bbox": [5, 0, 1, 10]}, table, labels, None, {})
+    with pytest.raises(DatabaseError, match="measure_particles"):
+        db.add_panel("norun", "nofigure", {}, pd.DataFrame({"x": [1]}), labels, None, {})
+    with pytest.raises(DatabaseError, match="no maps stored"):
+        db.load_panel_maps("nopanel")
+
+
+def test_not_sqlite_file_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 100)
+    before = path.read_bytes()
+    with pytest.raises(DatabaseError, match="not an SQLite database"):
+        Database(path)
+    with pytest.raises(DatabaseError, match="not an SQLite database"):
+        Database(path, readonly=True)
+    assert path.read_bytes() == before
+
+
+def test_locked_database_times_out_with_clear_error(tmp_path):
+    path = tmp_path / "p.db"
+    Database(path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+         "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        db = Database(path, readonly=True, busy_timeout_s=0.2)  # WAL readers are not blocked
+        started = time.monotonic()
+        with pytest.raises(DatabaseError, match="locked by another process"):
+            Database(path, busy_timeout_s=0.3).start_run("m", "w", {})
+        assert time.monotonic() - started < 10
+        assert db.db.table("runs").count == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert Database(path).start_run("m", "w", {})  # usable again once the lock is gone
+
+
+def test_read_only_locations(tmp_path):
+    with pytest.raises(DatabaseError, match="cannot open|cannot be written"):
+        Database("/proc/self/idx-test.db")  # a read-only filesystem, even for root
+    with pytest.raises(DatabaseError, match="does not exist"):
+        Database(tmp_path / "missing" / "p.db")
+    with pytest.raises(DatabaseError, match="no database at"):
+        Database(tmp_path / "absent.db", readonly=True)
+    path = tmp_path / "p.db"
+    fill(Database(path))
+    reader = Database(path, readonly=True)
+    assert len(reader.particles()) > 0
+    with pytest.raises(DatabaseError, match="cannot be written"):
+        reader.add_article({"doi": "10.1/new"})
+    assert reader.db.table("articles").count == 1
+    with pytest.raises(DatabaseError, match="has no idx tables"):
+        empty = tmp_path / "empty.db"
+        sqlite3.connect(empty).execute("CREATE TABLE t(x)").connection.close()
+        Database(empty, readonly=True)
+
+
+def test_stats_summarises_database(tmp_path):
+    db = Database(tmp_path / "p.db")
+    _, _, _, particles, _, _ = fill(db)
+    stats = db.stats()
+    assert stats["tables"]["particles"] == len(particles)
+    assert stats["particles_with_scale"] == len(particles)
+    assert stats["techniques"] == {"TEM": 1} and stats["years"] == [2020, 2020]
+    assert stats["runs"][0]["panels"] == 1 and stats["size_bytes"] > 0
+
+
+def test_map_encoding_round_trip():
+    labels, uncertainty = panel_maps()
+    labels_npz, unc_npz = encode_maps(labels, uncertainty)
+    np.testing.assert_array_equal(decode_map(labels_npz), labels)
+    assert decode_map(unc_npz).dtype == np.float16
+    assert decode_map(None) is None and encode_maps(labels, None)[1] is None
