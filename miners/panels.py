@@ -1,0 +1,661 @@
+"""Split a multi-panel figure into panels, read their labels and tell EM micrographs from the rest.
+
+The splitter is a recursive XY-cut on gutters: rows of the figure that hold no *large* content
+(pixels that are neither near-white nor near-black, grouped into connected components taller or
+wider than a label) separate panels; the cut is tried on rows, then on columns, then again inside
+each piece. Small components (labels, tick labels, JPEG speckle) do not block a gutter, so labels
+sitting in a gutter are tolerated. Pieces without large content are merged back into their
+neighbour, so a plot title or a stray label never becomes a panel. A leaf that still holds several
+separate image regions (an irregular layout) is split into its connected regions.
+
+Labels are read with tesseract on small corner crops only, all crops of a figure batched into a
+single tesseract call. The EM / other decision is a logistic model on a handful of measurable cues
+(grey-level statistics, flat areas, colour, straight axes lines, centro-symmetry), calibrated with
+``benchmarks/calibrate_em.py`` on EMPS micrographs and matplotlib-rendered non-EM panels.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from idx.errors import ImageError
+from miners.images import as_uint8, to_gray
+
+log = logging.getLogger(__name__)
+
+WHITE_LEVEL = 243  # grey >= this is gutter white
+BLACK_LEVEL = 12  # grey <= this is gutter black
+MIN_PANEL_PX = 24  # a panel is at least this many pixels on each side
+MIN_PANEL_FRACTION = 0.04  # ... and at least this fraction of the figure's longer side
+SMALL_COMPONENT_FRACTION = 0.045  # a component smaller than this (x longer side) is text or speckle
+SMALL_COMPONENT_MIN_PX = 24
+DENSE_FILL = 0.6  # large content fills more than this of a panel's box: an image, not a plot
+INSET_MIN_FRACTION = 0.12  # an inset is at least this fraction of its panel's side
+MAX_SPLIT_PIXELS = 12_000_000  # bigger figures are split on a 2x max-pooled content mask
+LABEL_PATTERN = re.compile(r"^\(?([A-Za-z])(\d{0,2})\)?[.:]?$")
+LABEL_OCR_HEIGHT_PX = 40
+EM_THRESHOLD = 0.5  # em_score >= this: kind "em"
+
+
+@dataclass
+class Panel:
+    """One panel of a figure.
+
+    Attributes
+    ----------
+    bbox : tuple of int
+        ``(x0, y0, x1, y1)`` in pixels of the input figure; ``x1`` and ``y1`` are exclusive.
+    label : str or None
+        Panel label as printed (``"a"``, ``"B"``, ``"d1"``), brackets removed; None if unread.
+    kind : str
+        ``"em"`` for an electron micrograph, ``"other"`` for plots, spectra, diffraction
+        patterns, schematics and photos.
+    em_score : float
+        Probability-like score in [0, 1] that the panel is an EM micrograph.
+    inset : bool
+        True for an inset found inside another panel (only with ``insets=True``).
+    """
+
+    bbox: tuple[int, int, int, int]
+    label: str | None = None
+    kind: str = "other"
+    em_score: float = 0.0
+    inset: bool = False
+
+    @property
+    def width_px(self) -> int:
+        return self.bbox[2] - self.bbox[0]
+
+    @property
+    def height_px(self) -> int:
+        return self.bbox[3] - self.bbox[1]
+
+    def to_dict(self) -> dict:
+        """JSON-ready ``{"bbox": [x0, y0, x1, y1], "label": ..., "kind": ..., "em_score": ...}``."""
+        out = {"bbox": [int(v) for v in self.bbox], "label": self.label, "kind": self.kind,
+               "em_score": round(float(self.em_score), 3)}
+        if self.inset:
+            out["inset"] = True
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+
+
+def split_panels(figure: np.ndarray, read_labels: bool = True, classify: bool = True,
+                 insets: bool = False) -> list[Panel]:
+    """Split a figure into its panels, in reading order.
+
+    Parameters
+    ----------
+    figure : ndarray, shape (H, W) or (H, W, 3) or (H, W, 4)
+        The figure; any dtype (converted with ``miners.images.as_uint8``).
+    read_labels : bool
+        Read each panel's letter with tesseract (skipped with a warning if tesseract is missing).
+    classify : bool
+        Decide EM / other for each panel (``kind``, ``em_score``); otherwise kind is "other".
+    insets : bool
+        Also return insets (framed sub-images inside a panel) as extra panels with ``inset=True``.
+
+    Returns
+    -------
+    list of Panel
+        Reading order: top to bottom by rows of panels, left to right inside a row. A single
+        image gives one panel; a blank figure gives an empty list.
+    """
+    image = as_uint8(figure)
+    gray = to_gray(image)
+    height, width = gray.shape
+    if min(height, width) < 8:
+        raise ImageError(f"figure of {width}x{height} pixels is too small to split; "
+                         "need at least 8 px a side")
+    content = (gray > BLACK_LEVEL) & (gray < WHITE_LEVEL)
+    content_full = content
+    scale = 1
+    if gray.size > MAX_SPLIT_PIXELS:
+        scale = 2
+        h2, w2 = height // 2 * 2, width // 2 * 2
+        content = content[:h2, :w2].reshape(h2 // 2, 2, w2 // 2, 2).any(axis=(1, 3))
+    large = _large_content(content)
+    if not large.any():
+        log.info("figure %dx%d has no image content; no panels", width, height)
+        return []
+    min_side = max(MIN_PANEL_PX // scale, int(MIN_PANEL_FRACTION * max(content.shape)))
+    boxes = _xy_cut(large, (0, content.shape[0], 0, content.shape[1]), min_side, depth=0)
+    boxes = [b for box in boxes for b in _split_regions(large, box, min_side)]
+    panels = []
+    for r0, r1, c0, c1 in boxes:
+        r0, r1, c0, c1 = r0 * scale, min(height, r1 * scale), c0 * scale, min(width, c1 * scale)
+        r0, r1, c0, c1 = _tighten(content_full, large if scale == 1 else None, (r0, r1, c0, c1))
+        if r1 - r0 >= MIN_PANEL_PX // 2 and c1 - c0 >= MIN_PANEL_PX // 2:
+            panels.append(Panel(bbox=(c0, r0, c1, r1)))
+    panels = sort_reading_order(panels)
+    if insets:
+        panels = panels + [p for panel in panels for p in _find_insets(gray, panel)]
+    if classify:
+        for panel in panels:
+            panel.kind, panel.em_score = classify_panel(crop_panel(image, panel))
+    if read_labels and panels:
+        labels = read_panel_labels(gray, panels)
+        for panel, label in zip(panels, labels):
+            panel.label = label
+    return panels
+
+
+def crop_panel(figure: np.ndarray, panel: Panel) -> np.ndarray:
+    """The pixels of one panel, a view into ``figure``.
+
+    Parameters
+    ----------
+    figure : ndarray, shape (H, W) or (H, W, C)
+    panel : Panel
+        A panel of this figure (``bbox`` in its pixels).
+
+    Returns
+    -------
+    ndarray, shape (y1 - y0, x1 - x0) or (y1 - y0, x1 - x0, C)
+    """
+    x0, y0, x1, y1 = (int(v) for v in panel.bbox)
+    height, width = figure.shape[:2]
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ImageError(f"panel bbox {panel.bbox} lies outside the {width}x{height} figure; "
+                         "pass the figure the panel was split from")
+    return figure[y0:y1, x0:x1]
+
+
+def sort_reading_order(panels: list[Panel]) -> list[Panel]:
+    """Panels sorted top to bottom by rows, then left to right.
+
+    Two panels share a row when their vertical extents overlap by more than half of the shorter.
+    """
+    rows: list[list[Panel]] = []
+    for panel in sorted(panels, key=lambda p: (p.bbox[1], p.bbox[0])):
+        for row in rows:
+            top = min(p.bbox[1] for p in row)
+            bottom = max(p.bbox[3] for p in row)
+            overlap = min(bottom, panel.bbox[3]) - max(top, panel.bbox[1])
+            if overlap > 0.5 * min(panel.height_px, bottom - top):
+                row.append(panel)
+                break
+        else:
+            rows.append([panel])
+    return [p for row in rows for p in sorted(row, key=lambda p: p.bbox[0])]
+
+
+# ----------------------------------------------------------------------------------------------
+# splitting
+
+
+def _large_content(content: np.ndarray) -> np.ndarray:
+    """Content pixels in connected components bigger than text (bool, same shape)."""
+    labels, count = ndimage.label(content, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return np.zeros_like(content)
+    limit = max(SMALL_COMPONENT_MIN_PX, SMALL_COMPONENT_FRACTION * max(content.shape))
+    keep = np.zeros(count + 1, dtype=bool)
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is not None and max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= limit:
+            keep[index] = True
+    return keep[labels]
+
+
+def _segments(profile: np.ndarray, min_side: int) -> list[tuple[int, int]]:
+    """Runs of non-zero ``profile`` as [start, stop), short runs merged into the nearest run."""
+    filled = profile > 0
+    if not filled.any():
+        return []
+    edges = np.flatnonzero(np.diff(np.r_[0, filled.astype(np.int8), 0]))
+    runs = [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+    changed = True
+    while changed and len(runs) > 1:
+        changed = False
+        for i, (a, b) in enumerate(runs):
+            if b - a >= min_side:
+                continue
+            gap_before = a - runs[i - 1][1] if i > 0 else np.inf
+            gap_after = runs[i + 1][0] - b if i + 1 < len(runs) else np.inf
+            j = i - 1 if gap_before <= gap_after else i + 1
+            runs[min(i, j)] = [min(runs[i][0], runs[j][0]), max(runs[i][1], runs[j][1])]
+            del runs[max(i, j)]
+            changed = True
+            break
+    return [tuple(r) for r in runs]
+
+
+def _cut(large: np.ndarray, box, axis: int, min_side: int) -> list[tuple[int, int, int, int]]:
+    """Cut ``box`` (r0, r1, c0, c1) along rows (axis 0) or columns (axis 1) at empty bands."""
+    r0, r1, c0, c1 = box
+    sub = large[r0:r1, c0:c1]
+    profile = sub.sum(axis=1 - axis)
+    runs = _segments(profile, min_side)
+    if len(runs) < 2:
+        return [box]
+    out = []
+    for i, (a, b) in enumerate(runs):
+        start = 0 if i == 0 else (runs[i - 1][1] + a) // 2
+        stop = len(profile) if i == len(runs) - 1 else (b + runs[i + 1][0]) // 2
+        out.append((r0 + start, r0 + stop, c0, c1) if axis == 0 else (r0, r1, c0 + start, c0 + stop))
+    return out
+
+
+def _xy_cut(large: np.ndarray, box, min_side: int, depth: int, first_axis: int = 0) -> list:
+    """Recursive XY-cut of ``box``; returns leaf boxes (r0, r1, c0, c1)."""
+    if depth > 12:
+        return [box]
+    for axis in (first_axis, 1 - first_axis):
+        pieces = _cut(large, box, axis, min_side)
+        if len(pieces) > 1:
+            return [leaf for piece in pieces
+                    for leaf in _xy_cut(large, piece, min_side, depth + 1, 1 - axis)]
+    if depth == 0:  # a thin frame drawn around the whole figure
+        stripped = _strip_frame(large, box)
+        if stripped is not None:
+            pieces = _xy_cut(stripped, box, min_side, depth + 1, first_axis)
+            area = (box[1] - box[0]) * (box[3] - box[2])
+            if len(pieces) > 1 and all((b - a) * (d - c) > 0.04 * area for a, b, c, d in pieces):
+                return pieces
+    return [box]
+
+
+def _strip_frame(large: np.ndarray, box) -> np.ndarray | None:
+    """``large`` without a thin rectangular frame drawn around the whole box, or None if none."""
+    r0, r1, c0, c1 = box
+    sub = large[r0:r1, c0:c1]
+    h, w = sub.shape
+    if h < 20 or w < 20:
+        return None
+    band = 4
+    rows_full = sub.mean(axis=1) > 0.9
+    cols_full = sub.mean(axis=0) > 0.9
+    top = rows_full[:band].any() and rows_full[-band:].any()
+    sides = cols_full[:band].any() and cols_full[-band:].any()
+    if not (top and sides):
+        return None
+    out = large.copy()
+    inner = out[r0:r1, c0:c1]
+    for idx in np.flatnonzero(rows_full[:band]).tolist() + (h - band + np.flatnonzero(rows_full[-band:])).tolist():
+        inner[idx, :] = False
+    for idx in np.flatnonzero(cols_full[:band]).tolist() + (w - band + np.flatnonzero(cols_full[-band:])).tolist():
+        inner[:, idx] = False
+    return out
+
+
+def _split_regions(large: np.ndarray, box, min_side: int) -> list:
+    """Split a leaf into separate image regions when no straight gutter exists (irregular layout)."""
+    r0, r1, c0, c1 = box
+    sub = large[r0:r1, c0:c1]
+    closed = ndimage.binary_closing(sub, structure=np.ones((5, 5), bool)) | sub
+    labels, count = ndimage.label(closed)
+    if count < 2:
+        return [box]
+    regions = []
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        rs, cs = sl
+        if rs.stop - rs.start >= 2 * min_side and cs.stop - cs.start >= 2 * min_side:
+            regions.append([rs.start, rs.stop, cs.start, cs.stop])
+        elif (labels[sl] == index).sum() > 0.02 * sub.size:
+            return [box]  # a big part of the leaf that is no panel: not a clean layout
+    # merge boxes that overlap (plot curves inside axes, insets inside micrographs)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(regions)):
+            for j in range(i + 1, len(regions)):
+                a, b = regions[i], regions[j]
+                if a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]:
+                    regions[i] = [min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])]
+                    del regions[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    if len(regions) < 2:
+        return [box]
+    for a, b, c, d in regions:  # only image-like regions make an irregular layout
+        if sub[a:b, c:d].mean() < DENSE_FILL:
+            return [box]
+    return [(r0 + a, r0 + b, c0 + c, c0 + d) for a, b, c, d in regions]
+
+
+def _tighten(content: np.ndarray, large: np.ndarray | None, box) -> tuple[int, int, int, int]:
+    """Shrink a cell to its content: the large content, plus nearby text for sparse panels."""
+    r0, r1, c0, c1 = box
+    sub_large = (large if large is not None else _large_content(content[r0:r1, c0:c1]))
+    if large is not None:
+        sub_large = sub_large[r0:r1, c0:c1]
+    rows = np.flatnonzero(sub_large.any(axis=1))
+    cols = np.flatnonzero(sub_large.any(axis=0))
+    if rows.size == 0:
+        return box
+    a, b, c, d = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    fill = sub_large[a:b, c:d].mean()
+    if fill < DENSE_FILL:  # a plot or schematic: keep its tick and axis labels
+        a, b, c, d = _add_nearby_text(content[r0:r1, c0:c1], (a, b, c, d))
+    return r0 + int(a), r0 + int(b), c0 + int(c), c0 + int(d)
+
+
+def _add_nearby_text(content: np.ndarray, box) -> tuple[int, int, int, int]:
+    """Grow ``box`` (r0, r1, c0, c1) by the text left of, below and right of it (tick labels).
+
+    Text above the box, or level with its top-left corner, is left out: that is where panel
+    labels sit.
+    """
+    a, b, c, d = box
+    h, w = b - a, d - c
+    reach = 0.2 * max(h, w)
+    labels, count = ndimage.label(content, structure=np.ones((3, 3), bool))
+    for sl in ndimage.find_objects(labels):
+        if sl is None:
+            continue
+        rs, cs = sl
+        if rs.start >= a and rs.stop <= b and cs.start >= c and cs.stop <= d:
+            continue
+        gap_r = max(a - rs.stop, rs.start - b, 0)
+        gap_c = max(c - cs.stop, cs.start - d, 0)
+        if gap_r > reach or gap_c > reach or rs.stop <= a + 0.1 * h:
+            continue
+        if rs.start < a + 0.1 * h and cs.stop <= c + 0.1 * w:  # top-left corner: a panel label
+            continue
+        a, b, c, d = min(a, rs.start), max(b, rs.stop), min(c, cs.start), max(d, cs.stop)
+    return a, b, c, d
+
+
+def _find_insets(gray: np.ndarray, panel: Panel) -> list[Panel]:
+    """Framed insets inside a panel: a white or black rectangle outline around a sub-image."""
+    x0, y0, x1, y1 = panel.bbox
+    sub = gray[y0:y1, x0:x1]
+    h, w = sub.shape
+    found = []
+    for frame in (sub >= WHITE_LEVEL, sub <= BLACK_LEVEL):
+        labels, count = ndimage.label(frame)
+        for sl in ndimage.find_objects(labels):
+            rs, cs = sl
+            bh, bw = rs.stop - rs.start, cs.stop - cs.start
+            if bh < INSET_MIN_FRACTION * h or bw < INSET_MIN_FRACTION * w or bh > 0.8 * h or bw > 0.8 * w:
+                continue
+            comp = frame[sl]
+            ring = np.zeros_like(comp)
+            ring[:3, :] = ring[-3:, :] = ring[:, :3] = ring[:, -3:] = True
+            if comp[ring].mean() > 0.9 and comp[~ring].mean() < 0.3:
+                found.append(Panel(bbox=(x0 + cs.start, y0 + rs.start, x0 + cs.stop, y0 + rs.stop),
+                                   inset=True))
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# EM / other
+
+# Logistic model on FEATURE_NAMES, fitted by benchmarks/calibrate_em.py (standardised features).
+FEATURE_NAMES = ("colour", "white", "black", "flat", "levels", "entropy", "lines", "symmetry",
+                 "std", "edge")
+FEATURE_MEAN = np.array([0.09506, 0.3077, 0.05249, 0.3668, 0.4126, 0.5607, 0.01116, 0.04698, 0.355, 0.1747])
+FEATURE_SCALE = np.array([0.2082, 0.3903, 0.1616, 0.3887, 0.2873, 0.3036, 0.04704, 0.2197, 0.1418, 0.09304])
+FEATURE_WEIGHTS = np.array([-2.88, -2.44, -1.489, -1.145, 0.6578, 1.216, 0.5277, -0.5741, 0.4037, -0.4742])
+FEATURE_BIAS = -0.5167
+FEATURE_SIDE_PX = 256  # features are measured on a stride-sampled copy about this big
+
+
+def measure_panel_features(image: np.ndarray) -> np.ndarray:
+    """Measurable cues that tell a micrograph from a plot, spectrum, pattern, schematic or photo.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, 3)
+        One panel.
+
+    Returns
+    -------
+    ndarray of float64, shape (len(FEATURE_NAMES),)
+        colour: fraction of saturated pixels; white, black: fractions of near-white / near-black
+        pixels; flat: fraction of pixels equal to their right and lower neighbours; levels:
+        fraction of the 256 grey levels in use; entropy: of the grey histogram (bits / 8);
+        lines: fraction of rows and columns crossed by one long straight dark or bright run
+        (axes, frames); symmetry: correlation of the panel with itself turned 180 degrees
+        (diffraction patterns are centro-symmetric); std: grey standard deviation / 128;
+        edge: mean absolute neighbour difference / 32.
+    """
+    a = as_uint8(image)
+    step = max(1, int(max(a.shape[:2]) // FEATURE_SIDE_PX))
+    a = a[::step, ::step]
+    if a.ndim == 3:
+        spread = a.max(axis=2).astype(np.int16) - a.min(axis=2)
+        colour = float((spread > 40).mean())
+    else:
+        colour = 0.0
+    g = to_gray(a).astype(np.int16)
+    white = float((g >= WHITE_LEVEL).mean())
+    black = float((g <= BLACK_LEVEL).mean())
+    dx = np.abs(np.diff(g, axis=1))[:-1, :]
+    dy = np.abs(np.diff(g, axis=0))[:, :-1]
+    flat = float(((dx == 0) & (dy == 0)).mean()) if dx.size else 1.0
+    hist = np.bincount(g.ravel(), minlength=256) / g.size
+    levels = float((hist > 0.0005).mean())
+    nz = hist[hist > 0]
+    entropy = float(-(nz * np.log2(nz)).sum() / 8)
+    lines = _line_fraction(g)
+    rot = g[::-1, ::-1].astype(np.float64)
+    gf = g.astype(np.float64)
+    sd = gf.std()
+    symmetry = float(((gf - gf.mean()) * (rot - rot.mean())).mean() / (sd * sd)) if sd > 0 else 1.0
+    edge = float((dx.mean() + dy.mean()) / 64) if dx.size else 0.0
+    return np.array([colour, white, black, flat, levels, entropy, lines, symmetry, sd / 128, edge])
+
+
+def _line_fraction(g: np.ndarray) -> float:
+    """Fraction of rows + columns holding a straight run over 60 % of the side at a flat level."""
+    hits = 0
+    for arr in (g, g.T):
+        if arr.shape[1] < 8:
+            continue
+        same = np.abs(np.diff(arr, axis=1)) <= 2  # (rows, cols-1)
+        dark = arr[:, 1:] < 100
+        run_ok = same & dark
+        # longest run per row via cumulative trick
+        longest = _longest_true_run(run_ok)
+        hits += int((longest > 0.6 * arr.shape[1]).sum())
+    return hits / float(g.shape[0] + g.shape[1])
+
+
+def _longest_true_run(mask: np.ndarray) -> np.ndarray:
+    """Longest run of True in each row of a 2-D bool array (int, shape (rows,))."""
+    rows, cols = mask.shape
+    padded = np.zeros((rows, cols + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    d = np.diff(padded, axis=1)
+    best = np.zeros(rows, dtype=np.int64)
+    r_start, c_start = np.nonzero(d == 1)
+    r_stop, c_stop = np.nonzero(d == -1)
+    if r_start.size:
+        np.maximum.at(best, r_start, c_stop - c_start)
+    return best
+
+
+def classify_panel(image: np.ndarray) -> tuple[str, float]:
+    """Tell an EM micrograph from a plot, spectrum, diffraction pattern, schematic or photo.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, 3)
+        One panel (``crop_panel``).
+
+    Returns
+    -------
+    kind : str
+        ``"em"`` or ``"other"``.
+    em_score : float
+        In [0, 1]; ``kind == "em"`` when it is at least ``EM_THRESHOLD``.
+    """
+    a = as_uint8(image)
+    if min(a.shape[:2]) < 8:
+        return "other", 0.0
+    score = em_score_from_features(measure_panel_features(a))
+    return ("em" if score >= EM_THRESHOLD else "other"), score
+
+
+def em_score_from_features(features: np.ndarray) -> float:
+    """Logistic EM score of a ``measure_panel_features`` vector (float in [0, 1])."""
+    z = (np.asarray(features, dtype=np.float64) - FEATURE_MEAN) / FEATURE_SCALE
+    logit = float(z @ FEATURE_WEIGHTS + FEATURE_BIAS)
+    return float(1.0 / (1.0 + np.exp(-np.clip(logit, -40, 40))))
+
+
+# ----------------------------------------------------------------------------------------------
+# labels
+
+_TESSERACT_WARNED = False
+
+
+def normalise_label(text: str) -> str | None:
+    """``"(c)"`` -> ``"c"``, ``"d1"`` -> ``"d1"``, ``"B."`` -> ``"B"``; anything else -> None."""
+    match = LABEL_PATTERN.match(text.strip().replace(" ", ""))
+    if not match:
+        return None
+    return match.group(1) + match.group(2)
+
+
+def read_panel_labels(gray: np.ndarray, panels: list[Panel]) -> list[str | None]:
+    """Read the letter in or next to the top-left corner of each panel.
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+        The whole figure in grey levels.
+    panels : list of Panel
+
+    Returns
+    -------
+    list of str or None
+        One label per panel; None where no label was read. All corner crops go to tesseract in
+        one batched call.
+    """
+    global _TESSERACT_WARNED
+    if shutil.which("tesseract") is None:
+        if not _TESSERACT_WARNED:
+            log.warning("tesseract is not installed; panel labels are not read "
+                        "(apt-get install tesseract-ocr)")
+            _TESSERACT_WARNED = True
+        return [None] * len(panels)
+    crops = [_label_crop(gray, panel, panels) for panel in panels]
+    texts = _ocr_batch(crops)
+    return [normalise_label(t) if t else None for t in texts]
+
+
+def _label_crop(gray: np.ndarray, panel: Panel, panels: list[Panel]) -> np.ndarray | None:
+    """Black-on-white crop of the text blob nearest the panel's top-left corner, or None."""
+    x0, y0, x1, y1 = panel.bbox
+    height, width = gray.shape
+    pw, ph = x1 - x0, y1 - y0
+    reach = int(min(max(0.22 * min(pw, ph), 30), 160))
+    outside = int(min(reach, 0.6 * reach + 10))
+    wx0, wy0 = max(0, x0 - outside), max(0, y0 - outside)
+    wx1, wy1 = min(width, x0 + reach), min(height, y0 + reach)
+    window = gray[wy0:wy1, wx0:wx1]
+    if window.size == 0:
+        return None
+    best = None
+    for dark_text in (True, False):
+        mask = _text_mask(window, dark_text)
+        labels, count = ndimage.label(mask)
+        if count == 0:
+            continue
+        min_h = max(6, int(0.03 * min(pw, ph)))
+        max_h = max(min_h + 4, int(min(0.3 * min(pw, ph), 120)))
+        cands = []
+        for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+            rs, cs = sl
+            h, w = rs.stop - rs.start, cs.stop - cs.start
+            if not (min_h <= h <= max_h and 2 <= w <= 1.6 * h):
+                continue
+            if rs.start == 0 or cs.start == 0 or rs.stop == window.shape[0] or cs.stop == window.shape[1]:
+                if not (rs.start == 0 and wy0 == 0) and not (cs.start == 0 and wx0 == 0):
+                    continue
+            area_fill = (labels[sl] == index).mean()
+            if area_fill > 0.95 or area_fill < 0.08:
+                continue
+            cands.append((rs.start, rs.stop, cs.start, cs.stop))
+        if not cands:
+            continue
+        # group: the blob nearest the panel corner, plus blobs of similar height beside it
+        corner = (y0 - wy0, x0 - wx0)
+        first = min(cands, key=lambda b: np.hypot(max(b[0] - corner[0], corner[0] - b[1], 0) * 1.0,
+                                                  max(b[2] - corner[1], corner[1] - b[3], 0) * 1.0)
+                    + 0.5 * abs(b[0] - corner[0]) + 0.5 * abs(b[2] - corner[1]))
+        group = [first]
+        fh = first[1] - first[0]
+        for _ in range(3):
+            r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
+            c1g = max(b[3] for b in group)
+            nxt = [b for b in cands if b not in group and b[2] >= c1g - 2 and b[2] - c1g < 0.6 * fh
+                   and min(b[1], r1g) - max(b[0], r0g) > 0.3 * fh and (b[1] - b[0]) < 1.6 * fh]
+            if not nxt:
+                break
+            group.append(min(nxt, key=lambda b: b[2]))
+        distance = abs(first[0] - corner[0]) + abs(first[2] - corner[1])
+        if best is None or distance < best[0]:
+            r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
+            c0g, c1g = min(b[2] for b in group), max(b[3] for b in group)
+            crop = mask[r0g:r1g, c0g:c1g]
+            best = (distance, crop)
+    if best is None:
+        return None
+    crop = best[1]
+    scale = LABEL_OCR_HEIGHT_PX / crop.shape[0]
+    out_w = max(4, int(round(crop.shape[1] * scale)))
+    rows = np.minimum((np.arange(LABEL_OCR_HEIGHT_PX) / scale).astype(int), crop.shape[0] - 1)
+    cols = np.minimum((np.arange(out_w) / scale).astype(int), crop.shape[1] - 1)
+    big = crop[rows][:, cols]
+    return np.where(big, 0, 255).astype(np.uint8)
+
+
+def _text_mask(window: np.ndarray, dark_text: bool) -> np.ndarray:
+    """Pixels of strongly contrasting text of one polarity in a corner window (bool)."""
+    w = window.astype(np.int16)
+    if dark_text:
+        level = min(90, int(np.percentile(w, 8)) + 10)
+        return w <= level
+    level = max(170, int(np.percentile(w, 92)) - 10)
+    return w >= level
+
+
+def _ocr_batch(crops: list[np.ndarray | None]) -> list[str | None]:
+    """OCR many small black-on-white crops in one tesseract call, one crop per text line."""
+    import pytesseract
+
+    present = [(i, c) for i, c in enumerate(crops) if c is not None]
+    out: list[str | None] = [None] * len(crops)
+    if not present:
+        return out
+    gap = LABEL_OCR_HEIGHT_PX
+    width = max(c.shape[1] for _, c in present) + 2 * gap
+    height = gap + len(present) * (LABEL_OCR_HEIGHT_PX + gap)
+    sheet = np.full((height, width), 255, dtype=np.uint8)
+    spans = []
+    for k, (i, crop) in enumerate(present):
+        top = gap + k * (LABEL_OCR_HEIGHT_PX + gap)
+        sheet[top:top + crop.shape[0], gap:gap + crop.shape[1]] = crop
+        spans.append((i, top - gap // 2, top + LABEL_OCR_HEIGHT_PX + gap // 2))
+    config = ("--psm 6 -c tessedit_char_whitelist="
+              "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789()")
+    try:
+        data = pytesseract.image_to_data(sheet, config=config, output_type=pytesseract.Output.DICT)
+    except (pytesseract.TesseractError, OSError) as exc:
+        log.warning("tesseract failed on panel labels (%s); labels not read", exc)
+        return out
+    words: dict[int, list[tuple[int, str]]] = {}
+    for text, top, h, left in zip(data["text"], data["top"], data["height"], data["left"]):
+        text = (text or "").strip()
+        if not text:
+            continue
+        centre = top + h / 2
+        for i, start, stop in spans:
+            if start <= centre < stop:
+                words.setdefault(i, []).append((left, text))
+    for i, items in words.items():
+        out[i] = "".join(t for _, t in sorted(items))
+    return out
