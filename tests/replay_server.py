@@ -9,6 +9,9 @@ paths (query string included when the route has one, else the path alone).
 ...     server.url("/a.json")   # 'http://127.0.0.1:PORT/a.json'
 ...     server.hits["/flaky"]   # requests received on that path
 
+``body`` may be a callable ``f(query: dict) -> bytes`` for answers that depend on the query
+string (paged search APIs).
+
 Faults (``fault=``, applied to the first ``times`` requests, then the route answers normally;
 ``times=None`` = always):
   ``"status"``     answer ``status`` (with ``Retry-After: retry_after`` when given), empty body
@@ -21,8 +24,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 
 @dataclass
@@ -58,6 +62,9 @@ class _Handler(BaseHTTPRequestHandler):
             server.served[key] += 1
         if route is None:
             return self._send(404, b"not found", "text/plain")
+        if callable(route.body):  # body depends on the query string
+            query = parse_qs(urlsplit(path).query)
+            route = replace(route, body=route.body({k: v[0] for k, v in query.items()}))
         faulty = route.fault is not None and (route.times is None or served < route.times)
         if faulty and route.fault == "status":
             extra = {"Retry-After": route.retry_after} if route.retry_after is not None else {}

@@ -1,0 +1,575 @@
+"""Crawl open-access full text (Europe PMC, arXiv, DOIs via Crossref) into a store, resumably.
+
+>>> client = HttpClient("~/.cache/idx/crawl", mailto="me@example.org")
+>>> source = EuropePMCSource(client, "gold nanoparticles TEM")
+>>> report = crawl(source, MemoryStore(), max_articles=20)
+>>> report.to_dict()
+{'listed': 20, 'skipped': 0, 'stored': 18, 'failed': 2, 'figures': 41, 'failures': [...]}
+
+Sources
+-------
+:class:`EuropePMCSource`
+    REST search restricted to ``OPEN_ACCESS:y``; full text from ``/{PMCID}/fullTextXML`` (JATS);
+    figure images from ``https://europepmc.org/articles/{PMCID}/bin/{name}.jpg``.
+:class:`ArxivSource`
+    Atom API ``export.arxiv.org/api/query``; full text is the PDF (figures cropped by the PDF reader).
+    arXiv asks for at most one request every 3 s (``ARXIV_MIN_INTERVAL_S``).
+:class:`DoiSource`
+    A DOI list. Crossref metadata (``api.crossref.org/works/{doi}``) gives licence, title and
+    full-text links; candidates are tried in order: the Elsevier API (only when
+    ``ELSEVIER_API_KEY`` is set), Crossref's XML links, Crossref's HTML links, the landing page and
+    the DOI resolver. The first candidate whose document has figures wins.
+
+Every base URL is a constructor argument (None = the public service), so tests point them at
+127.0.0.1.
+
+The store protocol
+------------------
+``crawl`` never imports the database; it takes any ``store`` object with these three methods
+(``idx.db.Database`` implements them; :class:`MemoryStore` is the in-memory version):
+
+``has_article(key: str) -> bool``
+    True if the article ``key`` (``"pmcid:PMC3460867"``, ``"arxiv:2101.00001"``,
+    ``"doi:10.1038/srep01497"``) is already stored; the crawler then skips it without a request.
+``add_article(key: str, article: dict, source: str) -> None``
+    Store one complete article. ``article`` is ``miners.articles.Article.to_dict()``:
+    ``{"doi", "title", "journal", "year", "authors", "license", "figures": [{"id", "label",
+    "caption", "image", "image_url"}], "url"}`` where ``url`` is the full text's URL and
+    ``image`` is now the local downloaded file (absolute path inside the cache folder) and
+    ``image_url`` where it came from (None for figures cropped from a PDF). ``source`` is ``"europepmc"``, ``"arxiv"`` or ``"doi"``. Must be idempotent.
+``record_failure(key: str, url: str, reason: str) -> None``
+    Remember that article ``key`` (fetched from ``url``) failed and why. A failed article is not
+    stored, so the next run tries it again (everything already downloaded comes from the cache).
+
+Each article is stored as soon as it is complete, so Ctrl-C or a crash loses nothing fetched so far;
+re-running skips the keys already stored and re-reads the rest from the on-disk cache.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol
+from urllib.parse import quote, urlencode, urlsplit
+
+from lxml import etree
+
+from idx.errors import ArticleError, CrawlError, IdxError
+from miners.http import HTML_TYPES, JSON_TYPES, PDF_TYPES, XML_TYPES, HttpClient
+
+log = logging.getLogger(__name__)
+
+EUROPEPMC_URL = "https://www.ebi.ac.uk/europepmc/webservices/rest"
+EUROPEPMC_IMAGES_URL = "https://europepmc.org/articles"
+ARXIV_URL = "https://export.arxiv.org/api/query"
+ARXIV_PDF_URL = "https://arxiv.org/pdf"
+ARXIV_MIN_INTERVAL_S = 3.0
+CROSSREF_URL = "https://api.crossref.org"
+DOI_URL = "https://doi.org"
+ELSEVIER_URL = "https://api.elsevier.com"
+ELSEVIER_KEY_ENV = "ELSEVIER_API_KEY"
+
+_PMCID = re.compile(r"^PMC\d{1,12}$")
+_ARXIV_ID = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$")
+_DOI = re.compile(r"^10\.\d{4,9}/\S+$")
+_ATOM = {"a": "http://www.w3.org/2005/Atom", "arxiv": "http://arxiv.org/schemas/atom",
+         "os": "http://a9.com/-/spec/opensearch/1.1/"}
+
+
+def _read_article(source, base_url: str | None = None, figure_dir: Path | None = None) -> dict:
+    """``miners.articles.read(...).to_dict()`` (imported lazily: the reader is heavy)."""
+    from miners.articles import read
+
+    if figure_dir is not None:
+        return read(source, base_url=base_url, figure_dir=figure_dir).to_dict()
+    return read(source, base_url=base_url).to_dict()
+
+
+def _is_em_caption(caption: str | None) -> bool:
+    try:
+        from miners.articles import is_em_caption
+    except ImportError:  # older layout: the classifier lives in miners.articles.classify
+        from miners.articles.classify import is_em_caption
+    return bool(is_em_caption(caption))
+
+
+def safe_name(text: str, max_chars: int = 80) -> str:
+    """A file-name-safe version of an identifier: ``[A-Za-z0-9._-]`` only, never ``.``/``..``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:max_chars]
+    return name or "_"
+
+
+# -- store ----------------------------------------------------------------------------------------
+class Store(Protocol):
+    """What :func:`crawl` needs from a store (see the module docstring)."""
+
+    def has_article(self, key: str) -> bool: ...
+
+    def add_article(self, key: str, article: dict, source: str) -> None: ...
+
+    def record_failure(self, key: str, url: str, reason: str) -> None: ...
+
+
+class MemoryStore:
+    """In-memory store implementing the crawl store protocol (tests, dry runs).
+
+    Attributes
+    ----------
+    articles : dict
+        ``{key: {"article": dict, "source": str}}``.
+    failures : list of dict
+        ``{"key", "url", "reason"}`` in the order they happened.
+    add_calls : int
+        How many times ``add_article`` was called (a duplicate shows as ``add_calls > len(articles)``).
+    """
+
+    def __init__(self):
+        self.articles: dict[str, dict] = {}
+        self.failures: list[dict] = []
+        self.add_calls = 0
+
+    def has_article(self, key: str) -> bool:
+        return key in self.articles
+
+    def add_article(self, key: str, article: dict, source: str) -> None:
+        self.add_calls += 1
+        self.articles[key] = {"article": article, "source": source}
+
+    def record_failure(self, key: str, url: str, reason: str) -> None:
+        self.failures.append({"key": key, "url": url, "reason": reason})
+
+
+# -- sources --------------------------------------------------------------------------------------
+@dataclass
+class Record:
+    """One article a source listed: stable ``key``, full-text ``url`` and the listing's metadata."""
+
+    key: str
+    url: str
+    meta: dict = field(default_factory=dict)
+
+
+class EuropePMCSource:
+    """Open-access articles from a Europe PMC search, full text as JATS XML.
+
+    Parameters
+    ----------
+    client : HttpClient
+    query : str
+        Europe PMC query syntax (``"gold nanoparticles AND TEM"``); ``AND OPEN_ACCESS:y`` is added.
+    base_url : str, optional
+        REST root (default ``EUROPEPMC_URL``).
+    images_url : str, optional
+        Root of the figure folders (default ``EUROPEPMC_IMAGES_URL``): ``{images_url}/{PMCID}/bin/``.
+    page_size : int
+        Results per search request (Europe PMC allows up to 1000).
+    """
+
+    name = "europepmc"
+
+    def __init__(self, client: HttpClient, query: str, base_url: str | None = None,
+                 images_url: str | None = None, page_size: int = 100):
+        if not query or not query.strip():
+            raise CrawlError("Europe PMC crawl needs a search query; pass --query TEXT")
+        self.client = client
+        self.query = query.strip()
+        self.base_url = (base_url or EUROPEPMC_URL).rstrip("/")
+        self.images_url = (images_url or EUROPEPMC_IMAGES_URL).rstrip("/")
+        self.page_size = int(page_size)
+
+    def iter_records(self) -> Iterator[Record]:
+        cursor = "*"
+        while True:
+            params = {"query": f"({self.query}) AND OPEN_ACCESS:y", "format": "json", "resultType": "lite",
+                      "pageSize": self.page_size, "cursorMark": cursor}
+            data = self.client.get(f"{self.base_url}/search?{urlencode(params)}", accept=JSON_TYPES).json()
+            results = (data.get("resultList") or {}).get("result") or []
+            for result in results:
+                pmcid = str(result.get("pmcid") or "")
+                if not _PMCID.match(pmcid):
+                    log.debug("Europe PMC result %s has no PMCID; no full text, skipped", result.get("id"))
+                    continue
+                yield Record(f"pmcid:{pmcid}", f"{self.base_url}/{pmcid}/fullTextXML", result)
+            next_cursor = data.get("nextCursorMark")
+            if not results or not next_cursor or next_cursor == cursor:
+                return
+            cursor = next_cursor
+
+    def fetch_article(self, record: Record) -> dict:
+        pmcid = record.key.split(":", 1)[1]
+        response = self.client.get(record.url, accept=XML_TYPES)
+        article = _read_article(response.body, base_url=f"{self.images_url}/{pmcid}/bin/")
+        article["url"] = response.final_url
+        meta = record.meta
+        _fill(article, doi=meta.get("doi"), title=meta.get("title"), journal=meta.get("journalTitle"),
+              year=_int_or_none(meta.get("pubYear")))
+        return article
+
+
+class ArxivSource:
+    """arXiv search results, full text as PDF.
+
+    Parameters
+    ----------
+    client : HttpClient
+        Give it ``min_interval_s >= ARXIV_MIN_INTERVAL_S`` for the real service.
+    query : str
+        arXiv search query (``"all:electron microscopy"``); a query without a field prefix gets ``all:``.
+    base_url : str, optional
+        API endpoint (default ``ARXIV_URL``).
+    pdf_url : str, optional
+        PDF root used when an entry has no PDF link (default ``ARXIV_PDF_URL``).
+    page_size : int
+        Entries per API request.
+    """
+
+    name = "arxiv"
+
+    def __init__(self, client: HttpClient, query: str, base_url: str | None = None,
+                 pdf_url: str | None = None, page_size: int = 50):
+        if not query or not query.strip():
+            raise CrawlError("arXiv crawl needs a search query; pass --query TEXT")
+        query = query.strip()
+        self.client = client
+        self.query = query if re.match(r"^\(?\w+:", query) else f"all:{query}"
+        self.base_url = base_url or ARXIV_URL
+        self.pdf_url = (pdf_url or ARXIV_PDF_URL).rstrip("/")
+        self.page_size = int(page_size)
+
+    def iter_records(self) -> Iterator[Record]:
+        start = 0
+        while True:
+            params = {"search_query": self.query, "start": start, "max_results": self.page_size}
+            url = f"{self.base_url}?{urlencode(params)}"
+            body = self.client.get(url, accept=XML_TYPES).body
+            try:
+                feed = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+            except etree.XMLSyntaxError as exc:
+                raise CrawlError(f"GET {url}: the arXiv feed is not valid XML ({exc}); try again later") from None
+            entries = feed.findall("a:entry", _ATOM)
+            for entry in entries:
+                record = self._record(entry)
+                if record is not None:
+                    yield record
+            total = _int_or_none(feed.findtext("os:totalResults", namespaces=_ATOM))
+            start += len(entries)
+            if not entries or (total is not None and start >= total):
+                return
+
+    def _record(self, entry) -> Record | None:
+        abs_url = (entry.findtext("a:id", namespaces=_ATOM) or "").strip()
+        arxiv_id = abs_url.rsplit("/abs/", 1)[-1]
+        if not _ARXIV_ID.match(arxiv_id):
+            log.debug("arXiv entry %r has no usable id; skipped", abs_url)
+            return None
+        pdf = next((link.get("href") for link in entry.findall("a:link", _ATOM)
+                    if link.get("title") == "pdf" or link.get("type") == "application/pdf"), None)
+        meta = {
+            "id": arxiv_id,
+            "title": " ".join((entry.findtext("a:title", namespaces=_ATOM) or "").split()) or None,
+            "authors": [" ".join((a.findtext("a:name", namespaces=_ATOM) or "").split())
+                        for a in entry.findall("a:author", _ATOM)],
+            "year": _int_or_none((entry.findtext("a:published", namespaces=_ATOM) or "")[:4]),
+            "doi": entry.findtext("arxiv:doi", namespaces=_ATOM),
+            "journal": entry.findtext("arxiv:journal_ref", namespaces=_ATOM) or "arXiv",
+            "license": entry.findtext("arxiv:license", namespaces=_ATOM),
+        }
+        key = "arxiv:" + re.sub(r"v\d+$", "", arxiv_id)
+        return Record(key, pdf or f"{self.pdf_url}/{arxiv_id}", meta)
+
+    def fetch_article(self, record: Record) -> dict:
+        response = self.client.get(record.url, accept=PDF_TYPES)
+        figure_dir = self.client.cache_dir / "pdf-figures" / safe_name(record.key)
+        article = _read_article(response.path, figure_dir=figure_dir)
+        article["url"] = response.final_url
+        meta = record.meta
+        _fill(article, doi=meta["doi"], title=meta["title"], journal=meta["journal"], year=meta["year"],
+              authors=meta["authors"], license=meta["license"])
+        return article
+
+
+class DoiSource:
+    """Articles from a DOI list, through Crossref metadata and the publisher's full text.
+
+    Parameters
+    ----------
+    client : HttpClient
+    dois : iterable of str
+        Bare DOIs, ``doi:`` strings or DOI URLs.
+    crossref_url, doi_url, elsevier_url : str, optional
+        Service roots (defaults ``CROSSREF_URL``, ``DOI_URL``, ``ELSEVIER_URL``).
+    elsevier_api_key : str, optional
+        Elsevier API key (default: ``$ELSEVIER_API_KEY``; never required). It is only sent to
+        ``elsevier_url`` (the client's ``prefix_headers`` is extended for that).
+    mailto : str, optional
+        Contact e-mail added to Crossref requests.
+    """
+
+    name = "doi"
+
+    def __init__(self, client: HttpClient, dois, crossref_url: str | None = None, doi_url: str | None = None,
+                 elsevier_url: str | None = None, elsevier_api_key: str | None = None,
+                 mailto: str | None = None):
+        self.client = client
+        self.dois = [d for d in (str(x).strip() for x in dois) if d]
+        self.crossref_url = (crossref_url or CROSSREF_URL).rstrip("/")
+        self.doi_url = (doi_url or DOI_URL).rstrip("/")
+        self.elsevier_url = (elsevier_url or ELSEVIER_URL).rstrip("/")
+        self.elsevier_api_key = elsevier_api_key or os.environ.get(ELSEVIER_KEY_ENV) or None
+        self.mailto = mailto
+        if self.elsevier_api_key:
+            client.prefix_headers[self.elsevier_url + "/"] = {"X-ELS-APIKey": self.elsevier_api_key,
+                                                              "Accept": "text/xml"}
+
+    def iter_records(self) -> Iterator[Record]:
+        for raw in self.dois:
+            doi = clean_doi(raw)
+            key = f"doi:{doi or raw}"
+            yield Record(key, f"{self.crossref_url}/works/{quote(doi or raw, safe='/')}", {"doi": doi})
+
+    def fetch_article(self, record: Record) -> dict:
+        doi = record.meta.get("doi")
+        if not doi:
+            raise CrawlError(f"{record.key[4:]!r} is not a DOI (expected 10.NNNN/...); fix the DOI list")
+        url = record.url + (f"?{urlencode({'mailto': self.mailto})}" if self.mailto else "")
+        message = self.client.get(url, accept=JSON_TYPES).json().get("message") or {}
+        errors, best = [], None
+        for candidate, accept in self._candidates(doi, message):
+            try:
+                response = self.client.get(candidate, accept=accept)
+                figure_dir = self.client.cache_dir / "pdf-figures" / safe_name(record.key)
+                source = response.path if response.content_type in PDF_TYPES else response.body
+                article = _read_article(source, base_url=response.final_url,
+                                        figure_dir=figure_dir if response.content_type in PDF_TYPES else None)
+            except (CrawlError, ArticleError) as exc:
+                errors.append(str(exc))
+                continue
+            article["url"] = response.final_url
+            if best is None or len(article["figures"]) > len(best["figures"]):
+                best = article
+            if article["figures"]:
+                break
+        if best is None:
+            raise CrawlError(f"no readable full text for DOI {doi}: " + " | ".join(errors[-3:]))
+        if self.elsevier_url != ELSEVIER_URL:  # readers link Elsevier figures to the public API
+            for figure in best["figures"]:
+                if str(figure.get("image") or "").startswith(ELSEVIER_URL + "/"):
+                    figure["image"] = self.elsevier_url + figure["image"][len(ELSEVIER_URL):]
+        _fill_from_crossref(best, doi, message)
+        return best
+
+    def _candidates(self, doi: str, message: dict) -> list[tuple[str, tuple]]:
+        """Full-text URLs to try, best first, without duplicates."""
+        urls: list[tuple[str, tuple]] = []
+        if self.elsevier_api_key and doi.startswith("10.1016/"):
+            urls.append((f"{self.elsevier_url}/content/article/doi/{quote(doi, safe='/')}?httpAccept=text/xml",
+                         XML_TYPES))
+        links = [link for link in message.get("link") or [] if isinstance(link, dict) and link.get("URL")]
+        for wanted, accept in ((("text/xml", "application/xml"), XML_TYPES), (("text/html",), HTML_TYPES)):
+            for link in links:
+                if link.get("content-type") in wanted:
+                    if link["URL"].startswith(ELSEVIER_URL) and not self.elsevier_api_key:
+                        continue  # needs a key
+                    urls.append((link["URL"], accept))
+        page_types = HTML_TYPES + XML_TYPES + PDF_TYPES
+        primary = ((message.get("resource") or {}).get("primary") or {}).get("URL")
+        if primary:
+            urls.append((primary, page_types))
+        urls.append((f"{self.doi_url}/{quote(doi, safe='/')}", page_types))
+        seen, unique = set(), []
+        for url, accept in urls:
+            if url not in seen and urlsplit(url).scheme in ("http", "https"):
+                seen.add(url)
+                unique.append((url, accept))
+        return unique
+
+
+def clean_doi(text: str) -> str | None:
+    """Bare lower-case DOI from ``10.x/y``, ``doi:10.x/y`` or ``https://doi.org/10.x/y``; None if not a DOI."""
+    text = re.sub(r"^(?:doi:\s*|https?://(?:dx\.)?doi\.org/)", "", text.strip(), flags=re.IGNORECASE)
+    return text.lower() if _DOI.match(text) else None
+
+
+def read_doi_file(path: str | os.PathLike) -> list[str]:
+    """DOIs of a text file, one a line; blank lines and ``#`` comments are ignored.
+
+    Raises
+    ------
+    CrawlError
+        If the file is missing, unreadable or holds no DOI.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CrawlError(f"cannot read DOI file {path} ({exc}); pass a UTF-8 text file, one DOI a line") from None
+    dois = [line.split("#", 1)[0].strip() for line in lines]
+    dois = [d for d in dois if d]
+    if not dois:
+        raise CrawlError(f"DOI file {path} holds no DOI; write one DOI (10.NNNN/...) a line")
+    return dois
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _fill(article: dict, **values) -> None:
+    """Fill the article's empty fields from listing metadata (the document's own values win)."""
+    for name, value in values.items():
+        if value and not article.get(name):
+            article[name] = value
+    if article.get("doi"):
+        article["doi"] = str(article["doi"]).lower()
+
+
+def _fill_from_crossref(article: dict, doi: str, message: dict) -> None:
+    licenses = [lic.get("URL") for lic in message.get("license") or [] if isinstance(lic, dict)]
+    parts = ((message.get("issued") or {}).get("date-parts") or [[None]])[0]
+    authors = [" ".join(filter(None, (a.get("given"), a.get("family")))) for a in message.get("author") or []
+               if isinstance(a, dict)]
+    _fill(article, doi=doi, title=(message.get("title") or [None])[0],
+          journal=(message.get("container-title") or [None])[0],
+          year=_int_or_none(parts[0] if parts else None), authors=[a for a in authors if a],
+          license=next((lic for lic in licenses if lic), None))
+
+
+# -- crawl loop -----------------------------------------------------------------------------------
+@dataclass
+class CrawlReport:
+    """What one crawl did.
+
+    Attributes
+    ----------
+    listed : int
+        Articles the source listed that were looked at (at most ``max_articles`` new ones).
+    skipped : int
+        Already stored (no request made).
+    stored, failed : int
+        New articles stored / recorded as failed in this run.
+    figures : int
+        Figure images kept (downloaded or found in the cache) for the stored articles.
+    failures : list of dict
+        ``{"key", "url", "reason"}`` of this run's failures.
+    """
+
+    listed: int = 0
+    skipped: int = 0
+    stored: int = 0
+    failed: int = 0
+    figures: int = 0
+    failures: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"listed": self.listed, "skipped": self.skipped, "stored": self.stored, "failed": self.failed,
+                "figures": self.figures, "failures": list(self.failures)}
+
+
+def download_figures(article: dict, client: HttpClient, all_figures: bool = False) -> dict:
+    """Keep the EM figures (all with ``all_figures``) and download their images into the cache.
+
+    Parameters
+    ----------
+    article : dict
+        ``Article.to_dict()`` with figure ``image`` URLs (or local paths for PDF crops).
+    client : HttpClient
+    all_figures : bool
+        Keep every figure, not only those whose caption :func:`miners.articles.is_em_caption` accepts.
+
+    Returns
+    -------
+    dict
+        A copy of ``article`` whose figures have ``image`` = local file and ``image_url`` = source URL.
+
+    Raises
+    ------
+    CrawlError
+        If a figure image cannot be downloaded (the article is then not stored).
+    """
+    figures = []
+    for figure in article.get("figures") or []:
+        if not all_figures and not _is_em_caption(figure.get("caption")):
+            continue
+        image = figure.get("image")
+        if not image:
+            log.info("figure %s of %s names no image; dropped", figure.get("id"), article.get("doi"))
+            continue
+        if urlsplit(str(image)).scheme in ("http", "https"):
+            local, url = str(client.download_file(str(image))), str(image)
+        elif Path(image).is_file():
+            local, url = str(Path(image).resolve()), None
+        else:
+            raise CrawlError(f"figure {figure.get('id')}: image {image!r} is neither a URL nor a file")
+        figures.append({**figure, "image": local, "image_url": url})
+    return {**article, "figures": figures}
+
+
+def crawl(source, store: Store, *, max_articles: int | None = None, all_figures: bool = False,
+          progress: bool = True) -> CrawlReport:
+    """Fetch the articles a source lists into ``store``, one complete article at a time.
+
+    Parameters
+    ----------
+    source : EuropePMCSource, ArxivSource or DoiSource
+        Anything with ``name``, ``client``, ``iter_records()`` and ``fetch_article(record)``.
+    store : Store
+        See the module docstring; already stored keys are skipped.
+    max_articles : int, optional
+        Stop after this many new articles were attempted (stored or failed); None = all listed.
+    all_figures : bool
+        Keep every figure, not only electron-microscopy ones.
+    progress : bool
+        Show a tqdm bar (articles, with a figure count) on stderr.
+
+    Returns
+    -------
+    CrawlReport
+
+    Raises
+    ------
+    CrawlError
+        If the listing itself (search API) fails; articles stored so far are kept. A failing
+        article does not raise: it is passed to ``store.record_failure`` and the crawl goes on.
+    """
+    from tqdm import tqdm
+
+    if max_articles is not None and max_articles < 1:
+        raise CrawlError(f"max_articles must be at least 1, got {max_articles}")
+    report, seen = CrawlReport(), set()
+    bar = tqdm(total=max_articles, unit="article", desc=f"crawl {source.name}", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for record in source.iter_records():
+            if record.key in seen:
+                continue
+            seen.add(record.key)
+            report.listed += 1
+            if store.has_article(record.key):
+                report.skipped += 1
+                continue
+            try:
+                article = download_figures(source.fetch_article(record), source.client, all_figures)
+            except IdxError as exc:
+                reason = str(exc)
+                log.warning("%s failed: %s", record.key, reason)
+                store.record_failure(record.key, record.url, reason)
+                report.failed += 1
+                report.failures.append({"key": record.key, "url": record.url, "reason": reason})
+            else:
+                store.add_article(record.key, article, source.name)
+                report.stored += 1
+                report.figures += len(article["figures"])
+            bar.update(1)
+            bar.set_postfix(figures=report.figures, failed=report.failed, refresh=False)
+            if max_articles is not None and report.stored + report.failed >= max_articles:
+                break  # before asking the source for more (no needless search page)
+    finally:
+        bar.close()
+    log.info("crawl %s: %s", source.name, report.to_dict())
+    return report
