@@ -254,10 +254,12 @@ def make_article_pdf(path: str | Path, emps_dir: str | Path, encrypt_password: s
     return {"doi": DOI, "title": TITLE, "authors": list(AUTHORS), "figures": figures}
 
 
-def make_encrypted_pdf(path: str | Path, emps_dir: str | Path, password: str = "secret") -> Path:
-    """The synthetic article, encrypted with a user password (cannot be opened without it)."""
-    make_article_pdf(path, emps_dir, encrypt_password=password)
-    return Path(path)
+def make_encrypted_pdf(path: str | Path, password: str = "secret", n_pages: int = 2) -> Path:
+    """A short text PDF encrypted with a user password (cannot be opened without it).
+
+    ``make_article_pdf(..., encrypt_password=...)`` encrypts the full article instead (slower).
+    """
+    return make_long_pdf(path, n_pages=n_pages, encrypt_password=password)
 
 
 def make_truncated_pdf(path: str | Path, source: str | Path, keep: float = 0.5) -> Path:
@@ -267,11 +269,13 @@ def make_truncated_pdf(path: str | Path, source: str | Path, keep: float = 0.5) 
     return Path(path)
 
 
-def make_long_pdf(path: str | Path, n_pages: int = 300) -> Path:
+def make_long_pdf(path: str | Path, n_pages: int = 300, encrypt_password: str | None = None) -> Path:
     """A text-only PDF of ``n_pages`` pages (a thesis or a proceedings volume)."""
+    from reportlab.lib.pdfencrypt import StandardEncryption
     from reportlab.pdfgen.canvas import Canvas
 
-    canvas = Canvas(str(path), pagesize=(PAGE_W_PT, PAGE_H_PT))
+    encrypt = StandardEncryption(encrypt_password, canPrint=0) if encrypt_password else None
+    canvas = Canvas(str(path), pagesize=(PAGE_W_PT, PAGE_H_PT), encrypt=encrypt)
     writer = _Writer(canvas)
     for page in range(n_pages):
         writer.lines([f"Chapter {page // 20 + 1}, page {page + 1}", SENTENCES[page % len(SENTENCES)]],

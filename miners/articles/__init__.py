@@ -61,7 +61,9 @@ def detect_format(data: bytes) -> str:
     if head.startswith(b"%PDF") or b"%PDF-" in data[:1024]:
         return "pdf"
     sample = data[:65536]
-    if sample.count(b"\x00") > len(sample) // 100 and not sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+    controls = sum(sample.count(bytes([c])) for c in range(32) if c not in (9, 10, 12, 13))
+    utf16 = sample.startswith((b"\xff\xfe", b"\xfe\xff"))
+    if not utf16 and (b"\x00" in sample or controls > len(sample) // 20):
         raise ArticleError("the document is binary, not HTML, XML or PDF; check what was downloaded")
     text = _decode_head(sample)
     match = _ROOT.search(text)

@@ -154,11 +154,19 @@ def _figure_dir(figure_dir, path: Path | None) -> Path:
         out = path.with_name(f"{path.stem}_figures")
     else:
         out = Path(tempfile.mkdtemp(prefix="idx-figures-"))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ArticleError(f"cannot create figure folder {out} ({exc}); pass figure_dir=WRITABLE_DIR") from None
     return out.resolve()
+
+
+def _write_png(out_dir: Path, png: bytes) -> Path:
+    """Write ``png`` as ``<sha1[:16]>.png`` in ``out_dir`` (created on first use); return its path."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        file = out_dir / f"{hashlib.sha1(png).hexdigest()[:16]}.png"
+        if not file.exists():
+            file.write_bytes(png)
+    except OSError as exc:
+        raise ArticleError(f"cannot write figure crops to {out_dir} ({exc}); pass figure_dir=WRITABLE_DIR") from None
+    return file
 
 
 # ----------------------------------------------------------------------------------------- lines
@@ -356,10 +364,7 @@ def find_page_figures(page, lines: list[dict], page_number: int, out_dir: Path) 
         image, bbox = render_region(page, bbox, dpi, trim=not inside)
         if image is None:
             continue
-        png = _png_bytes(image)
-        file = out_dir / f"{hashlib.sha1(png).hexdigest()[:16]}.png"
-        if not file.exists():
-            file.write_bytes(png)
+        file = _write_png(out_dir, _png_bytes(image))
         figures.append(Figure(
             id=f"p{page_number}-f{number}", label=caption["label"], caption=caption["caption"],
             image=str(file), page=page_number, bbox=[round(v, 2) for v in bbox],

@@ -1,0 +1,325 @@
+"""Tests of miners.articles: real publisher documents, synthetic PDFs, bad input, EM captions."""
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from idx.cli import cli
+from idx.errors import ArticleError
+from miners.articles import detect_format, read
+from miners.articles.classify import is_em_caption, score_em_caption
+from miners.articles.pdf import find_captions, page_lines
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES = SHARED / "fixtures" / "articles"
+EMPS = SHARED / "data" / "emps" / "images"
+EXPECTED = json.loads((Path(__file__).parent / "data" / "articles_expected.json").read_text("utf-8"))["documents"]
+BBOX_TOL_PT = 3.0
+
+needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures/articles not found")
+needs_emps = pytest.mark.skipif(not EMPS.is_dir(), reason="shared/data/emps not found")
+
+
+# ------------------------------------------------------------------------------ real documents
+@needs_fixtures
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_read_matches_expected(name):
+    expected = EXPECTED[name]
+    article = read(FIXTURES / name)
+    got = article.to_dict()
+    assert article.format == expected["format"]
+    for key in ("doi", "title", "journal", "year", "authors", "license"):
+        assert got[key] == expected[key], key
+    assert len(got["figures"]) == len(expected["figures"])
+    for fig, want in zip(got["figures"], expected["figures"]):
+        assert fig["label"] == want["label"]
+        assert fig["caption"] == want["caption"]
+        assert fig["image"] == want["image"]
+        assert fig["image"].startswith("https://") or fig["image"].startswith("http://pubs.rsc.org/")
+
+
+@needs_fixtures
+def test_read_bytes_equals_read_path_and_ignores_file_name(tmp_path):
+    source = FIXTURES / "jats" / "pone.0046493.nxml"
+    renamed = tmp_path / "download.pdf"  # wrong extension: the content decides
+    renamed.write_bytes(source.read_bytes())
+    assert read(source.read_bytes()).to_dict() == read(source).to_dict() == read(renamed).to_dict()
+
+
+@needs_fixtures
+def test_detect_format_from_content():
+    kinds = {name: detect_format((FIXTURES / name).read_bytes()) for name in EXPECTED}
+    assert kinds["rsc/test_paper.html"] == "html"  # XHTML starting with <?xml
+    assert kinds["jats/pone.0046493.nxml"] == "jats"
+    assert kinds["springer/spr_test1.xml"] == "springer-xml"
+    assert kinds["elsevier/j.jnoncrysol.2017.07.006.xml"] == "elsevier-xml"
+    assert detect_format(b"  %PDF-1.7\n...") == "pdf"
+
+
+@needs_fixtures
+def test_base_url_resolves_relative_links():
+    data = (FIXTURES / "jats" / "1471-2180-11-174.nxml").read_bytes()
+    article = read(data, base_url="https://mirror.example.org/pmc/PMC3166277/")
+    assert article.figures[0].image == "https://mirror.example.org/pmc/PMC3166277/1471-2180-11-174-1.jpg"
+    # An API endpoint is not a page: the standard Europe PMC figure folder is used instead.
+    api = read(data, base_url="https://www.ebi.ac.uk/europepmc/webservices/rest/PMC3166277/fullTextXML")
+    assert api.figures[0].image == "https://europepmc.org/articles/PMC3166277/bin/1471-2180-11-174-1.jpg"
+    html = (FIXTURES / "rsc" / "test_paper.html").read_bytes()
+    mirrored = read(html, base_url="https://rsc.example.net/en/content/articlehtml/2017/ta/c7ta06843c")
+    assert mirrored.figures[1].image.startswith("https://rsc.example.net/services/images/")
+    assert mirrored.figures[1].image.endswith("c7ta06843c-f1_hi-res.gif")
+
+
+def test_em_classifier_on_real_captions():
+    labels = {name: [f["label"] for f in doc["figures"] if is_em_caption(f["caption"])]
+              for name, doc in EXPECTED.items()}
+    assert labels["nature/srep01497.html"] == ["Figure 2", "Figure 3"]
+    assert labels["rsc/test_paper.html"] == ["Fig. 1", "Fig. 2"]
+    assert labels["jats/pone.0046493.nxml"] == []  # SDS-PAGE, growth curves
+    assert labels["acs/acs.jmedchem.6b00723.html"] == []
+
+
+# ----------------------------------------------------------------------- publisher HTML markup
+SCIENCEDIRECT_HTML = b"""<!DOCTYPE html><html><head>
+<meta name="citation_doi" content="10.1016/j.actamat.2020.01.001">
+<meta name="citation_title" content="Grain growth in nanocrystalline nickel">
+<meta name="citation_journal_title" content="Acta Materialia">
+<meta name="citation_publication_date" content="2020/03/01">
+<meta name="citation_author" content="Smith, Jane"><meta name="citation_author" content="Doe, J. R.">
+</head><body><figure class="figure text-xs" id="f0010"><span>
+<img src="https://ars.els-cdn.com/content/image/1-s2.0-S1359645420300011-gr2.jpg" alt="Fig. 2"></span>
+<span class="captions"><span id="cap0010"><p><span class="label">Fig. 2</span>. (a) Bright-field TEM image
+ of the as-deposited film; (b) SEM micrograph after annealing.</p></span></span>
+<a class="anchor download-link" href="https://ars.els-cdn.com/content/image/1-s2.0-S1359645420300011-gr2_lrg.jpg"
+ title="Download high-res image (512KB)">Download : Download high-res image (512KB)</a></figure>
+</body></html>"""
+
+WILEY_HTML = b"""<html><head><link rel="canonical" href="https://onlinelibrary.wiley.com/doi/full/10.1002/smll.201700001">
+<meta name="citation_doi" content="10.1002/smll.201700001"><meta name="citation_title" content="Hollow spheres">
+</head><body><figure class="figure" id="smll201700001-fig-0001"><picture>
+<img class="figure__image" src="/cms/asset/abc/smll201700001-fig-0001-m.jpg"
+ data-lg-src="/cms/asset/abc/smll201700001-fig-0001-m.png"></picture>
+<figcaption class="figure__caption"><div class="figure__caption-text"><strong class="figure__title">Figure 1</strong>
+a) HRTEM image of a hollow sphere. b) Size distribution.</div></figcaption></figure></body></html>"""
+
+
+def test_sciencedirect_html_takes_high_res_link_and_authors():
+    article = read(SCIENCEDIRECT_HTML)
+    assert article.format == "html-elsevier"
+    assert article.authors == ["Jane Smith", "J. R. Doe"]
+    assert article.year == 2020
+    (figure,) = article.figures
+    assert figure.label == "Fig. 2"
+    assert figure.caption == "(a) Bright-field TEM image of the as-deposited film; (b) SEM micrograph after annealing."
+    assert figure.image == "https://ars.els-cdn.com/content/image/1-s2.0-S1359645420300011-gr2_lrg.jpg"
+
+
+def test_wiley_html_resolves_large_image_against_canonical():
+    (figure,) = read(WILEY_HTML).figures
+    assert figure.label == "Figure 1"
+    assert figure.caption == "a) HRTEM image of a hollow sphere. b) Size distribution."
+    assert figure.image == "https://onlinelibrary.wiley.com/cms/asset/abc/smll201700001-fig-0001-m.png"
+
+
+def test_html_without_figures_gives_empty_article():
+    article = read(b"<html><head><title>Editorial note</title></head><body><p>No figures.</p></body></html>")
+    assert article.title == "Editorial note"
+    assert article.figures == [] and article.to_dict()["figures"] == []
+
+
+def test_non_utf8_html_is_read():
+    page = ('<html><head><meta charset="windows-1252"><meta name="citation_title" content="Caf\u00e9 '
+            'nanoparticles"></head><body><figure><img src="f1.png"><figcaption>Figure 1. SEM image \u2013 '
+            'overview</figcaption></figure></body></html>').encode("cp1252")
+    article = read(page, base_url="https://example.org/a/")
+    assert article.title == "Caf\u00e9 nanoparticles"
+    assert article.figures[0].caption == "SEM image \u2013 overview"
+    assert article.figures[0].image == "https://example.org/a/f1.png"
+
+
+# ---------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"   \n\t ", "empty"),
+    (bytes(range(256)) * 40, "binary"),
+    (b"<?xml version='1.0'?><article><front><article-meta><title-group>", "malformed XML"),
+    (b"<?xml version='1.0'?><catalog><book/></catalog>", "neither JATS"),
+    (b"just some plain text, not an article", "not HTML, XML or PDF"),
+], ids=["empty", "whitespace", "binary", "malformed-xml", "unknown-xml", "plain-text"])
+def test_bad_input_gives_one_line_article_error(data, message):
+    with pytest.raises(ArticleError, match=message) as info:
+        read(data)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ArticleError, match="no such file"):
+        read(tmp_path / "nope.html")
+    with pytest.raises(ArticleError, match="is a folder"):
+        read(tmp_path)
+    with pytest.raises(ArticleError, match="path or bytes"):
+        read(12)
+
+
+# ----------------------------------------------------------------------------------------- PDF
+@pytest.fixture(scope="module")
+def synthetic_pdf(tmp_path_factory):
+    from miners.pdf_synth import make_article_pdf
+
+    folder = tmp_path_factory.mktemp("pdf")
+    path = folder / "article.pdf"
+    truth = make_article_pdf(path, EMPS)
+    article = read(path)
+    return path, truth, article
+
+
+@needs_emps
+def test_pdf_metadata_and_captions(synthetic_pdf):
+    _, truth, article = synthetic_pdf
+    assert article.format == "pdf"
+    assert article.doi == truth["doi"]
+    assert article.title == truth["title"]
+    assert article.authors == truth["authors"]
+    assert article.year == 2024
+    assert [f.label for f in article.figures] == [f["label"] for f in truth["figures"]]
+    assert [f.caption for f in article.figures] == [f["caption"] for f in truth["figures"]]
+    assert [f.page for f in article.figures] == [1, 2, 3, 4]
+
+
+@needs_emps
+def test_pdf_figure_regions_and_crops(synthetic_pdf):
+    path, truth, article = synthetic_pdf
+    for figure, want in zip(article.figures, truth["figures"]):
+        np.testing.assert_allclose(figure.bbox, want["bbox"], atol=BBOX_TOL_PT, err_msg=figure.label)
+        crop = Path(figure.image)
+        assert crop.is_absolute() and crop.parent == path.with_name("article_figures").resolve()
+        width_px, height_px = Image.open(crop).size
+        x0, top, x1, bottom = want["bbox"]
+        # The crop keeps the figure's aspect ratio (within the bbox tolerance).
+        assert abs(width_px / height_px - (x1 - x0) / (bottom - top)) < 0.05 * (x1 - x0) / (bottom - top)
+        assert crop.name == crop.name.lower() and len(crop.stem) == 16  # named by content hash
+    # Native resolution: Fig. 1 embeds a 512 px wide micrograph; its crop is as wide.
+    assert abs(Image.open(article.figures[0].image).size[0] - 512) <= 3
+
+
+@needs_emps
+def test_pdf_side_by_side_images_are_one_figure(synthetic_pdf):
+    _, truth, article = synthetic_pdf
+    figure = article.figures[1]
+    assert figure.label == "Fig. 2"
+    width_px, height_px = Image.open(figure.image).size
+    assert width_px > 3.5 * height_px  # three panels side by side, in one crop
+    assert len([f for f in article.figures if f.page == 2]) == 1
+
+
+@needs_emps
+def test_pdf_inline_reference_is_not_a_caption(synthetic_pdf):
+    import pdfplumber
+
+    path, _, _ = synthetic_pdf
+    with pdfplumber.open(path) as pdf:
+        page = pdf.pages[1]
+        lines = page_lines(page)
+        labels = [c["label"] for c in find_captions(lines, float(page.width))]
+    assert any(line["text"].startswith("Fig. 2 shows") for line in lines)
+    assert labels == ["Fig. 2"]
+
+
+@needs_emps
+def test_pdf_scanned_page_figure_comes_from_rendered_region(synthetic_pdf):
+    _, truth, article = synthetic_pdf
+    figure = article.figures[2]
+    crop = np.asarray(Image.open(figure.image).convert("L"), dtype=float)
+    # The body text above and the caption below are outside the crop: no near-white rows of paper.
+    assert (crop > 235).mean(axis=1).max() < 0.9
+    assert score_em_caption(figure.caption).techniques == ["TEM"]
+
+
+@needs_emps
+def test_pdf_figure_dir_and_repeat_reads_reuse_files(synthetic_pdf, tmp_path):
+    path, _, article = synthetic_pdf
+    again = read(path.read_bytes(), figure_dir=tmp_path / "crops")
+    assert [Path(f.image).name for f in again.figures] == [Path(f.image).name for f in article.figures]
+    assert all(Path(f.image).parent == (tmp_path / "crops").resolve() for f in again.figures)
+
+
+def test_encrypted_pdf(tmp_path):
+    from miners.pdf_synth import make_encrypted_pdf
+
+    with pytest.raises(ArticleError, match="encrypted with a password"):
+        read(make_encrypted_pdf(tmp_path / "locked.pdf"))
+
+
+def test_truncated_pdf(tmp_path):
+    from miners.pdf_synth import make_long_pdf, make_truncated_pdf
+
+    whole = make_long_pdf(tmp_path / "whole.pdf", n_pages=6)
+    cut = make_truncated_pdf(tmp_path / "cut.pdf", whole, keep=0.4)
+    with pytest.raises(ArticleError, match="broken or truncated PDF"):
+        read(cut)
+    with pytest.raises(ArticleError, match="broken or truncated PDF"):
+        read(b"%PDF-1.4\n" + bytes(range(256)) * 4)
+
+
+def test_long_pdf_is_capped_and_says_so(tmp_path, caplog):
+    from miners.pdf_synth import make_long_pdf
+
+    path = make_long_pdf(tmp_path / "thesis.pdf", n_pages=120)
+    with caplog.at_level(logging.WARNING, logger="miners.articles.pdf"):
+        article = read(path, max_pages=4)
+    assert "scanning only the first 4 of 120 pages" in caplog.text
+    assert article.figures == []
+    with pytest.raises(ArticleError, match="max_pages must be at least 1"):
+        read(path, max_pages=0)
+
+
+# ------------------------------------------------------------------------------ EM classifier
+@pytest.mark.parametrize("caption, techniques", [
+    ("Fig. 2 (a) SEM image of Au nanoparticles on silica.", ["SEM"]),
+    ("HRTEM micrograph showing the (111) lattice fringes", ["HRTEM"]),
+    ("(a) HAADF-STEM image and (b) the corresponding EDS maps of Pt and Ni.", ["HAADF-STEM"]),
+    ("Representative cryo-EM micrographs of the purified virions.", ["cryo-EM"]),
+    ("FE-SEM images of the ZnO nanorod arrays grown for 2 h.", ["FE-SEM"]),
+    ("Transmission electron micrographs of negatively stained liposomes.", ["TEM"]),
+    ("Electron micrographs of infected cells at 24 h.", ["EM"]),
+])
+def test_em_captions(caption, techniques):
+    result = score_em_caption(caption)
+    assert result.is_em and is_em_caption(caption)
+    assert result.techniques == techniques
+
+
+@pytest.mark.parametrize("caption", [
+    "Samples were drop-cast on a TEM grid and dried overnight.",
+    "Cell viability after 24 h. Data are mean \u00b1 SEM (n = 3).",
+    "Error bars represent the SEM of three independent experiments.",
+    "XRD patterns of the calcined powders and XPS spectra of the Ni 2p region.",
+    "SEM-EDS spectrum of the coating showing Ni, P and O peaks.",
+    "Proliferation of embryonic stem cells on the scaffolds.",
+    "",
+])
+def test_not_em_captions(caption):
+    assert not is_em_caption(caption)
+
+
+# ----------------------------------------------------------------------------------------- CLI
+@needs_fixtures
+def test_article_cli_json():
+    result = CliRunner().invoke(cli, ["article", str(FIXTURES / "nature" / "srep01497.html"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["doi"] == "10.1038/srep01497" and len(payload["figures"]) == 4
+    assert [f["em"] for f in payload["figures"]] == [False, True, True, False]
+
+
+def test_article_cli_error_is_one_line(tmp_path):
+    empty = tmp_path / "empty.html"
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(cli, ["article", str(empty)])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error:") and "empty" in result.output
+    assert len(result.output.strip().splitlines()) == 1
