@@ -6,6 +6,75 @@ import click  # noqa: E402
 
 
 @cli.command()
+@click.option("--query", help="Search text (Europe PMC or arXiv query syntax).")
+@click.option("--source", "source_name", type=click.Choice(["europepmc", "arxiv", "doi"]),
+              help="Where to look [default: doi with --doi-file, else europepmc].")
+@click.option("--doi-file", type=click.Path(dir_okay=False),
+              help="Text file of DOIs, one a line (# comments allowed); for --source doi.")
+@click.option("--max-articles", type=click.IntRange(min=1), help="Stop after this many new articles.")
+@click.option("--db", "db_path", default="idx.db", show_default=True, type=click.Path(dir_okay=False),
+              help="SQLite database the articles go to.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Folder of downloaded responses [default: $XDG_CACHE_HOME/idx/crawl].")
+@click.option("--mailto", help="Your e-mail, sent to the services so they can contact you.")
+@click.option("--rate", "rate_s", type=click.FloatRange(min=0),
+              help="Minimum seconds between requests to one host [default: 1; arXiv: 3].")
+@click.option("--all-figures", is_flag=True, help="Keep every figure, not only electron-microscopy ones.")
+@json_option
+def crawl(query, source_name, doi_file, max_articles, db_path, cache_dir, mailto, rate_s, all_figures, as_json):
+    """Download open-access articles and their EM figures into the database.
+
+    Resumable: articles already in the database are skipped, and every response is cached in
+    --cache, so re-running (after Ctrl-C, a crash or a failure) downloads nothing twice.
+    ELSEVIER_API_KEY is used for Elsevier full text when set.
+
+    \b
+        idx crawl --query "gold nanoparticles TEM" --max-articles 50 --mailto me@example.org
+        idx crawl --source arxiv --query "all:nanoparticle AND all:TEM"
+        idx crawl --doi-file dois.txt --db particles.db
+    """
+    import os
+    from pathlib import Path
+
+    from idx.db import Database
+    from idx.errors import IdxError
+    from miners.crawl import (ARXIV_MIN_INTERVAL_S, ArxivSource, DoiSource, EuropePMCSource, crawl as run_crawl,
+                              read_doi_file)
+    from miners.http import HttpClient
+
+    source_name = source_name or ("doi" if doi_file else "europepmc")
+    if source_name == "doi" and not doi_file:
+        raise click.UsageError("--source doi needs --doi-file FILE (one DOI a line)")
+    if source_name != "doi" and not query:
+        raise click.UsageError(f"--source {source_name} needs --query TEXT")
+    if rate_s is None:
+        rate_s = ARXIV_MIN_INTERVAL_S if source_name == "arxiv" else 1.0
+    cache_root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    client = HttpClient(cache_dir or Path(cache_root) / "idx" / "crawl", mailto=mailto, min_interval_s=rate_s)
+    if source_name == "europepmc":
+        source = EuropePMCSource(client, query)
+    elif source_name == "arxiv":
+        source = ArxivSource(client, query)
+    else:
+        source = DoiSource(client, read_doi_file(doi_file), mailto=mailto)
+    database = Database(db_path)
+    missing = [m for m in ("has_article", "add_article", "record_failure") if not hasattr(database, m)]
+    if missing:
+        raise IdxError(f"this idx.db.Database lacks {', '.join(missing)}; update idx to crawl into a database")
+    try:
+        report = run_crawl(source, database, max_articles=max_articles, all_figures=all_figures,
+                           progress=not as_json)
+    finally:
+        if hasattr(database, "close"):
+            database.close()
+    summary = report.to_dict()
+    text = (f"{summary['stored']} articles stored ({summary['figures']} figures), {summary['skipped']} already "
+            f"in {db_path}, {summary['failed']} failed" +
+            "".join(f"\n  {f['key']}: {f['reason']}" for f in summary["failures"]))
+    emit(summary, as_json, text)
+
+
+@cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--base-url", help="URL the file was downloaded from; relative figure links resolve against it.")
 @click.option("--figure-dir", type=click.Path(file_okay=False),
