@@ -14,11 +14,13 @@ import re
 from pathlib import Path
 
 from idx.errors import ArticleError
+from miners.articles.classify import EmScore, is_em_caption, score_em_caption
 from miners.articles.model import Article, Figure, normalise_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Article", "Figure", "ArticleError", "read", "detect_format", "normalise_text"]
+__all__ = ["Article", "Figure", "ArticleError", "EmScore", "read", "detect_format", "normalise_text",
+           "is_em_caption", "score_em_caption"]
 
 MAX_BYTES = 200 * 1024 * 1024
 # First element start tag (skips <?xml ...?>, <!DOCTYPE ...>, comments).
