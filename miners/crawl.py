@@ -285,9 +285,9 @@ class ArxivSource:
         figure_dir = self.client.cache_dir / "pdf-figures" / safe_name(record.key)
         article = _read_article(response.path, figure_dir=figure_dir)
         article["url"] = response.final_url
-        meta = record.meta
-        _fill(article, doi=meta["doi"], title=meta["title"], journal=meta["journal"], year=meta["year"],
-              authors=meta["authors"], license=meta["license"])
+        meta = record.meta  # the feed knows better than PDF metadata (creation dates, producer titles)
+        _fill(article, override=True, doi=meta["doi"], title=meta["title"], journal=meta["journal"],
+              year=meta["year"], authors=meta["authors"], license=meta["license"])
         return article
 
 
@@ -420,10 +420,11 @@ def _int_or_none(value) -> int | None:
         return None
 
 
-def _fill(article: dict, **values) -> None:
-    """Fill the article's empty fields from listing metadata (the document's own values win)."""
+def _fill(article: dict, override: bool = False, **values) -> None:
+    """Fill the article's empty fields from listing metadata (the document's own values win
+    unless ``override``)."""
     for name, value in values.items():
-        if value and not article.get(name):
+        if value and (override or not article.get(name)):
             article[name] = value
     if article.get("doi"):
         article["doi"] = str(article["doi"]).lower()

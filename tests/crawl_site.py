@@ -6,6 +6,8 @@
   PMC3166277 (the real JATS fixtures), a result without PMCID, and with ``broken=True`` PMC9999999
   whose full text always answers 500;
 - ``/europepmc/rest/{PMCID}/fullTextXML`` and the figure JPEGs under ``/europepmc/articles/{PMCID}/bin/``;
+- ``/arxiv/api/query`` (Atom, paged by ``start``) and ``/arxiv/pdf/{id}`` one-page PDFs made with
+  reportlab (the second entry has no PDF link, so the crawler falls back to the PDF root);
 - ``/crossref/works/{doi}`` for 10.1038/srep01497 (XML-less, with an HTML link), 10.1038/ncomms1737
   (only a landing page that redirects through ``/doi/``) and 10.1016/j.jnoncrysol.2017.07.006
   (Elsevier), the Nature pages with their media host pointed at the server, the Elsevier API
@@ -81,6 +83,53 @@ def _on(server, urls) -> list[str]:
     return [url.replace(f"{_PLACEHOLDER}/", f"{server.host}/") for url in urls]
 
 
+def pdf_bytes(title: str, caption: str, seed: int) -> bytes:
+    """A one-page article PDF (reportlab): title, one embedded micrograph-like image, its caption."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    page = canvas.Canvas(buffer, pagesize=A4, invariant=1)
+    page.setTitle(title)
+    page.setFont("Helvetica-Bold", 14)
+    page.drawString(72, 780, title)
+    image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (200, 300), dtype=np.uint8))
+    page.drawImage(ImageReader(image), 72, 450, width=300, height=200)
+    page.setFont("Helvetica", 9)
+    page.drawString(72, 435, caption)
+    page.drawString(72, 400, "Particle sizes were measured on several hundred particles per sample.")
+    page.showPage()
+    page.save()
+    return buffer.getvalue()
+
+
+ARXIV_ENTRIES = [
+    ("2101.00001v2", "Gold nanoparticles on porous silica", "Figure 1. TEM image of gold nanoparticles. "
+     "Scale bar, 50 nm.", "10.5555/arxiv.one", True),
+    ("2101.00002v1", "Iron oxide nanocubes", "Figure 1. SEM micrograph of iron oxide nanocubes on silicon.",
+     None, False),
+]
+
+
+def _arxiv_feed(server, query: dict) -> bytes:
+    start, count = int(query.get("start", 0)), int(query.get("max_results", 10))
+    entries = []
+    for arxiv_id, title, _, doi, pdf_link in ARXIV_ENTRIES[start:start + count]:
+        link = (f'<link title="pdf" href="{server.url("/arxiv/pdf/" + arxiv_id)}" rel="related" '
+                'type="application/pdf"/>') if pdf_link else ""
+        entries.append(f"""<entry><id>http://arxiv.org/abs/{arxiv_id}</id>
+<published>2021-01-01T00:00:00Z</published><title>{title}</title>
+<author><name>Ada  Lovelace</name></author><author><name>Ernst Ruska</name></author>
+<link href="http://arxiv.org/abs/{arxiv_id}" rel="alternate" type="text/html"/>{link}
+{f'<arxiv:doi>{doi}</arxiv:doi>' if doi else ''}</entry>""")
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:arxiv="http://arxiv.org/schemas/atom"
+ xmlns:opensearch="http://a9.com/-/spec/opensearch/1.1/">
+<title>arXiv Query</title><opensearch:totalResults>{len(ARXIV_ENTRIES)}</opensearch:totalResults>
+<opensearch:startIndex>{start}</opensearch:startIndex>{''.join(entries)}</feed>""".encode()
+
+
 def _search_page(results: list[dict], cursor: str) -> bytes:
     return json.dumps({"version": "6.9", "hitCount": 4, "nextCursorMark": cursor,
                        "resultList": {"result": results}}).encode()
@@ -136,6 +185,10 @@ def build_site(server, broken: bool = False) -> Site:
     for doi, message in crossref.items():
         body = json.dumps({"status": "ok", "message-type": "work", "message": message}).encode()
         server.add(f"/crossref/works/{doi}", body, "application/json")
+    server.add("/arxiv/api/query", lambda q: _arxiv_feed(server, q), "application/atom+xml; charset=utf-8")
+    for seed, (arxiv_id, title, caption, _, _) in enumerate(ARXIV_ENTRIES):
+        server.add(f"/arxiv/pdf/{arxiv_id}", pdf_bytes(title, caption, seed), "application/pdf")
+    site.arxiv_pdf_url = server.url("/arxiv/pdf")
     xml = ELSEVIER_XML.read_bytes()
     server.add(f"/elsevier/content/article/doi/{ELSEVIER_DOI}", xml, "text/xml")
     site.add_figures(f"doi:{ELSEVIER_DOI}", [url.replace("https://api.elsevier.com", site.elsevier_url)

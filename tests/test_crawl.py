@@ -10,7 +10,7 @@ from idx.cli import cli
 from idx.errors import CrawlError
 from miners import crawl as crawl_module
 from miners.articles import read
-from miners.crawl import (DoiSource, EuropePMCSource, MemoryStore, clean_doi, crawl, read_doi_file,
+from miners.crawl import (ArxivSource, DoiSource, EuropePMCSource, MemoryStore, clean_doi, crawl, read_doi_file,
                           safe_name)
 from miners.http import HttpClient
 from crawl_site import ELSEVIER_DOI, ELSEVIER_XML, JATS, NATURE, build_site
@@ -241,3 +241,27 @@ def test_cli_crawl_against_local_services(tmp_path, server, monkeypatch):
     hits = server.total_hits()
     again = json.loads(CliRunner().invoke(cli, args).stdout)
     assert again["skipped"] == 2 and again["stored"] == 0 and server.total_hits() == hits
+
+
+def test_arxiv_crawl_reads_pdfs_and_pages_the_feed(tmp_path, server):
+    from crawl_site import ARXIV_ENTRIES
+
+    site = build_site(server)
+    client = make_client(tmp_path, server)
+    source = ArxivSource(client, "gold nanoparticles", base_url=site.arxiv_url, pdf_url=site.arxiv_pdf_url,
+                         page_size=1)
+    assert source.query == "all:gold nanoparticles"
+    store = MemoryStore()
+    report = crawl(source, store, progress=False)
+    assert sorted(store.articles) == ["arxiv:2101.00001", "arxiv:2101.00002"] and report.failed == 0
+    assert server.hits["/arxiv/api/query"] == 2 and server.hits["/arxiv/pdf/2101.00002v1"] == 1
+    for arxiv_id, title, caption, doi, _ in ARXIV_ENTRIES:
+        entry = store.articles["arxiv:" + arxiv_id.split("v")[0]]
+        article = entry["article"]
+        assert entry["source"] == "arxiv" and article["title"] == title and article["year"] == 2021
+        assert article["doi"] == doi and article["authors"] == ["Ada Lovelace", "Ernst Ruska"]
+        assert article["url"] == server.url(f"/arxiv/pdf/{arxiv_id}")
+        kept = [f for f in article["figures"]]
+        assert len(kept) == int(is_em_caption(caption.split(". ", 1)[1])) == 1
+        assert kept[0]["image_url"] is None and kept[0]["image"].startswith(str(client.cache_dir))
+        assert open(kept[0]["image"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
