@@ -1,2 +1,207 @@
 """idx commands (see idx/cli.py)."""
 from idx.cli import cli, emit, json_option  # noqa: F401
+
+
+# --- query, stats, plot, serve (idx.db, idx.plots) -------------------------------------------
+
+import click  # noqa: E402
+
+QUERY_TABLE_COLUMNS = ("panel_id", "label", "doi", "year", "technique", "units", "diameter_nm",
+                       "diameter_px", "feret_max_nm", "aspect_ratio", "shape", "touches_border")
+PANEL_TABLE_COLUMNS = ("id", "doi", "year", "technique", "label", "nm_per_px", "count",
+                       "count_measured", "diameter_mean_nm", "diameter_std_nm",
+                       "diameter_mean_px")
+
+
+def _print_frame(frame, output_format: str, columns=None) -> None:
+    """Write a DataFrame to stdout as an aligned table, CSV or a JSON list of records."""
+    if output_format == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif output_format == "json":
+        click.echo(frame.to_json(orient="records", indent=2))
+    else:
+        if columns is not None:
+            frame = frame[[c for c in columns if c in frame.columns]]
+        click.echo("(no rows)" if frame.empty else frame.to_string(index=False, max_colwidth=40))
+
+
+@cli.command()
+@click.argument("database", type=click.Path(dir_okay=False))
+@click.option("--material", help="Phrase searched in captions and article titles (full text).")
+@click.option("--technique", help="Panel technique, e.g. TEM or SEM.")
+@click.option("--min-diameter-nm", type=float, help="Smallest equivalent diameter, nm.")
+@click.option("--max-diameter-nm", type=float, help="Largest equivalent diameter, nm.")
+@click.option("--year", type=int, help="Publication year.")
+@click.option("--doi", help="Article DOI.")
+@click.option("--run", "run_id", help="Run id (see `idx stats`).")
+@click.option("--shape", type=click.Choice(["sphere", "rod", "cube/rectangle", "triangle",
+                                            "hexagon", "irregular"]), help="Shape class.")
+@click.option("--panel", "panel_id", help="Panel id.")
+@click.option("--panels", "per_panel", is_flag=True, help="One row per panel (statistics).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
+@click.option("--sql", "sql_query", help="A read-only SQL query instead of the filters.")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]),
+              default="table", show_default=True, help="Output format (csv/json: all columns).")
+def query(database, material, technique, min_diameter_nm, max_diameter_nm, year, doi, run_id,
+          shape, panel_id, per_panel, limit, sql_query, output_format):
+    """Particles (or panels) of a database matching filters, or a read-only SQL query.
+
+    \b
+        idx query particles.db --material gold --technique TEM --min-diameter-nm 5
+        idx query particles.db --panels --year 2020 --format csv > panels.csv
+        idx query particles.db --sql "SELECT shape, COUNT(*) FROM particles GROUP BY shape"
+    """
+    from idx.db import Database
+
+    with Database(database, readonly=True) as db:
+        if sql_query is not None:
+            frame, columns = db.sql(sql_query), None
+        elif per_panel:
+            frame = db.panel_stats(material=material, technique=technique, year=year, doi=doi,
+                                   run=run_id, panel=panel_id, limit=limit)
+            frame, columns = frame.drop(columns=["summary"]), PANEL_TABLE_COLUMNS
+        else:
+            frame = db.particles(material=material, technique=technique,
+                                 min_diameter_nm=min_diameter_nm, max_diameter_nm=max_diameter_nm,
+                                 year=year, doi=doi, run=run_id, shape=shape, panel=panel_id,
+                                 limit=limit)
+            columns = QUERY_TABLE_COLUMNS
+    _print_frame(frame, output_format, columns)
+
+
+@cli.command()
+@click.argument("database", type=click.Path(dir_okay=False))
+@json_option
+def stats(database, as_json):
+    """Summarise a database: rows per table, runs, techniques, shapes, years.
+
+    \b
+        idx stats particles.db --json
+    """
+    from idx.db import Database
+
+    with Database(database, readonly=True) as db:
+        summary = db.stats()
+    tables = ", ".join(f"{name} {count}" for name, count in summary["tables"].items())
+    lines = [
+        f"{summary['path']}: {summary['size_bytes'] or 0:,} bytes",
+        f"rows: {tables}",
+        f"particles with a scale: {summary['particles_with_scale']}"
+        + (f", mean diameter {summary['diameter_mean_nm']:.3g} nm"
+           if summary["diameter_mean_nm"] is not None else ""),
+        f"years: {summary['years'][0]}-{summary['years'][1]}",
+        "techniques: " + (", ".join(f"{k} {v}" for k, v in summary["techniques"].items()) or "-"),
+        "shapes: " + (", ".join(f"{k} {v}" for k, v in summary["shapes"].items()) or "-"),
+    ]
+    for run in summary["runs"]:
+        lines.append(f"run {run['id']}: {run['model_version']} ({run['weights_sha256'][:12]}), "
+                     f"{run['panels']} panels, started {run['started_at']}")
+    emit(summary, as_json, text="\n".join(lines))
+
+
+@cli.command()
+@click.argument("database", type=click.Path(dir_okay=False))
+@click.option("--panel", "panel_id", help="Plot one panel (id from `idx query --panels`).")
+@click.option("--all", "all_panels", is_flag=True, help="Histogram of every particle with a scale.")
+@click.option("--kind", type=click.Choice(["histogram", "rdf", "overlay"]), default="histogram",
+              show_default=True, help="What to plot.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="PNG file to write.")
+def plot(database, panel_id, all_panels, kind, output):
+    """Plot a size histogram, g(r) or the segmentation overlay of a panel.
+
+    \b
+        idx plot particles.db --all -o sizes.png
+        idx plot particles.db --panel 3f2a9c0d1b2e4f5a --kind overlay -o overlay.png
+    """
+    import json
+    from pathlib import Path
+
+    from idx.db import Database
+    from idx.errors import IdxError
+    from idx.plots import plot_overlay, plot_rdf, plot_size_histogram
+
+    if bool(panel_id) == bool(all_panels):
+        raise click.UsageError("pass exactly one of --panel ID or --all")
+    if all_panels and kind != "histogram":
+        raise click.UsageError(f"--kind {kind} needs one panel: pass --panel ID")
+    output = Path(output)
+    if not output.parent.exists():
+        raise IdxError(f"folder {output.parent} does not exist; create it or choose another -o")
+    with Database(database, readonly=True) as db:
+        if all_panels:
+            diameters = db.sql("SELECT diameter_nm FROM particles WHERE NOT touches_border "
+                               "AND diameter_nm IS NOT NULL")["diameter_nm"].to_numpy()
+            figure = plot_size_histogram(diameters, "nm",
+                                         title=f"{len(diameters)} particles, all panels")
+        else:
+            panels = db.panel_stats(panel=panel_id)
+            if panels.empty:
+                raise IdxError(f"no panel {panel_id!r} in {database}; list them with "
+                               f"`idx query {database} --panels`")
+            row = panels.iloc[0]
+            summary = json.loads(row["summary"] or "{}")
+            title = f"{row['doi'] or ''} {row['figure_label'] or ''} {row['label'] or ''}".strip()
+            if kind == "histogram":
+                particles = db.particles(panel=panel_id)
+                particles = particles[~particles["touches_border"].astype(bool)]
+                unit = "nm" if (particles["units"] == "nm").all() and len(particles) else "px"
+                figure = plot_size_histogram(particles[f"diameter_{unit}"].to_numpy(), unit,
+                                             title=title or None)
+            elif kind == "rdf":
+                rdf = summary.get("rdf")
+                if not rdf:
+                    raise IdxError(f"panel {panel_id} has no g(r): "
+                                   f"{summary.get('rdf_reason') or 'not computed'}")
+                figure = plot_rdf(rdf["r"], rdf["g"], rdf["unit"], title=title or None)
+            else:
+                labels, uncertainty = db.load_panel_maps(panel_id)
+                image = _read_panel_image(row["image_path"], labels.shape)
+                figure = plot_overlay(image, labels, title=title or None)
+    try:
+        figure.savefig(output)
+    except OSError as exc:
+        raise IdxError(f"cannot write {output}: {exc.strerror}; choose another -o") from None
+    click.echo(str(output))
+
+
+def _read_panel_image(path, shape):
+    """The panel image if its file is readable and matches the map, else None (logged)."""
+    import logging
+
+    from idx.errors import ImageError
+    from miners.images import load_image
+
+    log = logging.getLogger(__name__)
+    if not path:
+        log.warning("panel has no image path; drawing contours on a blank background")
+        return None
+    try:
+        image = load_image(path)
+    except ImageError as exc:
+        log.warning("%s; drawing contours on a blank background", exc)
+        return None
+    if image.shape[:2] != tuple(shape):
+        log.warning("image %s is %s, the instance map %s; drawing on a blank background",
+                    path, image.shape[:2], tuple(shape))
+        return None
+    return image
+
+
+@cli.command()
+@click.argument("database", type=click.Path(dir_okay=False))
+@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
+              help="Port on 127.0.0.1.")
+def serve(database, port):
+    """Browse and query a database in the browser (datasette, on 127.0.0.1 only).
+
+    \b
+        idx serve particles.db --port 8001   # then open http://127.0.0.1:8001/
+    """
+    from datasette.cli import cli as datasette_cli
+
+    from idx.db import Database
+
+    Database(database, readonly=True).close()  # one-line error if it is not an idx database
+    datasette_cli.main(["serve", str(database), "--host", "127.0.0.1", "--port", str(port)],
+                       prog_name="idx serve", standalone_mode=False)

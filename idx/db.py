@@ -676,7 +676,8 @@ class Database:
             if "readonly" in message or "read-only" in message:
                 raise DatabaseError("the query tries to write; --sql runs read-only queries only")\
                     from None
-            raise DatabaseError(f"SQL error: {message}; tables: {', '.join(TABLES)}") from None
+            raise DatabaseError(f"SQL error: {message}; fix the query (tables: "
+                                f"{', '.join(TABLES)})") from None
         finally:
             if close:
                 conn.close()

@@ -1,0 +1,203 @@
+"""Tests of `idx query`, `idx stats`, `idx plot` and `idx serve` on a real database file."""
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from click.testing import CliRunner
+from PIL import Image
+from skimage.draw import disk
+
+from idx.cli import cli
+from idx.db import Database
+from idx.particles import measure_particles, summarise_panel
+
+REPO = Path(__file__).resolve().parents[1]
+EMPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "emps"
+
+
+def lattice_labels(n_side=6, spacing=24, radius=6):
+    labels = np.zeros((n_side * spacing, n_side * spacing), np.int32)
+    for k, (r, c) in enumerate(
+            [(r, c) for r in range(12, n_side * spacing, spacing)
+             for c in range(12, n_side * spacing, spacing)], start=1):
+        rr, cc = disk((r, c), radius, shape=labels.shape)
+        labels[rr, cc] = k
+    return labels
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    """A database with a real EMPS panel (image on disk) and a synthetic 36-particle lattice."""
+    path = tmp_path_factory.mktemp("cli") / "particles.db"
+    db = Database(path)
+    run_id = db.start_run("bpartis-test", "0" * 64, {"mc_samples": 4})
+    article_id = db.add_article({"doi": "10.1000/emps", "title": "Gold nanoparticles",
+                                 "year": 2019})
+    figure_id = db.add_figure(article_id, {"id": "fig1", "label": "Figure 1",
+                                           "caption": "TEM images of Au particles"})
+    panel_ids = {}
+    if EMPS.exists():
+        for name in (EMPS / "test.csv").read_text().split():  # one with too few for g(r)
+            labels = np.array(Image.open(EMPS / "segmaps" / f"{name}.png")).astype(np.int32)
+            if 2 <= len(np.unique(labels)) - 1 < 20:
+                break
+        image_path = EMPS / "images" / f"{name}.png"
+        table = measure_particles(labels, nm_per_px=1.5)
+        panel_ids["emps"] = db.add_panel(
+            run_id, figure_id, {"bbox": [0, 0, labels.shape[1], labels.shape[0]], "label": "a",
+                                "technique": "TEM", "nm_per_px": 1.5,
+                                "image_path": str(image_path)},
+            table, labels, None, summarise_panel(table, labels.shape))
+    labels = lattice_labels()
+    table = measure_particles(labels, nm_per_px=0.5)
+    panel_ids["lattice"] = db.add_panel(
+        run_id, figure_id, {"bbox": [1000, 0, 1144, 144], "label": "b", "technique": "SEM",
+                            "nm_per_px": 0.5, "image_path": "/nonexistent/panel.png"},
+        table, labels, None, summarise_panel(table, labels.shape))
+    db.close()
+    return path, panel_ids
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_query_formats(database):
+    path, _ = database
+    as_csv = run("query", path, "--technique", "SEM", "--format", "csv")
+    assert as_csv.exit_code == 0, as_csv.output
+    frame = pd.read_csv(io.StringIO(as_csv.output))
+    assert len(frame) == 36 and (frame["technique"] == "SEM").all()
+    assert frame["diameter_nm"].between(5, 7).all()  # radius 6 px at 0.5 nm/px
+    as_json = json.loads(run("query", path, "--shape", "sphere", "--format", "json",
+                             "--limit", "5").output)
+    assert len(as_json) == 5 and {row["shape"] for row in as_json} == {"sphere"}
+    table = run("query", path, "--material", "gold", "--max-diameter-nm", "7")
+    assert table.exit_code == 0 and "diameter_nm" in table.output.splitlines()[0]
+    assert run("query", path, "--year", "1990").output.strip() == "(no rows)"
+
+
+def test_query_panels_and_sql(database):
+    path, panel_ids = database
+    panels = pd.read_csv(io.StringIO(run("query", path, "--panels", "--format", "csv").output))
+    assert set(panels["id"]) == set(panel_ids.values())
+    assert "summary" not in panels.columns
+    result = run("query", path, "--sql", "SELECT COUNT(*) AS n FROM particles WHERE units='nm'",
+                 "--format", "json")
+    n = json.loads(result.output)[0]["n"]
+    assert n == len(pd.read_csv(io.StringIO(run("query", path, "--format", "csv").output)))
+
+
+@pytest.mark.parametrize("sql,match", [
+    ("DELETE FROM particles", "read-only"),
+    ("WITH x AS (SELECT 1) DELETE FROM particles", "tries to write"),
+    ("SELECT * FROM WHERE x", "syntax error"),
+])
+def test_query_bad_sql_is_one_line_and_changes_nothing(database, sql, match):
+    path, _ = database
+    before = run("query", path, "--sql", "SELECT COUNT(*) AS n FROM particles").output
+    result = run("query", path, "--sql", sql)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and match in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert run("query", path, "--sql", "SELECT COUNT(*) AS n FROM particles").output == before
+
+
+def test_commands_refuse_a_file_that_is_not_sqlite(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("not a database at all " * 50)
+    for args in (["query", bad], ["stats", bad], ["plot", bad, "--all", "-o", tmp_path / "x.png"],
+                 ["serve", bad]):
+        result = run(*args)
+        assert result.exit_code == 1 and "not an SQLite database" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    result = run("query", tmp_path / "missing.db")
+    assert result.exit_code == 1 and "no database at" in result.output
+
+
+def test_stats_text_and_json(database):
+    path, panel_ids = database
+    data = json.loads(run("stats", path, "--json").output)
+    assert data["tables"]["panels"] == len(panel_ids) and data["years"] == [2019, 2019]
+    assert data["techniques"]["SEM"] == 1
+    text = run("stats", path).output
+    assert "run " in text and "bpartis-test" in text and "particles" in text
+
+
+def test_plot_kinds(database, tmp_path):
+    path, panel_ids = database
+    lattice = panel_ids["lattice"]
+    for kind in ("histogram", "rdf", "overlay"):
+        out = tmp_path / f"{kind}.png"
+        result = run("plot", path, "--panel", lattice, "--kind", kind, "-o", out)
+        assert result.exit_code == 0, result.output
+        assert Image.open(out).size[0] > 100
+    all_out = tmp_path / "all.png"
+    assert run("plot", path, "--all", "-o", all_out).exit_code == 0 and all_out.exists()
+
+
+@pytest.mark.skipif(not EMPS.exists(), reason="shared EMPS data not present")
+def test_plot_overlay_uses_the_real_panel_image(database, tmp_path):
+    path, panel_ids = database
+    out = tmp_path / "overlay.png"
+    result = run("plot", path, "--panel", panel_ids["emps"], "--kind", "overlay", "-o", out)
+    assert result.exit_code == 0, result.output
+    pixels = np.array(Image.open(out).convert("RGB")).astype(int)
+    grey = (np.abs(pixels[..., 0] - pixels[..., 1]) < 3) & (pixels[..., 0] < 240)
+    assert grey.mean() > 0.3  # the micrograph is drawn, not a blank background
+    rdf = run("plot", path, "--panel", panel_ids["emps"], "--kind", "rdf", "-o", out)
+    assert rdf.exit_code == 1 and "no g(r)" in rdf.output and "fewer than" in rdf.output
+
+
+def test_plot_bad_usage(database, tmp_path):
+    path, _ = database
+    out = tmp_path / "x.png"
+    assert "exactly one of" in run("plot", path, "-o", out).output
+    assert "needs one panel" in run("plot", path, "--all", "--kind", "rdf", "-o", out).output
+    missing = run("plot", path, "--panel", "nope", "-o", out)
+    assert missing.exit_code == 1 and "no panel 'nope'" in missing.output
+    nowhere = run("plot", path, "--all", "-o", tmp_path / "no" / "x.png")
+    assert nowhere.exit_code == 1 and "does not exist" in nowhere.output
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_renders_pages_on_localhost(database):
+    path, _ = database
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from idx.cli import main; main()", "serve", str(path),
+         "--port", str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                index = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except requests.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"datasette did not start: {server.stdout.read()}")
+                time.sleep(0.3)
+        assert index.status_code == 200 and "particles" in index.text
+        table = requests.get(f"http://127.0.0.1:{port}/particles/particles.json?_shape=array"
+                             "&_size=5", timeout=10)
+        assert table.status_code == 200 and len(table.json()) == 5
+        assert "diameter_nm" in table.json()[0]
+        page = requests.get(f"http://127.0.0.1:{port}/particles/panels", timeout=10)
+        assert page.status_code == 200 and "<table" in page.text
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
