@@ -56,8 +56,8 @@ CAPTIONS = {
 }
 
 
-def _emps_images(emps_dir: Path, count: int) -> list[Image.Image]:
-    files = sorted(Path(emps_dir).glob("*.png"))[:count]
+def _emps_images(emps_dir: Path, count: int, first: int = 0) -> list[Image.Image]:
+    files = sorted(Path(emps_dir).glob("*.png"))[first:first + count]
     if len(files) < count:
         raise FileNotFoundError(f"need {count} EMPS images in {emps_dir}, found {len(files)}")
     return [Image.open(f).convert("L") for f in files]
@@ -166,7 +166,8 @@ def _scanned_page(image: Image.Image) -> tuple[Image.Image, list, list[tuple[str
     return page, bbox, layer
 
 
-def make_article_pdf(path: str | Path, emps_dir: str | Path, encrypt_password: str | None = None) -> dict:
+def make_article_pdf(path: str | Path, emps_dir: str | Path, encrypt_password: str | None = None,
+                     first_image: int = 0, scan_text_layer: bool = True) -> dict:
     """Write the four-page synthetic article to ``path``; return its ground truth.
 
     Parameters
@@ -177,6 +178,12 @@ def make_article_pdf(path: str | Path, emps_dir: str | Path, encrypt_password: s
         Folder of EMPS micrographs (``shared/data/emps/images``).
     encrypt_password : str, optional
         Encrypt the PDF with this user password.
+    first_image : int
+        Index (in sorted order) of the first of the six EMPS images used; vary it for
+        different figure sizes and contents.
+    scan_text_layer : bool
+        Give the scanned page 3 an invisible OCR text layer (False: pixels only, as from a
+        scanner without OCR; the reader then needs tesseract).
 
     Returns
     -------
@@ -187,7 +194,7 @@ def make_article_pdf(path: str | Path, emps_dir: str | Path, encrypt_password: s
     from reportlab.lib.pdfencrypt import StandardEncryption
     from reportlab.pdfgen.canvas import Canvas
 
-    images = _emps_images(Path(emps_dir), 6)
+    images = _emps_images(Path(emps_dir), 6, first_image)
     encrypt = StandardEncryption(encrypt_password, canPrint=0) if encrypt_password else None
     canvas = Canvas(str(path), pagesize=(PAGE_W_PT, PAGE_H_PT), encrypt=encrypt, pageCompression=1)
     canvas.setTitle("")  # real PDFs often carry no title metadata: the reader must find it
@@ -237,7 +244,7 @@ def make_article_pdf(path: str | Path, emps_dir: str | Path, encrypt_password: s
     from reportlab.lib.utils import ImageReader
 
     canvas.drawImage(ImageReader(io.BytesIO(buffer.getvalue())), 0, 0, PAGE_W_PT, PAGE_H_PT)
-    for text, x, line_top, size in layer:
+    for text, x, line_top, size in layer if scan_text_layer else []:
         writer.lines([text], x, line_top, size=size, leading=1.0, invisible=True)
     figures.append({"label": "Fig. 3", "caption": CAPTIONS[3][len("Fig. 3 "):], "page": 3, "bbox": bbox})
     canvas.showPage()

@@ -323,3 +323,20 @@ def test_article_cli_error_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().startswith("Error:") and "empty" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@needs_emps
+@pytest.mark.slow
+def test_pdf_scan_without_text_layer_is_read_by_ocr(tmp_path):
+    import shutil
+
+    from miners.pdf_synth import make_article_pdf
+
+    if shutil.which("tesseract") is None:
+        pytest.skip("tesseract-ocr is not installed")
+    truth = make_article_pdf(tmp_path / "scan.pdf", EMPS, scan_text_layer=False)
+    article = read(tmp_path / "scan.pdf")
+    figure = next(f for f in article.figures if f.page == 3)
+    assert figure.label == "Fig. 3"
+    assert score_em_caption(figure.caption).techniques == ["TEM"]
+    np.testing.assert_allclose(figure.bbox, truth["figures"][2]["bbox"], atol=2 * BBOX_TOL_PT)

@@ -40,6 +40,9 @@ MIN_FIGURE_PT = 30.0  # a figure region lower than this is not a figure
 MAX_CROP_PIXELS = 40_000_000
 BACKGROUND_AREA = 0.6  # an image covering more of the page than this is a scan, not a figure
 BLANK_LEVEL = 235  # grey level above which a rendered pixel counts as paper
+OCR_DPI = 200
+OCR_MIN_CONFIDENCE = 30.0
+OCR_SIZE_PER_HEIGHT = 1.0  # font size ~ height of the word box (x-height words are smaller)
 CAPTION_START = re.compile(
     r"^(?P<label>(?:Fig(?:ure)?s?\.?|FIG(?:URE)?S?\.?)\s*(?P<number>\d{1,3}[A-Za-z]?))"
     r"(?P<punct>\s*[.:|\u2014\u2013]|\s*(?=\())?\s*"
@@ -170,8 +173,11 @@ def _write_png(out_dir: Path, png: bytes) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- lines
-def page_lines(page) -> list[dict]:
+def page_lines(page, ocr: bool = True) -> list[dict]:
     """Text lines of a page, split at column gutters.
+
+    A page without a text layer that is one big raster (a scan) is read by OCR (tesseract) when
+    ``ocr`` is true and tesseract is installed.
 
     Returns
     -------
@@ -179,6 +185,8 @@ def page_lines(page) -> list[dict]:
         ``{"text", "x0", "x1", "top", "bottom", "size", "bold"}`` sorted top-down, left-right.
     """
     words = page.extract_words(extra_attrs=["size", "fontname"], keep_blank_chars=False, use_text_flow=False)
+    if not words and ocr and _is_scanned(page):
+        words = ocr_words(page)
     words.sort(key=lambda w: (round(w["top"]), w["x0"]))
     rows: list[list[dict]] = []
     for word in words:
@@ -200,6 +208,42 @@ def page_lines(page) -> list[dict]:
         lines.append(_make_line(current))
     lines.sort(key=lambda line: (line["top"], line["x0"]))
     return lines
+
+
+def _is_scanned(page) -> bool:
+    area = float(page.width) * float(page.height)
+    return any((float(im["x1"]) - float(im["x0"])) * (float(im["bottom"]) - float(im["top"]))
+               > BACKGROUND_AREA * area for im in page.images)
+
+
+def ocr_words(page, dpi: int = OCR_DPI) -> list[dict]:
+    """Words of a scanned page by tesseract OCR, in page points (like ``extract_words``).
+
+    Returns an empty list (and logs why) when tesseract is not installed.
+    """
+    try:
+        import pytesseract
+
+        image = page.to_image(resolution=dpi).original.convert("L")
+        data = pytesseract.image_to_data(image, config="--psm 3", output_type=pytesseract.Output.DICT)
+    except (ImportError, OSError, RuntimeError) as exc:
+        log.warning("page %s is a scan without text and OCR is unavailable (%s); install tesseract-ocr",
+                    page.page_number, exc)
+        return []
+    except pytesseract.TesseractNotFoundError:
+        log.warning("page %s is a scan without text; install tesseract-ocr to read it", page.page_number)
+        return []
+    scale = 72.0 / dpi
+    words = []
+    for text, conf, left, top, width, height in zip(data["text"], data["conf"], data["left"], data["top"],
+                                                    data["width"], data["height"]):
+        if not text.strip() or float(conf) < OCR_MIN_CONFIDENCE:
+            continue
+        words.append({"text": text.strip(), "x0": left * scale, "x1": (left + width) * scale,
+                      "top": top * scale, "bottom": (top + height) * scale,
+                      "size": OCR_SIZE_PER_HEIGHT * height * scale, "fontname": "ocr"})
+    log.info("page %s: scanned, %d words by OCR", page.page_number, len(words))
+    return words
 
 
 def _make_line(words: list[dict]) -> dict:
@@ -367,7 +411,7 @@ def find_page_figures(page, lines: list[dict], page_number: int, out_dir: Path) 
         file = _write_png(out_dir, _png_bytes(image))
         figures.append(Figure(
             id=f"p{page_number}-f{number}", label=caption["label"], caption=caption["caption"],
-            image=str(file), page=page_number, bbox=[round(v, 2) for v in bbox],
+            image=str(file), page=page_number, bbox=[round(float(v), 2) for v in bbox],
         ))
     return figures
 
