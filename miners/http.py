@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -449,6 +450,9 @@ def _is_timeout(exc: BaseException) -> bool:
 def _reason(exc: BaseException) -> str:
     """The innermost useful message of a requests/urllib3 exception chain, on one line."""
     text = str(exc)
+    incomplete = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected", text)
+    if incomplete:
+        return f"truncated body: {incomplete[1]} bytes read, {incomplete[2]} more expected"
     reason = getattr(exc, "args", [None])[0]
     inner = getattr(reason, "reason", None)
     if inner is not None:

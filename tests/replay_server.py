@@ -21,6 +21,7 @@ Faults (``fault=``, applied to the first ``times`` requests, then the route answ
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -46,6 +47,7 @@ class Route:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else keep-alive + delayed ACK adds ~40 ms per request
 
     def log_message(self, *args):  # keep test output quiet
         pass
@@ -110,6 +112,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """Clients that give up (timeouts, size limits) reset connections: not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class ReplayServer:
     """Threaded HTTP server on 127.0.0.1 (ephemeral port) serving :class:`Route` objects."""
 
@@ -119,8 +130,7 @@ class ReplayServer:
         self.served: defaultdict = defaultdict(int)
         self.log: list = []
         self.lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.replay = self  # type: ignore[attr-defined]
         self.port = self._httpd.server_address[1]
         self.host = f"127.0.0.1:{self.port}"
