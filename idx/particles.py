@@ -31,12 +31,12 @@ logger = logging.getLogger(__name__)
 SHAPE_CLASSES = ("sphere", "rod", "cube/rectangle", "triangle", "hexagon", "irregular")
 
 # Shape classifier thresholds (descriptors of the convex hull; see classify_shape).
-SOLIDITY_MIN = 0.85  # below: concave outline -> irregular (aggregates, fused particles)
+SOLIDITY_MIN = 0.90  # below: concave outline -> irregular (aggregates, fused particles)
 ROD_ELONGATION_MIN = 1.8  # long/short side of the minimum bounding rectangle: rod (or bar)
 RECTANGULARITY_MIN = 0.88  # hull area / minimum bounding-rectangle area: cube/rectangle
 ELONGATED_MIN = 1.35  # rounded but elongated (short rods, ellipses): rod
-SPHERE_CIRCULARITY_MIN = 0.95  # hull circularity: circle 1.0, octagon 0.95, hexagon 0.91
-TRIANGLE_RECTANGULARITY_MAX = 0.62  # ideal triangle 0.5
+SPHERE_CIRCULARITY_MIN = 0.97  # hull circularity: circle 1.0, octagon 0.95, hexagon 0.91
+TRIANGLE_RECTANGULARITY_MAX = 0.66  # ideal triangle 0.5
 HEXAGON_CIRCULARITY_MIN = 0.86  # ideal hexagon 0.907
 HEXAGON_RECTANGULARITY = (0.68, 0.84)  # ideal hexagon 0.75
 MIN_PIXELS_TO_CLASSIFY = 12  # smaller particles are too coarse to have a shape
