@@ -4,7 +4,10 @@ Real documents (shared/fixtures/articles) are compared with tests/data/articles_
 synthetic PDFs (miners.pdf_synth, built from different EMPS images) with their ground truth.
 For PDFs "image ok" means the figure crop's box overlaps the true figure box with IoU >= 0.9.
 
-    python benchmarks/article_readers.py [--pdfs 6]
+    python benchmarks/article_readers.py [--pdfs 6] [--hard 3] [--ocr 1]
+
+Vector-figure boxes in the ground truth are the drawing's extent estimated from the drawing
+commands (axes, bars, tick labels), so they are approximate; IoU >= 0.9 allows for that.
 """
 from __future__ import annotations
 
@@ -53,7 +56,10 @@ def score(name, article, want, seconds, pdf=False) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pdfs", type=int, default=6, help="number of synthetic PDFs")
+    parser.add_argument("--pdfs", type=int, default=6, help="number of plain synthetic PDFs")
+    parser.add_argument("--hard", type=int, default=3, help="number of PDFs with a vector figure page")
+    parser.add_argument("--ocr", type=int, default=1, choices=(0, 1),
+                        help="add the PDF whose scanned page has no text layer (needs tesseract, slow)")
     args = parser.parse_args(argv)
     rows = []
     expected = json.loads(EXPECTED.read_text("utf-8"))["documents"]
@@ -63,14 +69,18 @@ def main(argv=None) -> int:
         rows.append(score(name, article, want, time.perf_counter() - start))
     from miners.pdf_synth import make_article_pdf
 
+    variants = [(f"synthetic PDF #{k} (EMPS {6 * k}-{6 * k + 5})", {"first_image": 6 * k})
+                for k in range(args.pdfs)]
+    variants += [(f"synthetic PDF #{k} + vector figure p5", {"first_image": 6 * k, "vector_figure": True})
+                 for k in range(args.hard)]
+    variants += [("synthetic PDF #0, scan without text layer (OCR)", {"scan_text_layer": False})] * args.ocr
     with tempfile.TemporaryDirectory() as tmp:
-        for k in range(args.pdfs):
+        for k, (name, options) in enumerate(variants):
             path = Path(tmp) / f"synthetic-{k}.pdf"
-            truth = make_article_pdf(path, EMPS, first_image=6 * k)
+            truth = make_article_pdf(path, EMPS, **options)
             start = time.perf_counter()
             article = read(path)
-            rows.append(score(f"synthetic PDF #{k} (EMPS {6 * k}-{6 * k + 5})", article, truth,
-                              time.perf_counter() - start, pdf=True))
+            rows.append(score(name, article, truth, time.perf_counter() - start, pdf=True))
     header = "| document | DOI | title | figures found/expected | captions exact | image link / crop ok | s |"
     print(header)
     print("|" + "---|" * 7)

@@ -167,7 +167,7 @@ def _scanned_page(image: Image.Image) -> tuple[Image.Image, list, list[tuple[str
 
 
 def make_article_pdf(path: str | Path, emps_dir: str | Path, encrypt_password: str | None = None,
-                     first_image: int = 0, scan_text_layer: bool = True) -> dict:
+                     first_image: int = 0, scan_text_layer: bool = True, vector_figure: bool = False) -> dict:
     """Write the four-page synthetic article to ``path``; return its ground truth.
 
     Parameters
@@ -184,6 +184,9 @@ def make_article_pdf(path: str | Path, emps_dir: str | Path, encrypt_password: s
     scan_text_layer : bool
         Give the scanned page 3 an invisible OCR text layer (False: pixels only, as from a
         scanner without OCR; the reader then needs tesseract).
+    vector_figure : bool
+        Add page 5: a histogram drawn with vector graphics (no raster) whose caption label is bold
+        and set in the body font size ("Figure 5: ...").
 
     Returns
     -------
@@ -257,8 +260,48 @@ def make_article_pdf(path: str | Path, emps_dir: str | Path, encrypt_password: s
     figures.append({"label": "Figure 4", "caption": CAPTIONS[4][len("Figure 4. "):], "page": 4, "bbox": bbox})
     _fill_column(writer, right, cap_bottom + 12, PAGE_H_PT - MARGIN_PT, start=3)
     canvas.showPage()
+    if vector_figure:
+        figures.append(_vector_page(canvas, writer))
+        canvas.showPage()
     canvas.save()
     return {"doi": DOI, "title": TITLE, "authors": list(AUTHORS), "figures": figures}
+
+
+def _vector_page(canvas, writer) -> dict:
+    """Page 5: body text, a vector histogram in the left column, a bold-label caption."""
+    left, right = MARGIN_PT, MARGIN_PT + COL_W_PT + GUTTER_PT
+    top = writer.paragraph(_body(4, 1), left, MARGIN_PT, COL_W_PT) + 14
+    plot_h = 150.0
+    x0, y_top = left + 24, top  # axes area, room for tick labels on the left and below
+    x1, y_bottom = left + COL_W_PT - 4, top + plot_h - 16
+    canvas.setLineWidth(0.8)
+    canvas.line(x0, PAGE_H_PT - y_bottom, x1, PAGE_H_PT - y_bottom)
+    canvas.line(x0, PAGE_H_PT - y_bottom, x0, PAGE_H_PT - y_top)
+    counts = [2, 5, 11, 19, 24, 17, 9, 4, 2, 1]
+    bar_w = (x1 - x0 - 10) / len(counts)
+    canvas.setFillGray(0.5)
+    for i, count in enumerate(counts):
+        height = (y_bottom - y_top - 4) * count / max(counts)
+        canvas.rect(x0 + 5 + i * bar_w, PAGE_H_PT - y_bottom, bar_w - 2, height, fill=1, stroke=0)
+    canvas.setFillGray(0)
+    for i, tick in enumerate(("0", "10", "20")):
+        writer.lines([tick], left + 4, y_bottom - 4 - i * (y_bottom - y_top - 8) / 2, size=6)
+    writer.lines(["Diameter (nm)"], x0 + 60, y_bottom + 3, size=6)
+    bbox = [round(left + 4, 2), round(y_top, 2), round(x1, 2), round(y_bottom + 3 + 6 * 1.25, 2)]
+    cap_top = top + plot_h + 8
+    writer.lines(["Figure 5:"], left, cap_top, font="Times-Bold")
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    indent = stringWidth("Figure 5: ", "Times-Bold", BODY_SIZE_PT)
+    caption = ("Size distribution of the particles measured on the SEM images of Fig. 1, with a "
+               "log-normal fit to the histogram.")
+    lines = _wrap(caption, "Times-Roman", BODY_SIZE_PT, COL_W_PT - indent)
+    writer.lines(lines[:1], left + indent, cap_top)
+    rest = _wrap(" ".join(caption.split()[len(lines[0].split()):]), "Times-Roman", BODY_SIZE_PT, COL_W_PT)
+    bottom = writer.lines(rest, left, cap_top + BODY_SIZE_PT * 1.25)
+    _fill_column(writer, left, bottom + 12, PAGE_H_PT - MARGIN_PT, start=2)
+    _fill_column(writer, right, MARGIN_PT, PAGE_H_PT - MARGIN_PT, start=5)
+    return {"label": "Figure 5", "caption": caption, "page": 5, "bbox": bbox}
 
 
 def make_encrypted_pdf(path: str | Path, password: str = "secret", n_pages: int = 2) -> Path:

@@ -40,6 +40,7 @@ MIN_FIGURE_PT = 30.0  # a figure region lower than this is not a figure
 MAX_CROP_PIXELS = 40_000_000
 BACKGROUND_AREA = 0.6  # an image covering more of the page than this is a scan, not a figure
 BLANK_LEVEL = 235  # grey level above which a rendered pixel counts as paper
+INK_FRACTION = 0.005  # a rendered row/column with more ink than this is part of the figure
 OCR_DPI = 200
 OCR_MIN_CONFIDENCE = 30.0
 OCR_SIZE_PER_HEIGHT = 1.0  # font size ~ height of the word box (x-height words are smaller)
@@ -446,8 +447,8 @@ def render_region(page, bbox: list[float], dpi: float, trim: bool):
         return image, bbox
     gray = np.asarray(image.convert("L"))
     ink = gray < BLANK_LEVEL
-    rows = np.flatnonzero(ink.mean(axis=1) > 0.02)
-    cols = np.flatnonzero(ink.mean(axis=0) > 0.02)
+    rows = np.flatnonzero(ink.sum(axis=1) > max(2, INK_FRACTION * ink.shape[1]))
+    cols = np.flatnonzero(ink.sum(axis=0) > max(2, INK_FRACTION * ink.shape[0]))
     if rows.size == 0 or cols.size == 0:
         return None, bbox
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
