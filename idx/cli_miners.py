@@ -63,7 +63,7 @@ def crawl(query, source_name, doi_file, max_articles, db_path, cache_dir, mailto
         raise IdxError(f"this idx.db.Database lacks {', '.join(missing)}; update idx to crawl into a database")
     try:
         report = run_crawl(source, database, max_articles=max_articles, all_figures=all_figures,
-                           progress=not as_json)
+                           progress=True)  # tqdm writes to stderr, --json output stays clean
     finally:
         if hasattr(database, "close"):
             database.close()

@@ -42,7 +42,9 @@ The store protocol
     stored, so the next run tries it again (everything already downloaded comes from the cache).
 
 Each article is stored as soon as it is complete, so Ctrl-C or a crash loses nothing fetched so far;
-re-running skips the keys already stored and re-reads the rest from the on-disk cache.
+re-running skips the keys already stored and re-reads the rest from the on-disk cache. Search
+listings are cached too, but asked again once older than ``LISTING_MAX_AGE_S`` (a week), so a
+later run sees newly published articles; full texts, metadata and images never expire.
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ CROSSREF_URL = "https://api.crossref.org"
 DOI_URL = "https://doi.org"
 ELSEVIER_URL = "https://api.elsevier.com"
 ELSEVIER_KEY_ENV = "ELSEVIER_API_KEY"
+LISTING_MAX_AGE_S = 7 * 24 * 3600.0  # search pages older than a week are asked again (new articles)
 
 _PMCID = re.compile(r"^PMC\d{1,12}$")
 _ARXIV_ID = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$")
@@ -166,12 +169,15 @@ class EuropePMCSource:
         Root of the figure folders (default ``EUROPEPMC_IMAGES_URL``): ``{images_url}/{PMCID}/bin/``.
     page_size : int
         Results per search request (Europe PMC allows up to 1000).
+    listing_max_age_s : float, optional
+        Cached search pages older than this are downloaded again (None: never).
     """
 
     name = "europepmc"
 
     def __init__(self, client: HttpClient, query: str, base_url: str | None = None,
-                 images_url: str | None = None, page_size: int = 100):
+                 images_url: str | None = None, page_size: int = 100,
+                 listing_max_age_s: float | None = LISTING_MAX_AGE_S):
         if not query or not query.strip():
             raise CrawlError("Europe PMC crawl needs a search query; pass --query TEXT")
         self.client = client
@@ -179,13 +185,15 @@ class EuropePMCSource:
         self.base_url = (base_url or EUROPEPMC_URL).rstrip("/")
         self.images_url = (images_url or EUROPEPMC_IMAGES_URL).rstrip("/")
         self.page_size = int(page_size)
+        self.listing_max_age_s = listing_max_age_s
 
     def iter_records(self) -> Iterator[Record]:
         cursor = "*"
         while True:
             params = {"query": f"({self.query}) AND OPEN_ACCESS:y", "format": "json", "resultType": "lite",
                       "pageSize": self.page_size, "cursorMark": cursor}
-            data = self.client.get(f"{self.base_url}/search?{urlencode(params)}", accept=JSON_TYPES).json()
+            data = self.client.get(f"{self.base_url}/search?{urlencode(params)}", accept=JSON_TYPES,
+                                   max_age_s=self.listing_max_age_s).json()
             results = (data.get("resultList") or {}).get("result") or []
             for result in results:
                 pmcid = str(result.get("pmcid") or "")
@@ -224,12 +232,15 @@ class ArxivSource:
         PDF root used when an entry has no PDF link (default ``ARXIV_PDF_URL``).
     page_size : int
         Entries per API request.
+    listing_max_age_s : float, optional
+        Cached feed pages older than this are downloaded again (None: never).
     """
 
     name = "arxiv"
 
     def __init__(self, client: HttpClient, query: str, base_url: str | None = None,
-                 pdf_url: str | None = None, page_size: int = 50):
+                 pdf_url: str | None = None, page_size: int = 50,
+                 listing_max_age_s: float | None = LISTING_MAX_AGE_S):
         if not query or not query.strip():
             raise CrawlError("arXiv crawl needs a search query; pass --query TEXT")
         query = query.strip()
@@ -238,13 +249,14 @@ class ArxivSource:
         self.base_url = base_url or ARXIV_URL
         self.pdf_url = (pdf_url or ARXIV_PDF_URL).rstrip("/")
         self.page_size = int(page_size)
+        self.listing_max_age_s = listing_max_age_s
 
     def iter_records(self) -> Iterator[Record]:
         start = 0
         while True:
             params = {"search_query": self.query, "start": start, "max_results": self.page_size}
             url = f"{self.base_url}?{urlencode(params)}"
-            body = self.client.get(url, accept=XML_TYPES).body
+            body = self.client.get(url, accept=XML_TYPES, max_age_s=self.listing_max_age_s).body
             try:
                 feed = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
             except etree.XMLSyntaxError as exc:

@@ -48,7 +48,7 @@ USER_AGENT = "idx/0.1 (electron-microscopy literature miner; python-requests)"
 TIMEOUT_S = (5.0, 30.0)  # seconds: connect, read
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_BYTES = 50 * 1024 * 1024
-MAX_REDIRECTS = 5
+MAX_REDIRECTS = 10  # doi.org -> publisher chains (cookies, linkinghub) take several hops
 CHUNK_BYTES = 64 * 1024
 
 JSON_TYPES = ("application/json",)
@@ -258,12 +258,15 @@ class HttpClient:
     def _blob_path(self, sha256: str, content_type: str) -> Path:
         return self.cache_dir / "blobs" / sha256[:2] / f"{sha256}{EXTENSIONS.get(content_type, '.bin')}"
 
-    def _read_cache(self, url: str) -> Response | None:
+    def _read_cache(self, url: str, max_age_s: float | None = None) -> Response | None:
         meta_path = self._meta_path(url)
         if not meta_path.is_file():
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if max_age_s is not None and time.time() - float(meta.get("fetched_ts", 0)) > max_age_s:
+                log.debug("cached %s is older than %s s; downloading again", url, max_age_s)
+                return None
             sha = str(meta["sha256"])
             if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
                 raise ValueError(f"bad sha256 {sha!r}")
@@ -284,7 +287,7 @@ class HttpClient:
         if not blob.is_file():
             _atomic_write(blob, body)
         meta = {"url": url, "final_url": final_url, "content_type": content_type, "sha256": sha,
-                "bytes": len(body), "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "bytes": len(body), "fetched_ts": time.time(), "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         _atomic_write(self._meta_path(url), json.dumps(meta, indent=1).encode("utf-8"))
         return blob
 
@@ -375,7 +378,8 @@ class HttpClient:
             raise requests.exceptions.ChunkedEncodingError(f"truncated body: {len(body)} of {declared} bytes")
         return body
 
-    def get(self, url: str, *, accept=None, headers: dict | None = None, use_cache: bool = True) -> Response:
+    def get(self, url: str, *, accept=None, headers: dict | None = None, use_cache: bool = True,
+            max_age_s: float | None = None) -> Response:
         """GET ``url`` (or its cached copy).
 
         Parameters
@@ -388,6 +392,9 @@ class HttpClient:
             Extra request headers (not part of the cache key).
         use_cache : bool
             Read and write the on-disk cache.
+        max_age_s : float, optional
+            Download again if the cached copy is older than this, seconds (search listings);
+            None = a cached copy never expires.
 
         Raises
         ------
@@ -396,7 +403,7 @@ class HttpClient:
             body too large or truncated, unexpected content type.
         """
         if use_cache:
-            cached = self._read_cache(url)
+            cached = self._read_cache(url, max_age_s)
             if cached is not None:
                 return cached
         last_error = None

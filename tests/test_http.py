@@ -190,3 +190,13 @@ def test_http_404_raises(tmp_path, server):
     with pytest.raises(CrawlError, match=r"/missing: HTTP 404"):
         make_client(tmp_path, server).get(server.url("/missing"))
     assert server.hits["/missing"] == 1
+
+
+def test_cached_copy_older_than_max_age_is_downloaded_again(tmp_path, server):
+    server.add("/search", b'{"page": 1}', "application/json")
+    client = make_client(tmp_path, server)
+    client.get(server.url("/search"))
+    assert client.get(server.url("/search"), max_age_s=3600).from_cache
+    time.sleep(0.05)
+    assert not client.get(server.url("/search"), max_age_s=0.01).from_cache
+    assert server.hits["/search"] == 2
