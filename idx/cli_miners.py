@@ -11,7 +11,7 @@ import click  # noqa: E402
               help="Where to look [default: doi with --doi-file, else europepmc].")
 @click.option("--doi-file", type=click.Path(dir_okay=False),
               help="Text file of DOIs, one a line (# comments allowed); for --source doi.")
-@click.option("--max-articles", type=click.IntRange(min=1), help="Stop after this many new articles.")
+@click.option("--max-articles", type=click.IntRange(min=1), help="Stop after this many new articles (stored or failed).")
 @click.option("--db", "db_path", default="idx.db", show_default=True, type=click.Path(dir_okay=False),
               help="SQLite database the articles go to.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False),

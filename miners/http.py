@@ -234,7 +234,11 @@ class HttpClient:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
         self.cache_dir = Path(cache_dir).expanduser().resolve()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CrawlError(f"cannot create the cache folder {self.cache_dir} ({exc.strerror}); "
+                             "pass a writable folder (--cache DIR)") from None
         self.timeout_s = tuple(timeout_s)
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)

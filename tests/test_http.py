@@ -200,3 +200,10 @@ def test_cached_copy_older_than_max_age_is_downloaded_again(tmp_path, server):
     time.sleep(0.05)
     assert not client.get(server.url("/search"), max_age_s=0.01).from_cache
     assert server.hits["/search"] == 2
+
+
+def test_unwritable_cache_dir_is_a_crawl_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CrawlError, match="cannot create the cache folder .*pass a writable folder"):
+        HttpClient(blocker / "cache")
