@@ -3,7 +3,7 @@
 ``build_site(server)`` registers, on a :class:`replay_server.ReplayServer`:
 
 - ``/europepmc/rest/search``: two pages (cursorMark ``*`` then ``p2``) listing PMC3460867 and
-  PMC3166277 (the real JATS fixtures), a result without PMCID, and with ``broken=True`` PMC9999999
+  PMC3166277 (the real JATS fixtures), a result without PMCID, one with a hostile PMCID, and with ``broken=True`` PMC9999999
   whose full text always answers 500;
 - ``/europepmc/rest/{PMCID}/fullTextXML`` and the figure JPEGs under ``/europepmc/articles/{PMCID}/bin/``;
 - ``/arxiv/api/query`` (Atom, paged by ``start``) and ``/arxiv/pdf/{id}`` one-page PDFs made with
@@ -141,6 +141,7 @@ def build_site(server, broken: bool = False) -> Site:
              "doi": "10.1371/journal.pone.0046493", "title": "MmPPOX inhibits lipolytic enzymes",
              "journalTitle": "PLoS One", "pubYear": "2012", "isOpenAccess": "Y"},
             {"id": "PPR12345", "source": "PPR", "title": "A preprint without full text", "isOpenAccess": "N"},
+            {"id": "666", "source": "MED", "pmcid": "PMC1/../../../../etc/passwd", "isOpenAccess": "Y"},
             {"id": "21810267", "source": "MED", "pmid": "21810267", "pmcid": "PMC3166277",
              "doi": "10.1186/1471-2180-11-174", "title": "Stochasticity of lysis time",
              "journalTitle": "BMC Microbiol", "pubYear": "2011", "isOpenAccess": "Y"}]
@@ -149,7 +150,7 @@ def build_site(server, broken: bool = False) -> Site:
                      "isOpenAccess": "Y"})
         server.add("/europepmc/rest/PMC9999999/fullTextXML", b"", "application/xml", fault="status",
                    fault_status=500)
-    pages = {"*": _search_page(lite[:2], "p2"), "p2": _search_page(lite[2:], "p3"), "p3": _search_page([], "p3")}
+    pages = {"*": _search_page(lite[:3], "p2"), "p2": _search_page(lite[3:], "p3"), "p3": _search_page([], "p3")}
     server.add("/europepmc/rest/search", lambda q: pages[q.get("cursorMark", "*")], "application/json")
     for pmcid, path in JATS.items():
         data = path.read_bytes()

@@ -66,6 +66,7 @@ def test_europepmc_crawl_stores_articles_with_local_figures(tmp_path, server):
             assert figure["image"].startswith(str(client.cache_dir))
     assert report.figures == sum(len(site.figure_paths[k]) for k in store.articles)
     assert server.hits["/europepmc/rest/search"] == 3  # three pages, cursor followed
+    assert not any("passwd" in path for _, path, _ in server.log)  # hostile PMCID never used
 
 
 def test_rerun_downloads_nothing(tmp_path, server):
