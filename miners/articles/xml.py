@@ -21,6 +21,7 @@ EUROPEPMC_BIN = "https://europepmc.org/articles/PMC{pmcid}/bin/{name}"
 SPRINGER_MEDIA = "https://media.springernature.com/full/springer-static/image/art%3A{doi}/{href}"
 # Block-level children of a caption: their texts are joined with a space, inline ones without.
 BLOCK_TAGS = {"title", "p", "list-item", "caption", "simple-para", "para", "list"}
+SKIP_TAGS = {"object-id", "graphic", "alternatives"}  # inside a caption: not text
 _API_HOST = re.compile(r"webservices|eutils|/api/|/rest/", re.IGNORECASE)
 
 
@@ -73,17 +74,13 @@ def text_of(element) -> str:
 
     def walk(node):
         name = local(node)
-        if name in {"label"} and node is not element:
-            pass
         block = name in BLOCK_TAGS
         if block:
             parts.append(" ")
         if name and node.text:
             parts.append(node.text)
         for child in node:
-            if local(child) in {"object-id", "graphic", "alternatives"}:
-                pass
-            else:
+            if local(child) not in SKIP_TAGS:
                 walk(child)
             if child.tail:
                 parts.append(child.tail)
