@@ -92,10 +92,9 @@ def _read_article(source, base_url: str | None = None, figure_dir: Path | None =
 
 
 def _is_em_caption(caption: str | None) -> bool:
-    try:
-        from miners.articles import is_em_caption
-    except ImportError:  # older layout: the classifier lives in miners.articles.classify
-        from miners.articles.classify import is_em_caption
+    """``miners.articles.is_em_caption`` (imported lazily with the readers)."""
+    from miners.articles import is_em_caption
+
     return bool(is_em_caption(caption))
 
 

@@ -9,17 +9,13 @@ from click.testing import CliRunner
 from idx.cli import cli
 from idx.errors import CrawlError
 from miners import crawl as crawl_module
-from miners.articles import read
+from miners.articles import is_em_caption, read
 from miners.crawl import (ArxivSource, DoiSource, EuropePMCSource, MemoryStore, clean_doi, crawl, read_doi_file,
                           safe_name)
 from miners.http import HttpClient
 from crawl_site import ELSEVIER_DOI, ELSEVIER_XML, JATS, NATURE, build_site
 from replay_server import ReplayServer
 
-try:
-    from miners.articles import is_em_caption
-except ImportError:
-    from miners.articles.classify import is_em_caption
 
 
 @pytest.fixture
