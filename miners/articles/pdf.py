@@ -84,7 +84,7 @@ def read_pdf(
         Encrypted, truncated or otherwise unreadable PDFs.
     """
     import pdfplumber
-    from pdfplumber.utils.exceptions import PdfminerException
+    from pdfplumber.utils.exceptions import MalformedPDFException, PdfminerException
 
     max_pages = MAX_PAGES if max_pages is None else int(max_pages)
     if max_pages < 1:
@@ -92,7 +92,7 @@ def read_pdf(
     try:
         pdf = pdfplumber.open(io.BytesIO(data))
         n_pages = len(pdf.pages)
-    except PdfminerException as exc:
+    except (PdfminerException, MalformedPDFException) as exc:
         raise ArticleError(_pdf_problem(name, exc)) from None
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ArticleError(f"{name}: broken PDF ({type(exc).__name__}: {exc}); re-download it") from None
@@ -120,7 +120,7 @@ def read_pdf(
                         continue
                     seen.add(key)
                     figures.append(figure)
-            except PdfminerException as exc:
+            except (PdfminerException, MalformedPDFException) as exc:
                 log.warning("%s: page %d unreadable (%s); skipped", name, page_number, _pdf_problem(name, exc))
             except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
                 log.warning("%s: page %d unreadable (%s: %s); skipped", name, page_number, type(exc).__name__, exc)
