@@ -711,7 +711,7 @@ class Database:
 
 
 def _column_type(name: str):
-    if name in ("label", "area_px", "n_vertices", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
+    if name in ("label", "area_px", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
                 "touches_border"):
         return int
     if name in ("units", "shape"):

@@ -35,11 +35,12 @@ SOLIDITY_MIN = 0.90  # below: concave outline -> irregular (aggregates, fused pa
 ROD_ELONGATION_MIN = 1.8  # long/short side of the minimum bounding rectangle: rod (or bar)
 RECTANGULARITY_MIN = 0.88  # hull area / minimum bounding-rectangle area: cube/rectangle
 ELONGATED_MIN = 1.35  # rounded but elongated (short rods, ellipses): rod
-SPHERE_CIRCULARITY_MIN = 0.97  # hull circularity: circle 1.0, octagon 0.95, hexagon 0.91
+SPHERE_CIRCULARITY_MIN = 0.965  # hull circularity: circle 1.0, octagon 0.95, hexagon 0.91
 TRIANGLE_RECTANGULARITY_MAX = 0.66  # ideal triangle 0.5
 HEXAGON_CIRCULARITY_MIN = 0.86  # ideal hexagon 0.907
 HEXAGON_RECTANGULARITY = (0.68, 0.84)  # ideal hexagon 0.75
 MIN_PIXELS_TO_CLASSIFY = 12  # smaller particles are too coarse to have a shape
+MIN_DIAMETER_FOR_FACETS_PX = 20.0  # below, digitisation hides facets: only sphere / rod
 
 PIXEL_GYRATION_TERM = 1.0 / 6.0  # px^2: a unit square's own second moment (1/12 per axis)
 
@@ -66,7 +67,6 @@ COLUMNS = (
         "rectangularity",
         "elongation",
         "hull_circularity",
-        "n_vertices",
         "bbox_x0",
         "bbox_y0",
         "bbox_x1",
@@ -107,7 +107,9 @@ def measure_particles(
         ``feret_max_*``/``feret_min_*``; ``aspect_ratio`` (Feret max/min);
         ``ellipse_aspect_ratio`` (fitted-ellipse major/minor); ``perimeter_*``;
         ``circularity`` (4 pi A / P^2, pixel perimeter); ``solidity``; ``gyration_radius_*``
-        (radius of gyration, for aggregates); ``centroid_row_*``/``centroid_col_*``;
+        (radius of gyration, for aggregates); ``rectangularity``, ``elongation`` and
+        ``hull_circularity`` (convex-hull descriptors used by ``classify_shape``);
+        ``centroid_row_*``/``centroid_col_*``;
         ``bbox_x0, bbox_y0, bbox_x1, bbox_y1`` (px, x1/y1 exclusive); ``touches_border``;
         ``uncertainty_mean``; ``intensity_mean``; ``shape`` (one of ``SHAPE_CLASSES``).
         Empty (with these columns) when ``labels`` has no particle.
@@ -164,7 +166,7 @@ def _check_inputs(labels, nm_per_px, uncertainty, intensity) -> None:
 
 def _empty_table() -> pd.DataFrame:
     table = pd.DataFrame({name: pd.Series(dtype=float) for name in COLUMNS})
-    for name in ("label", "area_px", "n_vertices", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"):
+    for name in ("label", "area_px", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"):
         table[name] = table[name].astype(np.int64)
     table["units"] = table["units"].astype(object)
     table["shape"] = table["shape"].astype(object)
@@ -211,7 +213,6 @@ def _measure_region(region, height: int, width: int) -> dict:
         "rectangularity": hull["rectangularity"],
         "elongation": hull["elongation"],
         "hull_circularity": hull["circularity"],
-        "n_vertices": hull["n_vertices"],
         "bbox_x0": int(col0),
         "bbox_y0": int(row0),
         "bbox_x1": int(col1),
@@ -246,14 +247,11 @@ def _describe_hull(points: np.ndarray) -> dict:
     """Rotating calipers over a convex polygon (vertices in order).
 
     Returns the minimum Feret diameter (smallest caliper width, px), the rectangularity (polygon
-    area / minimum-area bounding rectangle), the circularity of the polygon (4 pi A / P^2) and the
-    vertex count of a simplified polygon (``approximate_polygon``, tolerance 4 % of the perimeter
-    / (2 pi)).
+    area / minimum-area bounding rectangle), its elongation (long / short side of that
+    rectangle) and the circularity of the polygon (4 pi A / P^2).
     """
-    from skimage.measure import approximate_polygon
-
     nan = {"feret_min": math.nan, "rectangularity": math.nan, "circularity": math.nan,
-           "elongation": math.nan, "n_vertices": 0}
+           "elongation": math.nan}
     if len(points) < 3:
         return nan
     edges = np.roll(points, -1, axis=0) - points  # (K, 2)
@@ -270,14 +268,11 @@ def _describe_hull(points: np.ndarray) -> dict:
     rows, cols = points[:, 0], points[:, 1]
     area = 0.5 * abs(float(np.dot(rows, np.roll(cols, -1)) - np.dot(cols, np.roll(rows, -1))))
     perimeter = float(lengths.sum())
-    closed = np.vstack([points, points[:1]])
-    simplified = approximate_polygon(closed, tolerance=0.04 * perimeter / (2 * math.pi))
     return {
         "feret_min": float(widths.min()),
         "rectangularity": _ratio(area, float(boxes.min())),
         "circularity": _ratio(4 * math.pi * area, perimeter**2),
         "elongation": _ratio(max(widths[best], spans[best]), min(widths[best], spans[best])),
-        "n_vertices": int(len(simplified) - 1),
     }
 
 
@@ -296,7 +291,9 @@ def classify_shape(row: dict) -> str:
     str
         One of ``SHAPE_CLASSES``. Rules, in order: too small or concave (solidity <
         ``SOLIDITY_MIN``: aggregates, fused particles) -> irregular; elongation >=
-        ``ROD_ELONGATION_MIN`` -> rod; hull fills its bounding rectangle -> cube/rectangle;
+        ``ROD_ELONGATION_MIN`` -> rod; smaller than ``MIN_DIAMETER_FOR_FACETS_PX`` (facets
+        unresolved) -> rod if elongated, else sphere; hull fills its bounding rectangle ->
+        cube/rectangle;
         elongation >= ``ELONGATED_MIN`` -> rod; round hull -> sphere; hull filling about half
         its rectangle -> triangle; hexagon-like circularity and rectangularity -> hexagon; else
         irregular. Ideal values (rectangularity, hull circularity): triangle (0.50, 0.60),
@@ -311,6 +308,8 @@ def classify_shape(row: dict) -> str:
         return "irregular"
     if elongation >= ROD_ELONGATION_MIN:
         return "rod"
+    if math.sqrt(4 * row["area_px"] / math.pi) < MIN_DIAMETER_FOR_FACETS_PX:
+        return "rod" if elongation >= ELONGATED_MIN else "sphere"
     if rectangularity >= RECTANGULARITY_MIN:
         return "cube/rectangle"
     if elongation >= ELONGATED_MIN:

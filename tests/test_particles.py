@@ -108,6 +108,15 @@ def test_square_is_cube_and_aggregate_is_irregular():
     assert table.loc[1, "gyration_radius_px"] > table.loc[1, "diameter_px"] / 2 / math.sqrt(2)
 
 
+def test_small_round_particles_are_spheres_whatever_their_digitisation():
+    for radius in (3, 4.5, 6, 8, 10):
+        for offset in (0.0, 0.3, 0.5):
+            labels = np.zeros((40, 40), np.int32)
+            rr, cc = disk((20 + offset, 20 + offset * 0.7), radius)
+            labels[rr, cc] = 1
+            assert measure_particles(labels).iloc[0]["shape"] == "sphere", (radius, offset)
+
+
 def test_classify_shape_small_or_missing_is_irregular():
     assert classify_shape({"area_px": 5, "solidity": 1, "elongation": 1, "rectangularity": 0.8,
                            "hull_circularity": 1}) == "irregular"
