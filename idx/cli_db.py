@@ -198,10 +198,10 @@ def serve(database, port):
     \b
         idx serve particles.db --port 8001   # then open http://127.0.0.1:8001/
     """
-    from datasette.cli import cli as datasette_cli
-
     from idx.db import Database
 
     Database(database, readonly=True).close()  # one-line error if it is not an idx database
+    from datasette.cli import cli as datasette_cli
+
     datasette_cli.main(["serve", str(database), "--host", "127.0.0.1", "--port", str(port)],
                        prog_name="idx serve", standalone_mode=False)

@@ -84,24 +84,52 @@ def bbox_to_dict(bbox) -> dict:
     return dict(zip(("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"), values))
 
 
+UNCERTAINTY_LEVELS = 255  # uncertainty maps are stored quantised to uint8 over [0, max]
+
+
 def encode_maps(labels: np.ndarray, uncertainty: np.ndarray | None) -> tuple[bytes, bytes | None]:
-    """Compress an instance map (as int32) and uncertainty map (as float16) to npz bytes."""
-    def pack(array):
+    """Compress an instance map and an uncertainty map to ``np.savez_compressed`` bytes.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (M, N)
+        Stored exactly, as int32.
+    uncertainty : ndarray of float, shape (M, N), optional
+        Stored as uint8 levels of ``[0, max]`` plus ``max`` (float64): the error of a pixel is at
+        most ``max / 510`` (sizes: docs/bench/measurements.md).
+
+    Returns
+    -------
+    tuple of bytes
+        ``(labels_npz, uncertainty_npz or None)``, for ``decode_map``.
+    """
+    def pack(**arrays):
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, array=array)
+        np.savez_compressed(buffer, **arrays)
         return buffer.getvalue()
 
-    labels_npz = pack(np.asarray(labels, dtype=np.int32))
-    unc_npz = None if uncertainty is None else pack(np.asarray(uncertainty, dtype=np.float16))
-    return labels_npz, unc_npz
+    labels_npz = pack(array=np.asarray(labels, dtype=np.int32))
+    if uncertainty is None:
+        return labels_npz, None
+    values = np.nan_to_num(np.asarray(uncertainty, dtype=np.float64), nan=0.0)
+    if values.min() < 0:
+        raise DatabaseError("uncertainty map has negative values; pass a map >= 0 (e.g. mutual "
+                            "information)")
+    top = float(values.max())
+    levels = np.zeros(values.shape, np.uint8) if top == 0 else \
+        np.rint(values / top * UNCERTAINTY_LEVELS).astype(np.uint8)
+    return labels_npz, pack(levels=levels, top=np.float64(top))
 
 
 def decode_map(blob: bytes | None) -> np.ndarray | None:
-    """Inverse of ``encode_maps`` for one map (None stays None)."""
+    """Inverse of ``encode_maps`` for one map: int32 labels, float32 uncertainty, None stays."""
     if blob is None:
         return None
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        return data["array"]
+        if "array" in data:
+            return data["array"]
+        scale = float(data["top"]) / UNCERTAINTY_LEVELS
+        return (data["levels"].astype(np.float32) * np.float32(scale)).astype(np.float32)
 
 
 def _now() -> str:
@@ -467,7 +495,9 @@ class Database:
         """Store one panel, its particles and maps in one transaction; returns the panel id.
 
         Re-adding the same panel (same figure, bbox and run) replaces its rows, never
-        duplicates them; if anything fails, nothing of the panel is written.
+        duplicates them; if anything fails, nothing of the panel is written. The transaction is
+        ``db.atomic()`` rather than ``with conn:``: sqlite-utils commits its own writes inside a
+        plain ``with conn:`` block, while ``atomic()`` nests them as savepoints.
 
         Parameters
         ----------
@@ -482,7 +512,7 @@ class Database:
         labels : ndarray of int, shape (M, N)
             Instance map.
         uncertainty : ndarray of float, shape (M, N), optional
-            Uncertainty map (stored as float16).
+            Uncertainty map, >= 0 (stored quantised to 8 bits, see ``encode_maps``).
         summary : dict
             ``summarise_panel`` output.
         """
@@ -523,7 +553,7 @@ class Database:
             self.db.table("panels").upsert(row, pk="id")
             self.conn.execute("DELETE FROM particles WHERE panel_id = ?", [panel_id])
             if records:
-                self.db.table("particles").upsert_all(records, pk="id")
+                self.db.table("particles").upsert_all(records, pk="id", alter=True)
             self.db.table("panel_maps").upsert(
                 {"panel_id": panel_id, "labels_npz": labels_npz, "uncertainty_npz": unc_npz},
                 pk="panel_id")
@@ -533,7 +563,7 @@ class Database:
     # ------------------------------------------------------------------ reading
 
     def load_panel_maps(self, panel_id: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """Instance map (int32) and uncertainty map (float16 or None) stored for a panel.
+        """Instance map (int32) and uncertainty map (float32 or None) stored for a panel.
 
         Raises
         ------
