@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 from idx.errors import ImageError
@@ -39,6 +40,11 @@ INSET_MIN_FRACTION = 0.12  # an inset is at least this fraction of its panel's s
 MAX_SPLIT_PIXELS = 12_000_000  # bigger figures are split on a 2x max-pooled content mask
 LABEL_PATTERN = re.compile(r"^\(?([A-Za-z])(\d{0,2})\)?[.:]?$")
 LABEL_OCR_HEIGHT_PX = 40
+GLYPH_DARK_MAX = 70  # mean grey of a dark printed letter is at most this
+GLYPH_LIGHT_MIN = 185
+GLYPH_STD_MAX = 40
+GLYPH_FILL_MAX = 0.74  # a letter wider than a stroke fills at most this of its box
+GLYPH_CONTRAST_MIN = 90  # grey difference between a letter and the ring around it
 EM_THRESHOLD = 0.5  # em_score >= this: kind "em"
 
 
@@ -513,9 +519,14 @@ _TESSERACT_WARNED = False
 
 def normalise_label(text: str) -> str | None:
     """``"(c)"`` -> ``"c"``, ``"d1"`` -> ``"d1"``, ``"B."`` -> ``"B"``; anything else -> None."""
-    match = LABEL_PATTERN.match(text.strip().replace(" ", ""))
+    text = text.strip().replace(" ", "")
+    match = LABEL_PATTERN.match(text)
     if not match:
-        return None
+        # tesseract quirks on a lone bracketed letter: "(Cc)" for "(C)", "(ih)" for "(h)"
+        quirk = re.match(r"^\(?(?:[iIl1|]?)([A-Za-z])([A-Za-z]?)\)?$", text)
+        if not quirk or (quirk.group(2) and quirk.group(2).lower() != quirk.group(1).lower()):
+            return None
+        return quirk.group(1)
     return match.group(1) + match.group(2)
 
 
@@ -543,7 +554,7 @@ def read_panel_labels(gray: np.ndarray, panels: list[Panel]) -> list[str | None]
         return [None] * len(panels)
     crops = [_label_crop(gray, panel, panels) for panel in panels]
     texts = _ocr_batch(crops)
-    return [normalise_label(t) if t else None for t in texts]
+    return harmonise_labels([normalise_label(t) if t else None for t in texts])
 
 
 def _label_crop(gray: np.ndarray, panel: Panel, panels: list[Panel]) -> np.ndarray | None:
@@ -552,65 +563,104 @@ def _label_crop(gray: np.ndarray, panel: Panel, panels: list[Panel]) -> np.ndarr
     height, width = gray.shape
     pw, ph = x1 - x0, y1 - y0
     reach = int(min(max(0.22 * min(pw, ph), 30), 160))
-    outside = int(min(reach, 0.6 * reach + 10))
-    wx0, wy0 = max(0, x0 - outside), max(0, y0 - outside)
+    wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
     wx1, wy1 = min(width, x0 + reach), min(height, y0 + reach)
     window = gray[wy0:wy1, wx0:wx1]
     if window.size == 0:
         return None
+    corner = (y0 - wy0, x0 - wx0)
+    min_h = max(6, int(0.008 * min(pw, ph)))
+    max_h = max(min_h + 4, int(min(0.3 * min(pw, ph), 120)))
     best = None
     for dark_text in (True, False):
         mask = _text_mask(window, dark_text)
         labels, count = ndimage.label(mask)
-        if count == 0:
-            continue
-        min_h = max(6, int(0.03 * min(pw, ph)))
-        max_h = max(min_h + 4, int(min(0.3 * min(pw, ph), 120)))
         cands = []
         for index, sl in enumerate(ndimage.find_objects(labels), start=1):
             rs, cs = sl
             h, w = rs.stop - rs.start, cs.stop - cs.start
             if not (min_h <= h <= max_h and 2 <= w <= 1.6 * h):
                 continue
-            if rs.start == 0 or cs.start == 0 or rs.stop == window.shape[0] or cs.stop == window.shape[1]:
-                if not (rs.start == 0 and wy0 == 0) and not (cs.start == 0 and wx0 == 0):
-                    continue
-            area_fill = (labels[sl] == index).mean()
-            if area_fill > 0.95 or area_fill < 0.08:
+            at_edge = (rs.start == 0 and wy0 > 0) or (cs.start == 0 and wx0 > 0) \
+                or rs.stop == window.shape[0] or cs.stop == window.shape[1]
+            top, left = wy0 + rs.start, wx0 + cs.start
+            bottom, right = wy0 + rs.stop, wx0 + cs.stop
+            if (left <= x0 < right and bottom > y0) or (top <= y0 < bottom and right > x0):
+                continue  # touches the panel's edge: part of the image, not a printed label
+            glyph = labels[sl] == index
+            fill = glyph.mean()
+            if at_edge or fill > 0.95 or fill < 0.08 or (w > 0.45 * h and fill > GLYPH_FILL_MAX):
+                continue  # a solid blob (a particle), not a letter
+            values = window[sl][glyph]
+            level = values.mean()
+            if (level > GLYPH_DARK_MAX if dark_text else level < GLYPH_LIGHT_MIN) or values.std() > GLYPH_STD_MAX:
+                continue  # printed letters are solid black or white; micrograph blobs are not
+            ring = window[max(0, rs.start - 2):rs.stop + 2, max(0, cs.start - 2):cs.stop + 2]
+            edge = np.ones(ring.shape, dtype=bool)
+            edge[2:-2, 2:-2] = False
+            if abs(float(ring[edge].mean()) - level) < GLYPH_CONTRAST_MIN:
                 continue
             cands.append((rs.start, rs.stop, cs.start, cs.stop))
         if not cands:
             continue
-        # group: the blob nearest the panel corner, plus blobs of similar height beside it
-        corner = (y0 - wy0, x0 - wx0)
-        first = min(cands, key=lambda b: np.hypot(max(b[0] - corner[0], corner[0] - b[1], 0) * 1.0,
-                                                  max(b[2] - corner[1], corner[1] - b[3], 0) * 1.0)
-                    + 0.5 * abs(b[0] - corner[0]) + 0.5 * abs(b[2] - corner[1]))
-        group = [first]
-        fh = first[1] - first[0]
-        for _ in range(3):
-            r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
-            c1g = max(b[3] for b in group)
-            nxt = [b for b in cands if b not in group and b[2] >= c1g - 2 and b[2] - c1g < 0.6 * fh
-                   and min(b[1], r1g) - max(b[0], r0g) > 0.3 * fh and (b[1] - b[0]) < 1.6 * fh]
-            if not nxt:
-                break
-            group.append(min(nxt, key=lambda b: b[2]))
-        distance = abs(first[0] - corner[0]) + abs(first[2] - corner[1])
-        if best is None or distance < best[0]:
+
+        def corner_distance(b):
+            return abs(b[0] - corner[0]) + abs(b[2] - corner[1])
+
+        seed = min(cands, key=corner_distance)
+        group = [seed]
+        grown = True
+        while grown and len(group) < 5:
+            grown = False
             r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
             c0g, c1g = min(b[2] for b in group), max(b[3] for b in group)
-            crop = mask[r0g:r1g, c0g:c1g]
-            best = (distance, crop)
+            gh = r1g - r0g
+            for b in cands:
+                if b in group:
+                    continue
+                overlap = min(b[1], r1g) - max(b[0], r0g)
+                gap = max(b[2] - c1g, c0g - b[3])
+                if overlap > 0.3 * min(gh, b[1] - b[0]) and gap < 0.5 * gh and b[1] - b[0] < 1.8 * gh:
+                    group.append(b)
+                    grown = True
+        if best is None or corner_distance(seed) < best[0]:
+            r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
+            c0g, c1g = min(b[2] for b in group), max(b[3] for b in group)
+            best = (corner_distance(seed), mask[r0g:r1g, c0g:c1g])
     if best is None:
         return None
-    crop = best[1]
-    scale = LABEL_OCR_HEIGHT_PX / crop.shape[0]
-    out_w = max(4, int(round(crop.shape[1] * scale)))
-    rows = np.minimum((np.arange(LABEL_OCR_HEIGHT_PX) / scale).astype(int), crop.shape[0] - 1)
-    cols = np.minimum((np.arange(out_w) / scale).astype(int), crop.shape[1] - 1)
-    big = crop[rows][:, cols]
-    return np.where(big, 0, 255).astype(np.uint8)
+    crop = np.where(best[1], 0, 255).astype(np.uint8)
+    out_w = max(4, int(round(crop.shape[1] * LABEL_OCR_HEIGHT_PX / crop.shape[0])))
+    return np.asarray(Image.fromarray(crop).resize((out_w, LABEL_OCR_HEIGHT_PX), Image.BILINEAR))
+
+
+def harmonise_labels(labels: list[str | None]) -> list[str | None]:
+    """Make a figure's labels consistent: one letter case, gaps in a clear sequence filled.
+
+    Letters whose two cases look alike (c, o, s, v, w, x, z, ...) take the case most labels of
+    the figure use. When at least 60 % of three or more panels follow one alphabetical sequence
+    in reading order (a, b, c, ...), the unread and off-sequence single letters get the letter of
+    their place in it.
+    """
+    letters = [lab for lab in labels if lab]
+    if not letters:
+        return labels
+    upper = sum(lab[0].isupper() for lab in letters)
+    use_upper = upper * 2 > len(letters)
+    out = []
+    for lab in labels:
+        if lab and lab[0].lower() in "cjkopsuvwxz" and len(lab) == 1:
+            lab = lab.upper() if use_upper else lab.lower()
+        out.append(lab)
+    singles = [(i, lab) for i, lab in enumerate(out) if lab and len(lab) == 1]
+    if len(out) >= 3 and singles:
+        offsets = [ord(lab.lower()) - ord("a") - i for i, lab in singles]
+        values, counts = np.unique(offsets, return_counts=True)
+        best = int(values[np.argmax(counts)])
+        if counts.max() >= 0.6 * len(out) and best >= 0 and all(len(lab or "x") == 1 for lab in out):
+            base = ord("A") if use_upper else ord("a")
+            out = [chr(base + best + i) if best + i < 26 else lab for i, lab in enumerate(out)]
+    return out
 
 
 def _text_mask(window: np.ndarray, dark_text: bool) -> np.ndarray:
