@@ -36,7 +36,8 @@ class SynthFigure:
     image : ndarray of uint8, shape (H, W, 3)
     panels : list of dict
         ``{"bbox": [x0, y0, x1, y1], "label": str, "kind": "em" | "other", "source": str}``,
-        in reading order; insets are not panels.
+        in reading order; insets are not panels. A non-EM panel without a frame is bounded by
+        its ink (pixels that differ from the figure background), as a reader would draw it.
     """
 
     image: np.ndarray
@@ -359,11 +360,17 @@ def make_figure(rng: np.random.Generator, em_paths: list[Path], width_px: int | 
             kind = str(rng.choice(NON_EM_KINDS))
             tile = render_other(kind, w, h, rng)
             source = kind
+        box = [x, y, x + w, y + h]
         if frame:
             tile[:2, :] = tile[-2:, :] = tile[:, :2] = tile[:, -2:] = 0
+        elif not is_em:  # a plot on the figure's background ends where its ink ends
+            ink = (np.abs(tile.astype(np.int16) - bg) > 8).any(axis=2)
+            rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+            if rows.size:
+                box = [x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1]
         canvas[y:y + h, x:x + w] = tile
         text, label = _label_text(label_style, index)
-        truth.append({"bbox": [x, y, x + w, y + h], "label": label, "kind": "em" if is_em else "other",
+        truth.append({"bbox": box, "label": label, "kind": "em" if is_em else "other",
                       "source": source})
         _draw_label(canvas, text, (x, y), label_where, label_px, font, bg, rng)
     return SynthFigure(image=canvas, panels=truth)

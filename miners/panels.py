@@ -36,6 +36,8 @@ MIN_PANEL_FRACTION = 0.04  # ... and at least this fraction of the figure's long
 SMALL_COMPONENT_FRACTION = 0.045  # a component smaller than this (x longer side) is text or speckle
 SMALL_COMPONENT_MIN_PX = 24
 DENSE_FILL = 0.6  # large content fills more than this of a panel's box: an image, not a plot
+MIN_SPARSE_FRACTION = 0.1  # a sparse panel spans at least this fraction of the figure
+MAX_ASPECT = 5.0  # content longer than this times its width is a bar or a line, not a panel
 INSET_MIN_FRACTION = 0.12  # an inset is at least this fraction of its panel's side
 MAX_SPLIT_PIXELS = 12_000_000  # bigger figures are split on a 2x max-pooled content mask
 LABEL_PATTERN = re.compile(r"^\(?([A-Za-z])(\d{0,2})\)?[.:]?$")
@@ -211,26 +213,40 @@ def _large_content(content: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _segments(profile: np.ndarray, min_side: int) -> list[tuple[int, int]]:
-    """Runs of non-zero ``profile`` as [start, stop), short runs merged into the nearest run."""
+def _segments(sub: np.ndarray, axis: int, min_side: int, figure_side: int) -> list[tuple[int, int]]:
+    """Runs of content along ``axis`` of ``sub`` as [start, stop); weak runs merged into a neighbour.
+
+    A run is weak when it is shorter than ``min_side``, when it is sparse (a plot or schematic
+    fragment, large content filling under ``DENSE_FILL`` of its box) and shorter than
+    ``MIN_SPARSE_FRACTION`` of ``figure_side``, or when its content is a thin strip
+    (a colour bar, a separator line: ``MAX_ASPECT`` times longer across than along the axis).
+    """
+    profile = sub.sum(axis=1 - axis)
     filled = profile > 0
     if not filled.any():
         return []
     edges = np.flatnonzero(np.diff(np.r_[0, filled.astype(np.int8), 0]))
     runs = [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
-    changed = True
-    while changed and len(runs) > 1:
-        changed = False
-        for i, (a, b) in enumerate(runs):
-            if b - a >= min_side:
-                continue
-            gap_before = a - runs[i - 1][1] if i > 0 else np.inf
-            gap_after = runs[i + 1][0] - b if i + 1 < len(runs) else np.inf
-            j = i - 1 if gap_before <= gap_after else i + 1
-            runs[min(i, j)] = [min(runs[i][0], runs[j][0]), max(runs[i][1], runs[j][1])]
-            del runs[max(i, j)]
-            changed = True
+
+    def weak(run) -> bool:
+        a, b = run
+        part = sub[a:b] if axis == 0 else sub[:, a:b]
+        across = np.flatnonzero(part.any(axis=axis))
+        extent = int(across[-1] + 1 - across[0]) if across.size else 0
+        fill = part.sum() / max(1, (b - a) * extent)
+        sparse_small = fill < DENSE_FILL and b - a < MIN_SPARSE_FRACTION * figure_side
+        return b - a < min_side or (b - a) * MAX_ASPECT < extent or sparse_small
+
+    while len(runs) > 1:
+        flags = [weak(r) for r in runs]
+        if not any(flags):
             break
+        i = min((k for k in range(len(runs)) if flags[k]), key=lambda k: runs[k][1] - runs[k][0])
+        gap_before = runs[i][0] - runs[i - 1][1] if i > 0 else np.inf
+        gap_after = runs[i + 1][0] - runs[i][1] if i + 1 < len(runs) else np.inf
+        j = i - 1 if gap_before <= gap_after else i + 1
+        runs[min(i, j)] = [min(runs[i][0], runs[j][0]), max(runs[i][1], runs[j][1])]
+        del runs[max(i, j)]
     return [tuple(r) for r in runs]
 
 
@@ -238,14 +254,14 @@ def _cut(large: np.ndarray, box, axis: int, min_side: int) -> list[tuple[int, in
     """Cut ``box`` (r0, r1, c0, c1) along rows (axis 0) or columns (axis 1) at empty bands."""
     r0, r1, c0, c1 = box
     sub = large[r0:r1, c0:c1]
-    profile = sub.sum(axis=1 - axis)
-    runs = _segments(profile, min_side)
+    runs = _segments(sub, axis, min_side, large.shape[axis])
     if len(runs) < 2:
         return [box]
+    length = sub.shape[axis]
     out = []
     for i, (a, b) in enumerate(runs):
         start = 0 if i == 0 else (runs[i - 1][1] + a) // 2
-        stop = len(profile) if i == len(runs) - 1 else (b + runs[i + 1][0]) // 2
+        stop = length if i == len(runs) - 1 else (b + runs[i + 1][0]) // 2
         out.append((r0 + start, r0 + stop, c0, c1) if axis == 0 else (r0, r1, c0 + start, c0 + stop))
     return out
 
