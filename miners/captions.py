@@ -1,0 +1,333 @@
+"""Distribute a figure caption over its panels: per-label text, techniques and stated scale.
+
+    >>> parts = split_caption("Fig. 2 (a) SEM image of Au NPs. (b) HRTEM image. Scale bar 50 nm.")
+    >>> parts["a"].techniques, parts["b"].techniques, parts[None].scale
+    (['SEM'], ['HRTEM'], (50.0, 'nm'))
+
+Labels are found as bracketed markers ``(a)``, ``(a,b)``, ``(a–c)``, ``a)`` and as bare markers at
+the start of a sentence (``a–c SEM images of ...``, ``b, TEM ...``). A marker at the start of a
+clause owns the text after it; a marker closing a clause (``Au NPs (a) and Au NRs (b)``) owns the
+clause before it. Scale-bar statements are read apart: ``Scale bars, 5 μm (c), 500 nm (d)`` gives
+each listed panel its scale, ``Scale bar: 200 nm`` applies to all panels. Scale strings are parsed
+with ``miners.scalebar.parse_scale_text``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from miners.scalebar import parse_scale_text
+
+log = logging.getLogger(__name__)
+
+# (canonical name, regex); longer / more specific names first so "HRTEM" is not read as "TEM"
+TECHNIQUES = (
+    ("cryo-EM", r"cryo[- ]?(?:EM|TEM|electron\s+microscop\w*)"),
+    ("HAADF", r"HAADF(?:[- ]STEM)?|high[- ]angle\s+annular\s+dark[- ]field"),
+    ("HRTEM", r"HR[- ]?TEM|high[- ]resolution\s+(?:TEM|transmission\s+electron\s+microscop\w*)"),
+    ("STEM", r"STEM|scanning\s+transmission\s+electron\s+microscop\w*"),
+    ("FESEM", r"FE[- ]?SEM|field[- ]emission\s+(?:SEM|scanning\s+electron\s+microscop\w*)"),
+    ("SEM", r"SEM|scanning\s+electron\s+microscop\w*"),
+    ("TEM", r"TEM|transmission\s+electron\s+microscop\w*"),
+    ("SAED", r"SAED|selected[- ]area\s+(?:electron\s+)?diffraction"),
+    ("EDS", r"EDS|EDX|energy[- ]dispersive\s+X[- ]ray"),
+    ("EELS", r"EELS"),
+    ("AFM", r"AFM|atomic\s+force\s+microscop\w*"),
+    ("XRD", r"XRD|X[- ]ray\s+diffraction"),
+    ("UV-vis", r"UV[- ]?vis\w*"),
+    ("DLS", r"DLS|dynamic\s+light\s+scattering"),
+    ("XPS", r"XPS"),
+    ("FTIR", r"FT[- ]?IR"),
+    ("Raman", r"Raman"),
+)
+EM_TECHNIQUES = frozenset({"cryo-EM", "HAADF", "HRTEM", "STEM", "FESEM", "SEM", "TEM"})
+_TECHNIQUE_RE = [(name, re.compile(r"(?<![A-Za-z0-9-])(?:" + rx + r")(?![A-Za-z0-9])", re.IGNORECASE
+                                   if not rx.isupper() else 0)) for name, rx in TECHNIQUES]
+
+_LABEL = r"[A-Za-z]\d{0,2}"
+_LIST = _LABEL + r"(?:\s*(?:[-–—‒,&]|and|to)\s*" + _LABEL + r")*"
+# bracketed marker "(a)", "(a, b)", "(a–c)", "(d1)", not "particle(s)"
+_BRACKET_RE = re.compile(r"(?<![A-Za-z0-9])\((" + _LIST + r")\)")
+# "a)" at a clause start
+_HALF_BRACKET_RE = re.compile(r"(?:^|(?<=[\s.;:]))(" + _LABEL + r")\)\s")
+# bare marker at a sentence start: "a–c SEM images", "b, TEM", "A: ..."
+_BARE_RE = re.compile(r"(?:^|(?<=[.;:]\s)|(?<=[.;:]))\s*(" + _LIST + r")(?:\s*[,.:|]\s+|\s+(?=[A-Z0-9(]))")
+_FIGURE_PREFIX_RE = re.compile(r"^\s*(?:Fig(?:ure)?\.?|Scheme)\s*S?\d+[A-Za-z]?\s*[.:|]?\s*", re.IGNORECASE)
+_SCALE_SENTENCE_RE = re.compile(r"(?:^|(?<=[\s.;(]))scale\s+bars?\b(?:[^.;]|\.(?=\d))*", re.IGNORECASE)
+_SCALE_VALUE = r"\d+(?:[.,]\d+)?\s*(?:nm|µm|μm|um|mm|pm|Å|nanomet\w*|micromet\w*|microns?)"
+
+
+@dataclass
+class SubCaption:
+    """The part of a caption that describes one panel label (or the whole figure for None).
+
+    Attributes
+    ----------
+    text : str
+        Caption text for this label.
+    techniques : list of str
+        Canonical technique names found in ``text`` (``TECHNIQUES`` order), e.g. ``["HRTEM"]``.
+    scale : (float, str) or None
+        Stated scale-bar length and unit (``(200.0, "nm")``), if the caption gives one.
+    """
+
+    text: str = ""
+    techniques: list[str] = field(default_factory=list)
+    scale: tuple[float, str] | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: text, techniques, scale ``[value, unit]`` or None."""
+        return {"text": self.text, "techniques": list(self.techniques),
+                "scale": list(self.scale) if self.scale else None}
+
+
+def find_techniques(text: str) -> list[str]:
+    """Canonical names of the techniques named in ``text``, each once, in ``TECHNIQUES`` order.
+
+    A specific name hides the general one it contains: "HRTEM" does not also give "TEM".
+    """
+    found, masked = [], text
+    for name, rx in _TECHNIQUE_RE:
+        if rx.search(masked):
+            found.append(name)
+            masked = rx.sub(" ", masked)
+    return found
+
+
+def expand_labels(marker: str) -> list[str]:
+    """``"a–c"`` -> ``["a", "b", "c"]``, ``"a, b and d"`` -> ``["a", "b", "d"]``, ``"d1"`` -> ``["d1"]``."""
+    cleaned = re.sub(r"\band\b|&", ",", marker)
+    tokens = re.findall(r"\bto\b|" + _LABEL + r"|[-–—‒]", cleaned)
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok in ("-", "–", "—", "‒", "to") and out and i + 1 < len(tokens):
+            start, stop = out[-1], tokens[i + 1]
+            if len(start) == 1 and len(stop) == 1 and start.isupper() == stop.isupper() and start < stop:
+                out.extend(chr(c) for c in range(ord(start) + 1, ord(stop) + 1))
+            elif start[:1] == stop[:1] and start[1:].isdigit() and stop[1:].isdigit():
+                out.extend(f"{start[0]}{n}" for n in range(int(start[1:]) + 1, int(stop[1:]) + 1))
+            else:
+                out.append(stop)
+            i += 2
+            continue
+        if tok not in ("-", "–", "—", "‒", "to"):
+            out.append(tok)
+        i += 1
+    return list(dict.fromkeys(out))
+
+
+def split_caption(caption: str) -> dict[str | None, SubCaption]:
+    """Split a caption into per-label parts.
+
+    Parameters
+    ----------
+    caption : str
+        The whole figure caption, e.g. ``"Fig. 3 (a) TEM image ... (b) size distribution ..."``.
+
+    Returns
+    -------
+    dict
+        ``label -> SubCaption``; key None holds the text shared by all panels (the part before
+        the first label and text no label owns) and a scale stated for all panels. A caption
+        without labels gives only the None entry; an empty caption gives ``{}``.
+    """
+    if caption is None or not str(caption).strip():
+        return {}
+    text = re.sub(r"\s+", " ", str(caption)).strip()
+    text = _FIGURE_PREFIX_RE.sub("", text, count=1)
+
+    # scale-bar statements are read on their own and removed from the label text
+    label_scales: dict[str, tuple[float, str]] = {}
+    global_scale = None
+    for match in list(_SCALE_SENTENCE_RE.finditer(text)):
+        scales, common = _read_scale_statement(match.group(0))
+        label_scales.update(scales)
+        global_scale = global_scale or common
+    body = _SCALE_SENTENCE_RE.sub(" ", text)
+
+    markers = _find_markers(body)
+    pieces: dict[str | None, list[str]] = {}
+    owned = [False] * len(body)
+    for k, (start, stop, labels, pre) in enumerate(markers):
+        if pre:
+            end = markers[k + 1][0] if k + 1 < len(markers) else len(body)
+            span = (stop, end)
+        else:
+            begin = markers[k - 1][1] if k > 0 else 0
+            clause = max(body.rfind(sep, begin, start) for sep in (". ", "; ", ", ", " and "))
+            begin = max(begin, clause + 1) if clause >= 0 else begin
+            span = (begin, start)
+        piece = body[span[0]:span[1]].strip(" ,;:.")
+        piece = re.sub(r"^(?:and|&)\s+|\s*,?\s+(?:and|&)$", "", piece).strip(" ,;:")
+        for i in range(span[0], span[1]):
+            owned[i] = True
+        for i in range(start, stop):
+            owned[i] = True
+        for label in labels:
+            pieces.setdefault(label, []).append(piece)
+    shared = "".join(ch if not owned[i] else " " for i, ch in enumerate(body))
+    shared = re.sub(r"\s+", " ", shared).strip(" ,;:.")
+    result: dict[str | None, SubCaption] = {}
+    global_scale = global_scale or _scale_of(shared)
+    result[None] = SubCaption(text=shared, techniques=find_techniques(shared), scale=global_scale)
+    for label, texts in pieces.items():
+        joined = "; ".join(t for t in texts if t)
+        result[label] = SubCaption(text=joined, techniques=find_techniques(joined),
+                                   scale=label_scales.get(label) or _scale_of(joined))
+    # "TEM images of spheres (a) and rods (b)": a post-positive item without a technique takes
+    # the technique of the item before it in the same sentence
+    previous, previous_end = None, -1
+    for start, stop, labels, pre in markers:
+        sentence_break = previous_end >= 0 and re.search(r"[.;]\s", body[previous_end:start])
+        for label in labels:
+            sub = result.get(label)
+            if sub is not None and not sub.techniques and previous and not pre and not sentence_break:
+                sub.techniques = list(previous)
+        last = result.get(labels[-1])
+        previous = last.techniques if last is not None else None
+        previous_end = stop
+    for label, scale in label_scales.items():
+        if label not in result:
+            result[label] = SubCaption(text="", techniques=[], scale=scale)
+    return result
+
+
+def describe_panels(caption: str, labels: list[str | None]) -> dict[str, dict]:
+    """Each panel label's sub-caption, technique and stated scale.
+
+    Parameters
+    ----------
+    caption : str
+        The figure caption.
+    labels : list of str or None
+        Panel labels as read from the figure (``Panel.label``); None entries are skipped.
+
+    Returns
+    -------
+    dict
+        ``label -> {"text", "techniques", "technique", "em", "scale"}``. ``technique`` is the
+        first technique of the panel's own text, else of the shared text; ``em`` is True when
+        that technique is an EM technique (None when no technique is named); ``scale`` is the
+        panel's stated scale ``[value, unit]``, else the scale stated for all panels, else None.
+        Matching is case-insensitive and ``"d1"`` falls back to ``"d"``.
+    """
+    parts = split_caption(caption)
+    shared = parts.get(None, SubCaption())
+    lookup = {str(k).lower(): v for k, v in parts.items() if k is not None}
+    out: dict[str, dict] = {}
+    for label in labels:
+        if not label:
+            continue
+        key = str(label).lower()
+        own = lookup.get(key) or lookup.get(key[:1]) or SubCaption()
+        techniques = own.techniques or shared.techniques
+        technique = techniques[0] if techniques else None
+        scale = own.scale or shared.scale
+        out[label] = {
+            "text": own.text,
+            "techniques": list(techniques),
+            "technique": technique,
+            "em": (technique in EM_TECHNIQUES) if technique else None,
+            "scale": list(scale) if scale else None,
+        }
+    return out
+
+
+def _scale_of(text: str) -> tuple[float, str] | None:
+    """A scale stated as "scale bar ... 50 nm" inside a piece of text, else None."""
+    match = re.search(r"scale\s+bars?\b[^.;]*", text, re.IGNORECASE)
+    return parse_scale_text(match.group(0)) if match else None
+
+
+def _read_scale_statement(statement: str) -> tuple[dict[str, tuple[float, str]], tuple[float, str] | None]:
+    """Scales per label and a common scale from one "Scale bar(s) ..." statement.
+
+    ``"Scale bars, 5 μm (c), 500 nm (d)"`` -> ``({"c": (5, "µm"), "d": (500, "nm")}, None)``;
+    ``"Scale bars: (a) 100 nm, (b, c) 50 nm"`` likewise with labels first;
+    ``"Scale bar: 200 nm"`` -> ``({}, (200, "nm"))``; "Scale bars, 1 µm (a) and 100 nm (other
+    panels)": the unlabelled value becomes the common scale.
+    """
+    tokens = []  # ("scale", pos, value) / ("labels", pos, [labels])
+    for m in re.finditer(_SCALE_VALUE, statement):
+        value = parse_scale_text(m.group(0))
+        if value:
+            tokens.append(("scale", m.start(), m.end(), value))
+    for m in _BRACKET_RE.finditer(statement):
+        tokens.append(("labels", m.start(), m.end(), expand_labels(m.group(1))))
+    tokens.sort(key=lambda t: t[1])
+    per_label: dict[str, tuple[float, str]] = {}
+    common = None
+    used = set()
+    labels_after = any(t[0] == "labels" and i > 0 and tokens[i - 1][0] == "scale"
+                       for i, t in enumerate(tokens))
+    labels_first = tokens and tokens[0][0] == "labels"
+    for i, tok in enumerate(tokens):
+        if tok[0] != "scale":
+            continue
+        partner = None
+        if labels_first:
+            partner = i - 1 if i > 0 and tokens[i - 1][0] == "labels" else None
+        elif labels_after:
+            partner = i + 1 if i + 1 < len(tokens) and tokens[i + 1][0] == "labels" else None
+        if partner is not None and partner not in used:
+            used.add(partner)
+            for label in tokens[partner][3]:
+                per_label[label] = tok[3]
+        elif common is None:
+            common = tok[3]
+    return per_label, common
+
+
+def _find_markers(body: str) -> list[tuple[int, int, list[str], bool]]:
+    """Label markers as (start, stop, labels, owns_text_after), in text order, no overlaps."""
+    found = []
+    brackets = [(m.start(), m.end(), expand_labels(m.group(1))) for m in _BRACKET_RE.finditer(body)]
+    brackets = [b for b in brackets if _plausible(b[2])]
+    # "(a) and (b) TEM images", "(a), (b)": neighbouring markers form one group
+    groups: list[list] = []
+    for start, stop, labels in brackets:
+        if groups and re.fullmatch(r"\s*(?:,|and|&|,\s*and)?\s*", body[groups[-1][1]:start]):
+            groups[-1][1] = stop
+            groups[-1][2] = groups[-1][2] + [lab for lab in labels if lab not in groups[-1][2]]
+        else:
+            groups.append([start, stop, list(labels)])
+    for start, stop, labels in groups:
+        before = body[:start].rstrip()
+        after = body[stop:].lstrip()
+        closes_clause = after == "" or after[0] in ",.;:)" or after.startswith(("and ", "& "))
+        pre = before == "" or before[-1] in ".;:" or not closes_clause
+        found.append((start, stop, labels, pre))
+    for m in _HALF_BRACKET_RE.finditer(body):
+        labels = expand_labels(m.group(1))
+        if _plausible(labels):
+            found.append((m.start(1), m.end(1) + 1, labels, True))
+    for m in _BARE_RE.finditer(body):
+        labels = expand_labels(m.group(1))
+        token = m.group(1)
+        if not _plausible(labels):
+            continue
+        rest = body[m.end(1):m.end()]
+        if len(labels) == 1 and token.lower() == "a" and not re.match(r"\s*[,.:|]", rest):
+            continue  # the article "a", not a label
+        if len(labels) == 1 and token in ("I", "A") and not re.match(r"\s*[,.:|]", rest):
+            continue
+        found.append((m.start(1), m.end(), labels, True))
+    found.sort(key=lambda f: (f[0], -f[1]))
+    out = []
+    for item in found:
+        if out and item[0] < out[-1][1]:
+            continue
+        out.append(item)
+    return out
+
+
+def _plausible(labels: list[str]) -> bool:
+    """A marker lists a few panel letters of one case (not "(s)" or a word)."""
+    if not labels or len(labels) > 12:
+        return False
+    letters = [lab[0] for lab in labels]
+    same_case = all(c.islower() for c in letters) or all(c.isupper() for c in letters)
+    return same_case and all(c.lower() <= "t" for c in letters)
