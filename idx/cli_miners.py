@@ -108,3 +108,44 @@ def article(file, base_url, figure_dir, max_pages, as_json):
         lines.append(f"  {figure['label'] or figure['id']:<10} {tag:<16} {figure['caption'][:70]}")
         lines.append(f"  {'':<10} {figure['image'] or '(no image link)'}")
     emit(payload, as_json, "\n".join(lines))
+
+
+@cli.command()
+@click.argument("figure", type=click.Path(exists=True, dir_okay=False))
+@click.option("--caption", help="Figure caption; each panel gets its sub-caption, technique and stated scale.")
+@click.option("--insets", is_flag=True, help="Also list framed insets as panels.")
+@click.option("--no-labels", is_flag=True, help="Do not read panel letters (no tesseract call).")
+@json_option
+def panels(figure, caption, insets, no_labels, as_json):
+    """Split a figure into panels, read their letters and tell EM from the rest.
+
+    \b
+        idx panels fig2.png
+        idx panels fig2.png --json --caption "(a) TEM image. (b) XRD pattern. Scale bar 50 nm."
+    """
+    from miners.images import load_image
+    from miners.panels import split_panels
+
+    image = load_image(figure)
+    found = split_panels(image, read_labels=not no_labels, insets=insets)
+    payload = {"figure": str(figure), "width_px": int(image.shape[1]), "height_px": int(image.shape[0]),
+               "panels": [p.to_dict() for p in found]}
+    if caption is not None:
+        from miners.captions import describe_panels, split_caption
+
+        shared = split_caption(caption).get(None)
+        described = describe_panels(caption, [p.label for p in found])
+        for entry in payload["panels"]:
+            entry["caption"] = described.get(entry["label"]) if entry["label"] else None
+        payload["caption_shared"] = shared.to_dict() if shared else None
+    lines = [f"{figure}: {len(found)} panel(s)"]
+    for entry in payload["panels"]:
+        x0, y0, x1, y1 = entry["bbox"]
+        line = (f"  {entry['label'] or '?':>3}  {entry['kind']:<5} em_score {entry['em_score']:.2f}  "
+                f"x {x0}-{x1}  y {y0}-{y1}" + ("  (inset)" if entry.get("inset") else ""))
+        sub = entry.get("caption")
+        if sub:
+            scale = f"{sub['scale'][0]:g} {sub['scale'][1]}" if sub["scale"] else "no scale"
+            line += f"  [{sub['technique'] or '-'}, {scale}] {sub['text'][:60]}"
+        lines.append(line)
+    emit(payload, as_json, "\n".join(lines))
