@@ -123,6 +123,9 @@ def split_panels(figure: np.ndarray, read_labels: bool = True, classify: bool = 
     if min(height, width) < 8:
         raise ImageError(f"figure of {width}x{height} pixels is too small to split; "
                          "need at least 8 px a side")
+    if int(gray.max()) - int(gray.min()) <= 2:
+        log.info("figure %dx%d is one flat grey level; no panels", width, height)
+        return []
     content = (gray > BLACK_LEVEL) & (gray < WHITE_LEVEL)
     content_full = content
     scale = 1

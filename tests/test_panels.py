@@ -1,0 +1,246 @@
+"""Panel splitting, labels and EM / other on figures composed from real EMPS micrographs."""
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw, ImageFont
+
+from idx.cli import cli
+from idx.errors import ImageError
+from miners.figure_synth import list_em_images, make_figure, render_other
+from miners.panels import (Panel, classify_panel, crop_panel, harmonise_labels, normalise_label,
+                           sort_reading_order, split_panels)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+EMPS = SHARED / "data" / "emps"
+needs_emps = pytest.mark.skipif(not (EMPS / "images").is_dir(), reason="EMPS images not in ../shared")
+needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract not installed")
+
+
+def micrograph(index: int, width: int, height: int) -> np.ndarray:
+    """A real EMPS micrograph (its own top-left label cut away), resized, uint8 (H, W)."""
+    path = sorted((EMPS / "images").glob("*.png"))[index]
+    img = Image.open(path).convert("L")
+    w, h = img.size
+    return np.asarray(img.crop((0, int(0.15 * h), w, h)).resize((width, height), Image.BILINEAR))
+
+
+def font(size_px: int) -> ImageFont.FreeTypeFont:
+    import matplotlib
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans-Bold.ttf"), size_px)
+
+
+def grid_figure(background: int = 255, gutter: int = 14, labels_in_gutter: bool = True):
+    """2 x 2 grid of real micrographs, labels a-d; returns the figure and the true boxes."""
+    tile_w, tile_h, top = 300, 240, 40
+    fig = np.full((top + 2 * tile_h + gutter + 10, 2 * tile_w + gutter + 20), background, np.uint8)
+    boxes = []
+    for k in range(4):
+        x = 10 + (k % 2) * (tile_w + gutter)
+        y = top + (k // 2) * (tile_h + gutter + (28 if labels_in_gutter else 0))
+        if y + tile_h > fig.shape[0]:
+            fig = np.vstack([fig, np.full((y + tile_h + 10 - fig.shape[0], fig.shape[1]), background, np.uint8)])
+        fig[y:y + tile_h, x:x + tile_w] = micrograph(k, tile_w, tile_h)
+        boxes.append((x, y, x + tile_w, y + tile_h))
+    img = Image.fromarray(fig)
+    draw = ImageDraw.Draw(img)
+    for k, (x, y, _, _) in enumerate(boxes):
+        if labels_in_gutter:
+            draw.text((x, y - 32), "abcd"[k], font=font(26), fill=255 - background)
+        else:
+            draw.rectangle((x + 6, y + 6, x + 36, y + 40), fill=0)
+            draw.text((x + 12, y + 6), "abcd"[k], font=font(26), fill=255)
+    return np.asarray(img), boxes
+
+
+@needs_emps
+@needs_tesseract
+def test_two_by_two_grid_gives_four_panels_with_boxes_and_labels():
+    fig, boxes = grid_figure(labels_in_gutter=True)
+    panels = split_panels(fig)
+    assert len(panels) == 4
+    for panel, box in zip(panels, boxes):
+        np.testing.assert_allclose(panel.bbox, box, atol=3)
+    assert [p.label for p in panels] == ["a", "b", "c", "d"]
+    assert all(p.kind == "em" for p in panels)
+
+
+@needs_emps
+@needs_tesseract
+def test_black_gutters_and_labels_inside_corners():
+    fig, boxes = grid_figure(background=0, gutter=6, labels_in_gutter=False)
+    panels = split_panels(fig)
+    assert len(panels) == 4
+    for panel, box in zip(panels, boxes):
+        np.testing.assert_allclose(panel.bbox, box, atol=3)
+    assert [p.label for p in panels] == ["a", "b", "c", "d"]
+
+
+@needs_emps
+def test_uneven_grid_tall_panel_beside_two_stacked_ones():
+    fig = np.full((520, 820), 255, np.uint8)
+    fig[10:510, 10:410] = micrograph(5, 400, 500)
+    fig[10:250, 420:810] = micrograph(6, 390, 240)
+    fig[262:510, 420:810] = micrograph(7, 390, 248)
+    panels = split_panels(fig, read_labels=False)
+    truth = [(10, 10, 410, 510), (420, 10, 810, 250), (420, 262, 810, 510)]
+    assert len(panels) == 3
+    np.testing.assert_allclose([p.bbox for p in panels], truth, atol=3)
+
+
+@needs_emps
+def test_dark_stripe_inside_a_micrograph_does_not_split_it():
+    image = micrograph(3, 600, 450).astype(np.float64)
+    image[200:230, :] *= 0.12  # a dark, still textured band across the whole width
+    panels = split_panels(image.astype(np.uint8), read_labels=False)
+    assert len(panels) == 1
+    assert panels[0].bbox == (0, 0, 600, 450)
+
+
+@needs_emps
+def test_single_micrograph_is_one_em_panel():
+    image = micrograph(10, 512, 400)
+    panels = split_panels(image, read_labels=False)
+    assert [p.bbox for p in panels] == [(0, 0, 512, 400)]
+    assert panels[0].kind == "em" and panels[0].em_score > 0.5
+
+
+@needs_emps
+def test_inset_is_not_a_panel_unless_asked():
+    image = micrograph(12, 500, 400).copy()
+    image[20:153, 330:483] = 255  # white frame
+    image[23:150, 333:480] = micrograph(20, 147, 127)
+    assert len(split_panels(image, read_labels=False)) == 1
+    with_insets = split_panels(image, read_labels=False, insets=True)
+    assert len(with_insets) == 2
+    inset = [p for p in with_insets if p.inset][0]
+    np.testing.assert_allclose(inset.bbox, (330, 20, 483, 153), atol=2)
+
+
+def test_plot_and_diffraction_pattern_are_not_em():
+    rng = np.random.default_rng(3)
+    for kind in ("line", "spectrum", "histogram", "diffraction", "schematic"):
+        label, score = classify_panel(render_other(kind, 320, 240, rng))
+        assert label == "other", (kind, score)
+
+
+@needs_emps
+def test_mixed_figure_is_split_and_classified():
+    rng = np.random.default_rng(11)
+    fig = np.full((300, 700, 3), 255, np.uint8)
+    fig[10:290, 10:340] = micrograph(30, 330, 280)[..., None]
+    fig[10:290, 360:690] = render_other("line", 330, 280, rng)
+    panels = split_panels(fig, read_labels=False)
+    assert [p.kind for p in panels] == ["em", "other"]
+    assert panels[0].bbox == (10, 10, 340, 290)
+
+
+@needs_emps
+def test_generated_figures_are_split_like_their_truth():
+    em_paths = list_em_images(EMPS, "test")
+    rng = np.random.default_rng(2024)
+    hits = total = 0
+    for _ in range(3):
+        fig = make_figure(rng, em_paths, width_px=900)
+        found = [p.bbox for p in split_panels(fig.image, read_labels=False, classify=False)]
+        for truth in fig.panels:
+            total += 1
+            hits += any(_iou(truth["bbox"], box) >= 0.5 for box in found)
+    assert hits / total >= 0.8
+
+
+def _iou(a, b):
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union
+
+
+@needs_emps
+def test_figure_synth_is_deterministic():
+    em_paths = list_em_images(EMPS, "train")[:20]
+    a = make_figure(np.random.default_rng(5), em_paths, width_px=700)
+    b = make_figure(np.random.default_rng(5), em_paths, width_px=700)
+    assert np.array_equal(a.image, b.image) and a.panels == b.panels
+
+
+@pytest.mark.parametrize("value", [255, 0, 128])
+def test_blank_figure_gives_no_panels(value):
+    assert split_panels(np.full((300, 400), value, np.uint8)) == []
+
+
+@needs_emps
+def test_other_layouts_and_dtypes_are_accepted():
+    image = micrograph(1, 200, 160)
+    as16 = image.astype(np.uint16) * 257
+    rgba = np.dstack([image, image, image, np.full_like(image, 255)])
+    floats = image / 255.0
+    for variant in (as16, rgba, floats):
+        panels = split_panels(variant, read_labels=False)
+        assert [p.bbox for p in panels] == [(0, 0, 200, 160)]
+
+
+def test_bad_arrays_raise_image_error():
+    with pytest.raises(ImageError, match="too small"):
+        split_panels(np.zeros((4, 50), np.uint8))
+    with pytest.raises(ImageError, match="must be"):
+        split_panels(np.zeros((20, 20, 5), np.uint8))
+    with pytest.raises(ImageError, match="outside"):
+        crop_panel(np.zeros((10, 10), np.uint8), Panel(bbox=(0, 0, 20, 5)))
+
+
+def test_crop_panel_and_to_dict():
+    fig = np.arange(60 * 80, dtype=np.uint32).reshape(60, 80)
+    panel = Panel(bbox=(10, 5, 30, 25), label="b", kind="em", em_score=0.91234)
+    assert crop_panel(fig, panel).shape == (20, 20)
+    assert crop_panel(fig, panel)[0, 0] == fig[5, 10]
+    assert panel.to_dict() == {"bbox": [10, 5, 30, 25], "label": "b", "kind": "em", "em_score": 0.912}
+
+
+def test_reading_order_is_rows_then_columns():
+    panels = [Panel(bbox=(300, 10, 500, 200)), Panel(bbox=(10, 220, 200, 400)),
+              Panel(bbox=(10, 12, 280, 205))]
+    assert [p.bbox[:2] for p in sort_reading_order(panels)] == [(10, 12), (300, 10), (10, 220)]
+
+
+@pytest.mark.parametrize("text, label", [("(c)", "c"), ("d1", "d1"), ("B.", "B"), ("a)", "a"),
+                                         ("(Cc)", "C"), ("xyz", None), ("", None), ("(", None)])
+def test_normalise_label(text, label):
+    assert normalise_label(text) == label
+
+
+def test_harmonise_labels_fixes_case_and_fills_sequence_gaps():
+    assert harmonise_labels(["a", "b", "C", None]) == ["a", "b", "c", "d"]
+    assert harmonise_labels(["A", "B", "s", "D"]) == ["A", "B", "C", "D"]
+    assert harmonise_labels([None, None]) == [None, None]
+
+
+@needs_emps
+def test_cli_json_prints_only_json(tmp_path):
+    fig, _ = grid_figure()
+    path = tmp_path / "fig.png"
+    Image.fromarray(fig).save(path)
+    result = CliRunner().invoke(cli, ["panels", str(path), "--json", "--no-labels",
+                                      "--caption", "(a) TEM image. (b) HRTEM image. Scale bar 50 nm."])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert len(payload["panels"]) == 4
+    assert payload["caption_shared"]["scale"] == [50.0, "nm"]
+
+
+def test_cli_refuses_non_image_and_corrupt_files(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    result = CliRunner().invoke(cli, ["panels", str(text)])
+    assert result.exit_code == 1 and "Error:" in result.output and "not an image" in result.output
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(buf, format="PNG")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(buf.getvalue()[:60])
+    result = CliRunner().invoke(cli, ["panels", str(broken)])
+    assert result.exit_code == 1 and "Error:" in result.output and "Traceback" not in result.output
