@@ -291,13 +291,13 @@ def classify_shape(row: dict) -> str:
     str
         One of ``SHAPE_CLASSES``. Rules, in order: too small or concave (solidity <
         ``SOLIDITY_MIN``: aggregates, fused particles) -> irregular; elongation >=
-        ``ROD_ELONGATION_MIN`` -> rod; smaller than ``MIN_DIAMETER_FOR_FACETS_PX`` (facets
-        unresolved) -> rod if elongated, else sphere; hull fills its bounding rectangle ->
-        cube/rectangle;
-        elongation >= ``ELONGATED_MIN`` -> rod; round hull -> sphere; hull filling about half
-        its rectangle -> triangle; hexagon-like circularity and rectangularity -> hexagon; else
-        irregular. Ideal values (rectangularity, hull circularity): triangle (0.50, 0.60),
-        square (1.0, 0.79), hexagon (0.75, 0.91), disk (0.785, 1.0).
+        ``ROD_ELONGATION_MIN`` -> rod; hull filling about half its minimum bounding rectangle
+        -> triangle; smaller than ``MIN_DIAMETER_FOR_FACETS_PX`` (facets unresolved) -> rod if
+        elongated, else sphere; hull filling its rectangle -> cube/rectangle; elongation >=
+        ``ELONGATED_MIN`` -> rod; round hull -> sphere; hexagon-like circularity and
+        rectangularity -> hexagon; else irregular. Ideal values (rectangularity, hull
+        circularity): triangle (0.50, 0.60), square (1.0, 0.79), hexagon (0.75, 0.91),
+        disk (0.785, 1.0).
     """
     values = [row.get(key, math.nan) for key in
               ("solidity", "elongation", "rectangularity", "hull_circularity")]
@@ -308,6 +308,8 @@ def classify_shape(row: dict) -> str:
         return "irregular"
     if elongation >= ROD_ELONGATION_MIN:
         return "rod"
+    if rectangularity <= TRIANGLE_RECTANGULARITY_MAX:  # distinctive even when small
+        return "triangle"
     if math.sqrt(4 * row["area_px"] / math.pi) < MIN_DIAMETER_FOR_FACETS_PX:
         return "rod" if elongation >= ELONGATED_MIN else "sphere"
     if rectangularity >= RECTANGULARITY_MIN:
@@ -316,8 +318,6 @@ def classify_shape(row: dict) -> str:
         return "rod"
     if circularity >= SPHERE_CIRCULARITY_MIN:
         return "sphere"
-    if rectangularity <= TRIANGLE_RECTANGULARITY_MAX:
-        return "triangle"
     low, high = HEXAGON_RECTANGULARITY
     if circularity >= HEXAGON_CIRCULARITY_MIN and low <= rectangularity <= high:
         return "hexagon"
