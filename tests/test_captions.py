@@ -1,0 +1,95 @@
+"""Caption distribution over panel labels: markers, ranges, techniques and scale statements."""
+import pytest
+
+from miners.captions import describe_panels, expand_labels, find_techniques, split_caption
+
+
+def test_bracketed_labels_with_a_shared_scale_bar():
+    parts = split_caption("Fig. 2 (a) SEM image of Au NPs. (b) HRTEM image of one particle. Scale bar 50 nm.")
+    assert parts["a"].text == "SEM image of Au NPs"
+    assert parts["a"].techniques == ["SEM"]
+    assert parts["b"].techniques == ["HRTEM"]  # not also TEM
+    assert parts[None].scale == (50.0, "nm")
+    assert parts["a"].scale is None
+
+
+def test_bare_range_markers_and_per_label_scale_bars():
+    caption = ("Figure 3. a–c SEM images of Ag nanocubes grown for 1, 2 and 4 h. d HRTEM image of one cube. "
+               "e SAED pattern. Scale bars, 5 μm (c), 500 nm (d)")
+    parts = split_caption(caption)
+    assert {"a", "b", "c", "d", "e"} <= set(parts)
+    assert parts["b"].text.startswith("SEM images of Ag nanocubes")
+    assert parts["c"].scale == (5.0, "µm")
+    assert parts["d"].scale == (500.0, "nm")
+    assert parts["a"].scale is None and parts["e"].techniques == ["SAED"]
+    assert "4 h" in parts["a"].text  # "1, 2 and 4 h" is not a list of labels
+
+
+def test_labels_after_their_text():
+    parts = split_caption("TEM images of Au nanospheres (a) and Au nanorods (b), and size distribution (c). "
+                          "Scale bar: 200 nm")
+    assert parts["a"].text == "TEM images of Au nanospheres"
+    assert parts["b"].text == "Au nanorods"
+    assert parts["b"].techniques == ["TEM"]  # carried over from the first item of the sentence
+    assert parts[None].scale == (200.0, "nm")
+
+
+def test_grouped_markers_sub_labels_and_labels_first_scale_statement():
+    parts = split_caption("(a, b) FESEM images and (c) TEM image of the hybrid; (d1) and (d2) HAADF-STEM "
+                          "images. Scale bars: (a) 1 µm, (c) 100 nm.")
+    assert parts["a"].techniques == parts["b"].techniques == ["FESEM"]
+    assert parts["c"].text == "TEM image of the hybrid"
+    assert parts["d1"].techniques == ["HAADF"] and parts["d2"].text == "HAADF-STEM images"
+    assert parts["a"].scale == (1.0, "µm") and parts["c"].scale == (100.0, "nm")
+    assert parts["b"].scale is None
+
+
+def test_half_bracket_and_capital_markers():
+    parts = split_caption("a) TEM image of particles; b) XRD pattern.")
+    assert parts["a"].techniques == ["TEM"] and parts["b"].techniques == ["XRD"]
+    parts = split_caption("Cryo-EM images of liposomes. A, low magnification. B, high magnification. "
+                          "Scale bar = 100 nm.")
+    assert parts["A"].text == "low magnification"
+    assert parts[None].techniques == ["cryo-EM"] and parts[None].scale == (100.0, "nm")
+
+
+@pytest.mark.parametrize("caption", ["A TEM image of the particles.", "SEM image of a single particle(s).",
+                                     "Size distribution of particle(s) in a sample"])
+def test_words_are_not_labels(caption):
+    assert set(split_caption(caption)) == {None}
+
+
+def test_empty_caption():
+    assert split_caption("") == {}
+    assert split_caption("   ") == {}
+    assert describe_panels("", ["a"]) == {"a": {"text": "", "techniques": [], "technique": None,
+                                                "em": None, "scale": None}}
+
+
+def test_describe_panels_applies_shared_technique_and_scale():
+    caption = "TEM images of Au NPs: (a) as made, (b) after 2 h, (c) size histogram. Scale bar 100 nm"
+    described = describe_panels(caption, ["a", "b", "c", None, "D1"])
+    assert described["a"]["technique"] == "TEM" and described["a"]["em"] is True
+    assert described["b"]["scale"] == [100.0, "nm"]
+    assert described["c"]["text"] == "size histogram"
+    assert set(described) == {"a", "b", "c", "D1"}
+    assert described["D1"]["scale"] == [100.0, "nm"] and described["D1"]["text"] == ""
+
+
+def test_describe_panels_own_scale_beats_shared_and_d1_falls_back_to_d():
+    caption = "(a) SEM image. (d) XRD pattern. Scale bars, 2 µm (a). Scale bar 50 nm"
+    described = describe_panels(caption, ["A", "d1"])
+    assert described["A"]["scale"] == [2.0, "µm"]
+    assert described["d1"]["technique"] == "XRD" and described["d1"]["em"] is False
+
+
+@pytest.mark.parametrize("marker, labels", [("a–c", ["a", "b", "c"]), ("a, b and d", ["a", "b", "d"]),
+                                            ("d1-d3", ["d1", "d2", "d3"]), ("B", ["B"]), ("a to c", ["a", "b", "c"])])
+def test_expand_labels(marker, labels):
+    assert expand_labels(marker) == labels
+
+
+def test_find_techniques_prefers_specific_names():
+    assert find_techniques("HR-TEM and FE-SEM images, HAADF-STEM map") == ["HAADF", "HRTEM", "FESEM"]
+    assert find_techniques("scanning electron microscopy and transmission electron micrographs") == ["SEM", "TEM"]
+    assert find_techniques("system of stems") == []
