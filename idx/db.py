@@ -424,7 +424,9 @@ class Database:
             "added_at": _now(),
         }
         with self._errors(f"add article {doi or key or source_path or url}"), self.db.atomic():
-            self.db.table("articles").upsert(row, pk="id")
+            # fields not given now keep their stored values (e.g. the crawl key)
+            self.db.table("articles").upsert(
+                {k: v for k, v in row.items() if v is not None}, pk="id")
             for index, figure in enumerate(article.get("figures") or []):
                 figure = _as_dict(figure)
                 figure.setdefault("id", figure.get("label") or f"figure-{index + 1}")
@@ -476,7 +478,8 @@ class Database:
                "image_path": str(image_path) if image_path else None,
                "image_url": figure.get("image_url")}
         with self._errors(f"add figure {figure_key}"):
-            self.db.table("figures").upsert(row, pk="id")
+            self.db.table("figures").upsert(
+                {k: v for k, v in row.items() if v is not None}, pk="id")
         return figure_id
 
     def panel_id(self, run_id: str, figure_id: str, bbox) -> str:

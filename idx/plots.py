@@ -1,8 +1,8 @@
 """Figures of the measurements: size histogram, radial distribution function, contour overlay.
 
-Each function returns a matplotlib ``Figure`` built on the Agg backend (no display needed); the
-CLI saves it with ``figure.savefig(path)``. Pass the result to ``matplotlib.pyplot.close`` (or let
-it be garbage-collected) when done: these figures are not registered with pyplot.
+Each function returns a matplotlib ``Figure`` on an Agg canvas (no display needed); the CLI saves
+it with ``figure.savefig(path)``. The figures are not registered with pyplot, so they are freed
+like any object once unreferenced (no ``plt.close`` needed).
 """
 from __future__ import annotations
 

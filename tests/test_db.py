@@ -138,6 +138,14 @@ def test_crawler_protocol():
     db.add_article("10.5555/ABC", {"title": "By DOI"}, "crossref")
     assert db.add_article({"doi": "10.5555/abc", "title": "By DOI"}) == make_id("doi", "10.5555/abc")
     assert db.db.table("articles").count == 2
+    # the pipeline re-adding a crawled article without key or image_url keeps them
+    crawled_id = db.add_article("PMC777", {"doi": "10.7/x", "title": "T", "figures": [
+        {"id": "f1", "image": "/c/a.png", "image_url": "http://x.org/a.png"}]}, "europepmc")
+    assert db.add_article({"doi": "10.7/X", "title": "T2"}) == crawled_id
+    db.add_figure(crawled_id, {"id": "f1", "caption": "TEM of Ag cubes", "image": "/c/a.png"})
+    assert db.has_article("PMC777")
+    assert db.sql(f"SELECT image_url, caption FROM figures WHERE article_id = '{crawled_id}'"
+                  ).iloc[0].tolist() == ["http://x.org/a.png", "TEM of Ag cubes"]
     db.record_failure("PMC9", "http://x.org/9", "HTTP 404")
     db.record_failure("PMC9", "http://x.org/9", "HTTP 500")
     assert db.sql("SELECT attempts, reason FROM crawl_failures").iloc[0].tolist() == [2, "HTTP 500"]
