@@ -1,2 +1,95 @@
 """idx commands (see idx/cli.py)."""
 from idx.cli import cli, emit, json_option  # noqa: F401
+
+import click  # noqa: E402
+
+
+def _mc_options(func):
+    func = click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
+                        help="Monte-Carlo dropout samples T (1: dropout off).")(func)
+    func = click.option("--tu", default=None, type=float,
+                        help="Instance uncertainty threshold (default: the one tuned for the weights).")(func)
+    func = click.option("--no-filter", is_flag=True, help="Keep instances of any uncertainty.")(func)
+    func = click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                        help="BPartIS state dict (ours, or the published seg-model.pt).")(func)
+    func = click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))(func)
+    return func
+
+
+def make_segmenter(weights, device, mc_samples, tu, no_filter):
+    """A ParticleSegmenter from CLI options (imports torch)."""
+    from models.infer import ParticleSegmenter, default_tu
+
+    return ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
+                             tu=default_tu(weights) if tu is None else tu, filter=not no_filter)
+
+
+@cli.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@_mc_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the instance map (16-bit PNG) here; an overlay PNG is written beside it.")
+@json_option
+def segment(image, weights, device, mc_samples, tu, no_filter, output, as_json):
+    """Segment the particles of one micrograph with BPartIS.
+
+    \b
+        idx segment fig2b.png --mc-samples 10 -o fig2b-labels.png --json
+    """
+    from miners.images import load_image
+
+    array = load_image(image)
+    result = make_segmenter(weights, device, mc_samples, tu, no_filter).segment(array)
+    payload = {"image": image, **result.to_dict()}
+    if output:
+        from PIL import Image
+
+        Image.fromarray(result.labels.astype("uint16")).save(output)
+        payload["labels_png"] = output
+    emit(payload, as_json, text=f"{image}: {result.count} particles "
+         f"({result.n_removed} removed as uncertain)")
+
+
+@cli.command()
+@click.option("--data", type=click.Path(file_okay=False), default=None, help="EMPS folder.")
+@click.option("--out", default="runs/bpartis", show_default=True, help="Run folder (resumes from last.pt).")
+@click.option("--epochs", default=200, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--crop", default=256, show_default=True, help="Training crop side (px of the 512 image).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--eval-every", default=5, show_default=True, help="Validation AP every N epochs (0: never).")
+def train(data, out, epochs, batch_size, crop, device, eval_every):
+    """Train BPartIS on EMPS (resumable; a checkpoint every epoch).
+
+    \b
+        idx train --data ../shared/data/emps --out runs/bpartis --epochs 200
+    """
+    from models.data import default_emps_dir
+    from models.train import train as run_training
+
+    run_training(data or default_emps_dir(), out, epochs, batch_size, crop, device=device,
+                 eval_every=eval_every)
+
+
+@cli.command()
+@click.option("--data", type=click.Path(file_okay=False), default=None, help="EMPS folder.")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["test", "val", "fit", "train"]))
+@_mc_options
+@click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
+@json_option
+def evaluate(data, split, weights, device, mc_samples, tu, no_filter, limit, as_json):
+    """Evaluate BPartIS on an EMPS split with the published protocol (+ COCO mask AP).
+
+    \b
+        idx evaluate --data ../shared/data/emps --split test --json
+    """
+    from models.data import default_emps_dir, read_split
+    from models.evaluate import evaluate_segmenter
+
+    data = data or default_emps_dir()
+    stems = read_split(data, split)[:limit]
+    summary = evaluate_segmenter(make_segmenter(weights, device, mc_samples, tu, no_filter), data, stems)
+    summary.pop("per_image", None)
+    text = "  ".join(f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float))
+    emit(summary, as_json, text=f"{split} ({len(stems)} images): {text}")

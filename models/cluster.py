@@ -1,0 +1,74 @@
+"""Spatial-embedding clustering: turn embeddings, sigmas and a seed map into instances."""
+from __future__ import annotations
+
+import torch
+
+from models.network import SIGMA_SCALE
+
+SEED_THRESHOLD = 0.5  # a pixel can seed an instance when its seed probability exceeds this
+PHI_THRESHOLD = 0.5  # a pixel joins an instance when its Gaussian score exceeds this
+MIN_INSTANCE_PX = 16  # proposals smaller than this (pixels at the working resolution) are dropped
+MIN_UNCLAIMED_FRACTION = 0.5  # a proposal mostly claimed by earlier instances is dropped
+
+
+@torch.no_grad()
+def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.Tensor,
+                      seed_threshold: float = SEED_THRESHOLD,
+                      min_instance_px: int = MIN_INSTANCE_PX) -> torch.Tensor:
+    """Greedy clustering of pixel embeddings around the strongest remaining seeds.
+
+    Take the highest remaining seed above ``seed_threshold``, use its embedding as the centre and its
+    sigma as the bandwidth, assign every pixel with phi > 0.5, remove them, repeat. Proposals smaller
+    than ``min_instance_px`` or mostly already claimed are dropped.
+
+    Parameters
+    ----------
+    embedding : (2, H, W) float, pixel embeddings (coordinate map + offsets)
+    sigma : (2, H, W) float, raw sigma channels (exp(10 s) = 1 / (2 sigma^2))
+    seed : (H, W) float, seed probabilities in [0, 1]
+
+    Returns
+    -------
+    labels : (H, W) int32 tensor, 0 = background, instances 1..K
+    """
+    if embedding.ndim != 3 or embedding.shape[0] != 2:
+        raise ValueError(f"embedding must be (2, H, W), got {tuple(embedding.shape)}")
+    height, width = seed.shape
+    labels = torch.zeros(height * width, dtype=torch.int32)
+    mask = (seed > seed_threshold).reshape(-1)
+    if int(mask.sum()) < min_instance_px:
+        return labels.view(height, width)
+    where = mask.nonzero().squeeze(1)  # (N,) flat index of candidate pixels
+    emb = embedding.reshape(2, -1)[:, where].float()  # (2, N)
+    bandwidth = torch.exp(sigma.reshape(2, -1)[:, where].float() * SIGMA_SCALE)  # (2, N)
+    scores = seed.reshape(-1)[where].float().clone()  # (N,), zeroed when claimed
+    unclaimed = torch.ones(where.numel(), dtype=torch.bool)
+    assigned = torch.zeros(where.numel(), dtype=torch.int32)
+    # phi > 0.5 needs |e_x - c_x| < sqrt(ln 2 / s_x): only pixels in that x-window are scored
+    order = torch.argsort(emb[0])
+    x_sorted = emb[0][order].contiguous()
+    log2 = float(torch.log(torch.tensor(1.0 / PHI_THRESHOLD)))
+    n_unclaimed, count = where.numel(), 0
+    while n_unclaimed >= min_instance_px:
+        best = int(torch.argmax(scores))
+        if float(scores[best]) < seed_threshold:
+            break
+        center = emb[:, best:best + 1]  # (2, 1)
+        s = bandwidth[:, best:best + 1]  # (2, 1)
+        half_width = (log2 / float(s[0, 0])) ** 0.5
+        lo = int(torch.searchsorted(x_sorted, float(center[0, 0]) - half_width))
+        hi = int(torch.searchsorted(x_sorted, float(center[0, 0]) + half_width, right=True))
+        window = order[lo:hi]  # (n,) candidate pixels
+        phi = torch.exp(-(((emb[:, window] - center) ** 2) * s).sum(0))  # (n,)
+        proposal = window[phi > PHI_THRESHOLD]
+        if proposal.numel() == 0:
+            proposal = torch.tensor([best])
+        fresh = unclaimed[proposal]
+        if proposal.numel() >= min_instance_px and float(fresh.float().mean()) > MIN_UNCLAIMED_FRACTION:
+            count += 1
+            assigned[proposal[fresh]] = count
+        n_unclaimed -= int(fresh.sum())
+        unclaimed[proposal] = False
+        scores[proposal] = 0.0
+    labels[where] = assigned
+    return labels.view(height, width)

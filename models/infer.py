@@ -1,0 +1,298 @@
+"""Monte-Carlo dropout inference of BPartIS with mutual-information uncertainty filtering."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from idx.errors import ImageError, WeightsError
+from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD, cluster_instances
+from models.network import BPartIS, interpret
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "bpartis-emps.pt"
+MC_SAMPLES = 30
+TU_DEFAULT = 0.0125  # published instance-uncertainty threshold; see the model card for ours
+WORKING_SIZE = 512  # images are segmented at 512 x 512, the resolution the model was trained at
+MC_BATCH = 10  # Monte-Carlo samples per forward batch
+EPS = 1e-7
+
+
+def load_weights(path: str | Path) -> dict:
+    """Read a BPartIS state dict from ``path`` (a plain state dict or a training checkpoint).
+
+    Raises
+    ------
+    WeightsError
+        Missing, truncated or unreadable file, or keys/shapes that are not BPartIS's.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"no BPartIS weights at {path}; put the .pt file there or pass weights=PATH")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: weights file is empty; copy it again")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:120]}); re-download or re-train it") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = BPartIS().state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(f"{path}: not a BPartIS checkpoint ({len(missing)} keys missing, e.g. "
+                           f"{(missing or unexpected)[0]!r}; {len(unexpected)} unexpected)")
+    for key, value in expected.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise WeightsError(f"{path}: {key} has shape {tuple(state[key].shape)}, "
+                               f"BPartIS needs {tuple(value.shape)}")
+    return state
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Segmentation:
+    """Result of segmenting one image, at the input resolution.
+
+    labels : (H, W) int32, 0 = background, instances 1..K
+    uncertainty : (H, W) float32, per-pixel mutual information (nats)
+    seed : (H, W) float32, mean seed probability
+    instance_uncertainty : (K,) float32, mean MI of each kept instance (index i -> label i + 1)
+    n_removed : instances dropped by the uncertainty filter
+    """
+
+    labels: np.ndarray
+    uncertainty: np.ndarray
+    seed: np.ndarray
+    instance_uncertainty: np.ndarray
+    n_removed: int = 0
+    params: dict = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return int(self.labels.max())
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "n_removed": self.n_removed, "shape": list(self.labels.shape),
+                "instance_uncertainty": [round(float(u), 6) for u in self.instance_uncertainty],
+                "params": self.params}
+
+
+def prepare_image(image: np.ndarray) -> np.ndarray:
+    """Any image array (grey, RGB, RGBA, 16-bit, float) -> uint8 (H, W, 3)."""
+    from miners.images import as_uint8, to_rgb  # no torch there; shared image conventions
+
+    array = np.asarray(image)
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise ImageError(f"image must be a 2-D greyscale or (H, W, 3/4) colour array, got shape {array.shape}")
+    if min(array.shape[:2]) < 2:
+        raise ImageError(f"image of {array.shape[1]}x{array.shape[0]} px is too small to segment")
+    return to_rgb(as_uint8(array))
+
+
+class ParticleSegmenter:
+    """BPartIS particle instance segmentation with Monte-Carlo dropout.
+
+    Parameters
+    ----------
+    weights : path, optional
+        State dict (ours or the published ``seg-model.pt``); default: the shipped weights.
+    device : str
+        'cpu' or 'cuda'.
+    mc_samples : int
+        Monte-Carlo dropout samples T; 1 gives the discriminative model (dropout off).
+    tu : float
+        Instance uncertainty threshold: instances whose mean MI exceeds it are removed.
+    filter : bool
+        Apply the uncertainty filter (needs ``mc_samples > 1``).
+    bf16 : bool
+        bfloat16 autocast on CPU (AMX) / CUDA.
+    model : BPartIS, optional
+        An in-memory model (training validation); ``weights`` is then ignored.
+    """
+
+    def __init__(self, weights=None, device="cpu", mc_samples=MC_SAMPLES, tu=TU_DEFAULT, filter=True,
+                 bf16=True, size=WORKING_SIZE, seed_threshold=SEED_THRESHOLD,
+                 min_instance_px=MIN_INSTANCE_PX, model=None, rng_seed=0):
+        if mc_samples < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
+        self.device = torch.device(device)
+        if model is None:
+            path = Path(weights) if weights else DEFAULT_WEIGHTS
+            model = BPartIS()
+            model.load_state_dict(load_weights(path))
+            self.weights_path = path
+            self.weights_sha256 = file_sha256(path)
+        else:
+            self.weights_path, self.weights_sha256 = None, None
+        self.model = model.to(self.device)
+        self.mc_samples, self.tu, self.filter = mc_samples, tu, filter and mc_samples > 1
+        self.bf16, self.size = bf16, size
+        self.seed_threshold, self.min_instance_px = seed_threshold, min_instance_px
+        self.rng_seed = rng_seed
+
+    @property
+    def params(self) -> dict:
+        return {"mc_samples": self.mc_samples, "tu": self.tu, "filter": self.filter, "size": self.size,
+                "seed_threshold": self.seed_threshold, "min_instance_px": self.min_instance_px,
+                "bf16": self.bf16}
+
+    def _set_mode(self, mc: bool) -> None:
+        self.model.eval()
+        if mc:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Dropout2d):
+                    module.train()
+
+    @torch.no_grad()
+    def predict_maps(self, image: np.ndarray):
+        """Mean embedding, sigma, seed and MI maps at the working size.
+
+        Returns tensors ``embedding (2, S, S)``, ``sigma (2, S, S)``, ``seed (S, S)``, ``mi (S, S)``.
+        """
+        rgb = prepare_image(image)
+        if self.size:
+            rgb = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BICUBIC))
+        x = torch.from_numpy(np.ascontiguousarray(rgb).copy()).permute(2, 0, 1).float().div_(255.0).unsqueeze(0).to(self.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        mc = self.mc_samples > 1
+        self._set_mode(mc)
+        torch.manual_seed(self.rng_seed)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        with autocast:
+            head, sizes = self.model.encode_head(x)  # before the first dropout: once
+        emb_sum = sig_sum = seed_sum = entropy_sum = None
+        remaining = self.mc_samples
+        while remaining > 0:
+            n = min(MC_BATCH, remaining)
+            with autocast:
+                out = self.model.forward_from_head(head.expand(n, -1, -1, -1), sizes)
+            embedding, sigma, seed = interpret(out.float())  # (n,2,S,S), (n,2,S,S), (n,1,S,S)
+            p = seed[:, 0].clamp(EPS, 1 - EPS)
+            entropy = -(p * p.log() + (1 - p) * (1 - p).log())  # (n, S, S)
+            parts = (embedding.sum(0), sigma.sum(0), p.sum(0), entropy.sum(0))
+            if emb_sum is None:
+                emb_sum, sig_sum, seed_sum, entropy_sum = parts
+            else:
+                emb_sum += parts[0]
+                sig_sum += parts[1]
+                seed_sum += parts[2]
+                entropy_sum += parts[3]
+            remaining -= n
+        t = float(self.mc_samples)
+        seed_mean = seed_sum / t
+        p = seed_mean.clamp(EPS, 1 - EPS)
+        mi = -(p * p.log() + (1 - p) * (1 - p).log()) - entropy_sum / t
+        return emb_sum / t, sig_sum / t, seed_mean, mi.clamp(min=0.0)
+
+    def segment(self, image: np.ndarray, exclude_mask: np.ndarray | None = None) -> Segmentation:
+        """Segment the particles of one image.
+
+        Parameters
+        ----------
+        image : ndarray, shape (H, W) or (H, W, 3|4), any integer or float dtype
+        exclude_mask : ndarray of bool, shape (H, W), optional
+            Pixels that cannot be particles (scale bar, its label); instances mostly inside are removed.
+
+        Returns
+        -------
+        Segmentation at the input resolution.
+        """
+        array = np.asarray(image)
+        height, width = array.shape[:2]
+        embedding, sigma, seed, mi = self.predict_maps(array)
+        labels = cluster_instances(embedding.cpu(), sigma.cpu(), seed.cpu(),
+                                   self.seed_threshold, self.min_instance_px).numpy()
+        mi_np = mi.cpu().numpy().astype(np.float32)
+        labels, inst_mi, removed = filter_instances(labels, mi_np, self.tu if self.filter else None)
+        if (height, width) != labels.shape:
+            labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+            mi_np = np.asarray(Image.fromarray(mi_np).resize((width, height), Image.BILINEAR))
+            seed_np = np.asarray(Image.fromarray(seed.cpu().numpy().astype(np.float32))
+                                 .resize((width, height), Image.BILINEAR))
+            labels, inst_mi = compact_labels(labels, inst_mi)  # tiny instances may vanish
+        else:
+            seed_np = seed.cpu().numpy().astype(np.float32)
+        if exclude_mask is not None:
+            labels, keep = drop_masked(labels, np.asarray(exclude_mask, dtype=bool))
+            inst_mi = inst_mi[keep]
+        return Segmentation(labels.astype(np.int32), mi_np, seed_np, inst_mi, removed, self.params)
+
+
+def filter_instances(labels: np.ndarray, mi: np.ndarray, tu: float | None):
+    """Remove instances whose mean mutual information exceeds ``tu``; renumber 1..K.
+
+    Returns ``(labels, mean MI of kept instances (K,), number removed)``.
+    """
+    n = int(labels.max())
+    if n == 0:
+        return labels.astype(np.int32), np.zeros(0, np.float32), 0
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=n + 1)[1:]
+    sums = np.bincount(flat, weights=mi.ravel(), minlength=n + 1)[1:]
+    mean_mi = (sums / np.maximum(counts, 1)).astype(np.float32)
+    keep = counts > 0
+    if tu is not None:
+        keep &= mean_mi <= tu
+    lut = np.zeros(n + 1, dtype=np.int32)
+    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[labels], mean_mi[keep], int((counts > 0).sum() - keep.sum())
+
+
+def compact_labels(labels: np.ndarray, values: np.ndarray):
+    """Renumber ``labels`` 1..K over the instances present; ``values[i]`` belongs to label i + 1."""
+    present = np.unique(labels)
+    present = present[present > 0]
+    lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
+    lut[present] = np.arange(1, present.size + 1, dtype=np.int32)
+    return lut[labels], np.asarray(values)[present - 1]
+
+
+def drop_masked(labels: np.ndarray, mask: np.ndarray, max_fraction: float = 0.5):
+    """Remove instances with more than ``max_fraction`` of their pixels in ``mask``; renumber.
+
+    ``labels`` must be numbered 1..K consecutively; returns ``(labels, keep (K,) bool)``.
+    """
+    if mask.shape != labels.shape:
+        raise ValueError(f"exclude_mask shape {mask.shape} differs from image shape {labels.shape}")
+    n = int(labels.max())
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    inside = np.bincount(labels[mask].ravel(), minlength=n + 1)[1:]
+    keep = inside <= max_fraction * np.maximum(counts, 1)
+    lut = np.zeros(n + 1, dtype=np.int32)
+    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[labels], keep
+
+
+def default_tu(weights=None) -> float:
+    """The uncertainty threshold tuned on validation for ``weights`` (model card JSON), else 0.0125."""
+    import json
+
+    path = Path(weights) if weights else DEFAULT_WEIGHTS
+    card = path.with_suffix(".json")
+    if card.exists():
+        try:
+            return float(json.loads(card.read_text())["tu"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: no usable 'tu' entry; using the published %s", card, TU_DEFAULT)
+    return TU_DEFAULT

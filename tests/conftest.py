@@ -1,0 +1,25 @@
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+EMPS = SHARED / "data" / "emps"
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_configure(config):
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # tests are small; avoids OpenMP stalls on a busy machine
+    except ImportError:
+        pass
+
+
+@pytest.fixture
+def emps_dir():
+    if not EMPS.exists():
+        pytest.skip(f"EMPS not found at {EMPS}")
+    return EMPS

@@ -1,0 +1,45 @@
+import torch
+
+from models.cluster import cluster_instances
+from models.network import PIXEL_SCALE, SIGMA_SCALE, coordinate_map
+
+
+def embed(inst, radius_px=4.0):
+    h, w = inst.shape
+    emb = coordinate_map(h, w).clone()
+    for k in inst.unique()[1:]:
+        m = inst == k
+        emb[:, m] = emb[:, m].mean(1, keepdim=True)
+    s = float(torch.log(torch.tensor(1.0 / (2 * (radius_px * PIXEL_SCALE) ** 2)))) / SIGMA_SCALE
+    return emb, torch.full((2, h, w), s), (inst > 0).float()
+
+
+def test_recovers_separate_instances_exactly():
+    inst = torch.zeros(48, 48, dtype=torch.long)
+    inst[2:12, 2:12] = 1
+    inst[20:30, 5:15] = 2
+    inst[30:44, 30:46] = 3
+    labels = cluster_instances(*embed(inst))
+    assert labels.max() == 3
+    for k in (1, 2, 3):
+        ids = labels[inst == k].unique()
+        assert ids.numel() == 1 and int(ids) > 0
+    assert (labels[inst == 0] == 0).all()
+
+
+def test_touching_particles_are_split_by_their_embeddings():
+    inst = torch.zeros(32, 32, dtype=torch.long)
+    inst[8:24, 4:16] = 1
+    inst[8:24, 16:28] = 2  # shares an edge with 1
+    labels = cluster_instances(*embed(inst))
+    assert labels.max() == 2 and labels[inst == 1].unique().numel() == 1
+
+
+def test_small_proposals_and_low_seeds_are_dropped():
+    inst = torch.zeros(32, 32, dtype=torch.long)
+    inst[2:4, 2:4] = 1  # 4 px < min size
+    inst[10:20, 10:20] = 2
+    emb, sigma, seed = embed(inst)
+    labels = cluster_instances(emb, sigma, seed, min_instance_px=16)
+    assert labels.max() == 1 and (labels[inst == 1] == 0).all()
+    assert cluster_instances(emb, sigma, seed * 0.4).max() == 0

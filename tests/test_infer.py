@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+
+from idx.errors import ImageError, WeightsError
+from models.infer import ParticleSegmenter, drop_masked, filter_instances, load_weights
+from models.network import BPartIS
+from tests.test_network import layout_checkpoint
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    torch.manual_seed(0)
+    return ParticleSegmenter(model=BPartIS(), mc_samples=3, size=64, min_instance_px=4)
+
+
+def test_published_layout_checkpoint_is_accepted(tmp_path):
+    path = tmp_path / "seg-model.pt"
+    torch.save(layout_checkpoint(), path)
+    seg = ParticleSegmenter(weights=path, mc_samples=2, size=64)
+    assert seg.weights_sha256 and len(seg.weights_sha256) == 64
+    assert seg.segment(np.zeros((40, 50), np.uint8)).labels.shape == (40, 50)
+
+
+def test_training_checkpoint_dict_is_accepted(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"model": BPartIS().state_dict(), "epoch": 3}, path)
+    assert set(load_weights(path)) == set(BPartIS().state_dict())
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "no BPartIS weights"),
+    (b"", "empty"),
+    (b"not a zip or pickle", "not a readable PyTorch checkpoint"),
+])
+def test_bad_weight_files_give_one_line_errors(tmp_path, content, match):
+    path = tmp_path / "w.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(WeightsError, match=match):
+        load_weights(path)
+
+
+def test_truncated_and_foreign_checkpoints_are_refused(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save(BPartIS().state_dict(), good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="truncated.pt"):
+        load_weights(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, foreign)
+    with pytest.raises(WeightsError, match="not a BPartIS checkpoint"):
+        load_weights(foreign)
+    state = BPartIS().state_dict()
+    state["decoders.1.output_conv.weight"] = torch.zeros(2, 16, 3, 3)
+    torch.save(state, foreign)
+    with pytest.raises(WeightsError, match="decoders.1.output_conv.weight has shape"):
+        load_weights(foreign)
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((37, 53), np.uint8),
+    np.zeros((40, 30, 3), np.uint8),
+    np.zeros((33, 33, 4), np.uint8),
+    np.full((45, 70), 40000, np.uint16),
+    np.random.default_rng(0).random((50, 50)).astype(np.float32),
+])
+def test_any_layout_segments_at_input_resolution(segmenter, image):
+    result = segmenter.segment(image)
+    assert result.labels.shape == image.shape[:2] and result.labels.dtype == np.int32
+    assert result.uncertainty.shape == image.shape[:2]
+    assert len(result.instance_uncertainty) == result.count
+    assert (result.uncertainty >= 0).all()
+
+
+def test_bad_arrays_are_refused(segmenter):
+    with pytest.raises(ImageError, match="too small"):
+        segmenter.segment(np.zeros((1, 1), np.uint8))
+    with pytest.raises(ImageError, match="shape"):
+        segmenter.segment(np.zeros((4, 4, 4, 4), np.uint8))
+
+
+def test_mc_dropout_gives_nonzero_mutual_information_and_t1_gives_none():
+    torch.manual_seed(1)
+    model = BPartIS()
+    image = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    mc = ParticleSegmenter(model=model, mc_samples=8, size=64, bf16=False).predict_maps(image)[3]
+    single = ParticleSegmenter(model=model, mc_samples=1, size=64, bf16=False).predict_maps(image)[3]
+    assert float(mc.max()) > 0 and float(single.abs().max()) < 1e-6
+    assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_filter_removes_uncertain_instances_and_renumbers():
+    labels = np.zeros((10, 10), np.int32)
+    labels[0:3, 0:3], labels[5:8, 5:8], labels[0:2, 7:9] = 1, 2, 3
+    mi = np.zeros((10, 10), np.float32)
+    mi[5:8, 5:8] = 0.5
+    out, inst_mi, removed = filter_instances(labels, mi, tu=0.1)
+    assert removed == 1 and out.max() == 2 and (out[5:8, 5:8] == 0).all()
+    assert out[0, 7] == 2 and np.allclose(inst_mi, [0, 0])
+
+
+def test_drop_masked_removes_instances_on_the_scale_bar():
+    labels = np.zeros((10, 10), np.int32)
+    labels[0:3, 0:3], labels[8:10, 2:8] = 1, 2
+    mask = np.zeros((10, 10), bool)
+    mask[8:10, :] = True
+    out, keep = drop_masked(labels, mask)
+    assert out.max() == 1 and keep.tolist() == [True, False]

@@ -1,0 +1,73 @@
+import json
+from pathlib import Path
+
+import torch
+
+from models.network import PIXEL_SCALE, BPartIS, coordinate_map, interpret
+
+LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "bpartis" / "checkpoint-layout.json"
+
+
+def layout_checkpoint(seed=0) -> dict:
+    """A state dict with exactly the keys, shapes and dtypes of the published seg-model.pt."""
+    gen = torch.Generator().manual_seed(seed)
+    dtypes = {"float32": torch.float32, "int64": torch.int64}
+    state = {}
+    for key, shape, dtype in json.loads(LAYOUT.read_text())["keys"]:
+        if dtype == "int64":
+            state[key] = torch.tensor(7, dtype=torch.int64) if not shape else torch.zeros(shape, dtype=torch.int64)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=gen) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=gen, dtype=dtypes[dtype]) * 0.05
+    return state
+
+
+def test_state_dict_matches_published_layout_exactly():
+    layout = json.loads(LAYOUT.read_text())
+    model_state = BPartIS().state_dict()
+    assert [k for k, _, _ in layout["keys"]] == list(model_state)
+    for key, shape, _ in layout["keys"]:
+        assert list(model_state[key].shape) == shape, key
+    assert sum(p.numel() for p in BPartIS().parameters()) == layout["parameters"]
+
+
+def test_published_layout_checkpoint_loads_strict_and_runs():
+    model = BPartIS()
+    model.load_state_dict(layout_checkpoint(), strict=True)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 80))
+    assert out.shape == (1, 5, 64, 80)
+    assert torch.isfinite(out).all()
+
+
+def test_odd_sizes_keep_resolution():
+    model = BPartIS().eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 61, 75))
+    assert out.shape == (2, 5, 61, 75)
+
+
+def test_head_tail_split_equals_full_forward():
+    model = BPartIS().eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        head, sizes = model.encode_head(x)
+        assert torch.allclose(model.forward_from_head(head, sizes), model(x), atol=1e-5)
+
+
+def test_coordinate_map_pixel_scale_is_independent_of_size():
+    small, large = coordinate_map(32, 48), coordinate_map(64, 96)
+    assert torch.allclose(small, large[:, :32, :48])
+    assert abs(float(large[0, 0, 1] - large[0, 0, 0]) - PIXEL_SCALE) < 1e-9
+    assert abs(float(large[1, 1, 0] - large[1, 0, 0]) - PIXEL_SCALE) < 1e-9
+
+
+def test_initial_output_has_zero_offsets():
+    model = BPartIS().eval()
+    with torch.no_grad():
+        embedding, sigma, seed = interpret(model(torch.rand(1, 3, 32, 32)))
+    assert torch.allclose(embedding[0], coordinate_map(32, 32), atol=1e-6)
+    assert torch.allclose(sigma, torch.ones_like(sigma))
+    assert ((seed > 0) & (seed < 1)).all()
