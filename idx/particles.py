@@ -149,7 +149,8 @@ def _check_inputs(labels, nm_per_px, uncertainty, intensity) -> None:
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be an integer instance map, got dtype {labels.dtype}")
+        raise ValueError(f"labels must be an integer instance map, got dtype {labels.dtype}; "
+                         "label a binary mask first (skimage.measure.label)")
     if labels.size and labels.min() < 0:
         raise ValueError("labels must be >= 0 (0 = background); relabel negative ids")
     if nm_per_px is not None and not (math.isfinite(nm_per_px) and nm_per_px > 0):
