@@ -1,0 +1,652 @@
+"""Find and read the scale bar of an electron micrograph.
+
+A scale bar is a thin, high-contrast horizontal rectangle (sometimes with end ticks, sometimes
+inside a filled label box, white-on-dark, black-on-light or coloured) with a label such as
+``200 nm``, ``0.5 µm`` or ``10 Å`` next to it. :func:`read_scalebar` finds bar candidates from
+connected components of extreme-intensity pixels, measures the bar length to sub-pixel precision
+from its end profiles, OCRs (tesseract, through pytesseract) only the small regions next to each
+candidate, and pairs text and bar by proximity and alignment.
+
+Units are normalised to ``pm``, ``Å``, ``nm``, ``µm`` (U+00B5 MICRO SIGN) or ``mm``;
+:func:`parse_scale_text` and :func:`to_nm` are shared with the caption parser.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from idx.errors import ImageError
+from miners.images import as_uint8, to_gray
+
+log = logging.getLogger(__name__)
+
+NM_PER_UNIT = {"pm": 1e-3, "Å": 0.1, "nm": 1.0, "µm": 1e3, "mm": 1e6}
+UNIT_ALIASES = {
+    "pm": "pm", "picometer": "pm", "picometre": "pm",
+    "å": "Å", "a": "Å", "angstrom": "Å", "angstroms": "Å", "ångström": "Å",
+    "nm": "nm", "nanometer": "nm", "nanometre": "nm", "nanometers": "nm", "nanometres": "nm",
+    "µm": "µm", "um": "µm", "micron": "µm", "microns": "µm", "micrometer": "µm",
+    "micrometre": "µm", "micrometers": "µm", "micrometres": "µm",
+    "mm": "mm", "millimeter": "mm", "millimetre": "mm",
+}
+_NUMBER = r"(\d{1,3}(?:,\d{3})+(?!\d)|\d*[.,]\d+|\d+)"
+_UNIT = (r"(picomet(?:er|re)s?|pm|ångström|angstroms?|å|nanomet(?:er|re)s?|nm|micromet(?:er|re)s?"
+         r"|microns?|µm|um|millimet(?:er|re)s?|mm|a)")
+_SCALE_RE = re.compile(_NUMBER + r"\s*-?\s*" + _UNIT + r"(?![a-z])", re.IGNORECASE)
+
+BRIGHT_MIN = 190  # grey level a light bar reaches at least
+DARK_MAX = 70  # grey level a dark bar reaches at most
+COLOUR_MIN_CHROMA = 110  # max - min channel for a coloured bar
+MIN_BAR_PX = 10  # shortest bar considered, px
+MAX_BAR_FRACTION = 0.75  # of the image width; longer lines are frames or plot axes
+MIN_CONTRAST = 35  # grey levels between a bar and the pixels above and below it
+GLYPH_CONTRAST = 60  # grey levels between a glyph and the ground in its box
+MAX_CANDIDATES = 4  # bars whose neighbourhood is OCRed
+OCR_TEXT_HEIGHT_PX = 36  # text is rescaled to about this height before OCR
+MIN_OCR_CONF = 20.0  # tesseract word confidence (0-100) under which a reading is dropped
+
+
+@dataclass
+class ScaleBar:
+    """A read scale bar; ``found=False`` (with everything else empty) when there is none.
+
+    Attributes
+    ----------
+    found : bool
+        True when a bar and its value are known (from the image or the caption).
+    value, unit : float, str
+        Length the bar stands for, unit one of ``pm, Å, nm, µm, mm``.
+    text : str
+        Raw OCR text next to the bar ("" when unreadable).
+    bar_px : float
+        Bar length in pixels (sub-pixel).
+    nm_per_px : float
+        Pixel size, nm.
+    bar_bbox, text_bbox : tuple of int
+        ``(row0, col0, row1, col1)``, end exclusive; written ``[x0, y0, x1, y1]`` by ``to_dict``.
+    confidence : float
+        0-1, product of bar shape and OCR confidences.
+    source : str
+        ``"image"`` or ``"caption"`` (value taken from the caption, bar from the image).
+    mask : ndarray of bool, shape (H, W)
+        Pixels of bar and text, to leave out of particle segmentation; not in ``to_dict``.
+    """
+
+    found: bool = False
+    value: float | None = None
+    unit: str | None = None
+    text: str = ""
+    bar_px: float | None = None
+    nm_per_px: float | None = None
+    bar_bbox: tuple[int, int, int, int] | None = None
+    text_bbox: tuple[int, int, int, int] | None = None
+    confidence: float = 0.0
+    source: str | None = None
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict; bounding boxes as ``[x0, y0, x1, y1]`` (x1, y1 exclusive)."""
+        return {
+            "found": self.found,
+            "value": self.value,
+            "unit": self.unit,
+            "text": self.text,
+            "bar_px": None if self.bar_px is None else round(float(self.bar_px), 2),
+            "nm_per_px": None if self.nm_per_px is None else float(f"{self.nm_per_px:.6g}"),
+            "bar_bbox": bbox_to_xyxy(self.bar_bbox),
+            "text_bbox": bbox_to_xyxy(self.text_bbox),
+            "confidence": round(float(self.confidence), 3),
+            "source": self.source,
+        }
+
+
+def bbox_to_xyxy(bbox: tuple[int, int, int, int] | None) -> list[int] | None:
+    """``(row0, col0, row1, col1)`` -> ``[x0, y0, x1, y1]`` for JSON (None stays None)."""
+    if bbox is None:
+        return None
+    r0, c0, r1, c1 = bbox
+    return [int(c0), int(r0), int(c1), int(r1)]
+
+
+def normalize_unit(unit: str) -> str | None:
+    """Canonical spelling (``pm, Å, nm, µm, mm``) of a unit as written, or None if unknown.
+
+    Both micro signs (U+00B5, U+03BC), ``um``, ``micron``, ``A``/``Å``/``Å`` (U+212B) and
+    spelled-out names are accepted, in any case except ``Å`` vs ``mm``/``nm`` clashes.
+    """
+    u = unicodedata.normalize("NFC", unit.strip())
+    u = u.replace("\u03bc", "µ").replace("\u212b", "Å").replace("\u2009", "")
+    return UNIT_ALIASES.get(u.lower())
+
+
+def parse_scale_text(text: str) -> tuple[float, str] | None:
+    """Read a length such as ``200 nm``, ``0.5 µm``, ``1,000 nm``, ``0,5 um`` or ``10 Å``.
+
+    Parameters
+    ----------
+    text : str
+        OCR output or caption fragment; the first number followed by a length unit wins.
+
+    Returns
+    -------
+    (value, unit) or None
+        ``unit`` is one of ``pm, Å, nm, µm, mm``; None when no number+unit pair is present.
+    """
+    if not text:
+        return None
+    t = unicodedata.normalize("NFC", text).replace("\u03bc", "µ").replace("\u212b", "Å")
+    t = t.replace("\u00a0", " ").replace("\u2009", " ").replace("\u202f", " ")
+    for match in _SCALE_RE.finditer(t):
+        number, unit_text = match.group(1), match.group(2)
+        if unit_text == "a":  # a lone lowercase "a" is a word or panel letter, not Å
+            continue
+        unit = normalize_unit(unit_text)
+        if unit is None:
+            continue
+        value = _parse_number(number)
+        if value is None or value <= 0:
+            continue
+        return value, unit
+    return None
+
+
+def to_nm(value: float, unit: str) -> float:
+    """Length ``value`` in ``unit`` (any spelling :func:`normalize_unit` knows) in nm.
+
+    Raises
+    ------
+    ValueError
+        If the unit is not a length unit.
+    """
+    canonical = normalize_unit(unit)
+    if canonical is None:
+        raise ValueError(f"unknown length unit {unit!r}; use one of {', '.join(NM_PER_UNIT)}")
+    return float(value) * NM_PER_UNIT[canonical]
+
+
+def scalebar_mask(scalebar: ScaleBar, shape: tuple[int, int], margin_px: int = 2) -> np.ndarray:
+    """Boolean ``(H, W)`` mask covering the bar and its text, grown by ``margin_px``.
+
+    Parameters
+    ----------
+    scalebar : ScaleBar
+        A reading from :func:`read_scalebar`; boxes are ``(row0, col0, row1, col1)``.
+    shape : tuple of int
+        ``(H, W)`` of the image the mask is for.
+    margin_px : int
+        Pixels added on every side of each box.
+    """
+    mask = np.zeros(shape[:2], dtype=bool)
+    for box in (scalebar.bar_bbox, scalebar.text_bbox):
+        if box is None:
+            continue
+        r0, c0, r1, c1 = box
+        mask[max(0, r0 - margin_px):r1 + margin_px, max(0, c0 - margin_px):c1 + margin_px] = True
+    return mask
+
+
+def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = None) -> ScaleBar:
+    """Find the scale bar of a micrograph and read its length.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, 3) or (H, W, 4)
+        Micrograph, any integer or float dtype (rescaled to uint8).
+    caption_scale : (float, str), optional
+        Scale stated by the caption for this panel (value, unit); used, with ``source="caption"``,
+        when a bar is found but its text cannot be read.
+
+    Returns
+    -------
+    ScaleBar
+        ``found=False`` when no bar with a value is present; never guesses a value.
+    """
+    try:
+        arr = as_uint8(image)
+    except ImageError as exc:
+        log.warning("scale bar: unusable image (%s)", exc)
+        return ScaleBar()
+    if min(arr.shape[:2]) < 16:
+        return ScaleBar()
+    gray = to_gray(arr)
+    if int(gray.max()) - int(gray.min()) < MIN_CONTRAST:
+        return ScaleBar()
+    candidates = find_bar_candidates(arr)
+    if not candidates:
+        return ScaleBar()
+    tesseract_ok = _tesseract_available()
+    readings = []
+    for bar in candidates[:MAX_CANDIDATES]:
+        text, text_box, ocr_conf = ("", None, 0.0)
+        if tesseract_ok:
+            text, text_box, ocr_conf = _read_text_near(gray, arr, bar)
+        parsed = parse_scale_text(_fix_ocr(text)) if text else None
+        readings.append((bar, text, text_box, ocr_conf, parsed))
+    read = [r for r in readings if r[4] is not None]
+    if read:
+        bar, text, text_box, ocr_conf, (value, unit) = max(
+            read, key=lambda r: r[0]["score"] * (0.5 + r[3] / 200.0))
+        source = "image"
+        confidence = bar["score"] * max(ocr_conf, 1.0) / 100.0
+    elif caption_scale is not None and readings[0][0]["score"] >= 0.5:
+        bar, text, text_box, _, _ = readings[0]
+        parsed_caption = _as_value_unit(caption_scale)
+        if parsed_caption is None:
+            return ScaleBar()
+        value, unit = parsed_caption
+        source = "caption"
+        confidence = bar["score"] * 0.8
+    else:
+        return ScaleBar()
+    result = ScaleBar(
+        found=True, value=value, unit=unit, text=text, bar_px=bar["length_px"],
+        nm_per_px=to_nm(value, unit) / bar["length_px"], bar_bbox=bar["bbox"],
+        text_bbox=text_box, confidence=min(1.0, confidence), source=source,
+    )
+    result.mask = scalebar_mask(result, gray.shape)
+    return result
+
+
+def find_bar_candidates(image: np.ndarray) -> list[dict]:
+    """Horizontal bar-shaped components, best first.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W) or (H, W, 3)
+
+    Returns
+    -------
+    list of dict
+        Keys ``bbox`` ``(row0, col0, row1, col1)`` of the bar rows (ticks excluded),
+        ``length_px`` (float, sub-pixel), ``thickness_px``, ``polarity`` (``"light"``,
+        ``"dark"``, ``"colour"``), ``value`` (mean grey level), ``score`` (0-1),
+        ``component`` (bbox of the whole component, ticks included).
+    """
+    arr = as_uint8(image)
+    gray = to_gray(arr)
+    height, width = gray.shape
+    masks = {"light": gray >= BRIGHT_MIN, "dark": gray <= DARK_MAX}
+    if arr.ndim == 3:
+        a16 = arr.astype(np.int16)
+        chroma = a16.max(axis=2) - a16.min(axis=2)
+        masks["colour"] = chroma >= COLOUR_MIN_CHROMA
+    min_len = max(MIN_BAR_PX, int(0.02 * width))
+    max_len = MAX_BAR_FRACTION * width
+    candidates = []
+    for polarity, mask in masks.items():
+        if not mask.any():
+            continue
+        labels, _ = ndimage.label(mask)
+        for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+            if sl is None:
+                continue
+            h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+            if w < min_len or w > max_len or h > max(0.6 * w, 6):
+                continue
+            bar = _measure_bar(gray, labels[sl] == index, sl, polarity)
+            if bar is not None:
+                candidates.append(bar)
+    candidates.sort(key=lambda b: -b["score"])
+    return candidates
+
+
+def _measure_bar(gray: np.ndarray, comp: np.ndarray, sl: tuple[slice, slice],
+                 polarity: str) -> dict | None:
+    """Check that one component is a horizontal bar; measure it (None if it is not a bar)."""
+    height, width = gray.shape
+    h, w = comp.shape
+    counts = comp.sum(axis=1)
+    full = counts >= 0.9 * w
+    if not full.any():
+        return None
+    # largest run of full rows = the bar body
+    runs = _runs(full)
+    start, stop = max(runs, key=lambda r: r[1] - r[0])
+    thickness = stop - start
+    if thickness * 3 > w or thickness > 40:
+        log.debug("component at %s: too thick (%d px for %d px)", sl, thickness, w)
+        return None
+    # rows outside the body may hold end ticks only: little fill away from the ends
+    inner = comp[:, int(0.15 * w):max(int(0.85 * w), int(0.15 * w) + 1)]
+    other = np.ones(h, dtype=bool)
+    other[max(0, start - 1):stop + 1] = False  # the rows next to the body may be anti-aliased
+    if other.any() and inner[other].mean() > 0.25:
+        log.debug("component at %s: filled outside the bar rows", sl)
+        return None
+    r0, r1 = sl[0].start + start, sl[0].start + stop
+    c0, c1 = sl[1].start, sl[1].stop
+    # ragged ends (a blob, not a drawn rectangle)
+    body = comp[start + 1:stop - 1] if thickness >= 3 else comp[start:stop]
+    lefts = body.argmax(axis=1)
+    rights = w - 1 - body[:, ::-1].argmax(axis=1)
+    tolerance = max(2, thickness // 4)
+    if np.ptp(lefts) > tolerance or np.ptp(rights) > tolerance:
+        log.debug("component at %s: ragged ends", sl)
+        return None
+    # contrast with the rows just above and below, between the ends
+    inner_cols = slice(c0 + max(1, w // 8), c1 - max(1, w // 8))
+    bar_value = float(gray[r0:r1, inner_cols].mean())
+    above = gray[max(0, r0 - 2):r0, inner_cols].astype(float)
+    below = gray[r1:min(height, r1 + 2), inner_cols].astype(float)
+    sides = [s for s in (above, below) if s.size]
+    if not sides:
+        return None
+    side_contrasts = [float(np.mean(np.abs(s - bar_value) >= MIN_CONTRAST)) for s in sides]
+    # text touching one side of the bar lowers that side's contrast
+    edge_fraction = float(np.mean(side_contrasts)) if len(sides) == 2 else side_contrasts[0] * 0.8
+    if edge_fraction < 0.6 or min(side_contrasts) < 0.35:
+        log.debug("component at %s: low contrast above/below (%.2f)", sl, edge_fraction)
+        return None
+    uniformity = 1.0 - min(1.0, float(gray[r0:r1, inner_cols].std()) / 40.0)
+    length_px = _subpixel_length(gray, r0, r1, c0, c1, bar_value)
+    aspect = w / thickness
+    shape_score = min(1.0, aspect / 8.0) * (0.6 if thickness == 1 else 1.0)
+    position_score = 0.8 + 0.2 * (r0 / height)  # bars sit low more often than high
+    score = edge_fraction * uniformity * shape_score * position_score
+    return {
+        "bbox": (int(r0), int(c0), int(r1), int(c1)),
+        "component": (int(sl[0].start), int(c0), int(sl[0].stop), int(c1)),
+        "length_px": float(length_px),
+        "thickness_px": int(thickness),
+        "polarity": polarity,
+        "value": bar_value,
+        "score": float(score),
+    }
+
+
+def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
+                     bar_value: float) -> float:
+    """Distance between the half-contrast crossings at both bar ends, px."""
+    width = gray.shape[1]
+    rows = slice(r0 + 1, r1 - 1) if r1 - r0 >= 3 else slice(r0, r1)
+    lo, hi = max(0, c0 - 3), min(width, c1 + 3)
+    profile = gray[rows, lo:hi].astype(float).mean(axis=0)
+
+    def crossing(inside: int, outside: int) -> float | None:
+        # inside/outside are absolute column indices of neighbouring pixels
+        if not (lo <= outside < hi):
+            return None
+        b, g = bar_value, profile[outside - lo]
+        if abs(b - g) < MIN_CONTRAST / 2:
+            return None
+        mid = (b + g) / 2.0
+        step = 1 if outside > inside else -1
+        # walk outward from the last bar pixel until the profile crosses mid
+        x = inside
+        for _ in range(3):
+            v0, v1 = profile[x - lo], profile[x + step - lo] if lo <= x + step < hi else g
+            if (v0 - mid) * (v1 - mid) <= 0 and v0 != v1:
+                return x + step * (v0 - mid) / (v0 - v1) + 0.0
+            x += step
+            if not (lo <= x + step < hi):
+                break
+        return None
+
+    left = crossing(c0, c0 - 1)
+    right = crossing(c1 - 1, c1)
+    # a crossing at x between pixel centres; a crisp edge gives c0-0.5 and c1-0.5
+    left_edge = c0 - 0.5 if left is None else left
+    right_edge = c1 - 0.5 if right is None else right
+    length = right_edge - left_edge
+    if abs(length - (c1 - c0)) > 2.0:
+        return float(c1 - c0)
+    return float(length)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of every run of True in a 1-D bool array."""
+    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
+    diff = np.diff(padded)
+    return list(zip(np.flatnonzero(diff == 1), np.flatnonzero(diff == -1)))
+
+
+def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple[str, tuple | None, float]:
+    """OCR the label next to a bar: ``(text, text_bbox, confidence 0-100)``."""
+    boxes = _text_line_boxes(gray, arr, bar)
+    best = ("", None, 0.0)
+    for *box, text_polarity in boxes[:3]:
+        box = tuple(box)
+        modes = ["gray"] if text_polarity is None else ["binary", "gray"]
+        for mode in modes:
+            text, conf = _ocr_box(gray, box, text_polarity if mode == "binary" else None)
+            if text and parse_scale_text(_fix_ocr(text)) is not None:
+                return text, box, conf
+            if text and conf > best[2]:
+                best = (text, box, conf)
+    return best
+
+
+def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple[int, int, int, int]]:
+    """Candidate text-line boxes around a bar, nearest and best aligned first."""
+    height, width = gray.shape
+    r0, c0, r1, c1 = bar["bbox"]
+    cr0, _, cr1, _ = bar["component"]
+    length = c1 - c0
+    reach_v = int(np.clip(0.7 * length, 30, 140))
+    reach_h = int(np.clip(1.5 * length + 40, 60, 500))
+    wr0, wr1 = max(0, cr0 - reach_v), min(height, cr1 + reach_v)
+    wc0, wc1 = max(0, c0 - reach_h), min(width, c1 + reach_h)
+    window = gray[wr0:wr1, wc0:wc1]
+    light = window >= max(BRIGHT_MIN - 30, min(bar["value"], 255) - 60)
+    dark = window <= DARK_MAX + 40
+    # text of the other polarity (white label on a black box, say) must be near-pure
+    if bar["polarity"] == "light":
+        masks = [(light, 0.0, "light"), (window <= 50, 15.0, "dark")]
+    elif bar["polarity"] == "dark":
+        masks = [(dark, 0.0, "dark"), (window >= 215, 15.0, "light")]
+    else:
+        sub = arr[wr0:wr1, wc0:wc1].astype(np.int16)
+        masks = [((sub.max(axis=2) - sub.min(axis=2)) >= COLOUR_MIN_CHROMA * 0.8, 0.0, "colour"),
+                 (dark, 10.0, "dark"), (light, 10.0, "light")]
+    max_glyph_h = max(12, min(80, int(0.8 * length) + 10))
+    lines = []
+    for text_mask, penalty, text_polarity in masks:
+        text_mask = text_mask.copy()
+        # remove the bar rows and the end ticks; text touching the bar body survives
+        text_mask[max(0, r0 - wr0 - 1):r1 - wr0 + 1, max(0, c0 - wc0 - 1):c1 - wc0 + 1] = False
+        tick_w = max(3, (c1 - c0) // 12)
+        for tc0, tc1 in ((c0 - 1, c0 + tick_w), (c1 - tick_w, c1 + 1)):
+            text_mask[max(0, cr0 - wr0 - 1):cr1 - wr0 + 1, max(0, tc0 - wc0):tc1 - wc0] = False
+        labels, _ = ndimage.label(text_mask)
+        glyphs = []
+        for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+            if sl is None:
+                continue
+            gh, gw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+            if not (5 <= gh <= max_glyph_h and gw <= 3 * gh and gw * gh >= 12):
+                continue
+            # a glyph stands out from the ground inside its box; texture speckles do not
+            inside = labels[sl] == index
+            if inside.all():
+                continue
+            patch = window[sl]
+            if abs(float(patch[inside].mean()) - float(np.median(patch[~inside]))) < GLYPH_CONTRAST:
+                continue
+            if True:
+                glyphs.append((sl[0].start + wr0, sl[1].start + wc0, sl[0].stop + wr0,
+                               sl[1].stop + wc0))
+        lines += [line + (penalty, text_polarity) for line in _group_lines(glyphs)]
+    scored = []
+    bar_mid_c = (c0 + c1) / 2
+    for box in lines:
+        lr0, lc0, lr1, lc1, n_glyphs, penalty, text_polarity = box
+        if n_glyphs < 2:
+            continue
+        grow = (lr1 - lr0) // 2  # glyphs touching particles are missed; widen the line a bit
+        box = (lr0, max(0, lc0 - grow), lr1, min(width, lc1 + grow), text_polarity)
+        if lr1 <= cr0:
+            v_gap = cr0 - lr1
+        elif lr0 >= cr1:
+            v_gap = lr0 - cr1
+        else:
+            v_gap = 0  # same rows: text left or right of the bar
+        h_overlap = min(lc1, c1) - max(lc0, c0)
+        if h_overlap > 0:
+            h_gap = 0
+        else:
+            h_gap = max(lc0 - c1, c0 - lc1)
+        line_h = lr1 - lr0
+        if v_gap > 3 * line_h + 10 or h_gap > 2 * line_h + 10:
+            continue
+        centre_off = abs((lc0 + lc1) / 2 - bar_mid_c) / max(length, 1)
+        scored.append((v_gap + h_gap + 10 * centre_off + penalty, box))
+    scored.sort(key=lambda s: s[0])
+    boxes = [b for _, b in scored]
+    if not boxes:  # no glyphs found: plain bands above and below the bar
+        band = int(np.clip(0.35 * length, 14, 60))
+        pad = int(0.3 * length)
+        boxes = [
+            (max(0, cr0 - band), max(0, c0 - pad), cr0, min(width, c1 + pad), None),
+            (cr1, max(0, c0 - pad), min(height, cr1 + band), min(width, c1 + pad), None),
+        ]
+        boxes = [b for b in boxes if b[2] - b[0] >= 6]
+    return boxes
+
+
+def _group_lines(glyphs: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int, int]]:
+    """Merge glyph boxes sharing rows and close in columns into text lines (+ glyph count)."""
+    glyphs = sorted(glyphs, key=lambda g: g[1])
+    lines: list[list[int]] = []
+    for r0, c0, r1, c1 in glyphs:
+        gh = r1 - r0
+        for line in lines:
+            lr0, lc0, lr1, lc1, _ = line
+            lh = lr1 - lr0
+            v_overlap = min(r1, lr1) - max(r0, lr0)
+            if v_overlap >= 0.4 * min(gh, lh) and c0 - lc1 <= 1.2 * max(gh, lh) and max(gh, lh) <= 3 * min(gh, lh):
+                line[0], line[1], line[2], line[3] = min(lr0, r0), min(lc0, c0), max(lr1, r1), max(lc1, c1)
+                line[4] += 1
+                break
+        else:
+            lines.append([r0, c0, r1, c1, 1])
+    return [tuple(line) for line in lines]
+
+
+def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
+             text_polarity: str | None = None) -> tuple[str, float]:
+    """OCR one single-line box: ``(text, mean word confidence 0-100)``.
+
+    ``text_polarity`` ``"light"`` or ``"dark"`` binarises the crop at the level between text and
+    ground first (clean on textured ground); None OCRs the contrast-stretched grey crop.
+    """
+    import pytesseract
+    from PIL import Image
+
+    height, width = gray.shape
+    r0, c0, r1, c1 = box
+    pad = max(2, (r1 - r0) // 4)
+    crop = gray[max(0, r0 - pad):min(height, r1 + pad), max(0, c0 - pad):min(width, c1 + pad)]
+    if crop.size == 0:
+        return "", 0.0
+    # dark text on light ground, scaled to a comfortable text height
+    lo, hi = np.percentile(crop, [5, 95])
+    if hi - lo < 20:
+        return "", 0.0
+    norm = np.clip((crop.astype(float) - lo) / (hi - lo), 0, 1)
+    if text_polarity in ("light", "dark"):
+        ground = float(np.median(crop))
+        ink_level = float(np.percentile(crop, 97 if text_polarity == "light" else 3))
+        if abs(ink_level - ground) < 20:
+            return "", 0.0
+        level = (ground + ink_level) / 2.0
+        ink = crop >= level if text_polarity == "light" else crop <= level
+        ink = _drop_border_blobs(ink)
+        # soft ink (keeps anti-aliasing) with ground blobs at the border removed
+        soft = np.clip((crop.astype(float) - ground) / (ink_level - ground), 0, 1)
+        soft[(crop >= level if text_polarity == "light" else crop <= level) & ~ink] = 0.0
+        norm = 1.0 - soft
+    elif np.median(norm) < 0.5:
+        norm = 1.0 - norm
+    scale = np.clip(OCR_TEXT_HEIGHT_PX / max(1, r1 - r0), 1.0, 6.0)
+    img = Image.fromarray((norm * 255).astype(np.uint8))
+    if scale > 1.05:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.BICUBIC)
+    framed = Image.new("L", (img.width + 40, img.height + 40), 255)
+    framed.paste(img, (20, 20))
+    try:
+        data = pytesseract.image_to_data(framed, config="--psm 7", output_type=pytesseract.Output.DICT,
+                                         timeout=5)
+    except (RuntimeError, pytesseract.TesseractError) as exc:
+        log.warning("tesseract failed on a scale-bar label (%s)", exc)
+        return "", 0.0
+    words, confs = [], []
+    for word, conf in zip(data["text"], data["conf"]):
+        if word.strip():
+            words.append(word.strip())
+            confs.append(float(conf))
+    text = " ".join(words)
+    return text, (float(np.mean(confs)) if confs else 0.0)
+
+
+def _fix_ocr(text: str) -> str:
+    """Undo common tesseract misreadings in a scale label (``pm``/``ym``/``jim`` -> ``µm``, O -> 0)."""
+    t = unicodedata.normalize("NFC", text).replace("\u03bc", "µ")
+    t = re.sub(r"(?<=\d)[Oo](?=\d|\s|[nµu])", "0", t)
+    t = re.sub(r"\b[Oo](?=[.,]\d)", "0", t)
+    t = re.sub(r"(?<=\d)[lI|](?=\d)", "1", t)
+    t = re.sub(r"\b[lI|](?=\d)", "1", t)
+    t = re.sub(r"(?<=\d)\s*(?:pm|ym|jim|jm|wm|uum|µum|hm|qm|um|µm|urn|µ\s*m)\b", " µm", t, flags=re.IGNORECASE)
+    t = re.sub(r"(?<=\d)\s*(?:rn|am|nrn|mn)\b", " nm", t)
+    # "nm" read as "mm": micrographs with mm bars are rare, and then the value is small
+    t = re.sub(r"(\d+(?:[.,]\d+)?)\s*mm\b",
+               lambda m: m.group(0) if _parse_number(m.group(1)) <= 2 else m.group(1) + " nm", t)
+    t = re.sub(r"(?<=\d)[.,:;'`]+(?=\s*[a-zA-Zµ])", " ", t)  # "100.nm"
+    t = re.sub(r"(?<=\d)\s*[Aa]°?(?=\s|$)", " Å", t)
+    return t
+
+
+def _drop_border_blobs(ink: np.ndarray) -> np.ndarray:
+    """Ink mask without the blobs touching the crop border (ground bleeding into the crop)."""
+    labels, _ = ndimage.label(ink)
+    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])))
+    keep = ink.copy()
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if index not in border or sl is None:
+            continue
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        if h >= 0.9 * ink.shape[0] or w >= 0.5 * ink.shape[1]:  # ground, not a glyph
+            keep[sl] &= labels[sl] != index
+    return keep
+
+
+def _as_value_unit(scale: tuple[float, str]) -> tuple[float, str] | None:
+    """Validate a caption scale ``(value, unit)``; None if the unit is unknown."""
+    try:
+        value, unit = float(scale[0]), normalize_unit(str(scale[1]))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if unit is None or not value > 0:
+        return None
+    return value, unit
+
+
+def _parse_number(number: str) -> float | None:
+    """``1,000`` -> 1000, ``0,5`` -> 0.5, ``.5`` -> 0.5."""
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+", number) and not number.startswith("0"):
+        number = number.replace(",", "")
+    number = number.replace(",", ".")
+    try:
+        return float(number)
+    except ValueError:
+        return None
+
+
+_TESSERACT_OK: bool | None = None
+
+
+def _tesseract_available() -> bool:
+    """True once the tesseract binary is found (warns once when it is missing)."""
+    global _TESSERACT_OK
+    if _TESSERACT_OK is None:
+        _TESSERACT_OK = shutil.which("tesseract") is not None
+        if not _TESSERACT_OK:
+            log.warning("tesseract not found: scale-bar text cannot be read; "
+                        "install it (apt-get install tesseract-ocr)")
+    return _TESSERACT_OK
