@@ -35,6 +35,8 @@ MIN_PANEL_PX = 24  # a panel is at least this many pixels on each side
 MIN_PANEL_FRACTION = 0.04  # ... and at least this fraction of the figure's longer side
 SMALL_COMPONENT_FRACTION = 0.045  # a component smaller than this (x longer side) is text or speckle
 SMALL_COMPONENT_MIN_PX = 24
+MIN_TEXT_AREA_PX = 6  # smaller specks are noise, not text
+MAX_TEXT_COMPONENTS = 3000
 DENSE_FILL = 0.6  # large content fills more than this of a panel's box: an image, not a plot
 MIN_SPARSE_FRACTION = 0.1  # a sparse panel spans at least this fraction of the figure
 MAX_ASPECT = 5.0  # content longer than this times its width is a bar or a line, not a panel
@@ -217,17 +219,28 @@ def _large_content(content: np.ndarray) -> np.ndarray:
     if count == 0:
         return np.zeros_like(content)
     limit = max(SMALL_COMPONENT_MIN_PX, SMALL_COMPONENT_FRACTION * max(content.shape))
-    areas = np.bincount(labels.ravel(), minlength=count + 1)
     keep = np.zeros(count + 1, dtype=bool)
-    candidates = np.flatnonzero(areas >= limit)  # a component spanning `limit` px has that many
-    candidates = candidates[candidates > 0]
-    if candidates.size:
-        slices = ndimage.find_objects(labels, max_label=int(candidates.max()))
-        for index in candidates:
-            sl = slices[index - 1]
-            if sl is not None and max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= limit:
-                keep[index] = True
+    for index, sl in _component_boxes(labels, count, min_area=int(limit)):  # spanning limit px
+        if max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= limit:
+            keep[index] = True
     return keep[labels]
+
+
+def _component_boxes(labels: np.ndarray, count: int, min_area: int) -> list[tuple[int, tuple]]:
+    """(label, slices) of the components with at least ``min_area`` pixels.
+
+    Components are renumbered before ``find_objects`` so that images with many thousands of
+    specks (noise, texture) stay fast.
+    """
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    areas[0] = 0
+    chosen = np.flatnonzero(areas >= max(1, min_area))
+    if chosen.size == 0:
+        return []
+    compact = np.zeros(count + 1, dtype=np.int32)
+    compact[chosen] = np.arange(1, chosen.size + 1)
+    slices = ndimage.find_objects(compact[labels])
+    return [(int(index), sl) for index, sl in zip(chosen, slices) if sl is not None]
 
 
 def _segments(sub: np.ndarray, axis: int, min_side: int, figure_side: int) -> list[tuple[int, int]]:
@@ -396,9 +409,10 @@ def _add_nearby_text(content: np.ndarray, box) -> tuple[int, int, int, int]:
     h, w = b - a, d - c
     reach = 0.2 * max(h, w)
     labels, count = ndimage.label(content, structure=np.ones((3, 3), bool))
-    for sl in ndimage.find_objects(labels):
-        if sl is None:
-            continue
+    boxes = _component_boxes(labels, count, min_area=MIN_TEXT_AREA_PX)
+    if len(boxes) > MAX_TEXT_COMPONENTS:
+        return box  # texture or noise, not a plot's tick labels
+    for _, sl in boxes:
         rs, cs = sl
         if rs.start >= a and rs.stop <= b and cs.start >= c and cs.stop <= d:
             continue
