@@ -145,7 +145,16 @@ def split_panels(figure: np.ndarray, read_labels: bool = True, classify: bool = 
     panels = []
     for r0, r1, c0, c1 in boxes:
         r0, r1, c0, c1 = r0 * scale, min(height, r1 * scale), c0 * scale, min(width, c1 * scale)
-        r0, r1, c0, c1 = _tighten(content_full, large if scale == 1 else None, (r0, r1, c0, c1))
+        if scale == 1:
+            cell_large = large[r0:r1, c0:c1]
+        else:  # back to full resolution: pooled large content, kept where there is content
+            pooled = large[r0 // 2:-(-r1 // 2), c0 // 2:-(-c1 // 2)]
+            up = np.repeat(np.repeat(pooled, 2, axis=0), 2, axis=1)
+            up = up[r0 % 2:r0 % 2 + r1 - r0, c0 % 2:c0 % 2 + c1 - c0]
+            cell_large = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+            cell_large[:up.shape[0], :up.shape[1]] = up
+            cell_large &= content_full[r0:r1, c0:c1]
+        r0, r1, c0, c1 = _tighten(content_full, cell_large, (r0, r1, c0, c1))
         if r1 - r0 >= MIN_PANEL_PX // 2 and c1 - c0 >= MIN_PANEL_PX // 2:
             panels.append(Panel(bbox=(c0, r0, c1, r1)))
     panels = sort_reading_order(panels)
@@ -382,12 +391,12 @@ def _split_regions(large: np.ndarray, box, min_side: int) -> list:
     return [(r0 + a, r0 + b, c0 + c, c0 + d) for a, b, c, d in regions]
 
 
-def _tighten(content: np.ndarray, large: np.ndarray | None, box) -> tuple[int, int, int, int]:
-    """Shrink a cell to its content: the large content, plus nearby text for sparse panels."""
+def _tighten(content: np.ndarray, sub_large: np.ndarray, box) -> tuple[int, int, int, int]:
+    """Shrink a cell to its content: the large content, plus nearby text for sparse panels.
+
+    ``content`` is the whole figure's content mask; ``sub_large`` the cell's large content.
+    """
     r0, r1, c0, c1 = box
-    sub_large = (large if large is not None else _large_content(content[r0:r1, c0:c1]))
-    if large is not None:
-        sub_large = sub_large[r0:r1, c0:c1]
     rows = np.flatnonzero(sub_large.any(axis=1))
     cols = np.flatnonzero(sub_large.any(axis=0))
     if rows.size == 0:
@@ -616,7 +625,7 @@ def _label_crop(gray: np.ndarray, panel: Panel, panels: list[Panel]) -> np.ndarr
     x0, y0, x1, y1 = panel.bbox
     height, width = gray.shape
     pw, ph = x1 - x0, y1 - y0
-    reach = int(min(max(0.22 * min(pw, ph), 30), 160))
+    reach = int(min(max(0.22 * min(pw, ph), 30), max(160, 0.05 * max(height, width))))
     wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
     wx1, wy1 = min(width, x0 + reach), min(height, y0 + reach)
     window = gray[wy0:wy1, wx0:wx1]
@@ -624,7 +633,7 @@ def _label_crop(gray: np.ndarray, panel: Panel, panels: list[Panel]) -> np.ndarr
         return None
     corner = (y0 - wy0, x0 - wx0)
     min_h = max(6, int(0.008 * min(pw, ph)))
-    max_h = max(min_h + 4, int(min(0.3 * min(pw, ph), 120)))
+    max_h = max(min_h + 4, int(min(0.3 * min(pw, ph), max(120, 0.04 * max(height, width)))))
     best = None
     for dark_text in (True, False):
         mask = _text_mask(window, dark_text)

@@ -244,3 +244,27 @@ def test_cli_refuses_non_image_and_corrupt_files(tmp_path):
     broken.write_bytes(buf.getvalue()[:60])
     result = CliRunner().invoke(cli, ["panels", str(broken)])
     assert result.exit_code == 1 and "Error:" in result.output and "Traceback" not in result.output
+
+
+@needs_emps
+@pytest.mark.parametrize("mode, ext", [("P", "png"), ("CMYK", "jpg"), ("LA", "png"), ("I;16", "png"),
+                                       ("RGBA", "png"), ("L", "tif")])
+def test_cli_reads_every_image_mode(tmp_path, mode, ext):
+    fig, boxes = grid_figure()
+    img = Image.fromarray(fig)
+    img = img.convert("I;16") if mode == "I;16" else img.convert(mode)
+    path = tmp_path / f"fig.{ext}"
+    img.save(path)
+    result = CliRunner().invoke(cli, ["panels", str(path), "--json", "--no-labels"])
+    assert result.exit_code == 0, result.output
+    found = [p["bbox"] for p in json.loads(result.stdout)["panels"]]
+    assert len(found) == 4
+    np.testing.assert_allclose(found, boxes, atol=4)
+
+
+@needs_emps
+def test_huge_figure_is_split_on_a_pooled_mask():
+    fig, boxes = grid_figure()
+    big = np.kron(fig, np.ones((6, 6), np.uint8))  # 15 Mpx, over MAX_SPLIT_PIXELS
+    panels = split_panels(big, read_labels=False, classify=False)
+    np.testing.assert_allclose([p.bbox for p in panels], np.array(boxes) * 6, atol=6)
