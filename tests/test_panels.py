@@ -268,3 +268,13 @@ def test_huge_figure_is_split_on_a_pooled_mask():
     big = np.kron(fig, np.ones((6, 6), np.uint8))  # 15 Mpx, over MAX_SPLIT_PIXELS
     panels = split_panels(big, read_labels=False, classify=False)
     np.testing.assert_allclose([p.bbox for p in panels], np.array(boxes) * 6, atol=6)
+
+
+@needs_emps
+def test_pinwheel_layout_without_straight_gutters_falls_back_to_regions():
+    fig = np.full((620, 620), 255, np.uint8)
+    boxes = [(10, 10, 400, 200), (410, 10, 610, 400), (10, 210, 210, 610), (220, 410, 610, 610)]
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        fig[y0:y1, x0:x1] = micrograph(40 + k, x1 - x0, y1 - y0)
+    panels = split_panels(fig, read_labels=False)
+    np.testing.assert_allclose([p.bbox for p in panels], boxes, atol=3)
