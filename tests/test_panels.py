@@ -275,6 +275,6 @@ def test_pinwheel_layout_without_straight_gutters_falls_back_to_regions():
     fig = np.full((620, 620), 255, np.uint8)
     boxes = [(10, 10, 400, 200), (410, 10, 610, 400), (10, 210, 210, 610), (220, 410, 610, 610)]
     for k, (x0, y0, x1, y1) in enumerate(boxes):
-        fig[y0:y1, x0:x1] = micrograph(40 + k, x1 - x0, y1 - y0)
+        fig[y0:y1, x0:x1] = micrograph(60 + k, x1 - x0, y1 - y0)
     panels = split_panels(fig, read_labels=False)
     np.testing.assert_allclose([p.bbox for p in panels], boxes, atol=3)
