@@ -35,6 +35,8 @@ MIN_PANEL_PX = 24  # a panel is at least this many pixels on each side
 MIN_PANEL_FRACTION = 0.04  # ... and at least this fraction of the figure's longer side
 SMALL_COMPONENT_FRACTION = 0.045  # a component smaller than this (x longer side) is text or speckle
 SMALL_COMPONENT_MIN_PX = 24
+FLAT_BAND_TOLERANCE = 3  # grey levels around a gutter's level
+FLAT_BAND_FRACTION = 0.9  # of a gutter line's pixels at its level (the rest: labels, JPEG noise)
 MIN_TEXT_AREA_PX = 6  # smaller specks are noise, not text
 MAX_TEXT_COMPONENTS = 3000
 DENSE_FILL = 0.6  # large content fills more than this of a panel's box: an image, not a plot
@@ -140,8 +142,9 @@ def split_panels(figure: np.ndarray, read_labels: bool = True, classify: bool = 
         log.info("figure %dx%d has no image content; no panels", width, height)
         return []
     min_side = max(MIN_PANEL_PX // scale, int(MIN_PANEL_FRACTION * max(content.shape)))
-    boxes = _xy_cut(large, (0, content.shape[0], 0, content.shape[1]), min_side, depth=0)
-    boxes = [b for box in boxes for b in _split_regions(large, box, min_side)]
+    boxes = _xy_cut(large, (0, content.shape[0], 0, content.shape[1]), min_side, depth=0,
+                    gray=gray, scale=scale)
+    boxes = [b for box in boxes for b in _split_regions(large, box, min_side, gray, scale)]
     panels = []
     for r0, r1, c0, c1 in boxes:
         r0, r1, c0, c1 = r0 * scale, min(height, r1 * scale), c0 * scale, min(width, c1 * scale)
@@ -289,11 +292,30 @@ def _segments(sub: np.ndarray, axis: int, min_side: int, figure_side: int) -> li
     return [tuple(r) for r in runs]
 
 
-def _cut(large: np.ndarray, box, axis: int, min_side: int) -> list[tuple[int, int, int, int]]:
-    """Cut ``box`` (r0, r1, c0, c1) along rows (axis 0) or columns (axis 1) at empty bands."""
+def _cut(large: np.ndarray, box, axis: int, min_side: int, gray: np.ndarray | None = None,
+         scale: int = 1) -> list[tuple[int, int, int, int]]:
+    """Cut ``box`` (r0, r1, c0, c1) along rows (axis 0) or columns (axis 1) at empty bands.
+
+    With ``gray`` (the full-resolution figure; ``large`` is ``scale`` times smaller), a band is
+    a gutter only if it is flat (``_is_flat_band``): a dark or bright stripe with texture inside
+    one micrograph is not cut.
+    """
     r0, r1, c0, c1 = box
     sub = large[r0:r1, c0:c1]
     runs = _segments(sub, axis, min_side, large.shape[axis])
+    if gray is not None and len(runs) > 1:
+        kept = [list(runs[0])]
+        for a, b in runs[1:]:
+            gap = (kept[-1][1], a)
+            if axis == 0:
+                band = gray[(r0 + gap[0]) * scale:(r0 + gap[1]) * scale, c0 * scale:c1 * scale]
+            else:
+                band = gray[r0 * scale:r1 * scale, (c0 + gap[0]) * scale:(c0 + gap[1]) * scale].T
+            if _is_flat_band(band):
+                kept.append([a, b])
+            else:
+                kept[-1][1] = b
+        runs = [tuple(r) for r in kept]
     if len(runs) < 2:
         return [box]
     length = sub.shape[axis]
@@ -305,19 +327,35 @@ def _cut(large: np.ndarray, box, axis: int, min_side: int) -> list[tuple[int, in
     return out
 
 
-def _xy_cut(large: np.ndarray, box, min_side: int, depth: int, first_axis: int = 0) -> list:
+def _is_flat_band(band: np.ndarray) -> bool:
+    """True if a gutter band (rows run along the cut) holds at least one flat line.
+
+    A gutter has a line from end to end at one grey level (labels in it aside): at least
+    ``FLAT_BAND_FRACTION`` of the line's pixels within ``FLAT_BAND_TOLERANCE`` of its median. A
+    dark or bright stripe with noise or texture inside one micrograph has no such line.
+    """
+    if band.size == 0:
+        return True
+    lines = band.astype(np.int16)
+    median = np.median(lines, axis=1, keepdims=True)
+    flat = (np.abs(lines - median) <= FLAT_BAND_TOLERANCE).mean(axis=1)
+    return bool(flat.max() >= FLAT_BAND_FRACTION)
+
+
+def _xy_cut(large: np.ndarray, box, min_side: int, depth: int, first_axis: int = 0,
+            gray: np.ndarray | None = None, scale: int = 1) -> list:
     """Recursive XY-cut of ``box``; returns leaf boxes (r0, r1, c0, c1)."""
     if depth > 12:
         return [box]
     for axis in (first_axis, 1 - first_axis):
-        pieces = _cut(large, box, axis, min_side)
+        pieces = _cut(large, box, axis, min_side, gray, scale)
         if len(pieces) > 1:
             return [leaf for piece in pieces
-                    for leaf in _xy_cut(large, piece, min_side, depth + 1, 1 - axis)]
+                    for leaf in _xy_cut(large, piece, min_side, depth + 1, 1 - axis, gray, scale)]
     if depth == 0:  # a thin frame drawn around the whole figure
         stripped = _strip_frame(large, box)
         if stripped is not None:
-            pieces = _xy_cut(stripped, box, min_side, depth + 1, first_axis)
+            pieces = _xy_cut(stripped, box, min_side, depth + 1, first_axis, gray, scale)
             area = (box[1] - box[0]) * (box[3] - box[2])
             if len(pieces) > 1 and all((b - a) * (d - c) > 0.04 * area for a, b, c, d in pieces):
                 return pieces
@@ -347,8 +385,13 @@ def _strip_frame(large: np.ndarray, box) -> np.ndarray | None:
     return out
 
 
-def _split_regions(large: np.ndarray, box, min_side: int) -> list:
-    """Split a leaf into separate image regions when no straight gutter exists (irregular layout)."""
+def _split_regions(large: np.ndarray, box, min_side: int, gray: np.ndarray | None = None,
+                   scale: int = 1) -> list:
+    """Split a leaf into separate image regions when no straight gutter exists (irregular layout).
+
+    Neighbouring regions must be apart by a flat gap (``_is_flat_band``), so a micrograph is not
+    cut along a textured dark stripe.
+    """
     r0, r1, c0, c1 = box
     sub = large[r0:r1, c0:c1]
     # regions of a 4x max-pooled mask (fast; gaps under 4 px are bridged)
@@ -387,6 +430,22 @@ def _split_regions(large: np.ndarray, box, min_side: int) -> list:
     for a, b, c, d in regions:  # only image-like regions make an irregular layout
         if sub[a:b, c:d].mean() < DENSE_FILL:
             return [box]
+    if gray is not None:
+        for i, p in enumerate(regions):
+            for q in regions[i + 1:]:
+                top, bottom = sorted((p, q), key=lambda r: r[0])
+                left, right = sorted((p, q), key=lambda r: r[2])
+                c_lo, c_hi = max(p[2], q[2]), min(p[3], q[3])
+                r_lo, r_hi = max(p[0], q[0]), min(p[1], q[1])
+                band = None
+                if c_hi > c_lo and bottom[0] > top[1]:
+                    band = gray[(r0 + top[1]) * scale:(r0 + bottom[0]) * scale,
+                                (c0 + c_lo) * scale:(c0 + c_hi) * scale]
+                elif r_hi > r_lo and right[2] > left[3]:
+                    band = gray[(r0 + r_lo) * scale:(r0 + r_hi) * scale,
+                                (c0 + left[3]) * scale:(c0 + right[2]) * scale].T
+                if band is not None and not _is_flat_band(band):
+                    return [box]
     return [(r0 + a, r0 + b, c0 + c, c0 + d) for a, b, c, d in regions]
 
 

@@ -278,3 +278,12 @@ def test_pinwheel_layout_without_straight_gutters_falls_back_to_regions():
         fig[y0:y1, x0:x1] = micrograph(60 + k, x1 - x0, y1 - y0)
     panels = split_panels(fig, read_labels=False)
     np.testing.assert_allclose([p.bbox for p in panels], boxes, atol=3)
+
+
+@needs_emps
+def test_near_black_noisy_band_inside_a_micrograph_does_not_split_it():
+    rng = np.random.default_rng(0)
+    image = micrograph(8, 600, 450).copy()
+    image[220:236, :] = rng.integers(0, 12, size=(16, 600))  # below the gutter level, but noisy
+    panels = split_panels(image, read_labels=False)
+    assert [p.bbox for p in panels] == [(0, 0, 600, 450)]
