@@ -116,12 +116,21 @@ def count_matches(iou: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> dict:
     dict of ndarray of int64, each shape (T,)
         ``tp``, ``fp``, ``fn``.
     """
-    match = iou[None, :, :] > np.asarray(thresholds)[:, None, None]  # (T, G, P)
-    per_gt = match.sum(2)  # (T, G) predictions matching each ground truth
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.ndim != 1 or (thresholds.size and thresholds.min() < 0):
+        raise ValueError("thresholds must be a 1-D array of IoU values >= 0")
+    n_t, (n_gt, n_pred) = len(thresholds), iou.shape
+    gt_index, pred_index = np.nonzero(iou)  # only overlapping pairs can match (t >= 0)
+    match = iou[gt_index, pred_index][None, :] > thresholds[:, None]  # (T, pairs)
+    t_index = np.broadcast_to(np.arange(n_t)[:, None], match.shape)[match]
+    per_gt = np.bincount(t_index * n_gt + np.broadcast_to(gt_index, match.shape)[match],
+                         minlength=n_t * n_gt).reshape(n_t, n_gt)  # predictions matching each gt
+    per_pred = np.bincount(t_index * n_pred + np.broadcast_to(pred_index, match.shape)[match],
+                           minlength=n_t * n_pred).reshape(n_t, n_pred)
     tp = (per_gt > 0).sum(1)
-    fn = iou.shape[0] - tp
+    fn = n_gt - tp
     split_fp = np.maximum(per_gt - 1, 0).sum(1)
-    unmatched_fp = (~match.any(1)).sum(1)  # predictions matching no ground truth
+    unmatched_fp = (per_pred == 0).sum(1)  # predictions matching no ground truth
     return {"tp": tp, "fp": split_fp + unmatched_fp, "fn": fn}
 
 

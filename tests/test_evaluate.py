@@ -127,6 +127,11 @@ def test_area_under_pr_uses_running_max_and_trapezoids():
     assert area_under_pr(precision, recall) == pytest.approx(0.60)
 
 
+def test_count_matches_refuses_negative_thresholds():
+    with pytest.raises(ValueError, match="IoU values >= 0"):
+        count_matches(np.zeros((2, 2)), np.array([-0.1, 0.5]))
+
+
 def test_area_under_pr_rejects_mismatched_curves():
     with pytest.raises(ValueError, match="same, non-zero length"):
         area_under_pr(np.ones(3), np.ones(4))
