@@ -145,6 +145,9 @@ def split_panels(figure: np.ndarray, read_labels: bool = True, classify: bool = 
     boxes = _xy_cut(large, (0, content.shape[0], 0, content.shape[1]), min_side, depth=0,
                     gray=gray, scale=scale)
     boxes = [b for box in boxes for b in _split_regions(large, box, min_side, gray, scale)]
+    # "ink": anything that differs from the figure's background (a white plot on a black figure)
+    ink = gray < WHITE_LEVEL if _background_is_white(gray) else gray > BLACK_LEVEL
+    limit = max(SMALL_COMPONENT_MIN_PX, SMALL_COMPONENT_FRACTION * max(height, width))
     panels = []
     for r0, r1, c0, c1 in boxes:
         r0, r1, c0, c1 = r0 * scale, min(height, r1 * scale), c0 * scale, min(width, c1 * scale)
@@ -157,9 +160,12 @@ def split_panels(figure: np.ndarray, read_labels: bool = True, classify: bool = 
             cell_large = np.zeros((r1 - r0, c1 - c0), dtype=bool)
             cell_large[:up.shape[0], :up.shape[1]] = up
             cell_large &= content_full[r0:r1, c0:c1]
-        r0, r1, c0, c1 = _tighten(content_full, cell_large, (r0, r1, c0, c1))
+        cell_large = cell_large | _large_content(ink[r0:r1, c0:c1], limit)
+        r0, r1, c0, c1 = _tighten(ink, cell_large, (r0, r1, c0, c1))
         if r1 - r0 >= MIN_PANEL_PX // 2 and c1 - c0 >= MIN_PANEL_PX // 2:
             panels.append(Panel(bbox=(c0, r0, c1, r1)))
+    if len(panels) == 1 and not _margins_are_flat(gray, panels[0].bbox):
+        panels[0].bbox = (0, 0, width, height)  # one image filling the figure, dark or light edges
     panels = sort_reading_order(panels)
     if insets:
         panels = panels + [p for panel in panels for p in _find_insets(gray, panel)]
@@ -171,6 +177,24 @@ def split_panels(figure: np.ndarray, read_labels: bool = True, classify: bool = 
         for panel, label in zip(panels, labels):
             panel.label = label
     return panels
+
+
+def _background_is_white(gray: np.ndarray) -> bool:
+    """Whether the figure's background (its outer ring, else all its flat pixels) is white."""
+    ring = np.concatenate([gray[:3].ravel(), gray[-3:].ravel(), gray[:, :3].ravel(), gray[:, -3:].ravel()])
+    white, black = int((ring >= WHITE_LEVEL).sum()), int((ring <= BLACK_LEVEL).sum())
+    if white + black < 0.5 * ring.size:
+        step = max(1, gray.size // 1_000_000)
+        sample = gray.ravel()[::step]
+        white, black = int((sample >= WHITE_LEVEL).sum()), int((sample <= BLACK_LEVEL).sum())
+    return white >= black
+
+
+def _margins_are_flat(gray: np.ndarray, bbox) -> bool:
+    """Whether the strips between a panel and the figure's edges are flat background."""
+    x0, y0, x1, y1 = bbox
+    strips = [gray[:y0, :], gray[y1:, :][::-1], gray[:, :x0].T, gray[:, x1:].T[::-1]]
+    return all(_is_flat_band(strip) for strip in strips if strip.shape[0] >= 3)
 
 
 def _to_gray_fast(image: np.ndarray) -> np.ndarray:
@@ -225,12 +249,16 @@ def sort_reading_order(panels: list[Panel]) -> list[Panel]:
 # splitting
 
 
-def _large_content(content: np.ndarray) -> np.ndarray:
-    """Content pixels in connected components bigger than text (bool, same shape)."""
+def _large_content(content: np.ndarray, limit: float | None = None) -> np.ndarray:
+    """Content pixels in connected components bigger than text (bool, same shape).
+
+    A component is large when its box spans ``limit`` px (default: a fraction of the longer side).
+    """
     labels, count = ndimage.label(content, structure=np.ones((3, 3), bool))
     if count == 0:
         return np.zeros_like(content)
-    limit = max(SMALL_COMPONENT_MIN_PX, SMALL_COMPONENT_FRACTION * max(content.shape))
+    if limit is None:
+        limit = max(SMALL_COMPONENT_MIN_PX, SMALL_COMPONENT_FRACTION * max(content.shape))
     keep = np.zeros(count + 1, dtype=bool)
     for index, sl in _component_boxes(labels, count, min_area=int(limit)):  # spanning limit px
         if max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= limit:
