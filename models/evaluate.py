@@ -134,7 +134,8 @@ def count_matches(iou: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> dict:
     return {"tp": tp, "fp": split_fp + unmatched_fp, "fn": fn}
 
 
-def precision_recall(iou: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall(iou: np.ndarray,
+                     thresholds: np.ndarray = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall of the published protocol at every threshold, 0/0 as in the module doc.
 
     Returns
