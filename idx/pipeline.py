@@ -1,0 +1,468 @@
+"""The idx pipeline: source -> figures -> panels -> scale bar -> particles -> measurements.
+
+``extract`` runs it on an image path, a numpy array, an article file (PDF, HTML, XML) or a
+folder of them and returns one :class:`PanelResult` per panel; ``extract_to_db`` streams the same
+results into a database, one transaction per panel, skipping panels a previous run stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from idx.errors import ArticleError, IdxError, ImageError
+
+log = logging.getLogger(__name__)
+
+MODEL_VERSION = "bpartis-idx-1"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp"}
+ARTICLE_SUFFIXES = {".pdf", ".html", ".htm", ".xml", ".nxml"}
+
+
+@dataclass
+class FigureSource:
+    """One figure to analyse: its image, caption and the article it belongs to."""
+
+    image: np.ndarray  # (H, W) or (H, W, 3) uint8
+    caption: str = ""
+    figure: dict = field(default_factory=dict)  # id, label, caption, image (path/url)
+    article: dict = field(default_factory=dict)  # doi, title, ..., source_path
+    single: bool = False  # the user handed us this image: segment it even if it is one "other" panel
+
+
+@dataclass
+class PanelResult:
+    """Everything idx measured on one panel.
+
+    Attributes
+    ----------
+    panel : dict
+        ``bbox`` [x0, y0, x1, y1] in figure pixels, ``label``, ``kind``, ``technique``, ``caption``.
+    scalebar : miners.scalebar.ScaleBar
+    image : ndarray of uint8, shape (H, W) or (H, W, 3)
+        The panel crop.
+    labels : ndarray of int32, shape (H, W) or None
+        Instance map (None when the panel was not segmented: not EM).
+    uncertainty : ndarray of float32, shape (H, W) or None
+        Per-pixel mutual information.
+    particles : pandas.DataFrame
+        One row per particle (``idx.particles.measure_particles``).
+    summary : dict
+        Per-panel statistics (``idx.particles.summarise_panel``).
+    """
+
+    source: FigureSource
+    panel: dict
+    scalebar: object
+    image: np.ndarray
+    labels: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    particles: pd.DataFrame = field(default_factory=pd.DataFrame)
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def nm_per_px(self) -> float | None:
+        return self.scalebar.nm_per_px if self.scalebar.found else None
+
+    @property
+    def segmented(self) -> bool:
+        return self.labels is not None
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary of the panel (no arrays)."""
+        summary = {k: v for k, v in self.summary.items() if k not in ("histogram", "rdf")}
+        return {"figure": self.source.figure.get("id"), "panel": self.panel,
+                "scalebar": self.scalebar.to_dict(), "segmented": self.segmented,
+                "count": int(len(self.particles)), "summary": summary}
+
+    def plot_overlay(self):
+        """Matplotlib figure: particle contours over the panel."""
+        from idx.plots import plot_overlay
+
+        if self.labels is None:
+            raise IdxError(f"panel {self.panel.get('label') or self.panel['bbox']} was not "
+                           "segmented (not an EM micrograph)")
+        return plot_overlay(self.image, self.labels, title=self._title())
+
+    def plot_histogram(self, bins: int = 20):
+        """Matplotlib figure: size histogram of the equivalent diameters (nm, else px)."""
+        from idx.plots import plot_size_histogram
+
+        unit = "nm" if self.nm_per_px else "px"
+        column = "diameter_nm" if unit == "nm" else "diameter_px"
+        table = self.particles
+        if "touches_border" in table:
+            table = table[~table["touches_border"].astype(bool)]
+        return plot_size_histogram(table[column].to_numpy() if len(table) else np.zeros(0),
+                                   unit=unit, bins=bins, title=self._title())
+
+    def plot_rdf(self):
+        """Matplotlib figure: radial distribution function g(r) of the particle centroids."""
+        from idx.plots import plot_rdf
+
+        rdf = self.summary.get("rdf")
+        if not rdf:
+            raise IdxError(f"no g(r) for this panel: {self.summary.get('rdf_reason', 'not computed')}")
+        return plot_rdf(rdf["r"], rdf["g"], rdf["unit"], title=self._title())
+
+    def _title(self) -> str:
+        name = self.source.figure.get("id") or "figure"
+        return f"{name} {self.panel.get('label') or ''}".strip()
+
+
+class Extraction(list):
+    """The :class:`PanelResult` list of one ``extract`` call, with a table view and ``to_db``."""
+
+    def __init__(self, results, run: dict):
+        super().__init__(results)
+        self.run = run
+
+    @property
+    def particles(self) -> pd.DataFrame:
+        """All particles of all panels, with figure and panel columns."""
+        frames = []
+        for index, result in enumerate(self):
+            if len(result.particles):
+                frame = result.particles.copy()
+                frame.insert(0, "panel", index)
+                frame.insert(1, "panel_label", result.panel.get("label"))
+                frame.insert(0, "figure", result.source.figure.get("id"))
+                frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def to_db(self, path, panel_dir=None) -> list[str]:
+        """Store every panel in the database at ``path``; returns the panel ids (re-runs upsert)."""
+        from idx.db import Database
+
+        with Database(path) as db:
+            run_id = db.start_run(**self.run)
+            folder = Path(panel_dir) if panel_dir else default_panel_dir(path)
+            return [store_panel(db, run_id, result, folder) for result in self]
+
+
+def default_panel_dir(db_path) -> Path:
+    """Folder beside the database where panel crops are kept (for overlays and re-measuring)."""
+    db_path = Path(db_path)
+    return db_path.with_name(db_path.stem + "-panels")
+
+
+# ---------------------------------------------------------------------------------- sources
+
+
+def iter_sources(source, caption: str | None = None, figure_dir=None) -> Iterator[FigureSource]:
+    """Figures found in ``source``: an array, an image file, an article file or a folder.
+
+    Raises
+    ------
+    IdxError
+        For a missing path or a file that is neither an image nor an article.
+    """
+    if isinstance(source, np.ndarray):
+        yield FigureSource(source, caption or "", {"id": "array"}, {}, single=True)
+        return
+    path = Path(source)
+    if not path.exists():
+        raise IdxError(f"{path}: no such file or folder; check the path")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        for file in files:
+            try:
+                yield from iter_sources(file, caption, figure_dir)
+            except (ImageError, ArticleError) as exc:
+                log.warning("skipping %s", exc)
+        return
+    kind = sniff(path)
+    if kind == "image":
+        from miners.images import load_image
+
+        yield FigureSource(load_image(path), caption or "", {"id": path.stem, "image": str(path)},
+                           {"source_path": str(path.resolve()), "title": path.stem}, single=True)
+    elif kind == "article":
+        yield from _article_figures(path, figure_dir)
+    else:
+        raise IdxError(f"{path}: neither an image nor an article (PDF, HTML, XML); "
+                       "pass a micrograph, a figure, an article file or a folder")
+
+
+def sniff(path: Path) -> str | None:
+    """'image', 'article' or None, from the first bytes of the file (not its name)."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if not head:
+        return "image" if path.suffix.lower() in IMAGE_SUFFIXES else (
+            "article" if path.suffix.lower() in ARTICLE_SUFFIXES else None)
+    signatures = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF8", b"BM", b"RIFF")
+    if head.startswith(signatures):
+        return "image"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"%PDF") or stripped.startswith((b"<", b"<?xml", b"<!doctype")):
+        return "article"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"  # let the image loader give the precise error
+    if path.suffix.lower() in ARTICLE_SUFFIXES:
+        return "article"
+    return None
+
+
+def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
+    from miners.articles import read
+    from miners.images import load_image
+
+    article = read(path, figure_dir=figure_dir or _figure_cache(path))
+    meta = article.to_dict()
+    meta.pop("figures", None)
+    meta["source_path"] = str(path.resolve())
+    for figure in article.figures:
+        record = {"id": figure.id, "label": figure.label, "caption": figure.caption,
+                  "image": figure.image}
+        image_path = figure.image
+        if not image_path or str(image_path).startswith(("http://", "https://")):
+            local = path.parent / Path(str(image_path or "")).name
+            if image_path and local.is_file():
+                image_path = local  # saved next to the HTML/XML ("Save page as")
+            else:
+                log.warning("%s %s: image %s is not on disk; fetch it with `idx crawl`",
+                            path.name, figure.id, image_path)
+                continue
+        try:
+            image = load_image(image_path)
+        except ImageError as exc:
+            log.warning("%s %s: %s", path.name, figure.id, exc)
+            continue
+        yield FigureSource(image, figure.caption or "", record, meta)
+
+
+def _figure_cache(path: Path) -> Path:
+    return path.parent / f".{path.stem}-figures"
+
+
+def iter_db_figures(db) -> Iterator[FigureSource]:
+    """Figures stored in a database by ``idx crawl`` whose image file is on disk."""
+    from miners.images import load_image
+
+    rows = db.conn.execute(
+        "SELECT f.id, f.figure_key, f.label, f.caption, f.image_path, f.image_url, a.doi, a.title, "
+        "a.journal, a.year, a.source_path, a.url, a.key FROM figures f "
+        "JOIN articles a ON a.id = f.article_id WHERE f.image_path IS NOT NULL").fetchall()
+    for (fid, key, label, caption, image_path, image_url, doi, title, journal, year, spath, url,
+         akey) in rows:
+        try:
+            image = load_image(image_path)
+        except ImageError as exc:
+            log.warning("figure %s: %s", key, exc)
+            continue
+        yield FigureSource(image, caption or "",
+                           {"id": key, "label": label, "caption": caption, "image": image_path,
+                            "image_url": image_url},
+                           {"doi": doi, "title": title, "journal": journal, "year": year,
+                            "source_path": spath, "url": url, "key": akey})
+
+
+# ---------------------------------------------------------------------------------- panels
+
+
+class Extractor:
+    """Runs the per-figure stages with one segmenter (loaded once)."""
+
+    def __init__(self, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,
+                 filter=True, split=True, read_labels=True):
+        if segmenter is None:
+            from models.infer import ParticleSegmenter, default_tu
+
+            segmenter = ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
+                                          tu=default_tu(weights) if tu is None else tu, filter=filter)
+        self.segmenter = segmenter
+        self.split, self.read_labels = split, read_labels
+
+    @property
+    def run(self) -> dict:
+        params = dict(getattr(self.segmenter, "params", {}))
+        params.update({"split": self.split, "pipeline": MODEL_VERSION})
+        return {"model_version": MODEL_VERSION,
+                "weights_sha256": getattr(self.segmenter, "weights_sha256", None) or "in-memory",
+                "params": params}
+
+    def panels_of(self, source: FigureSource) -> list[dict]:
+        """Panels of a figure as dicts (bbox, label, kind, em_score) with caption details."""
+        from miners.captions import describe_panels, split_caption
+        from miners.panels import split_panels
+
+        height, width = source.image.shape[:2]
+        if self.split:
+            panels = [p.to_dict() for p in split_panels(source.image, read_labels=self.read_labels)]
+        else:
+            panels = []
+        if not panels:
+            panels = [{"bbox": [0, 0, width, height], "label": None, "kind": "other", "em_score": 0.0}]
+        if source.single and len(panels) == 1:
+            panels[0]["kind"] = "em"  # the user asked for this micrograph
+        caption = source.caption or ""
+        described = describe_panels(caption, [p["label"] for p in panels]) if caption else {}
+        shared = split_caption(caption).get(None) if caption else None
+        for panel in panels:
+            info = described.get(panel["label"]) if panel["label"] else None
+            if info is None and shared is not None:
+                technique = shared.techniques[0] if shared.techniques else None
+                info = {"text": "", "technique": technique,
+                        "scale": list(shared.scale) if shared.scale else None}
+            info = info or {}
+            panel["caption"] = info.get("text") or None
+            panel["technique"] = info.get("technique")
+            panel["caption_scale"] = info.get("scale")
+        return panels
+
+    def process(self, source: FigureSource, panel: dict) -> PanelResult:
+        """Scale bar, segmentation and measurements of one panel."""
+        from idx.particles import measure_particles, summarise_panel
+        from miners.images import to_gray
+        from miners.scalebar import read_scalebar
+
+        x0, y0, x1, y1 = panel["bbox"]
+        crop = np.ascontiguousarray(source.image[y0:y1, x0:x1])
+        scale = panel.get("caption_scale")
+        scalebar = read_scalebar(crop, caption_scale=tuple(scale) if scale else None)
+        result = PanelResult(source, panel, scalebar, crop)
+        if panel["kind"] != "em" or min(crop.shape[:2]) < 16:
+            return result
+        segmentation = self.segmenter.segment(crop, exclude_mask=scalebar.mask)
+        result.labels, result.uncertainty = segmentation.labels, segmentation.uncertainty
+        nm_per_px = result.nm_per_px
+        result.particles = measure_particles(segmentation.labels, nm_per_px,
+                                             uncertainty=segmentation.uncertainty,
+                                             intensity=to_gray(crop))
+        result.summary = summarise_panel(result.particles, segmentation.labels.shape)
+        result.summary["scale_found"] = bool(scalebar.found)
+        return result
+
+
+def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,
+            filter=True, caption=None, split=True, progress=True, figure_dir=None) -> Extraction:
+    """Find, segment and measure the particles of the EM panels in ``source``.
+
+    Parameters
+    ----------
+    source : str, Path or ndarray
+        A micrograph or figure (image file or array), an article (PDF, publisher HTML, JATS /
+        Elsevier / Springer XML) or a folder of them.
+    segmenter : models.ParticleSegmenter, optional
+        Reuse a loaded model; otherwise one is made from ``weights``, ``device``, ``mc_samples``,
+        ``tu`` and ``filter``.
+    caption : str, optional
+        Caption of an image or array source (gives panel techniques and stated scales).
+    split : bool
+        Split figures into panels; False treats each image as one panel.
+
+    Returns
+    -------
+    Extraction
+        A list of :class:`PanelResult` (one per panel, EM or not) with ``.particles`` (all
+        particles as one DataFrame) and ``.to_db(path)``.
+    """
+    extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split)
+    results = []
+    bar = tqdm(desc="panels", unit="panel", disable=not progress)
+    for figure in iter_sources(source, caption, figure_dir):
+        for panel in extractor.panels_of(figure):
+            results.append(extractor.process(figure, panel))
+            bar.update()
+    bar.close()
+    return Extraction(results, extractor.run)
+
+
+def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu", mc_samples=30,
+                  tu=None, filter=True, caption=None, split=True, progress=True,
+                  figure_dir=None) -> dict:
+    """Run the pipeline on ``source`` (or, if None, on the figures crawled into the database) and
+    store each panel as soon as it is measured, in its own transaction.
+
+    Panels this run (same model, weights and parameters) already stored are skipped, so an
+    interrupted extraction resumes where it stopped and a re-run adds nothing.
+
+    Returns
+    -------
+    dict
+        ``run_id``, ``figures``, ``panels`` (stored now), ``skipped`` (already stored),
+        ``em_panels``, ``particles``.
+    """
+    from idx.db import Database
+
+    extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split)
+    counts = {"figures": 0, "panels": 0, "skipped": 0, "em_panels": 0, "particles": 0}
+    panel_dir = default_panel_dir(db_path)
+    with Database(db_path) as db:
+        run_id = db.start_run(**extractor.run)
+        figures = (iter_db_figures(db) if source is None
+                   else iter_sources(source, caption, figure_dir))
+        bar = tqdm(desc="panels", unit="panel", disable=not progress)
+        for figure in figures:
+            counts["figures"] += 1
+            article_id = db.add_article(_article_record(figure))
+            figure_id = db.add_figure(article_id, _figure_record(figure))
+            for panel in extractor.panels_of(figure):
+                bar.update()
+                if db.has_panel(run_id, figure_id, panel["bbox"]):
+                    counts["skipped"] += 1
+                    continue
+                result = extractor.process(figure, panel)
+                store_panel(db, run_id, result, panel_dir, figure_id=figure_id)
+                counts["panels"] += 1
+                counts["em_panels"] += int(result.segmented)
+                counts["particles"] += len(result.particles)
+                bar.set_postfix(particles=counts["particles"])
+        bar.close()
+    return {"run_id": run_id, **counts}
+
+
+def _article_record(figure: FigureSource) -> dict:
+    article = dict(figure.article)
+    if not any(article.get(k) for k in ("doi", "key", "source_path", "url")):
+        digest = hashlib.sha256(np.ascontiguousarray(figure.image).tobytes()).hexdigest()[:16]
+        article["source_path"] = f"array:{digest}"
+        article.setdefault("title", "numpy array")
+    return article
+
+
+def _figure_record(figure: FigureSource) -> dict:
+    record = {k: v for k, v in figure.figure.items() if v is not None}
+    record.setdefault("caption", figure.caption or None)
+    if record.get("id") == "array":
+        record["id"] = "array-" + hashlib.sha256(
+            np.ascontiguousarray(figure.image).tobytes()).hexdigest()[:16]
+    return record
+
+
+def store_panel(db, run_id: str, result: PanelResult, panel_dir: Path, figure_id=None) -> str:
+    """Write a panel crop PNG (named by content hash) and the panel's rows; returns the panel id."""
+    from PIL import Image
+
+    from idx.particles import measure_particles
+
+    if figure_id is None:
+        article_id = db.add_article(_article_record(result.source))
+        figure_id = db.add_figure(article_id, _figure_record(result.source))
+    panel_dir = Path(panel_dir)
+    panel_dir.mkdir(parents=True, exist_ok=True)
+    crop = np.ascontiguousarray(result.image)
+    digest = hashlib.sha256(crop.tobytes() + str(crop.shape).encode()).hexdigest()
+    image_path = panel_dir / f"{digest[:32]}.png"
+    if not image_path.exists():
+        tmp = image_path.with_suffix(".tmp")
+        Image.fromarray(crop).save(tmp, format="PNG")
+        os.replace(tmp, image_path)
+    sb = result.scalebar
+    panel = {**result.panel, "nm_per_px": result.nm_per_px,
+             "scale_source": sb.source if sb.found else None,
+             "scale_text": (sb.text or (f"{sb.value:g} {sb.unit}" if sb.found else None)),
+             "image_path": str(image_path.resolve()), "image_sha256": digest}
+    panel.pop("caption_scale", None)
+    labels = result.labels if result.labels is not None else np.zeros(crop.shape[:2], np.int32)
+    particles = result.particles if len(result.particles) else measure_particles(labels)
+    return db.add_panel(run_id, figure_id, panel, particles, labels, result.uncertainty,
+                        result.summary or {"count": 0})
