@@ -141,12 +141,15 @@ def split_panels(figure: np.ndarray, read_labels: bool = True, classify: bool = 
     if not large.any():
         log.info("figure %dx%d has no image content; no panels", width, height)
         return []
-    min_side = max(MIN_PANEL_PX // scale, int(MIN_PANEL_FRACTION * max(content.shape)))
-    boxes = _xy_cut(large, (0, content.shape[0], 0, content.shape[1]), min_side, depth=0,
-                    gray=gray, scale=scale)
-    boxes = [b for box in boxes for b in _split_regions(large, box, min_side, gray, scale)]
     # "ink": anything that differs from the figure's background (a white plot on a black figure)
     ink = gray < WHITE_LEVEL if _background_is_white(gray) else gray > BLACK_LEVEL
+    ink_small = ink
+    if scale > 1:
+        ink_small = ink[:h2, :w2].reshape(h2 // 2, 2, w2 // 2, 2).any(axis=(1, 3))
+    min_side = max(MIN_PANEL_PX // scale, int(MIN_PANEL_FRACTION * max(content.shape)))
+    boxes = _xy_cut(large, (0, content.shape[0], 0, content.shape[1]), min_side, depth=0,
+                    gray=gray, scale=scale, ink=ink_small)
+    boxes = [b for box in boxes for b in _split_regions(large, box, min_side, gray, scale)]
     limit = max(SMALL_COMPONENT_MIN_PX, SMALL_COMPONENT_FRACTION * max(height, width))
     panels = []
     for r0, r1, c0, c1 in boxes:
@@ -283,11 +286,13 @@ def _component_boxes(labels: np.ndarray, count: int, min_area: int) -> list[tupl
     return [(int(index), sl) for index, sl in zip(chosen, slices) if sl is not None]
 
 
-def _segments(sub: np.ndarray, axis: int, min_side: int, figure_side: int) -> list[tuple[int, int]]:
+def _segments(sub: np.ndarray, axis: int, min_side: int, figure_side: int,
+              sub_ink: np.ndarray | None = None) -> list[tuple[int, int]]:
     """Runs of content along ``axis`` of ``sub`` as [start, stop); weak runs merged into a neighbour.
 
     A run is weak when it is shorter than ``min_side``, when it is sparse (a plot or schematic
-    fragment, large content filling under ``DENSE_FILL`` of its box) and shorter than
+    fragment: ink, anything unlike the figure background, fills under ``DENSE_FILL`` of its
+    box) and shorter than
     ``MIN_SPARSE_FRACTION`` of ``figure_side``, or when its content is a thin strip
     (a colour bar, a separator line: ``MAX_ASPECT`` times longer across than along the axis).
     """
@@ -303,7 +308,10 @@ def _segments(sub: np.ndarray, axis: int, min_side: int, figure_side: int) -> li
         part = sub[a:b] if axis == 0 else sub[:, a:b]
         across = np.flatnonzero(part.any(axis=axis))
         extent = int(across[-1] + 1 - across[0]) if across.size else 0
-        fill = part.sum() / max(1, (b - a) * extent)
+        ink_part = (sub_ink[a:b] if axis == 0 else sub_ink[:, a:b]) if sub_ink is not None else part
+        if across.size:
+            ink_part = ink_part[:, across[0]:across[-1] + 1] if axis == 0 else ink_part[across[0]:across[-1] + 1]
+        fill = ink_part.sum() / max(1, (b - a) * extent)
         sparse_small = fill < DENSE_FILL and b - a < MIN_SPARSE_FRACTION * figure_side
         return b - a < min_side or (b - a) * MAX_ASPECT < extent or sparse_small
 
@@ -321,7 +329,7 @@ def _segments(sub: np.ndarray, axis: int, min_side: int, figure_side: int) -> li
 
 
 def _cut(large: np.ndarray, box, axis: int, min_side: int, gray: np.ndarray | None = None,
-         scale: int = 1) -> list[tuple[int, int, int, int]]:
+         scale: int = 1, ink: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
     """Cut ``box`` (r0, r1, c0, c1) along rows (axis 0) or columns (axis 1) at empty bands.
 
     With ``gray`` (the full-resolution figure; ``large`` is ``scale`` times smaller), a band is
@@ -330,7 +338,8 @@ def _cut(large: np.ndarray, box, axis: int, min_side: int, gray: np.ndarray | No
     """
     r0, r1, c0, c1 = box
     sub = large[r0:r1, c0:c1]
-    runs = _segments(sub, axis, min_side, large.shape[axis])
+    sub_ink = ink[r0:r1, c0:c1] if ink is not None else sub
+    runs = _segments(sub, axis, min_side, large.shape[axis], sub_ink)
     if gray is not None and len(runs) > 1:
         kept = [list(runs[0])]
         for a, b in runs[1:]:
@@ -371,19 +380,19 @@ def _is_flat_band(band: np.ndarray) -> bool:
 
 
 def _xy_cut(large: np.ndarray, box, min_side: int, depth: int, first_axis: int = 0,
-            gray: np.ndarray | None = None, scale: int = 1) -> list:
+            gray: np.ndarray | None = None, scale: int = 1, ink: np.ndarray | None = None) -> list:
     """Recursive XY-cut of ``box``; returns leaf boxes (r0, r1, c0, c1)."""
     if depth > 12:
         return [box]
     for axis in (first_axis, 1 - first_axis):
-        pieces = _cut(large, box, axis, min_side, gray, scale)
+        pieces = _cut(large, box, axis, min_side, gray, scale, ink)
         if len(pieces) > 1:
             return [leaf for piece in pieces
-                    for leaf in _xy_cut(large, piece, min_side, depth + 1, 1 - axis, gray, scale)]
+                    for leaf in _xy_cut(large, piece, min_side, depth + 1, 1 - axis, gray, scale, ink)]
     if depth == 0:  # a thin frame drawn around the whole figure
         stripped = _strip_frame(large, box)
         if stripped is not None:
-            pieces = _xy_cut(stripped, box, min_side, depth + 1, first_axis, gray, scale)
+            pieces = _xy_cut(stripped, box, min_side, depth + 1, first_axis, gray, scale, ink)
             area = (box[1] - box[0]) * (box[3] - box[2])
             if len(pieces) > 1 and all((b - a) * (d - c) > 0.04 * area for a, b, c, d in pieces):
                 return pieces
