@@ -31,8 +31,7 @@ setup(
         "rdfpy",
         "sqlite-utils",
         "datasette",
-        "pycocotools",
     ],
-    extras_require={"test": ["pytest", "reportlab"]},
+    extras_require={"test": ["pytest", "reportlab", "pycocotools"]},
     entry_points={"console_scripts": ["idx=idx.cli:main"]},
 )

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from idx.errors import ArticleError, IdxError, ImageError
+from idx.errors import IdxError, ImageError
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,9 @@ class Extraction(list):
     @property
     def particles(self) -> pd.DataFrame:
         """All particles of all panels, with figure and panel columns."""
-        frames = []
+        from idx.particles import COLUMNS
+
+        frames = [pd.DataFrame(columns=["figure", "panel", "panel_label", *COLUMNS])]
         for index, result in enumerate(self):
             if len(result.particles):
                 frame = result.particles.copy()
@@ -135,7 +137,9 @@ class Extraction(list):
                 frame.insert(1, "panel_label", result.panel.get("label"))
                 frame.insert(0, "figure", result.source.figure.get("id"))
                 frames.append(frame)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if len(frames) == 1:
+            return frames[0]
+        return pd.concat(frames[1:], ignore_index=True)
 
     def to_db(self, path, panel_dir=None) -> list[str]:
         """Store every panel in the database at ``path``; returns the panel ids (re-runs upsert)."""
@@ -171,11 +175,15 @@ def iter_sources(source, caption: str | None = None, figure_dir=None) -> Iterato
     if not path.exists():
         raise IdxError(f"{path}: no such file or folder; check the path")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = sorted(p for p in path.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
         for file in files:
+            if sniff(file) is None:
+                log.debug("skipping %s: neither an image nor an article", file)
+                continue
             try:
                 yield from iter_sources(file, caption, figure_dir)
-            except (ImageError, ArticleError) as exc:
+            except IdxError as exc:
                 log.warning("skipping %s", exc)
         return
     kind = sniff(path)

@@ -1,0 +1,149 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import idx
+from idx.cli import cli
+from idx.db import Database
+from idx.demo import DEMO_PDF, run_demo
+from idx.errors import IdxError
+from idx.pipeline import extract, extract_to_db, sniff
+from models.infer import ParticleSegmenter
+from models.network import BPartIS
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    torch.manual_seed(0)
+    return ParticleSegmenter(model=BPartIS(), mc_samples=2, size=64, min_instance_px=4)
+
+
+def micrograph(seed=0, size=160):
+    """Dark disks on a light, noisy background: an EM-like image."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[:size, :size]
+    image = np.full((size, size), 200.0)
+    for _ in range(12):
+        r, c, rad = rng.integers(15, size - 15), rng.integers(15, size - 15), rng.integers(6, 12)
+        image[(rr - r) ** 2 + (cc - c) ** 2 < rad ** 2] = 60
+    return np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+
+
+def test_array_source_gives_one_segmented_panel_with_measurements(segmenter):
+    results = extract(micrograph(), segmenter=segmenter, progress=False)
+    assert len(results) == 1 and results[0].segmented
+    result = results[0]
+    assert result.labels.shape == (160, 160) and result.uncertainty.shape == (160, 160)
+    assert len(result.particles) == result.labels.max()
+    assert result.panel["bbox"] == [0, 0, 160, 160]
+    assert result.summary["count"] == len(result.particles)
+    assert set(results.particles.columns) >= {"figure", "panel", "diameter_px"}
+
+
+def test_caption_scale_reaches_the_panel(segmenter):
+    results = extract(micrograph(), segmenter=segmenter, progress=False,
+                      caption="Fig. 1 TEM image of Au nanoparticles. Scale bar 50 nm.")
+    assert results[0].panel["technique"] == "TEM"
+    assert results[0].panel["caption_scale"] == [50.0, "nm"]
+
+
+def test_to_db_twice_does_not_duplicate(segmenter, tmp_path):
+    results = extract(micrograph(), segmenter=segmenter, progress=False)
+    db_path = tmp_path / "p.db"
+    ids_1 = results.to_db(db_path)
+    ids_2 = results.to_db(db_path)
+    assert ids_1 == ids_2
+    with Database(db_path) as db:
+        assert db.conn.execute("SELECT count(*) FROM panels").fetchone()[0] == 1
+        n = db.conn.execute("SELECT count(*) FROM particles").fetchone()[0]
+        assert n == len(results[0].particles)
+        labels, _ = db.load_panel_maps(ids_1[0])
+        assert np.array_equal(labels, results[0].labels)
+
+
+def test_folder_extraction_skips_bad_files_and_resumes(segmenter, tmp_path):
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    Image.fromarray(micrograph(1)).save(folder / "good.png")
+    Image.fromarray(micrograph(2)).save(folder / "other.tif")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "notes.txt").write_text("not an image")
+    db_path = tmp_path / "p.db"
+    first = extract_to_db(folder, db_path, segmenter=segmenter, progress=False)
+    assert first["figures"] == 2 and first["panels"] == 2 and first["skipped"] == 0
+    again = extract_to_db(folder, db_path, segmenter=segmenter, progress=False)
+    assert again["panels"] == 0 and again["skipped"] == 2
+    with Database(db_path) as db:
+        assert db.conn.execute("SELECT count(*) FROM panels").fetchone()[0] == 2
+        assert db.conn.execute("SELECT count(*) FROM articles").fetchone()[0] == 2
+
+
+def test_changed_parameters_make_a_new_run_not_an_overwrite(segmenter, tmp_path):
+    db_path = tmp_path / "p.db"
+    image = tmp_path / "m.png"
+    Image.fromarray(micrograph()).save(image)
+    extract_to_db(image, db_path, segmenter=segmenter, progress=False)
+    other = ParticleSegmenter(model=segmenter.model, mc_samples=3, size=64, min_instance_px=4)
+    extract_to_db(image, db_path, segmenter=other, progress=False)
+    with Database(db_path) as db:
+        assert db.conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+        assert db.conn.execute("SELECT count(*) FROM panels").fetchone()[0] == 2
+
+
+def test_demo_article_runs_end_to_end(segmenter, tmp_path):
+    report = run_demo(tmp_path / "demo", segmenter=segmenter)
+    kinds = [p["kind"] for p in report["panels"]]
+    assert len(kinds) == 4 and kinds.count("em") >= 2
+    with Database(report["db"]) as db:
+        article = db.conn.execute("SELECT doi, title FROM articles").fetchone()
+    assert article[0] == "10.5555/idx.demo.2026"
+    assert any(p.endswith("-overlay.png") for p in report["plots"])
+    assert "panel" in report["table"]
+
+
+def test_sniff_reads_content_not_names(tmp_path):
+    fake = tmp_path / "image.pdf"
+    Image.fromarray(micrograph()).save(fake, format="PNG")
+    assert sniff(fake) == "image"
+    assert sniff(DEMO_PDF) == "article"
+    text = tmp_path / "a.dat"
+    text.write_text("hello")
+    assert sniff(text) is None
+
+
+def test_bad_sources_give_one_line_errors(segmenter, tmp_path):
+    with pytest.raises(IdxError, match="no such file"):
+        extract(tmp_path / "missing.png", segmenter=segmenter)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00\x01\x02 binary")
+    with pytest.raises(IdxError, match="neither an image nor an article"):
+        extract(junk, segmenter=segmenter)
+
+
+def test_extract_cli_json_and_rerun(tmp_path):
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(BPartIS().state_dict(), weights)
+    image = tmp_path / "m.png"
+    Image.fromarray(micrograph()).save(image)
+    db_path = tmp_path / "p.db"
+    args = ["extract", str(image), "--db", str(db_path), "--weights", str(weights),
+            "--mc-samples", "2", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["panels"] == 1
+    again = json.loads(CliRunner().invoke(cli, args).stdout)
+    assert again["panels"] == 0 and again["skipped"] == 1
+    bad = CliRunner().invoke(cli, ["extract", str(image), "--db", str(db_path), "--weights",
+                                   str(tmp_path / "none.pt")])
+    assert bad.exit_code == 1 and "no BPartIS weights" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_package_exposes_the_api_lazily():
+    assert idx.extract is extract and idx.Database is Database
