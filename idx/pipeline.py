@@ -312,6 +312,8 @@ class Extractor:
         if source.single and len(panels) == 1:
             panels[0]["kind"] = "em"  # the user asked for this micrograph
         caption = source.caption or ""
+        if caption:
+            assign_caption_labels(panels, [k for k in split_caption(caption) if k])
         described = describe_panels(caption, [p["label"] for p in panels]) if caption else {}
         shared = split_caption(caption).get(None) if caption else None
         for panel in panels:
@@ -348,6 +350,25 @@ class Extractor:
         result.summary = summarise_panel(result.particles, segmentation.labels.shape)
         result.summary["scale_found"] = bool(scalebar.found)
         return result
+
+
+def assign_caption_labels(panels: list[dict], caption_labels: list[str]) -> None:
+    """Fill unread panel labels from the caption when the two agree.
+
+    When the caption names exactly as many labels as there are panels and every label read from
+    the figure equals the caption's label at the same reading-order position, the unread ones get
+    the caption's label (in place).
+    """
+    if not caption_labels or len(caption_labels) != len(panels):
+        return
+    read = [p["label"] for p in panels]
+    if not any(read):
+        return
+    if all(r is None or r.lower() == c.lower() for r, c in zip(read, caption_labels)):
+        for panel, label in zip(panels, caption_labels):
+            if panel["label"] is None:
+                panel["label"] = label
+                panel["label_source"] = "caption"
 
 
 def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,

@@ -147,3 +147,17 @@ def test_extract_cli_json_and_rerun(tmp_path):
 
 def test_package_exposes_the_api_lazily():
     assert idx.extract is extract and idx.Database is Database
+
+
+def test_unread_labels_are_filled_from_a_matching_caption():
+    from idx.pipeline import assign_caption_labels
+
+    panels = [{"label": "a"}, {"label": None}, {"label": "c"}, {"label": None}]
+    assign_caption_labels(panels, ["a", "b", "c", "d"])
+    assert [p["label"] for p in panels] == ["a", "b", "c", "d"]
+    conflicting = [{"label": "a"}, {"label": None}, {"label": "d"}]
+    assign_caption_labels(conflicting, ["a", "b", "c"])
+    assert conflicting[1]["label"] is None
+    too_few = [{"label": "a"}, {"label": None}]
+    assign_caption_labels(too_few, ["a", "b", "c"])
+    assert too_few[1]["label"] is None
