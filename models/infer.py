@@ -13,7 +13,7 @@ from PIL import Image
 
 from idx.errors import ImageError, WeightsError
 from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD, cluster_instances
-from models.network import BPartIS, interpret
+from models.network import BPartIS, fold_batchnorm, interpret
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class ParticleSegmenter:
             self.weights_sha256 = file_sha256(path)
         else:
             self.weights_path, self.weights_sha256 = None, None
-        self.model = model.to(self.device)
+        self.model = fold_batchnorm(model).to(self.device).to(memory_format=torch.channels_last)
         self.mc_samples, self.tu, self.filter = mc_samples, tu, filter and mc_samples > 1
         self.bf16, self.size = bf16, size
         self.seed_threshold, self.min_instance_px = seed_threshold, min_instance_px
@@ -186,7 +186,8 @@ class ParticleSegmenter:
         while remaining > 0:
             n = min(MC_BATCH, remaining)
             with autocast:
-                out = self.model.forward_from_head(head.expand(n, -1, -1, -1), sizes)
+                batch = head.expand(n, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+                out = self.model.forward_from_head(batch, sizes)
             embedding, sigma, seed = interpret(out.float())  # (n,2,S,S), (n,2,S,S), (n,1,S,S)
             p = seed[:, 0].clamp(EPS, 1 - EPS)
             entropy = -(p * p.log() + (1 - p) * (1 - p).log())  # (n, S, S)

@@ -18,6 +18,11 @@ ENCODER_DROPOUT_128 = 0.3
 BN_EPS = 1e-3
 
 
+def _elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU, in place when no gradient is recorded (inference: saves a copy of every activation)."""
+    return F.elu(x, inplace=not torch.is_grad_enabled())
+
+
 class DownsamplerBlock(nn.Module):
     """Strided 3x3 conv concatenated with 2x2 max-pool, then batch norm and ELU."""
 
@@ -30,7 +35,7 @@ class DownsamplerBlock(nn.Module):
     def forward(self, x):  # (B, n_in, H, W) -> (B, n_out, ceil(H/2), ceil(W/2))
         conv = self.conv(x)
         pool = self.pool(x)
-        return F.elu(self.bn(torch.cat([conv, pool], 1)))
+        return _elu(self.bn(torch.cat([conv, pool], 1)))
 
 
 class NonBottleneck1D(nn.Module):
@@ -48,13 +53,13 @@ class NonBottleneck1D(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
 
     def forward(self, x):  # (B, C, H, W) -> (B, C, H, W)
-        out = F.elu(self.conv3x1_1(x))
-        out = F.elu(self.bn1(self.conv1x3_1(out)))
-        out = F.elu(self.conv3x1_2(out))
+        out = _elu(self.conv3x1_1(x))
+        out = _elu(self.bn1(self.conv1x3_1(out)))
+        out = _elu(self.conv3x1_2(out))
         out = self.bn2(self.conv1x3_2(out))
         if self.dropout.p > 0:
             out = self.dropout(out)
-        return F.elu(out + x)
+        return _elu(out + x)
 
 
 class UpsamplerBlock(nn.Module):
@@ -67,7 +72,7 @@ class UpsamplerBlock(nn.Module):
 
     def forward(self, x, size):  # (B, n_in, h, w) -> (B, n_out, *size)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return F.elu(self.bn(self.conv(x)))
+        return _elu(self.bn(self.conv(x)))
 
 
 class Encoder(nn.Module):
@@ -156,6 +161,35 @@ class BPartIS(nn.Module):
         for layer in self.encoder.layers[1:]:
             x = layer(x)
         return torch.cat([decoder(x, sizes) for decoder in self.decoders], 1)
+
+
+def fold_batchnorm(model: BPartIS) -> BPartIS:
+    """Inference copy of ``model`` with every conv -> batch-norm pair folded into the conv.
+
+    Batch norm is frozen at inference (running statistics), so ``conv`` followed by ``bn`` is one
+    affine conv; the copy gives the same outputs (to float rounding) and skips a pass over every
+    activation. Down-sampler batch norms (they also normalise the pooled channels) stay. The
+    original ``model`` is not changed; its state-dict keys are not those of the copy.
+    """
+    import copy
+
+    folded = copy.deepcopy(model).eval()
+    pairs = []
+    for module in folded.modules():
+        if isinstance(module, NonBottleneck1D):
+            pairs += [(module, "conv1x3_1", "bn1"), (module, "conv1x3_2", "bn2")]
+        elif isinstance(module, UpsamplerBlock):
+            pairs.append((module, "conv", "bn"))
+    with torch.no_grad():
+        for module, conv_name, bn_name in pairs:
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            if not isinstance(bn, nn.BatchNorm2d):
+                continue  # already folded
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            conv.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
+            setattr(module, bn_name, nn.Identity())
+    return folded
 
 
 def coordinate_map(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:

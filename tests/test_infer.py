@@ -85,10 +85,12 @@ def test_mc_dropout_gives_nonzero_mutual_information_and_t1_gives_none():
     torch.manual_seed(1)
     model = BPartIS()
     image = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
-    mc = ParticleSegmenter(model=model, mc_samples=8, size=64, bf16=False).predict_maps(image)[3]
+    seg = ParticleSegmenter(model=model, mc_samples=8, size=64, bf16=False)
+    mc = seg.predict_maps(image)[3]
     single = ParticleSegmenter(model=model, mc_samples=1, size=64, bf16=False).predict_maps(image)[3]
     assert float(mc.max()) > 0 and float(single.abs().max()) < 1e-6
-    assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not any(m.training for m in seg.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(m.training for m in seg.model.modules() if isinstance(m, torch.nn.Dropout2d))
 
 
 def test_filter_removes_uncertain_instances_and_renumbers():

@@ -71,3 +71,19 @@ def test_initial_output_has_zero_offsets():
     assert torch.allclose(embedding[0], coordinate_map(32, 32), atol=1e-6)
     assert torch.allclose(sigma, torch.ones_like(sigma))
     assert ((seed > 0) & (seed < 1)).all()
+
+
+def test_folded_batchnorm_copy_gives_the_same_output():
+    from models.network import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = BPartIS()
+    model.load_state_dict(layout_checkpoint(3))
+    model.eval()
+    folded = fold_batchnorm(model)
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.decoders.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.decoders.modules())
+    assert torch.equal(fold_batchnorm(folded)(x), folded(x))
