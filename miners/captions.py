@@ -50,7 +50,7 @@ _LIST = _LABEL + r"(?:\s*(?:[-–—‒,&]|and|to)\s*" + _LABEL + r")*"
 # bracketed marker "(a)", "(a, b)", "(a–c)", "(d1)", not "particle(s)"
 _BRACKET_RE = re.compile(r"(?<![A-Za-z0-9])\((" + _LIST + r")\)")
 # "a)" at a clause start
-_HALF_BRACKET_RE = re.compile(r"(?:^|(?<=[\s.;:]))(" + _LABEL + r")\)\s")
+_HALF_BRACKET_RE = re.compile(r"(?:^|(?<=[.;:]\s)|(?<=[.;:]))(" + _LABEL + r")\)\s")
 # bare marker at a sentence start: "a–c SEM images", "b, TEM", "A: ..."
 _BARE_RE = re.compile(r"(?:^|(?<=[.;:]\s)|(?<=[.;:]))\s*(" + _LIST + r")(?:\s*[,.:|]\s+|\s+(?=[A-Z0-9(]))")
 _FIGURE_PREFIX_RE = re.compile(r"^\s*(?:Fig(?:ure)?\.?|Scheme)\s*S?\d+[A-Za-z]?\s*[.:|]?\s*", re.IGNORECASE)

@@ -93,3 +93,15 @@ def test_find_techniques_prefers_specific_names():
     assert find_techniques("HR-TEM and FE-SEM images, HAADF-STEM map") == ["HAADF", "HRTEM", "FESEM"]
     assert find_techniques("scanning electron microscopy and transmission electron micrographs") == ["SEM", "TEM"]
     assert find_techniques("system of stems") == []
+
+
+def test_real_caption_with_sub_label_ranges_and_a_parenthetical_range():
+    # Sci. Rep. 3, 1497 (fixture srep01497) and an RSC caption (fixture test_paper)
+    parts = split_caption("(a) AP-MSM. (b) Au-seeded MSM. (c) Au seeds-coalesced MSM. (d1–d3) nAg/Au@MSM. "
+                          "(e1–e3) nAu/Au@MSM. (f1–f3) nPd/Au@MSM, with further growing from 1 to 3.")
+    assert parts["d2"].text == "nAg/Au@MSM" and parts["e3"].text == "nAu/Au@MSM"
+    assert parts["c"].text == "Au seeds-coalesced MSM"
+    parts = split_caption("(c) First charge/discharge profile of the electrode at 100 mA g −1 . The marked "
+                          "points (from a to h) are collected to take XRD tests. (d) Ex situ XRD patterns.")
+    assert set(parts) == {None, "c", "d"}
+    assert parts["d"].techniques == ["XRD"]
