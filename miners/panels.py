@@ -4,9 +4,12 @@ The splitter is a recursive XY-cut on gutters: rows of the figure that hold no *
 (pixels that are neither near-white nor near-black, grouped into connected components taller or
 wider than a label) separate panels; the cut is tried on rows, then on columns, then again inside
 each piece. Small components (labels, tick labels, JPEG speckle) do not block a gutter, so labels
-sitting in a gutter are tolerated. Pieces without large content are merged back into their
-neighbour, so a plot title or a stray label never becomes a panel. A leaf that still holds several
-separate image regions (an irregular layout) is split into its connected regions.
+sitting in a gutter are tolerated. A gutter must hold at least one flat line from end to end, so
+a textured dark stripe inside a micrograph is never cut. Pieces that are too small, thin strips
+(colour bars) or small sparse fragments (parts of a schematic) are merged back into their
+neighbour. A leaf that still holds several separate image regions with flat gaps between them (an
+irregular layout) is split into those regions. Panel boxes end where the panel's ink ends (pixels
+unlike the figure background), plus the tick labels of sparse panels.
 
 Labels are read with tesseract on small corner crops only, all crops of a figure batched into a
 single tesseract call. The EM / other decision is a logistic model on a handful of measurable cues
@@ -710,12 +713,12 @@ def read_panel_labels(gray: np.ndarray, panels: list[Panel]) -> list[str | None]
                         "(apt-get install tesseract-ocr)")
             _TESSERACT_WARNED = True
         return [None] * len(panels)
-    crops = [_label_crop(gray, panel, panels) for panel in panels]
+    crops = [_label_crop(gray, panel) for panel in panels]
     texts = _ocr_batch(crops)
     return harmonise_labels([normalise_label(t) if t else None for t in texts])
 
 
-def _label_crop(gray: np.ndarray, panel: Panel, panels: list[Panel]) -> np.ndarray | None:
+def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
     """Black-on-white crop of the text blob nearest the panel's top-left corner, or None."""
     x0, y0, x1, y1 = panel.bbox
     height, width = gray.shape
