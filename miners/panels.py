@@ -730,6 +730,8 @@ def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
     if window.size == 0:
         return None
     corner = (y0 - wy0, x0 - wx0)
+    inside = gray[y0:min(y1, y0 + reach), x0:min(x1, x0 + reach)]
+    dense = bool(((inside > BLACK_LEVEL) & (inside < WHITE_LEVEL)).mean() > DENSE_FILL)
     min_h = max(6, int(0.008 * min(pw, ph)))
     max_h = max(min_h + 4, int(min(0.3 * min(pw, ph), max(120, 0.04 * max(height, width)))))
     best = None
@@ -746,8 +748,8 @@ def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
                 or rs.stop == window.shape[0] or cs.stop == window.shape[1]
             top, left = wy0 + rs.start, wx0 + cs.start
             bottom, right = wy0 + rs.stop, wx0 + cs.stop
-            if (left <= x0 < right and bottom > y0) or (top <= y0 < bottom and right > x0):
-                continue  # touches the panel's edge: part of the image, not a printed label
+            if dense and ((left <= x0 < right and bottom > y0) or (top <= y0 < bottom and right > x0)):
+                continue  # touches the edge of an image panel: part of the image, not a label
             glyph = labels[sl] == index
             fill = glyph.mean()
             if at_edge or fill > 0.95 or fill < 0.08 or (w > 0.45 * h and fill > GLYPH_FILL_MAX):
