@@ -263,7 +263,7 @@ def _label_text(style: str, index: int) -> tuple[str, str]:
     return style.replace("a", letter).replace("A", letter), letter
 
 
-def _layout(rng: np.random.Generator, n_max: int = 9) -> list[list[tuple[float, float]]]:
+def _layout(rng: np.random.Generator) -> list[list[tuple[float, float]]]:
     """Rows of (relative width, relative height) panel cells."""
     kind = rng.choice(["grid", "grid", "rows", "single", "tall_left"])
     if kind == "single":
