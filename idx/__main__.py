@@ -1,0 +1,3 @@
+from idx.cli import main
+
+main()

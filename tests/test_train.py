@@ -1,0 +1,100 @@
+import csv
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from models.data import augment, colour_jitter, load_sample, read_split, relabel
+from models.loss import SpatialEmbeddingLoss
+from models.network import BPartIS
+from models.train import iterate_batches, train, train_one_epoch
+
+
+def fake_emps(root, n=8, size=96):
+    """A miniature EMPS folder: dark disks on a light background, 16-bit instance maps."""
+    (root / "images").mkdir(parents=True)
+    (root / "segmaps").mkdir()
+    rng = np.random.default_rng(0)
+    rr, cc = np.mgrid[:size, :size]
+    stems = []
+    for i in range(n):
+        image = np.full((size, size), 190.0)
+        labels = np.zeros((size, size), np.uint16)
+        for k in range(1, 6):
+            r, c = rng.integers(12, size - 12, 2)
+            disk = (rr - r) ** 2 + (cc - c) ** 2 < rng.integers(5, 10) ** 2
+            image[disk], labels[disk] = 60, k
+        stem = f"img{i:02d}"
+        Image.fromarray(np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)).convert(
+            "RGB").save(root / "images" / f"{stem}.png")
+        Image.fromarray(labels).save(root / "segmaps" / f"{stem}.png")
+        stems.append(stem)
+    (root / "train.csv").write_text("\n".join(stems[:6]) + "\n")
+    (root / "test.csv").write_text("\n".join(stems[6:]) + "\n")
+    with open(root / "metadata.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["filename", "doi", "locator", "regions"])
+        for i, stem in enumerate(stems):
+            writer.writerow([f"{stem}.png", f"10.1/doi{i // 2}", "gr1", "[]"])
+    return root
+
+
+def test_validation_split_is_grouped_by_doi(emps_dir):
+    fit, val = read_split(emps_dir, "fit"), read_split(emps_dir, "val")
+    assert sorted(fit + val) == sorted(read_split(emps_dir, "train"))
+    doi = pd.read_csv(emps_dir / "metadata.csv").set_index(
+        pd.read_csv(emps_dir / "metadata.csv")["filename"].str.replace(".png", "", regex=False))["doi"]
+    assert not set(doi[fit]) & set(doi[val])
+    assert 0.1 < len(val) / (len(fit) + len(val)) < 0.25
+    assert not set(val) & set(read_split(emps_dir, "test"))
+
+
+def test_augment_keeps_image_and_instances_aligned():
+    image = np.zeros((64, 64, 3), np.uint8)
+    labels = np.zeros((64, 64), np.int32)
+    image[10:20, 30:50] = 255
+    labels[10:20, 30:50] = 7
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        crop_image, crop_labels = augment(type("S", (), {"image": image, "instances": labels})(), 32, rng)
+        assert crop_image.shape == (32, 32, 3) and crop_labels.shape == (32, 32)
+        assert set(np.unique(crop_labels)) <= {0, 1}
+        assert np.array_equal(crop_image[..., 0] > 127, crop_labels > 0)
+
+
+def test_colour_jitter_stays_in_range_and_changes_values():
+    x = torch.rand(4, 3, 16, 16)
+    y = colour_jitter(x, 0.3, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1 and not torch.allclose(x, y)
+
+
+def test_relabel_numbers_instances_consecutively():
+    labels = np.array([[0, 5, 5], [9, 0, 2]])
+    assert relabel(labels).tolist() == [[0, 2, 2], [3, 0, 1]]
+
+
+def test_training_steps_fit_a_fixed_batch(tmp_path):
+    root = fake_emps(tmp_path / "emps")
+    samples = [load_sample(root, s, 64) for s in read_split(root, "train")]
+    batch = next(iterate_batches(samples, 4, 64, np.random.default_rng(0), torch.Generator().manual_seed(0)))
+    torch.manual_seed(0)
+    model = BPartIS().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    terms = np.array([train_one_epoch(model, [batch], optimizer, SpatialEmbeddingLoss(), "cpu")
+                      for _ in range(12)])  # columns: total, instance, seed, smoothness
+    assert terms[-3:, 2].mean() < 0.75 * terms[0, 2]  # seeds learn first
+    assert terms[-3:, 0].mean() < terms[1:4, 0].mean()  # the total comes down after Adam's first jump
+
+
+@pytest.mark.slow
+def test_train_writes_checkpoints_and_resumes(tmp_path):
+    root = fake_emps(tmp_path / "emps")
+    out = tmp_path / "run"
+    train(root, out, epochs=1, batch_size=2, crop=64, eval_every=1)
+    assert {"last.pt", "log.csv", "loss.png", "best.pt"} <= {p.name for p in out.iterdir()}
+    train(root, out, epochs=2, batch_size=2, crop=64, eval_every=1)
+    log = pd.read_csv(out / "log.csv")
+    assert log["epoch"].tolist() == [1, 2]
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 2
