@@ -79,6 +79,7 @@ class Segmentation:
     seed : (H, W) float32, mean seed probability
     instance_uncertainty : (K,) float32, mean MI of each kept instance (index i -> label i + 1)
     n_removed : instances dropped by the uncertainty filter
+    scores : (K,) float32, mean seed probability of each kept instance (confidence, for ranking)
     """
 
     labels: np.ndarray
@@ -87,6 +88,7 @@ class Segmentation:
     instance_uncertainty: np.ndarray
     n_removed: int = 0
     params: dict = field(default_factory=dict)
+    scores: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -237,7 +239,12 @@ class ParticleSegmenter:
         if exclude_mask is not None:
             labels, keep = drop_masked(labels, np.asarray(exclude_mask, dtype=bool))
             inst_mi = inst_mi[keep]
-        return Segmentation(labels.astype(np.int32), mi_np, seed_np, inst_mi, removed, self.params)
+        labels = labels.astype(np.int32)
+        n = int(labels.max())
+        counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        sums = np.bincount(labels.ravel(), weights=seed_np.ravel(), minlength=n + 1)[1:]
+        scores = (sums / np.maximum(counts, 1)).astype(np.float32)
+        return Segmentation(labels, mi_np, seed_np, inst_mi, removed, self.params, scores)
 
 
 def filter_instances(labels: np.ndarray, mi: np.ndarray, tu: float | None):

@@ -70,7 +70,7 @@ def test_any_layout_segments_at_input_resolution(segmenter, image):
     result = segmenter.segment(image)
     assert result.labels.shape == image.shape[:2] and result.labels.dtype == np.int32
     assert result.uncertainty.shape == image.shape[:2]
-    assert len(result.instance_uncertainty) == result.count
+    assert len(result.instance_uncertainty) == result.count == len(result.scores)
     assert (result.uncertainty >= 0).all()
 
 
