@@ -17,7 +17,7 @@ install: system-deps
 	$(PIP) install -q -e ".[test]"
 
 demo: install
-	idx demo
+	$(PYTHON) -m idx demo
 
 test: install
 	$(PYTHON) -m pytest -q
