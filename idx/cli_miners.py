@@ -149,3 +149,25 @@ def panels(figure, caption, insets, no_labels, as_json):
             line += f"  [{sub['technique'] or '-'}, {scale}] {sub['text'][:60]}"
         lines.append(line)
     emit(payload, as_json, "\n".join(lines))
+
+
+@cli.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@json_option
+def scalebar(image, as_json):
+    """Find and read the scale bar of one micrograph.
+
+    \b
+        idx scalebar fig2b.png --json
+    """
+    from miners.images import load_image
+    from miners.scalebar import read_scalebar
+
+    result = read_scalebar(load_image(image)).to_dict()
+    if result["found"]:
+        text = (f"{result['value']:g} {result['unit']} = {result['bar_px']:.1f} px -> "
+                f"{result['nm_per_px']:.4g} nm/px (source: {result['source']}, "
+                f"confidence {result['confidence']:.2f})")
+    else:
+        text = "no scale bar found"
+    emit(result, as_json, text=text)

@@ -372,11 +372,12 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
         # inside/outside are absolute column indices of neighbouring pixels
         if not (lo <= outside < hi):
             return None
-        b, g = bar_value, profile[outside - lo]
+        step = 1 if outside > inside else -1
+        far = int(np.clip(outside + 2 * step, lo, hi - 1))  # past any anti-aliased pixel
+        b, g = bar_value, profile[far - lo]
         if abs(b - g) < MIN_CONTRAST / 2:
             return None
         mid = (b + g) / 2.0
-        step = 1 if outside > inside else -1
         # walk outward from the last bar pixel until the profile crosses mid
         x = inside
         for _ in range(3):

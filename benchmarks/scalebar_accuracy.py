@@ -1,0 +1,125 @@
+"""Accuracy and speed of the scale-bar reader on labelled EMPS micrographs and synthetic bars.
+
+    python benchmarks/scalebar_accuracy.py [--synthetic N] [--seed S]
+
+Prints one table: text (value) accuracy, unit accuracy, nm/px within 2 % and 5 %, false
+detections on bar-less images, seconds per image. Real set: tests/data/scalebars.json over
+/work/shared/data/emps/images (or $IDX_SHARED/data/emps/images).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from miners.images import load_image  # noqa: E402
+from miners.scalebar import read_scalebar, to_nm  # noqa: E402
+from miners.scalebar_synth import make_synthetic_case  # noqa: E402
+
+SHARED = Path(os.environ.get("IDX_SHARED", ROOT.parent / "shared"))
+IMAGES = SHARED / "data" / "emps" / "images"
+LABELS = ROOT / "tests" / "data" / "scalebars.json"
+
+
+def score(rows: list[dict]) -> dict:
+    """Summary of per-image results (dicts with truth and reading)."""
+    with_bar = [r for r in rows if r["has_bar"]]
+    measured = [r for r in with_bar if r["true_nm_per_px"] is not None]
+    without = [r for r in rows if not r["has_bar"]]
+
+    def frac(items, test):
+        return (sum(bool(test(r)) for r in items) / len(items)) if items else float("nan")
+
+    def close(r, tol):
+        return r["nm_per_px"] is not None and abs(r["nm_per_px"] / r["true_nm_per_px"] - 1) <= tol
+
+    return {
+        "n_bar": len(with_bar), "n_measured": len(measured), "n_nobar": len(without),
+        "found": frac(with_bar, lambda r: r["found"]),
+        "value": frac(with_bar, lambda r: r["value"] is not None and abs(r["value"] - r["true_value"]) < 1e-6),
+        "unit": frac(with_bar, lambda r: r["unit"] == r["true_unit"]),
+        "nm_px_2": frac(measured, lambda r: close(r, 0.02)),
+        "nm_px_5": frac(measured, lambda r: close(r, 0.05)),
+        "false_det": frac(without, lambda r: r["found"]),
+        "s_per_image": float(np.mean([r["seconds"] for r in rows])) if rows else float("nan"),
+    }
+
+
+def run_real() -> list[dict]:
+    """Read every labelled EMPS image."""
+    labels = json.loads(LABELS.read_text(encoding="utf-8"))["images"]
+    rows = []
+    for item in labels:
+        image = load_image(IMAGES / f"{item['stem']}.png")
+        t0 = time.perf_counter()
+        result = read_scalebar(image)
+        seconds = time.perf_counter() - t0
+        true_nm_per_px = None
+        if item["has_bar"] and item.get("bar_px"):
+            true_nm_per_px = to_nm(item["value"], item["unit"]) / item["bar_px"]
+        rows.append(dict(stem=item["stem"], has_bar=item["has_bar"], true_value=item.get("value"),
+                         true_unit=item.get("unit"), true_nm_per_px=true_nm_per_px,
+                         found=result.found, value=result.value, unit=result.unit,
+                         nm_per_px=result.nm_per_px, text=result.text, seconds=seconds))
+    return rows
+
+
+def run_synthetic(n: int, seed: int) -> list[dict]:
+    """Synthetic bars on EMPS backgrounds (bar-less backgrounds from the labelled set)."""
+    labels = json.loads(LABELS.read_text(encoding="utf-8"))["images"]
+    backgrounds = [load_image(IMAGES / f"{item['stem']}.png") for item in labels if not item["has_bar"]]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        case = make_synthetic_case(backgrounds[i % len(backgrounds)], rng)
+        t0 = time.perf_counter()
+        result = read_scalebar(case.image)
+        seconds = time.perf_counter() - t0
+        rows.append(dict(stem=f"synth{i}", has_bar=True, true_value=case.value, true_unit=case.unit,
+                         true_nm_per_px=to_nm(case.value, case.unit) / case.bar_px, found=result.found,
+                         value=result.value, unit=result.unit, nm_per_px=result.nm_per_px,
+                         text=result.text, seconds=seconds))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synthetic", type=int, default=100, help="number of synthetic cases")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--failures", action="store_true", help="list misread real images")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    real = run_real()
+    synth = run_synthetic(args.synthetic, args.seed)
+    header = (f"{'set':<10} {'n bar':>5} {'n no':>4} {'found':>6} {'value':>6} {'unit':>6} "
+              f"{'nm/px2%':>8} {'nm/px5%':>8} {'false':>6} {'s/img':>6}")
+    print(header)
+    print("-" * len(header))
+    for name, rows in (("real", real), ("synthetic", synth)):
+        s = score(rows)
+        print(f"{name:<10} {s['n_bar']:>5} {s['n_nobar']:>4} {s['found']:>6.1%} {s['value']:>6.1%} "
+              f"{s['unit']:>6.1%} {s['nm_px_2']:>8.1%} {s['nm_px_5']:>8.1%} "
+              f"{s['false_det']:>6.1%} {s['s_per_image']:>6.3f}")
+    print(f"(real: nm/px scored on the {score(real)['n_measured']} images with annotated bar end-points)")
+    if args.failures:
+        for r in real + synth:
+            bad = (r["has_bar"] != r["found"] or (r["has_bar"] and (r["value"] != r["true_value"]
+                   or r["unit"] != r["true_unit"])))
+            if r["has_bar"] and r["true_nm_per_px"] and r["nm_per_px"]:
+                bad = bad or abs(r["nm_per_px"] / r["true_nm_per_px"] - 1) > 0.05
+            if bad:
+                print(f"  {r['stem']}: truth {r['true_value']} {r['true_unit']} "
+                      f"{r['true_nm_per_px']}; read {r['value']} {r['unit']} {r['nm_per_px']} {r['text']!r}")
+
+
+if __name__ == "__main__":
+    main()
