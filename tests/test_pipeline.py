@@ -161,3 +161,31 @@ def test_unread_labels_are_filled_from_a_matching_caption():
     too_few = [{"label": "a"}, {"label": None}]
     assign_caption_labels(too_few, ["a", "b", "c"])
     assert too_few[1]["label"] is None
+
+
+def test_crawl_then_extract_from_the_database(segmenter, tmp_path):
+    """End to end on 127.0.0.1: Europe PMC crawl into the database, then `extract` its figures."""
+    from crawl_site import build_site
+    from miners.crawl import EuropePMCSource, crawl
+    from miners.http import HttpClient
+    from replay_server import ReplayServer
+
+    db_path = tmp_path / "corpus.db"
+    with ReplayServer() as server:
+        site = build_site(server)
+        client = HttpClient(tmp_path / "cache", timeout_s=(1.0, 1.0), retries=1, backoff_s=0.01,
+                            min_interval_s=0.0, allowed_hosts={server.host})
+        source = EuropePMCSource(client, "nanoparticles", base_url=site.europepmc_url,
+                                 images_url=site.europepmc_images_url, page_size=2)
+        with Database(db_path) as db:
+            report = crawl(source, db, all_figures=True, progress=False)
+    assert report.stored == 2
+    first = extract_to_db(None, db_path, segmenter=segmenter, progress=False)
+    assert first["figures"] == report.figures and first["panels"] >= first["figures"]
+    again = extract_to_db(None, db_path, segmenter=segmenter, progress=False)
+    assert again["panels"] == 0 and again["skipped"] == first["panels"]
+    with Database(db_path) as db:
+        orphans = db.conn.execute("SELECT count(*) FROM panels p LEFT JOIN figures f ON f.id = p.figure_id "
+                                  "LEFT JOIN articles a ON a.id = f.article_id WHERE a.doi IS NULL").fetchone()[0]
+        n_articles = db.conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+    assert orphans == 0 and n_articles == 2
