@@ -413,9 +413,10 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple[str, 
     best = ("", None, 0.0)
     for *box, text_polarity in boxes[:3]:
         box = tuple(box)
-        modes = ["gray"] if text_polarity is None else ["binary", "gray"]
+        # plain bands (no glyphs found) are tried as grey, then binarised both ways
+        modes = [None, "light", "dark"] if text_polarity is None else [text_polarity, None]
         for mode in modes:
-            text, conf = _ocr_box(gray, box, text_polarity if mode == "binary" else None)
+            text, conf = _ocr_box(gray, box, mode)
             if text and parse_scale_text(_fix_ocr(text)) is not None:
                 return text, box, conf
             if text and conf > best[2]:
@@ -594,7 +595,11 @@ def _fix_ocr(text: str) -> str:
     t = re.sub(r"(?<=\d)[lI|](?=\d)", "1", t)
     t = re.sub(r"\b[lI|](?=\d)", "1", t)
     t = re.sub(r"(?<=\d)\s*(?:pm|ym|jim|jm|wm|uum|µum|hm|qm|um|µm|urn|µ\s*m)\b", " µm", t, flags=re.IGNORECASE)
-    t = re.sub(r"(?<=\d)\s*(?:rn|am|nrn|mn)\b", " nm", t)
+    t = re.sub(r"(?<=\d)[$S](?=\d)", "5", t)
+    t = re.sub(r"(?<![\w.])[$S](?=\d)", "5", t)
+    t = re.sub(r"(?<=\d)\s*[‘'\"`]?\s*(?:rn|am|nrn|mn|n|nt|nhr|nr|nn|nim|ntn|hm)\b", " nm", t)
+    # the micro sign dropped or misread: "1.0 m", "2.0 Lum" (no micrograph has a bar in metres)
+    t = re.sub(r"(?<=\d)\s*(?:[LlIi|]?um|[^\w\s]?\s*m)\b", " µm", t)
     # "nm" read as "mm": micrographs with mm bars are rare, and then the value is small
     t = re.sub(r"(\d+(?:[.,]\d+)?)\s*mm\b",
                lambda m: m.group(0) if _parse_number(m.group(1)) <= 2 else m.group(1) + " nm", t)
