@@ -415,12 +415,18 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple[str, 
         box = tuple(box)
         # plain bands (no glyphs found) are tried as grey, then binarised both ways
         modes = [None, "light", "dark"] if text_polarity is None else [text_polarity, None]
+        repaired = []
         for mode in modes:
             text, conf = _ocr_box(gray, box, mode)
+            if text and parse_scale_text(text) is not None:
+                return text, box, conf  # read cleanly, no repair needed
             if text and parse_scale_text(_fix_ocr(text)) is not None:
-                return text, box, conf
-            if text and conf > best[2]:
+                repaired.append((conf, text))
+            elif text and conf > best[2]:
                 best = (text, box, conf)
+        if repaired:  # every reading needed repairs: the most confident one
+            conf, text = max(repaired)
+            return text, box, conf
     return best
 
 
