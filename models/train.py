@@ -118,8 +118,12 @@ def validation_metrics(model, stems, data_dir, device):
 
 
 def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, device="cpu",
-          eval_every=5, seed=0, threads=None, bf16=True):
-    """Train (or resume) a BPartIS model; writes ``last.pt``, ``best.pt``, ``log.csv``, ``loss.png``."""
+          eval_every=5, seed=0, threads=None, bf16=True, init=None):
+    """Train (or resume) a BPartIS model; writes ``last.pt``, ``best.pt``, ``log.csv``, ``loss.png``.
+
+    ``out_dir/last.pt`` (model, optimiser, epoch) is resumed when present; otherwise ``init``
+    (a state dict, e.g. the shipped weights) warm-starts the model with a fresh optimiser.
+    """
     if threads:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
@@ -141,6 +145,11 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state.get("best", -1.0)
         log.info("resumed from %s at epoch %d", last, start_epoch)
+    elif init:
+        from models.infer import load_weights
+
+        model.load_state_dict(load_weights(init))
+        log.info("warm start from %s", init)
     log_path = out_dir / "log.csv"
     if not log_path.exists():
         with open(log_path, "w", newline="") as fh:
@@ -197,10 +206,11 @@ def main(argv=None):
     parser.add_argument("--eval-every", type=int, default=5, help="validation AP every N epochs (0: never)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--fp32", action="store_true", help="no bfloat16 autocast in training")
+    parser.add_argument("--init", default=None, help="warm-start from these weights (new run folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(args.data, args.out, args.epochs, args.batch_size, args.crop, args.lr, args.device,
-          args.eval_every, threads=args.threads, bf16=not args.fp32)
+          args.eval_every, threads=args.threads, bf16=not args.fp32, init=args.init)
 
 
 if __name__ == "__main__":
