@@ -58,7 +58,9 @@ def segment(image, weights, device, mc_samples, tu, no_filter, output, as_json):
 @click.option("--crop", default=256, show_default=True, help="Training crop side (px of the 512 image).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--eval-every", default=5, show_default=True, help="Validation AP every N epochs (0: never).")
-def train(data, out, epochs, batch_size, crop, device, eval_every):
+@click.option("--init", type=click.Path(dir_okay=False), default=None,
+              help="Warm-start from these weights (e.g. the shipped ones) in a new run folder.")
+def train(data, out, epochs, batch_size, crop, device, eval_every, init):
     """Train BPartIS on EMPS (resumable; a checkpoint every epoch).
 
     \b
@@ -68,7 +70,7 @@ def train(data, out, epochs, batch_size, crop, device, eval_every):
     from models.train import train as run_training
 
     run_training(data or default_emps_dir(), out, epochs, batch_size, crop, device=device,
-                 eval_every=eval_every)
+                 eval_every=eval_every, init=init)
 
 
 @cli.command()
