@@ -47,6 +47,8 @@ MIN_BAR_PX = 10  # shortest bar considered, px
 MAX_BAR_FRACTION = 0.75  # of the image width; longer lines are frames or plot axes
 MIN_CONTRAST = 35  # grey levels between a bar and the pixels above and below it
 GLYPH_CONTRAST = 60  # grey levels between a glyph and the ground in its box
+ADAPTIVE_GLYPH_CONTRAST = 50  # grey levels between text and the window's median, second glyph pass
+NM_PER_PX_RANGE = (0.005, 2000.0)  # pixel sizes a micrograph can have, nm/px
 MAX_CANDIDATES = 4  # bars whose neighbourhood is OCRed
 OCR_TEXT_HEIGHT_PX = 36  # text is rescaled to about this height before OCR
 MIN_OCR_CONF = 20.0  # tesseract word confidence (0-100) under which a reading is dropped
@@ -228,6 +230,7 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
             text, text_box, ocr_conf = _read_text_near(gray, arr, bar)
         parsed = parse_scale_text(_fix_ocr(text)) if text else None
         readings.append((bar, text, text_box, ocr_conf, parsed))
+    readings = [_check_reading(gray, r) for r in readings]
     read = [r for r in readings if r[4] is not None]
     if read:
         bar, text, text_box, ocr_conf, (value, unit) = max(
@@ -251,6 +254,80 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
     )
     result.mask = scalebar_mask(result, gray.shape)
     return result
+
+
+def is_plausible_scale(value: float, unit: str, bar_px: float) -> bool:
+    """True when ``value unit`` over ``bar_px`` pixels gives a micrograph-like pixel size.
+
+    Pixel sizes of EM panels lie within ``NM_PER_PX_RANGE`` (0.005-2000 nm/px); a reading
+    outside it (``2.9 mm`` over 100 px, the working distance of an SEM data bar) is an OCR or
+    pairing error.
+    """
+    if not bar_px or bar_px <= 0:
+        return False
+    nm_per_px = to_nm(value, unit) / bar_px
+    return NM_PER_PX_RANGE[0] <= nm_per_px <= NM_PER_PX_RANGE[1]
+
+
+def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
+    """Settle a dropped micro sign by the glyph shapes; drop implausible or data-bar readings."""
+    bar, text, text_box, ocr_conf, parsed = reading
+    if parsed is None:
+        return reading
+    if re.search(r"=|\b(?:WD|EHT|HV|Mag|HFW|Det|kV)\b", text, flags=re.IGNORECASE):
+        log.debug("scale bar: %r is a data-bar field, not a scale label", text)
+        return bar, text, text_box, ocr_conf, None
+    value, unit = parsed
+    if unit == "µm" and text_box is not None and _DROPPED_MICRO_RE.search(text):
+        # "20 nm" and "2.0 µm" both come out of tesseract as "20m"; a micro sign has a descender
+        if _unit_has_descender(gray, text_box, bar["polarity"]) is False:
+            unit = "nm"
+    if not is_plausible_scale(value, unit, bar["length_px"]):
+        log.debug("scale bar: %s %s over %.1f px is implausible", value, unit, bar["length_px"])
+        return bar, text, text_box, ocr_conf, None
+    return bar, text, text_box, ocr_conf, (value, unit)
+
+
+def _unit_has_descender(gray: np.ndarray, box: tuple[int, int, int, int],
+                        bar_polarity: str) -> bool | None:
+    """True when a glyph right of the number reaches clearly below the digits' baseline (µ).
+
+    False when the two unit letters sit on the baseline (``nm``); None when they cannot be
+    isolated (touching glyphs, tiny text).
+    """
+    r0, c0, r1, c1 = box
+    height, width = gray.shape
+    pad = max(2, (r1 - r0) // 3)
+    crop = gray[max(0, r0 - 1):min(height, r1 + pad), max(0, c0):min(width, c1)].astype(float)
+    if crop.size == 0:
+        return None
+    ground = float(np.median(crop))
+    # text has the polarity that stands out most from the ground in the crop
+    light = crop >= ground + max(GLYPH_CONTRAST / 2, (crop.max() - ground) / 2)
+    dark = crop <= ground - max(GLYPH_CONTRAST / 2, (ground - crop.min()) / 2)
+    ink = light if (crop.max() - ground) >= (ground - crop.min()) else dark
+    labels, _ = ndimage.label(ink)
+    glyphs = [sl for sl in ndimage.find_objects(labels)
+              if sl is not None and sl[0].stop - sl[0].start >= 3]
+    if len(glyphs) < 3:
+        return None
+    glyphs.sort(key=lambda sl: sl[1].start)
+    # digits reach the cap height (the highest tops); n, m and µ start at the x-height
+    heights = sorted((sl[0].stop - sl[0].start for sl in glyphs), reverse=True)
+    ref_h = float(np.median(heights[:3]))
+    top = min(sl[0].start for sl in glyphs if sl[0].stop - sl[0].start >= 0.6 * ref_h)
+    digits = [sl for sl in glyphs if sl[0].start <= top + 2]
+    cap_h = float(np.median([sl[0].stop - sl[0].start for sl in digits]))
+    digits = [sl for sl in digits if sl[0].stop - sl[0].start >= 0.7 * cap_h]
+    if not digits or cap_h < 5:
+        return None
+    baseline = float(np.median([sl[0].stop for sl in digits]))
+    unit_glyphs = [sl for sl in glyphs if sl[1].start >= digits[-1][1].stop
+                   and top + 0.25 * cap_h <= sl[0].start < baseline - 0.3 * cap_h
+                   and sl[0].stop - sl[0].start >= 0.3 * cap_h][:2]
+    if len(unit_glyphs) < 2:  # the unit letters were not isolated: undecided
+        return None
+    return any(sl[0].stop >= baseline + max(2.0, 0.15 * cap_h) for sl in unit_glyphs)
 
 
 def find_bar_candidates(image: np.ndarray) -> list[dict]:
@@ -315,7 +392,9 @@ def _measure_bar(gray: np.ndarray, comp: np.ndarray, sl: tuple[slice, slice],
     # rows outside the body may hold end ticks only: little fill away from the ends
     inner = comp[:, int(0.15 * w):max(int(0.85 * w), int(0.15 * w) + 1)]
     other = np.ones(h, dtype=bool)
-    other[max(0, start - 1):stop + 1] = False  # the rows next to the body may be anti-aliased
+    # the rows next to the body may be anti-aliased (two on each side of a blurred thick bar)
+    blur_rows = 2 if thickness >= 4 else 1
+    other[max(0, start - blur_rows):stop + blur_rows] = False
     if other.any() and inner[other].mean() > 0.25:
         log.debug("component at %s: filled outside the bar rows", sl)
         return None
@@ -452,12 +531,18 @@ def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple
         sub = arr[wr0:wr1, wc0:wc1].astype(np.int16)
         masks = [((sub.max(axis=2) - sub.min(axis=2)) >= COLOUR_MIN_CHROMA * 0.8, 0.0, "colour"),
                  (dark, 10.0, "dark"), (light, 10.0, "light")]
+    # masks relative to the local ground: grey text on grey ground (SEM data bars, dark text on
+    # a mid-grey image) falls between the fixed levels above
+    ground = float(np.median(window))
+    masks += [(window >= ground + ADAPTIVE_GLYPH_CONTRAST, 5.0, "light"),
+              (window <= ground - ADAPTIVE_GLYPH_CONTRAST, 5.0, "dark")]
     max_glyph_h = max(12, min(80, int(0.8 * length) + 10))
     lines = []
     for text_mask, penalty, text_polarity in masks:
         text_mask = text_mask.copy()
         # remove the bar rows and the end ticks; text touching the bar body survives
-        text_mask[max(0, r0 - wr0 - 1):r1 - wr0 + 1, max(0, c0 - wc0 - 1):c1 - wc0 + 1] = False
+        # (two rows each side: a bar drawn with a dark outline would glue the glyphs together)
+        text_mask[max(0, r0 - wr0 - 2):r1 - wr0 + 2, max(0, c0 - wc0 - 2):c1 - wc0 + 2] = False
         tick_w = max(3, (c1 - c0) // 12)
         for tc0, tc1 in ((c0 - 1, c0 + tick_w), (c1 - tick_w, c1 + 1)):
             text_mask[max(0, cr0 - wr0 - 1):cr1 - wr0 + 1, max(0, tc0 - wc0):tc1 - wc0] = False
@@ -649,6 +734,9 @@ def _parse_number(number: str) -> float | None:
     except ValueError:
         return None
 
+
+# what tesseract leaves of "20 nm" or "2.0 µm" when it drops the first unit letter: "20m", "2.0 m"
+_DROPPED_MICRO_RE = re.compile(r"\d\s*[^\w\s]?\s*m\b")
 
 _TESSERACT_OK: bool | None = None
 
