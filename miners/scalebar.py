@@ -269,6 +269,15 @@ def is_plausible_scale(value: float, unit: str, bar_px: float) -> bool:
     return NM_PER_PX_RANGE[0] <= nm_per_px <= NM_PER_PX_RANGE[1]
 
 
+def _is_round_value(value: float) -> bool:
+    """True for values a scale bar is labelled with: at most 2 significant digits (2.5, 250, 0.1).
+
+    Data-bar fields next to a bar (``WD = 2.35 mm``, ``14.66 K X``) have more.
+    """
+    digits = f"{value:.6g}".replace(".", "").lstrip("0").rstrip("0")
+    return 0 < len(digits) <= 2
+
+
 def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
     """Settle a dropped micro sign by the glyph shapes; drop implausible or data-bar readings."""
     bar, text, text_box, ocr_conf, parsed = reading
@@ -280,8 +289,12 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
     value, unit = parsed
     if unit == "µm" and text_box is not None and _DROPPED_MICRO_RE.search(text):
         # "20 nm" and "2.0 µm" both come out of tesseract as "20m"; a micro sign has a descender
-        if _unit_has_descender(gray, text_box, bar["polarity"]) is False:
+        if (_unit_has_descender(gray, text_box, bar["polarity"]) is False
+                and is_plausible_scale(value, "nm", bar["length_px"])):
             unit = "nm"
+    if not _is_round_value(value):
+        log.debug("scale bar: %s is not a scale-bar value (more than 2 significant digits)", value)
+        return bar, text, text_box, ocr_conf, None
     if not is_plausible_scale(value, unit, bar["length_px"]):
         log.debug("scale bar: %s %s over %.1f px is implausible", value, unit, bar["length_px"])
         return bar, text, text_box, ocr_conf, None
@@ -316,11 +329,11 @@ def _unit_has_descender(gray: np.ndarray, box: tuple[int, int, int, int],
     heights = sorted((sl[0].stop - sl[0].start for sl in glyphs), reverse=True)
     ref_h = float(np.median(heights[:3]))
     top = min(sl[0].start for sl in glyphs if sl[0].stop - sl[0].start >= 0.6 * ref_h)
-    digits = [sl for sl in glyphs if sl[0].start <= top + 2]
-    cap_h = float(np.median([sl[0].stop - sl[0].start for sl in digits]))
-    digits = [sl for sl in digits if sl[0].stop - sl[0].start >= 0.7 * cap_h]
-    if not digits or cap_h < 5:
+    digits = [sl for sl in glyphs
+              if abs(sl[0].start - top) <= 2 and sl[0].stop - sl[0].start >= 0.7 * ref_h]
+    if not digits or ref_h < 5:
         return None
+    cap_h = float(np.median([sl[0].stop - sl[0].start for sl in digits]))
     baseline = float(np.median([sl[0].stop for sl in digits]))
     unit_glyphs = [sl for sl in glyphs if sl[1].start >= digits[-1][1].stop
                    and top + 0.25 * cap_h <= sl[0].start < baseline - 0.3 * cap_h
@@ -685,6 +698,8 @@ def _fix_ocr(text: str) -> str:
     t = re.sub(r"\b[Oo](?=[.,]\d)", "0", t)
     t = re.sub(r"(?<=\d)[lI|](?=\d)", "1", t)
     t = re.sub(r"\b[lI|](?=\d)", "1", t)
+    # a lone "1" before the unit read as a letter: "tpm", "l nm"
+    t = re.sub(r"(?<![\w.])[tlI|](?=\s*(?:pm|µm|um|nm|jm|ym)\b)", "1", t)
     t = re.sub(r"(?<=\d)\s*(?:pm|ym|jim|jm|wm|uum|µum|hm|qm|um|µm|urn|µ\s*m)\b", " µm", t, flags=re.IGNORECASE)
     t = re.sub(r"(?<=\d)[$S](?=\d)", "5", t)
     t = re.sub(r"(?<![\w.])[$S](?=\d)", "5", t)

@@ -312,3 +312,31 @@ def test_blurred_thick_bar_is_found():
     blurred = ndimage.gaussian_filter(image.astype(float), 1.2).astype(np.uint8)
     bars = find_bar_candidates(blurred)
     assert bars and bars[0]["length_px"] == pytest.approx(226, abs=1.5)
+
+
+@pytest.mark.parametrize("value, is_round", [(200, True), (0.1, True), (2.5, True), (1000, True),
+                                             (250, True), (2.35, False), (14.66, False)])
+def test_scale_values_have_at_most_two_significant_digits(value, is_round):
+    from miners.scalebar import _is_round_value
+
+    assert _is_round_value(value) is is_round
+
+
+@pytest.mark.parametrize("ocr, expected", [("tpm", (1.0, "µm")), ("l nm", (1.0, "nm")),
+                                           ("the nm", None)])
+def test_lone_one_read_as_letter_is_repaired(ocr, expected):
+    from miners.scalebar import _fix_ocr
+
+    assert parse_scale_text(_fix_ocr(ocr)) == expected
+
+
+def test_dropped_micro_sign_stays_micro_when_nm_is_implausible():
+    from miners.scalebar import _check_reading
+
+    line = text_line("20 nm")
+    rows, cols = np.nonzero(line > 160)
+    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    bar = {"polarity": "light", "length_px": 61.0}
+    # 0.1 nm over 61 px would be 0.0016 nm/px: below any micrograph, so the µm reading stays
+    *_, parsed = _check_reading(line, (bar, "0.1m", box, 10.0, (0.1, "µm")))
+    assert parsed == (0.1, "µm")
