@@ -699,7 +699,7 @@ def _fix_ocr(text: str) -> str:
     t = re.sub(r"(?<=\d)[lI|](?=\d)", "1", t)
     t = re.sub(r"\b[lI|](?=\d)", "1", t)
     # a lone "1" before the unit read as a letter: "tpm", "l nm"
-    t = re.sub(r"(?<![\w.])[tlI|](?=\s*(?:pm|µm|um|nm|jm|ym)\b)", "1", t)
+    t = re.sub(r"(?<![\w.|])[tlI](?=\s*(?:pm|µm|um|nm|jm|ym)\b)", "1", t)
     t = re.sub(r"(?<=\d)\s*(?:pm|ym|jim|jm|wm|uum|µum|hm|qm|um|µm|urn|µ\s*m)\b", " µm", t, flags=re.IGNORECASE)
     t = re.sub(r"(?<=\d)[$S](?=\d)", "5", t)
     t = re.sub(r"(?<![\w.])[$S](?=\d)", "5", t)

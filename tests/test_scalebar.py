@@ -323,7 +323,7 @@ def test_scale_values_have_at_most_two_significant_digits(value, is_round):
 
 
 @pytest.mark.parametrize("ocr, expected", [("tpm", (1.0, "µm")), ("l nm", (1.0, "nm")),
-                                           ("the nm", None)])
+                                           ("the nm", None), ("| ym", None)])
 def test_lone_one_read_as_letter_is_repaired(ocr, expected):
     from miners.scalebar import _fix_ocr
 
