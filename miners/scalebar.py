@@ -46,9 +46,10 @@ COLOUR_MIN_CHROMA = 110  # max - min channel for a coloured bar
 MIN_BAR_PX = 10  # shortest bar considered, px
 MAX_BAR_FRACTION = 0.75  # of the image width; longer lines are frames or plot axes
 MIN_CONTRAST = 35  # grey levels between a bar and the pixels above and below it
-GLYPH_CONTRAST = 60  # grey levels between a glyph and the ground in its box
+GLYPH_CONTRAST = 50  # grey levels between a glyph and the ground in its box
 ADAPTIVE_GLYPH_CONTRAST = 50  # grey levels between text and the window's median, second glyph pass
 NM_PER_PX_RANGE = (0.005, 2000.0)  # pixel sizes a micrograph can have, nm/px
+MAX_GLYPH_RUN = 5  # width / height of a glyph blob: up to 4 bold digits blurred together
 MAX_CANDIDATES = 4  # bars whose neighbourhood is OCRed
 OCR_TEXT_HEIGHT_PX = 36  # text is rescaled to about this height before OCR
 MIN_OCR_CONF = 20.0  # tesseract word confidence (0-100) under which a reading is dropped
@@ -565,7 +566,7 @@ def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple
             if sl is None:
                 continue
             gh, gw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-            if not (5 <= gh <= max_glyph_h and gw <= 3 * gh and gw * gh >= 12):
+            if not (5 <= gh <= max_glyph_h and gw <= MAX_GLYPH_RUN * gh and gw * gh >= 12):
                 continue
             # a glyph stands out from the ground inside its box; texture speckles do not
             inside = labels[sl] == index

@@ -340,3 +340,22 @@ def test_dropped_micro_sign_stays_micro_when_nm_is_implausible():
     # 0.1 nm over 61 px would be 0.0016 nm/px: below any micrograph, so the µm reading stays
     *_, parsed = _check_reading(line, (bar, "0.1m", box, 10.0, (0.1, "µm")))
     assert parsed == (0.1, "µm")
+
+
+@needs_tesseract
+def test_blurred_white_bar_with_bold_label_above_on_grey_particles():
+    # like EMPS c61a50a061: bold white "1000 nm" above a thick white bar, everything blurred,
+    # on a mid-grey SEM ground with bright disks touching the bar
+    from scipy import ndimage
+
+    ground = noisy_background(level=100)
+    rr, cc = np.mgrid[:400, :500]
+    for r, c in ((330, 320), (380, 420), (360, 250)):
+        ground[(rr - r) ** 2 + (cc - c) ** 2 < 35 ** 2] = 165
+    image, (r0, c0, r1, c1) = draw_scalebar(ground, "1000 nm", 200, row=350, col=240,
+                                            thickness_px=5, font_px=26, colour=(255, 255, 255),
+                                            font="DejaVuSans-Bold.ttf")
+    blurred = ndimage.gaussian_filter(image.astype(float), (1.0, 1.0, 0)).astype(np.uint8)
+    result = read_scalebar(blurred)
+    assert (result.value, result.unit) == (1000.0, "nm")
+    assert result.nm_per_px == pytest.approx(1000 / 200, rel=0.02)
