@@ -520,7 +520,30 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple[str, 
         if repaired:  # every reading needed repairs: the most confident one
             conf, text = max(repaired)
             return text, box, conf
+    # a label split over two lines ("100" above "nm"): OCR pairs of stacked line boxes together
+    for box in _stacked_pairs([tuple(b) for b in boxes[:4]]):
+        *rect, text_polarity = box
+        text, conf = _ocr_box(gray, tuple(rect), text_polarity, n_lines=2)
+        text = " ".join(text.split())
+        if text and parse_scale_text(_fix_ocr(text)) is not None:
+            return text, tuple(rect), conf
     return best
+
+
+def _stacked_pairs(boxes: list[tuple]) -> list[tuple]:
+    """Union boxes of two text lines stacked one above the other, overlapping in columns."""
+    pairs = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if a[4] != b[4]:
+                continue
+            top, bottom = (a, b) if a[0] <= b[0] else (b, a)
+            line_h = max(top[2] - top[0], bottom[2] - bottom[0])
+            gap = bottom[0] - top[2]
+            overlap = min(top[3], bottom[3]) - max(top[1], bottom[1])
+            if 0 <= gap <= line_h and overlap > 0:
+                pairs.append((top[0], min(top[1], bottom[1]), bottom[2], max(top[3], bottom[3]), a[4]))
+    return pairs
 
 
 def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple[int, int, int, int]]:
@@ -636,8 +659,8 @@ def _group_lines(glyphs: list[tuple[int, int, int, int]]) -> list[tuple[int, int
 
 
 def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
-             text_polarity: str | None = None) -> tuple[str, float]:
-    """OCR one single-line box: ``(text, mean word confidence 0-100)``.
+             text_polarity: str | None = None, n_lines: int = 1) -> tuple[str, float]:
+    """OCR one box of ``n_lines`` text lines: ``(text, mean word confidence 0-100)``.
 
     ``text_polarity`` ``"light"`` or ``"dark"`` binarises the crop at the level between text and
     ground first (clean on textured ground); None OCRs the contrast-stretched grey crop.
@@ -670,7 +693,7 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
         norm = 1.0 - soft
     elif np.median(norm) < 0.5:
         norm = 1.0 - norm
-    scale = np.clip(OCR_TEXT_HEIGHT_PX / max(1, r1 - r0), 1.0, 6.0)
+    scale = np.clip(OCR_TEXT_HEIGHT_PX * n_lines / max(1, r1 - r0), 1.0, 6.0)
     img = Image.fromarray((norm * 255).astype(np.uint8))
     if scale > 1.05:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
@@ -678,7 +701,8 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
     framed = Image.new("L", (img.width + 40, img.height + 40), 255)
     framed.paste(img, (20, 20))
     try:
-        data = pytesseract.image_to_data(framed, config="--psm 7", output_type=pytesseract.Output.DICT,
+        psm = "--psm 7" if n_lines == 1 else "--psm 6"  # one line, or a uniform block
+        data = pytesseract.image_to_data(framed, config=psm, output_type=pytesseract.Output.DICT,
                                          timeout=5)
     except (RuntimeError, pytesseract.TesseractError) as exc:
         log.warning("tesseract failed on a scale-bar label (%s)", exc)

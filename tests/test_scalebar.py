@@ -359,3 +359,21 @@ def test_blurred_white_bar_with_bold_label_above_on_grey_particles():
     result = read_scalebar(blurred)
     assert (result.value, result.unit) == (1000.0, "nm")
     assert result.nm_per_px == pytest.approx(1000 / 200, rel=0.02)
+
+
+@needs_tesseract
+def test_label_split_over_two_lines_is_read():
+    from PIL import ImageDraw, ImageFont
+
+    from miners.scalebar_synth import font_path
+
+    canvas = Image.fromarray(noisy_background(level=60))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.truetype(font_path(), 22)
+    draw.text((330, 280), "100", fill=255, font=font)  # number above the unit above the bar
+    draw.text((336, 306), "nm", fill=255, font=font)
+    image = np.asarray(canvas).copy()
+    image[340:346, 300:420] = 255
+    result = read_scalebar(image)
+    assert (result.value, result.unit) == (100.0, "nm")
+    assert result.nm_per_px == pytest.approx(100 / 120, rel=0.02)
