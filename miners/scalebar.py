@@ -50,6 +50,8 @@ GLYPH_CONTRAST = 50  # grey levels between a glyph and the ground in its box
 ADAPTIVE_GLYPH_CONTRAST = 50  # grey levels between text and the window's median, second glyph pass
 NM_PER_PX_RANGE = (0.005, 2000.0)  # pixel sizes a micrograph can have, nm/px
 MAX_GLYPH_RUN = 5  # width / height of a glyph blob: up to 4 bold digits blurred together
+MAX_STACKED_PAIRS = 1  # two-line label guesses OCRed per bar (each is one tesseract call)
+MAX_OCR_CALLS = 10  # tesseract calls per image (~0.1 s each): bounds the time of a hard panel
 MAX_CANDIDATES = 4  # bars whose neighbourhood is OCRed
 OCR_TEXT_HEIGHT_PX = 36  # text is rescaled to about this height before OCR
 MIN_OCR_CONF = 20.0  # tesseract word confidence (0-100) under which a reading is dropped
@@ -224,11 +226,12 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
     if not candidates:
         return ScaleBar()
     tesseract_ok = _tesseract_available()
+    ocr_budget = [MAX_OCR_CALLS]  # tesseract calls left for this image (about 0.1 s each)
     readings = []
     for bar in candidates[:MAX_CANDIDATES]:
         text, text_box, ocr_conf = ("", None, 0.0)
         if tesseract_ok:
-            text, text_box, ocr_conf = _read_text_near(gray, arr, bar)
+            text, text_box, ocr_conf = _read_text_near(gray, arr, bar, ocr_budget)
         parsed = parse_scale_text(_fix_ocr(text)) if text else None
         readings.append((bar, text, text_box, ocr_conf, parsed))
     readings = [_check_reading(gray, r) for r in readings]
@@ -500,8 +503,15 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(diff == 1), np.flatnonzero(diff == -1)))
 
 
-def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple[str, tuple | None, float]:
-    """OCR the label next to a bar: ``(text, text_bbox, confidence 0-100)``."""
+def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
+                    ocr_budget: list[int] | None = None) -> tuple[str, tuple | None, float]:
+    """OCR the label next to a bar: ``(text, text_bbox, confidence 0-100)``.
+
+    ``ocr_budget`` is a one-item list of the tesseract calls still allowed for the image; it is
+    decremented here, and nothing more is OCRed once it reaches 0.
+    """
+    if ocr_budget is None:
+        ocr_budget = [MAX_OCR_CALLS]
     boxes = _text_line_boxes(gray, arr, bar)
     best = ("", None, 0.0)
     for *box, text_polarity in boxes[:3]:
@@ -510,6 +520,9 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple[str, 
         modes = [None, "light", "dark"] if text_polarity is None else [text_polarity, None]
         repaired = []
         for mode in modes:
+            if ocr_budget[0] <= 0:
+                return best
+            ocr_budget[0] -= 1
             text, conf = _ocr_box(gray, box, mode)
             if text and parse_scale_text(text) is not None:
                 return text, box, conf  # read cleanly, no repair needed
@@ -521,8 +534,11 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple[str, 
             conf, text = max(repaired)
             return text, box, conf
     # a label split over two lines ("100" above "nm"): OCR pairs of stacked line boxes together
-    for box in _stacked_pairs([tuple(b) for b in boxes[:4]]):
+    for box in _stacked_pairs([tuple(b) for b in boxes[:4]])[:MAX_STACKED_PAIRS]:
         *rect, text_polarity = box
+        if ocr_budget[0] <= 0:
+            return best
+        ocr_budget[0] -= 1
         text, conf = _ocr_box(gray, tuple(rect), text_polarity, n_lines=2)
         text = " ".join(text.split())
         if text and parse_scale_text(_fix_ocr(text)) is not None:
