@@ -133,9 +133,9 @@ class ParticleSegmenter:
         An in-memory model (training validation); ``weights`` is then ignored.
     """
 
-    def __init__(self, weights=None, device="cpu", mc_samples=MC_SAMPLES, tu=TU_DEFAULT, filter=True,
-                 bf16=True, size=WORKING_SIZE, seed_threshold=SEED_THRESHOLD,
-                 min_instance_px=MIN_INSTANCE_PX, model=None, rng_seed=0):
+    def __init__(self, weights=None, device="cpu", mc_samples=MC_SAMPLES, tu=None, filter=True,
+                 bf16=True, size=WORKING_SIZE, seed_threshold=None, min_instance_px=None, model=None,
+                 rng_seed=0):
         if mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
         self.device = torch.device(device)
@@ -148,9 +148,14 @@ class ParticleSegmenter:
         else:
             self.weights_path, self.weights_sha256 = None, None
         self.model = fold_batchnorm(model).to(self.device).to(memory_format=torch.channels_last)
-        self.mc_samples, self.tu, self.filter = mc_samples, tu, filter and mc_samples > 1
+        tuned = tuned_params(self.weights_path) if self.weights_path else {}
+        self.tu = tuned.get("tu", TU_DEFAULT) if tu is None else tu
+        self.mc_samples, self.filter = mc_samples, filter and mc_samples > 1
         self.bf16, self.size = bf16, size
-        self.seed_threshold, self.min_instance_px = seed_threshold, min_instance_px
+        self.seed_threshold = tuned.get("seed_threshold", SEED_THRESHOLD) if seed_threshold is None \
+            else seed_threshold
+        self.min_instance_px = tuned.get("min_instance_px", MIN_INSTANCE_PX) if min_instance_px is None \
+            else min_instance_px
         self.rng_seed = rng_seed
 
     @property
@@ -292,15 +297,24 @@ def drop_masked(labels: np.ndarray, mask: np.ndarray, max_fraction: float = 0.5)
     return lut[labels], keep
 
 
-def default_tu(weights=None) -> float:
-    """The uncertainty threshold tuned on validation for ``weights`` (model card JSON), else 0.0125."""
+def tuned_params(weights=None) -> dict:
+    """Thresholds tuned on validation for ``weights``: ``tu``, ``seed_threshold``,
+    ``min_instance_px`` from the JSON beside the weights (``bpartis-emps.json``); {} if none."""
     import json
 
     path = Path(weights) if weights else DEFAULT_WEIGHTS
     card = path.with_suffix(".json")
-    if card.exists():
-        try:
-            return float(json.loads(card.read_text())["tu"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("%s: no usable 'tu' entry; using the published %s", card, TU_DEFAULT)
-    return TU_DEFAULT
+    if not card.exists():
+        return {}
+    try:
+        data = json.loads(card.read_text())
+        return {k: type_(data[k]) for k, type_ in
+                (("tu", float), ("seed_threshold", float), ("min_instance_px", int)) if k in data}
+    except (ValueError, TypeError) as exc:
+        log.warning("%s: unreadable (%s); using the default thresholds", card, exc)
+        return {}
+
+
+def default_tu(weights=None) -> float:
+    """The uncertainty threshold tuned on validation for ``weights``, else the published 0.0125."""
+    return tuned_params(weights).get("tu", TU_DEFAULT)

@@ -45,10 +45,16 @@ def _cluster(segmenter, embedding, sigma, seed, mi):
     return labels, mi.numpy().astype(np.float32), seed.numpy()
 
 
-@torch.no_grad()
 def mc_labels_by_t(segmenter: ParticleSegmenter, image: np.ndarray, ts) -> dict:
-    """``{T: (labels, mi, seed)}`` for every T in ``ts`` (> 1) from ONE run of max(ts) samples:
-    the estimate at T uses the first T samples (they are i.i.d.), so the sweep costs max(ts) passes."""
+    """``{T: (labels, mi, seed)}`` for every T in ``ts`` (> 1), see :func:`mc_maps_by_t`."""
+    return {t: _cluster(segmenter, *maps) for t, maps in mc_maps_by_t(segmenter, image, ts).items()}
+
+
+@torch.no_grad()
+def mc_maps_by_t(segmenter: ParticleSegmenter, image: np.ndarray, ts) -> dict:
+    """``{T: (embedding, sigma, seed, mi)}`` for every T in ``ts`` (> 1) from ONE run of max(ts)
+    samples: the estimate at T uses the first T samples (they are i.i.d.), so a sweep over T costs
+    max(ts) forward passes."""
     import torch.nn.functional  # noqa: F401
     from PIL import Image
 
@@ -79,7 +85,7 @@ def mc_labels_by_t(segmenter: ParticleSegmenter, image: np.ndarray, ts) -> dict:
         emb, sig, seed_mean, ent = (v / t for v in sums)
         pm = seed_mean.clamp(EPS, 1 - EPS)
         mi = (-(pm * pm.log() + (1 - pm) * (1 - pm).log()) - ent).clamp(min=0.0)
-        out[t] = _cluster(segmenter, emb, sig, seed_mean, mi)
+        out[t] = (emb, sig, seed_mean, mi)
     return out
 
 
@@ -91,51 +97,73 @@ def instance_scores(labels: np.ndarray, seed: np.ndarray) -> np.ndarray:
     return (sums / np.maximum(counts, 1))[counts > 0]
 
 
+SEED_GRID = (0.5, 0.6, 0.7)
+MIN_PX_GRID = (16, 48, 128)
+
+
 def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True) -> dict:
-    """Metrics vs t_u (T = 30) and vs T (no filter, and filter at each t_u) on ``stems``."""
-    by_tu = {tu: [] for tu in tu_grid}
-    by_t = {t: [] for t in t_grid}
-    by_t_filtered = {t: {tu: [] for tu in tu_grid} for t in t_grid if t > 1}
+    """Choose the clustering thresholds and t_u on ``stems`` (validation), then measure vs T.
+
+    At T = max(t_grid) every (seed threshold, minimum instance size, t_u) in the grids is scored
+    from one set of Monte-Carlo maps per image; the best AP50 + mean IoU wins. With the chosen
+    clustering thresholds, metrics are then reported against t_u and against T.
+    """
+    t_max = max(t_grid)
+    grid = [(st, mp) for st in SEED_GRID for mp in MIN_PX_GRID]
+    scores = {(st, mp, tu): [] for st, mp in grid for tu in tu_grid}
+    cached = []
     for stem in tqdm(stems, desc="sweep", disable=not progress):
         sample = load_sample(data_dir, stem)
-        gt = sample.instances
-        maps = {}
-        if 1 in t_grid:
-            maps[1] = mc_labels(ParticleSegmenter(model=model, mc_samples=1, filter=False), sample.image)
-        maps.update(mc_labels_by_t(ParticleSegmenter(model=model, mc_samples=max(t_grid), filter=False),
-                                   sample.image, [t for t in t_grid if t > 1]))
-        for t in t_grid:
-            labels, mi, seed = maps[t]
-            by_t[t].append(image_metrics(gt, labels, instance_scores(labels, seed)))
-            if t == 1:
-                continue
+        segmenter = ParticleSegmenter(model=model, mc_samples=t_max, filter=False)
+        maps = mc_maps_by_t(segmenter, sample.image, [t for t in t_grid if t > 1])
+        single = ParticleSegmenter(model=model, mc_samples=1, filter=False).predict_maps(sample.image)
+        cached.append((sample.instances, maps, single))
+        emb, sig, seed, mi = maps[t_max]
+        mi_np = mi.numpy()
+        for st, mp in grid:
+            labels = cluster_instances(emb, sig, seed, st, mp).numpy()
             for tu in tu_grid:
-                kept, _, _ = filter_instances(labels, mi, tu)
-                metrics = image_metrics(gt, kept, instance_scores(kept, seed))
-                by_t_filtered[t][tu].append(metrics)
-                if t == max(t_grid):
-                    by_tu[tu].append(metrics)
-    tu_table = {tu: _mean(rows) for tu, rows in by_tu.items()}
-    best_tu = max(tu_table, key=lambda tu: tu_table[tu]["AP50"] + tu_table[tu]["mean_IoU"])
-    return {"tu": best_tu, "by_tu": tu_table, "by_T": {t: _mean(rows) for t, rows in by_t.items()},
-            "by_T_filtered": {t: _mean(rows[best_tu]) for t, rows in by_t_filtered.items()},
+                kept, _, _ = filter_instances(labels, mi_np, tu)
+                scores[(st, mp, tu)].append(image_metrics(sample.instances, kept,
+                                                          instance_scores(kept, seed.numpy())))
+    table = {key: _mean(rows) for key, rows in scores.items()}
+    best = max(table, key=lambda k: table[k]["AP50"] + table[k]["mean_IoU"])
+    seed_threshold, min_px, best_tu = best
+    by_t, by_t_filtered = {t: [] for t in t_grid}, {t: [] for t in t_grid if t > 1}
+    for gt, maps, single in cached:
+        for t in t_grid:
+            emb, sig, seed, mi = single if t == 1 else maps[t]
+            labels = cluster_instances(emb, sig, seed, seed_threshold, min_px).numpy()
+            by_t[t].append(image_metrics(gt, labels, instance_scores(labels, seed.numpy())))
+            if t > 1:
+                kept, _, _ = filter_instances(labels, mi.numpy(), best_tu)
+                by_t_filtered[t].append(image_metrics(gt, kept, instance_scores(kept, seed.numpy())))
+    return {"tu": best_tu, "seed_threshold": seed_threshold, "min_instance_px": min_px,
+            "by_tu": {tu: table[(seed_threshold, min_px, tu)] for tu in tu_grid},
+            "by_cluster_params": {f"seed>{st} min_px={mp}": table[(st, mp, best_tu)] for st, mp in grid},
+            "by_T": {t: _mean(rows) for t, rows in by_t.items()},
+            "by_T_filtered": {t: _mean(rows) for t, rows in by_t_filtered.items()},
             "n_images": len(stems)}
 
 
-def report(model, data_dir, stems, tu, mc_samples=30, progress=True) -> dict:
+def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_threshold=None,
+           min_instance_px=None) -> dict:
     """The three BPartIS rows of the published table on ``stems``."""
     rows = {"discriminative": [], "bayesian": [], "bayesian_filter": []}
+    params = {"seed_threshold": seed_threshold, "min_instance_px": min_instance_px}
     for stem in tqdm(stems, desc="test", disable=not progress):
         sample = load_sample(data_dir, stem)
         gt = sample.instances
-        labels, _, seed = mc_labels(ParticleSegmenter(model=model, mc_samples=1, filter=False), sample.image)
+        labels, _, seed = mc_labels(ParticleSegmenter(model=model, mc_samples=1, filter=False, **params),
+                                    sample.image)
         rows["discriminative"].append(image_metrics(gt, labels, instance_scores(labels, seed)))
         labels, mi, seed = mc_labels_by_t(ParticleSegmenter(model=model, mc_samples=mc_samples,
-                                                            filter=False), sample.image, [mc_samples])[mc_samples]
+                                                            filter=False, **params),
+                                          sample.image, [mc_samples])[mc_samples]
         rows["bayesian"].append(image_metrics(gt, labels, instance_scores(labels, seed)))
         kept, _, _ = filter_instances(labels, mi, tu)
         rows["bayesian_filter"].append(image_metrics(gt, kept, instance_scores(kept, seed)))
-    return {name: _mean(r) for name, r in rows.items()} | {"n_images": len(stems), "tu": tu}
+    return {name: _mean(r) for name, r in rows.items()} | {"n_images": len(stems), "tu": tu, **params}
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -194,16 +222,20 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     model = ParticleSegmenter(weights=args.weights).model
     tu = args.tu
+    params = {}
     if args.step in ("sweep", "both"):
         result = sweep(model, args.data, read_split(args.data, "val")[:args.limit])
         (out / "sweep.json").write_text(json.dumps(result, indent=1))
         plot_sweep(result, out)
         tu = result["tu"] if tu is None else tu
-        log.info("validation sweep: t_u = %s; %s", tu, result["by_tu"][result["tu"]])
+        params = {k: result[k] for k in ("seed_threshold", "min_instance_px")}
+        log.info("validation sweep: t_u = %s, %s; %s", tu, params, result["by_tu"][result["tu"]])
     if args.step in ("report", "both"):
-        if tu is None:
-            tu = json.loads((out / "sweep.json").read_text())["tu"]
-        result = report(model, args.data, read_split(args.data, "test")[:args.limit], tu)
+        if not params:
+            swept = json.loads((out / "sweep.json").read_text())
+            tu = swept["tu"] if tu is None else tu
+            params = {k: swept[k] for k in ("seed_threshold", "min_instance_px")}
+        result = report(model, args.data, read_split(args.data, "test")[:args.limit], tu, **params)
         (out / "test.json").write_text(json.dumps(result, indent=1))
         log.info("test: %s", result)
 
