@@ -23,3 +23,12 @@ def emps_dir():
     if not EMPS.exists():
         pytest.skip(f"EMPS not found at {EMPS}")
     return EMPS
+
+
+@pytest.fixture
+def server():
+    """A threaded HTTP server on 127.0.0.1 replaying registered responses and faults."""
+    from replay_server import ReplayServer
+
+    with ReplayServer() as srv:
+        yield srv

@@ -161,3 +161,13 @@ class ReplayServer:
             self.hits.clear()
             self.served.clear()
             self.log.clear()
+
+
+def make_client(tmp_path, server, **kwargs):
+    """An ``HttpClient`` for tests: short timeouts, tiny backoff, no rate limit, this server only."""
+    from miners.http import HttpClient
+
+    options = dict(timeout_s=(1.0, 1.0), retries=2, backoff_s=0.01, min_interval_s=0.0,
+                   allowed_hosts={server.host})
+    options.update(kwargs)
+    return HttpClient(tmp_path / "cache", **options)

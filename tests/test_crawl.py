@@ -12,23 +12,11 @@ from miners import crawl as crawl_module
 from miners.articles import is_em_caption, read
 from miners.crawl import (ArxivSource, DoiSource, EuropePMCSource, MemoryStore, clean_doi, crawl, read_doi_file,
                           safe_name)
-from miners.http import HttpClient
 from crawl_site import ELSEVIER_DOI, ELSEVIER_XML, JATS, NATURE, build_site
-from replay_server import ReplayServer
+from replay_server import make_client
 
 
 
-@pytest.fixture
-def server():
-    with ReplayServer() as srv:
-        yield srv
-
-
-def make_client(tmp_path, server, **kwargs):
-    options = dict(timeout_s=(1.0, 1.0), retries=2, backoff_s=0.01, min_interval_s=0.0,
-                   allowed_hosts={server.host})
-    options.update(kwargs)
-    return HttpClient(tmp_path / "cache", **options)
 
 
 def europepmc(client, site):

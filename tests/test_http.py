@@ -10,7 +10,7 @@ from PIL import Image
 
 from idx.errors import CrawlError
 from miners.http import IMAGE_TYPES, JSON_TYPES, HttpClient
-from replay_server import ReplayServer
+from replay_server import make_client
 
 
 def png_bytes(side: int = 16) -> bytes:
@@ -20,17 +20,6 @@ def png_bytes(side: int = 16) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def server():
-    with ReplayServer() as srv:
-        yield srv
-
-
-def make_client(tmp_path, server, **kwargs):
-    options = dict(timeout_s=(1.0, 1.0), retries=2, backoff_s=0.01, min_interval_s=0.0,
-                   allowed_hosts={server.host})
-    options.update(kwargs)
-    return HttpClient(tmp_path / "cache", **options)
 
 
 def test_get_caches_response_and_rerun_contacts_no_server(tmp_path, server):
