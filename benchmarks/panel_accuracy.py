@@ -101,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     r = evaluate(args.figures, args.seed, args.split)
-    print(f"| metric | value |\n|---|---|")
+    print("| metric | value |\n|---|---|")
     for key, value in r.items():
         if key == "imperfect_figures":
             value = f"{len(value)} ({value[:15]}{'...' if len(value) > 15 else ''})"

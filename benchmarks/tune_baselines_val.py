@@ -48,7 +48,6 @@ def score(cls, params, data_dir, stems, rows):
 
 def check_polarity(data_dir, split):
     """Print how often each rule picks the Otsu phase that overlaps the ground truth more."""
-    import numpy as np
     from skimage.filters import gaussian, threshold_otsu
 
     from miners.images import to_gray

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from models.cluster import cluster_instances
 from models.data import default_emps_dir, read_split
-from models.evaluate import THRESHOLDS, image_metrics, load_ground_truth, summarise
+from models.evaluate import THRESHOLDS, image_metrics, summarise
 from models.infer import ParticleSegmenter, filter_instances
 from models.data import load_sample
 

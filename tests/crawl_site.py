@@ -179,7 +179,7 @@ def build_site(server, broken: bool = False) -> Site:
         "10.1038/ncomms1737": {"DOI": "10.1038/ncomms1737", "container-title": ["Nature Communications"],
                                "resource": {"primary": {"URL": server.url("/doi/10.1038/ncomms1737")}}},
         ELSEVIER_DOI: {"DOI": ELSEVIER_DOI, "container-title": ["Journal of Non-Crystalline Solids"],
-                       "link": [{"URL": f"https://api.elsevier.com/content/article/PII:S0022309317303496"
+                       "link": [{"URL": "https://api.elsevier.com/content/article/PII:S0022309317303496"
                                         "?httpAccept=text/xml", "content-type": "text/xml",
                                  "intended-application": "text-mining"}]},
     }

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from idx.errors import CrawlError
-from miners.http import IMAGE_TYPES, JSON_TYPES, HttpClient
+from miners.http import JSON_TYPES, HttpClient
 from replay_server import make_client
 
 
