@@ -1,0 +1,30 @@
+import json
+
+import pytest
+
+from models.infer import DEFAULT_WEIGHTS, ParticleSegmenter, file_sha256, load_weights, tuned_params
+from models.network import BPartIS
+
+
+def test_shipped_weights_load_strict_and_match_their_card():
+    card = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert DEFAULT_WEIGHTS.stat().st_size < 25 * 2**20
+    assert file_sha256(DEFAULT_WEIGHTS) == card["sha256"]
+    BPartIS().load_state_dict(load_weights(DEFAULT_WEIGHTS), strict=True)
+    params = tuned_params()
+    assert params == {"tu": card["tu"], "seed_threshold": card["seed_threshold"],
+                      "min_instance_px": card["min_instance_px"]}
+    segmenter = ParticleSegmenter(mc_samples=2)
+    assert segmenter.tu == card["tu"] and segmenter.min_instance_px == card["min_instance_px"]
+
+
+@pytest.mark.slow
+def test_shipped_weights_beat_the_classical_baseline_on_validation(emps_dir):
+    from models.baselines import OtsuWatershed
+    from models.data import read_split
+    from models.evaluate import evaluate_segmenter
+
+    stems = read_split(emps_dir, "val")[:12]
+    ours = evaluate_segmenter(ParticleSegmenter(mc_samples=1, filter=False), emps_dir, stems, progress=False)
+    baseline = evaluate_segmenter(OtsuWatershed(), emps_dir, stems, progress=False)
+    assert ours["AP50"] > baseline["AP50"] and ours["mean_IoU"] > baseline["mean_IoU"]
