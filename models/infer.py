@@ -170,47 +170,47 @@ class ParticleSegmenter:
                 if isinstance(module, torch.nn.Dropout2d):
                     module.train()
 
-    @torch.no_grad()
     def predict_maps(self, image: np.ndarray):
         """Mean embedding, sigma, seed and MI maps at the working size.
 
         Returns tensors ``embedding (2, S, S)``, ``sigma (2, S, S)``, ``seed (S, S)``, ``mi (S, S)``.
         """
+        return self.predict_maps_by_t(image, [self.mc_samples])[self.mc_samples]
+
+    @torch.no_grad()
+    def predict_maps_by_t(self, image: np.ndarray, ts) -> dict:
+        """``{T: (embedding, sigma, seed, mi)}`` for every T in ``ts`` from ONE run of max(ts)
+        Monte-Carlo samples: the estimate at T averages the first T samples (they are i.i.d.), so
+        a sweep over T costs max(ts) forward passes. Dropout is on when ``mc_samples > 1``.
+        """
         rgb = prepare_image(image)
         if self.size:
             rgb = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BICUBIC))
-        x = torch.from_numpy(np.ascontiguousarray(rgb).copy()).permute(2, 0, 1).float().div_(255.0).unsqueeze(0).to(self.device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        mc = self.mc_samples > 1
-        self._set_mode(mc)
+        x = torch.from_numpy(np.ascontiguousarray(rgb).copy()).permute(2, 0, 1).float().div_(255.0)
+        x = x.unsqueeze(0).to(self.device).contiguous(memory_format=torch.channels_last)
+        self._set_mode(self.mc_samples > 1)
         torch.manual_seed(self.rng_seed)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
         with autocast:
             head, sizes = self.model.encode_head(x)  # before the first dropout: once
-        emb_sum = sig_sum = seed_sum = entropy_sum = None
-        remaining = self.mc_samples
-        while remaining > 0:
-            n = min(MC_BATCH, remaining)
-            with autocast:
-                batch = head.expand(n, -1, -1, -1).contiguous(memory_format=torch.channels_last)
-                out = self.model.forward_from_head(batch, sizes)
-            embedding, sigma, seed = interpret(out.float())  # (n,2,S,S), (n,2,S,S), (n,1,S,S)
-            p = seed[:, 0].clamp(EPS, 1 - EPS)
-            entropy = -(p * p.log() + (1 - p) * (1 - p).log())  # (n, S, S)
-            parts = (embedding.sum(0), sigma.sum(0), p.sum(0), entropy.sum(0))
-            if emb_sum is None:
-                emb_sum, sig_sum, seed_sum, entropy_sum = parts
-            else:
-                emb_sum += parts[0]
-                sig_sum += parts[1]
-                seed_sum += parts[2]
-                entropy_sum += parts[3]
-            remaining -= n
-        t = float(self.mc_samples)
-        seed_mean = seed_sum / t
-        p = seed_mean.clamp(EPS, 1 - EPS)
-        mi = -(p * p.log() + (1 - p) * (1 - p).log()) - entropy_sum / t
-        return emb_sum / t, sig_sum / t, seed_mean, mi.clamp(min=0.0)
+        sums, done, maps = None, 0, {}
+        for t in sorted(set(ts)):
+            while done < t:
+                n = min(MC_BATCH, t - done)
+                with autocast:
+                    batch = head.expand(n, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+                    out = self.model.forward_from_head(batch, sizes)
+                embedding, sigma, seed = interpret(out.float())  # (n,2,S,S), (n,2,S,S), (n,1,S,S)
+                p = seed[:, 0].clamp(EPS, 1 - EPS)
+                entropy = -(p * p.log() + (1 - p) * (1 - p).log())  # (n, S, S)
+                parts = [embedding.sum(0), sigma.sum(0), p.sum(0), entropy.sum(0)]
+                sums = parts if sums is None else [a + b for a, b in zip(sums, parts)]
+                done += n
+            emb, sig, seed_mean, mean_entropy = (v / t for v in sums)
+            pm = seed_mean.clamp(EPS, 1 - EPS)
+            mi = -(pm * pm.log() + (1 - pm) * (1 - pm).log()) - mean_entropy
+            maps[t] = (emb, sig, seed_mean, mi.clamp(min=0.0))
+        return maps
 
     def segment(self, image: np.ndarray, exclude_mask: np.ndarray | None = None) -> Segmentation:
         """Segment the particles of one image.
@@ -244,11 +244,21 @@ class ParticleSegmenter:
             labels, keep = drop_masked(labels, np.asarray(exclude_mask, dtype=bool))
             inst_mi = inst_mi[keep]
         labels = labels.astype(np.int32)
-        n = int(labels.max())
-        counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        sums = np.bincount(labels.ravel(), weights=seed_np.ravel(), minlength=n + 1)[1:]
-        scores = (sums / np.maximum(counts, 1)).astype(np.float32)
+        scores = mean_per_instance(labels, seed_np)
         return Segmentation(labels, mi_np, seed_np, inst_mi, removed, self.params, scores)
+
+
+def mean_per_instance(labels: np.ndarray, values: np.ndarray, drop_empty: bool = True) -> np.ndarray:
+    """Mean of ``values`` (H, W) over each instance 1..max(labels) of ``labels`` (H, W), float32.
+
+    With ``drop_empty`` labels with no pixels are left out (so entry i is label i + 1 for maps
+    numbered 1..K consecutively).
+    """
+    n = int(labels.max()) if labels.size else 0
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    sums = np.bincount(labels.ravel(), weights=np.asarray(values, np.float64).ravel(), minlength=n + 1)[1:]
+    means = (sums / np.maximum(counts, 1)).astype(np.float32)
+    return means[counts > 0] if drop_empty else means
 
 
 def filter_instances(labels: np.ndarray, mi: np.ndarray, tu: float | None):
@@ -259,10 +269,8 @@ def filter_instances(labels: np.ndarray, mi: np.ndarray, tu: float | None):
     n = int(labels.max())
     if n == 0:
         return labels.astype(np.int32), np.zeros(0, np.float32), 0
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=n + 1)[1:]
-    sums = np.bincount(flat, weights=mi.ravel(), minlength=n + 1)[1:]
-    mean_mi = (sums / np.maximum(counts, 1)).astype(np.float32)
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    mean_mi = mean_per_instance(labels, mi, drop_empty=False)
     keep = counts > 0
     if tu is not None:
         keep &= mean_mi <= tu

@@ -21,10 +21,9 @@ import torch
 from tqdm import tqdm
 
 from models.cluster import cluster_instances
-from models.data import default_emps_dir, read_split
+from models.data import default_emps_dir, load_sample, read_split
 from models.evaluate import THRESHOLDS, image_metrics, summarise
-from models.infer import ParticleSegmenter, filter_instances
-from models.data import load_sample
+from models.infer import ParticleSegmenter, filter_instances, mean_per_instance
 
 log = logging.getLogger(__name__)
 
@@ -51,51 +50,15 @@ def mc_labels_by_t(segmenter: ParticleSegmenter, image: np.ndarray, ts) -> dict:
     return {t: _cluster(segmenter, *maps) for t, maps in mc_maps_by_t(segmenter, image, ts).items()}
 
 
-@torch.no_grad()
 def mc_maps_by_t(segmenter: ParticleSegmenter, image: np.ndarray, ts) -> dict:
-    """``{T: (embedding, sigma, seed, mi)}`` for every T in ``ts`` (> 1) from ONE run of max(ts)
-    samples: the estimate at T uses the first T samples (they are i.i.d.), so a sweep over T costs
-    max(ts) forward passes."""
-    import torch.nn.functional  # noqa: F401
-    from PIL import Image
-
-    from models.infer import EPS, prepare_image
-    from models.network import interpret
-
-    rgb = prepare_image(image)
-    if segmenter.size:
-        rgb = np.asarray(Image.fromarray(rgb).resize((segmenter.size, segmenter.size), Image.BICUBIC))
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
-    model = segmenter.model
-    segmenter._set_mode(True)
-    torch.manual_seed(segmenter.rng_seed)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=segmenter.bf16):
-        head, sizes = model.encode_head(x)
-    sums, done, out = None, 0, {}
-    for t in sorted(ts):
-        while done < t:
-            n = min(5, t - done)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=segmenter.bf16):
-                raw = model.forward_from_head(head.expand(n, -1, -1, -1), sizes)
-            embedding, sigma, seed = interpret(raw.float())
-            p = seed[:, 0].clamp(EPS, 1 - EPS)
-            entropy = -(p * p.log() + (1 - p) * (1 - p).log())
-            parts = [embedding.sum(0), sigma.sum(0), p.sum(0), entropy.sum(0)]
-            sums = parts if sums is None else [a + b for a, b in zip(sums, parts)]
-            done += n
-        emb, sig, seed_mean, ent = (v / t for v in sums)
-        pm = seed_mean.clamp(EPS, 1 - EPS)
-        mi = (-(pm * pm.log() + (1 - pm) * (1 - pm).log()) - ent).clamp(min=0.0)
-        out[t] = (emb, sig, seed_mean, mi)
-    return out
+    """``{T: (embedding, sigma, seed, mi)}`` from one run of max(ts) samples (see
+    ``ParticleSegmenter.predict_maps_by_t``)."""
+    return segmenter.predict_maps_by_t(image, ts)
 
 
 def instance_scores(labels: np.ndarray, seed: np.ndarray) -> np.ndarray:
     """Mean seed probability of each instance (label order), used to rank instances for COCO AP."""
-    n = int(labels.max())
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    sums = np.bincount(labels.ravel(), weights=seed.ravel(), minlength=n + 1)[1:]
-    return (sums / np.maximum(counts, 1))[counts > 0]
+    return mean_per_instance(labels, seed)
 
 
 SEED_GRID = (0.5, 0.6, 0.7)
