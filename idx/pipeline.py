@@ -449,11 +449,16 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     return {"run_id": run_id, **counts}
 
 
+def image_digest(image: np.ndarray) -> str:
+    """sha256 hex of an image array's pixels and shape (stable ids and file names)."""
+    array = np.ascontiguousarray(image)
+    return hashlib.sha256(array.tobytes() + str(array.shape).encode()).hexdigest()
+
+
 def _article_record(figure: FigureSource) -> dict:
     article = dict(figure.article)
     if not any(article.get(k) for k in ("doi", "key", "source_path", "url")):
-        digest = hashlib.sha256(np.ascontiguousarray(figure.image).tobytes()).hexdigest()[:16]
-        article["source_path"] = f"array:{digest}"
+        article["source_path"] = f"array:{image_digest(figure.image)[:16]}"
         article.setdefault("title", "numpy array")
     return article
 
@@ -462,8 +467,7 @@ def _figure_record(figure: FigureSource) -> dict:
     record = {k: v for k, v in figure.figure.items() if v is not None}
     record.setdefault("caption", figure.caption or None)
     if record.get("id") == "array":
-        record["id"] = "array-" + hashlib.sha256(
-            np.ascontiguousarray(figure.image).tobytes()).hexdigest()[:16]
+        record["id"] = f"array-{image_digest(figure.image)[:16]}"
     return record
 
 
@@ -479,7 +483,7 @@ def store_panel(db, run_id: str, result: PanelResult, panel_dir: Path, figure_id
     panel_dir = Path(panel_dir)
     panel_dir.mkdir(parents=True, exist_ok=True)
     crop = np.ascontiguousarray(result.image)
-    digest = hashlib.sha256(crop.tobytes() + str(crop.shape).encode()).hexdigest()
+    digest = image_digest(crop)
     image_path = panel_dir / f"{digest[:32]}.png"
     if not image_path.exists():
         tmp = image_path.with_suffix(".tmp")
