@@ -49,8 +49,13 @@ _LABEL = r"[A-Za-z]\d{0,2}"
 _LIST = _LABEL + r"(?:\s*(?:[-–—‒,&]|and|to)\s*" + _LABEL + r")*"
 # bracketed marker "(a)", "(a, b)", "(a–c)", "(d1)", not "particle(s)"
 _BRACKET_RE = re.compile(r"(?<![A-Za-z0-9])\((" + _LIST + r")\)")
-# "a)" at a clause start
-_HALF_BRACKET_RE = re.compile(r"(?:^|(?<=[.;:]\s)|(?<=[.;:]))(" + _LABEL + r")\)\s")
+# "a)" at a clause start, or after a comma / "and" when it continues "a) ..., b) ..." (checked later)
+_HALF_BRACKET_RE = re.compile(r"(?:^|(?<=[.;:]\s)|(?<=[.;:])|(?P<joint>,\s*|\band\s+|&\s*))(?<![A-Za-z0-9(])(?P<label>"
+                              + _LABEL + r")\)\s")
+# words after which a bracketed label refers back to a panel instead of heading its sub-caption
+_REFERENCE_BEFORE_RE = re.compile(
+    r"(?:\b(?:in|of|from|see|than|with|to|vs\.?|versus|like|by|for|on|at|inset|panels?)"
+    r"|\bFig(?:ure)?s?\.?\s*S?\d+[A-Za-z]?(?:\s*(?:,|and|or|&))?|[(\[])\s*$", re.IGNORECASE)
 # bare marker at a sentence start: "a–c SEM images", "b, TEM", "A: ..."
 _BARE_RE = re.compile(r"(?:^|(?<=[.;:]\s)|(?<=[.;:]))\s*(" + _LIST + r")(?:\s*[,.:|]\s+|\s+(?=[A-Z0-9(]))")
 _FIGURE_PREFIX_RE = re.compile(r"^\s*(?:Fig(?:ure)?\.?|Scheme)\s*S?\d+[A-Za-z]?\s*[.:|]?\s*", re.IGNORECASE)
@@ -93,6 +98,19 @@ def find_techniques(text: str) -> list[str]:
             found.append(name)
             masked = rx.sub(" ", masked)
     return found
+
+
+def first_technique(text: str) -> str | None:
+    """The technique named first in ``text`` ("HAADF-STEM image ... inset: HRTEM" -> "HAADF"), or None.
+
+    Where names overlap the more specific one wins, as in ``find_techniques``.
+    """
+    best = None
+    for name, rx in _TECHNIQUE_RE:
+        match = rx.search(text)
+        if match and (best is None or match.start() < best[0]):
+            best = (match.start(), name)
+    return best[1] if best else None
 
 
 def expand_labels(marker: str) -> list[str]:
@@ -142,13 +160,24 @@ def split_caption(caption: str) -> dict[str | None, SubCaption]:
     # scale-bar statements are read on their own and removed from the label text
     label_scales: dict[str, tuple[float, str]] = {}
     global_scale = None
+    unlabelled = []  # (position, scale) of statements that name no label
     for match in list(_SCALE_SENTENCE_RE.finditer(text)):
         scales, common = _read_scale_statement(match.group(0))
-        label_scales.update(scales)
-        global_scale = global_scale or common
-    body = _SCALE_SENTENCE_RE.sub(" ", text)
+        for label, scale in scales.items():
+            label_scales.setdefault(label, scale)
+        if common:
+            unlabelled.append((match.start(), common))
+    # blanked with spaces of the same length: marker positions stay positions in ``text``
+    body = _SCALE_SENTENCE_RE.sub(lambda m: " " * len(m.group(0)), text)
 
     markers = _find_markers(body)
+    owners = _scale_owners(markers, unlabelled, len(body))
+    for (position, scale), owner in zip(unlabelled, owners):
+        if owner is None:
+            global_scale = global_scale or scale
+        else:
+            for label in owner:
+                label_scales.setdefault(label, scale)
     pieces: dict[str | None, list[str]] = {}
     owned = [False] * len(body)
     for k, (start, stop, labels, pre) in enumerate(markers):
@@ -209,7 +238,7 @@ def describe_panels(caption: str, labels: list[str | None]) -> dict[str, dict]:
     -------
     dict
         ``label -> {"text", "techniques", "technique", "em", "scale"}``. ``technique`` is the
-        first technique of the panel's own text, else of the shared text; ``em`` is True when
+        technique named first in the panel's own text, else in the shared text; ``em`` is True when
         that technique is an EM technique (None when no technique is named); ``scale`` is the
         panel's stated scale ``[value, unit]``, else the scale stated for all panels, else None.
         Matching is case-insensitive and ``"d1"`` falls back to ``"d"``.
@@ -224,7 +253,8 @@ def describe_panels(caption: str, labels: list[str | None]) -> dict[str, dict]:
         key = str(label).lower()
         own = lookup.get(key) or lookup.get(key[:1]) or SubCaption()
         techniques = own.techniques or shared.techniques
-        technique = techniques[0] if techniques else None
+        technique = (first_technique(own.text) if own.techniques else first_technique(shared.text)) \
+            or (techniques[0] if techniques else None)
         scale = own.scale or shared.scale
         out[label] = {
             "text": own.text,
@@ -281,6 +311,26 @@ def _read_scale_statement(statement: str) -> tuple[dict[str, tuple[float, str]],
     return per_label, common
 
 
+def _scale_owners(markers: list[tuple[int, int, list[str], bool]], statements: list[tuple[int, tuple]],
+                  length: int) -> list[list[str] | None]:
+    """Labels each unlabelled scale statement belongs to (None: all panels).
+
+    A statement inside a panel's sub-caption ("(a) TEM image. Scale bar, 200 nm. (b) ...") is that
+    panel's. One after the last sub-caption is that panel's only when the caption also states scales
+    inside sub-captions (Nature Communications style); otherwise it applies to every panel.
+    """
+    owners: list[list[str] | None] = []
+    inline = False
+    for position, _ in statements:
+        before = [m for m in markers if m[0] < position]
+        after = [m for m in markers if m[0] > position and m[3]]
+        last = before[-1] if before else None
+        owner = list(last[2]) if last is not None and last[3] else None
+        inline = inline or (owner is not None and bool(after))
+        owners.append((owner, bool(after)))
+    return [owner if (trailing_ok or inline) else None for owner, trailing_ok in owners]
+
+
 def _find_markers(body: str) -> list[tuple[int, int, list[str], bool]]:
     """Label markers as (start, stop, labels, owns_text_after), in text order, no overlaps."""
     found = []
@@ -294,16 +344,25 @@ def _find_markers(body: str) -> list[tuple[int, int, list[str], bool]]:
             groups[-1][2] = groups[-1][2] + [lab for lab in labels if lab not in groups[-1][2]]
         else:
             groups.append([start, stop, list(labels)])
-    for start, stop, labels in groups:
+    for k, (start, stop, labels) in enumerate(groups):
         before = body[:start].rstrip()
         after = body[stop:].lstrip()
+        leading = before == "" or before[-1] in ".;:"
+        if not leading and _REFERENCE_BEFORE_RE.search(before) \
+                and not _starts_enumeration(body, labels, stop, groups[k + 1] if k + 1 < len(groups) else None):
+            continue  # "as in (a)", "compared with (b)", "Fig. 2(c)": a back-reference, not a sub-caption
         closes_clause = after == "" or after[0] in ",.;:)" or after.startswith(("and ", "& "))
-        pre = before == "" or before[-1] in ".;:" or not closes_clause
+        pre = leading or not closes_clause
         found.append((start, stop, labels, pre))
+    previous = None
     for m in _HALF_BRACKET_RE.finditer(body):
-        labels = expand_labels(m.group(1))
-        if _plausible(labels):
-            found.append((m.start(1), m.end(1) + 1, labels, True))
+        labels = expand_labels(m.group("label"))
+        if not _plausible(labels):
+            continue
+        if m.group("joint") and not (previous and _follows(previous, labels)):
+            continue  # "..., b) HRTEM" inside a sentence only continues a sequence "a) ..., b) ..."
+        previous = labels
+        found.append((m.start("label"), m.end("label") + 1, labels, True))
     for m in _BARE_RE.finditer(body):
         labels = expand_labels(m.group(1))
         token = m.group(1)
@@ -322,6 +381,22 @@ def _find_markers(body: str) -> list[tuple[int, int, list[str], bool]]:
             continue
         out.append(item)
     return out
+
+
+def _follows(previous: list[str], labels: list[str]) -> bool:
+    """``labels`` starts right after ``previous`` in the alphabet (``["a"]`` then ``["b", "c"]``)."""
+    last, first = previous[-1], labels[0]
+    return len(last) == len(first) == 1 and ord(first) == ord(last) + 1
+
+
+def _starts_enumeration(body: str, labels: list[str], stop: int, following: list | None) -> bool:
+    """A marker after "in"/"of" still heads a sub-caption when the next marker of its sentence
+    continues the sequence after ", " or "and": "annealed in (a) air, (b) N2 and (c) Ar"."""
+    if following is None:
+        return False
+    between = body[stop:following[0]]
+    return (not re.search(r"[.;]\s", between) and _follows(labels, following[2])
+            and re.search(r"(?:,|\band|&)\s*$", between) is not None)
 
 
 def _plausible(labels: list[str]) -> bool:
