@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 TECHNIQUES = (
     ("cryo-EM", r"cryo[- ]?(?:EM|TEM|electron\s+micro(?:scop|graph)\w*)"),
     ("HAADF", r"HAADF(?:[- ]STEM)?|high[- ]angle\s+annular\s+dark[- ]field"),
-    ("HRTEM", r"HR[- ]?TEM|high[- ]resolution\s+(?:TEM|transmission\s+electron\s+micro(?:scop|graph)\w*)"),
+    ("HRTEM", r"HR[- ]?TEM|(?<!low- and )(?<!low and )high[- ]resolution\s+(?:TEM|transmission\s+electron\s+micro(?:scop|graph)\w*)"),
     ("STEM", r"STEM|scanning\s+transmission\s+electron\s+micro(?:scop|graph)\w*"),
     ("FESEM", r"FE[- ]?SEM|field[- ]emission\s+(?:SEM|scanning\s+electron\s+micro(?:scop|graph)\w*)"),
     ("SEM", r"SEM|scanning\s+electron\s+micro(?:scop|graph)\w*"),
@@ -34,8 +34,8 @@ TECHNIQUES = (
     ("EDS", r"EDS|EDX|energy[- ]dispersive\s+X[- ]ray"),
     ("EELS", r"EELS"),
     ("AFM", r"AFM|atomic\s+force\s+micro(?:scop|graph)\w*"),
-    ("XRD", r"XRD|X[- ]ray\s+diffraction"),
-    ("UV-vis", r"UV[- ]?vis\w*"),
+    ("XRD", r"P?XRD|X[- ]ray\s+diffraction"),
+    ("UV-vis", r"UV[-–‐ ]?vis\w*"),
     ("DLS", r"DLS|dynamic\s+light\s+scattering"),
     ("XPS", r"XPS"),
     ("FTIR", r"FT[- ]?IR"),
@@ -50,14 +50,21 @@ _LIST = _LABEL + r"(?:\s*(?:[-–—‒,&]|and|to)\s*" + _LABEL + r")*"
 # bracketed marker "(a)", "(a, b)", "(a–c)", "(d1)", not "particle(s)"
 _BRACKET_RE = re.compile(r"(?<![A-Za-z0-9])\((" + _LIST + r")\)")
 # "a)" at a clause start, or after a comma / "and" when it continues "a) ..., b) ..." (checked later)
-_HALF_BRACKET_RE = re.compile(r"(?:^|(?<=[.;:]\s)|(?<=[.;:])|(?P<joint>,\s*|\band\s+|&\s*))(?<![A-Za-z0-9(])(?P<label>"
-                              + _LABEL + r")\)\s")
+_HALF_BRACKET_RE = re.compile(r"(?:^|(?<=[.;:]\s)|(?<=[.;:])|(?P<joint>,\s*|\band\s+|&\s*))(?<![\w(])(?P<label>"
+                              + _LIST + r")\)\s")
+_SCALE_HALF_BRACKET_RE = re.compile(r"(?<![\w(])(" + _LIST + r")\)")
 # words after which a bracketed label refers back to a panel instead of heading its sub-caption
 _REFERENCE_BEFORE_RE = re.compile(
-    r"(?:\b(?:in|of|from|see|than|with|to|vs\.?|versus|like|by|for|on|at|inset|panels?)"
+    r"(?:\b(?:in|of|as|from|see|than|with|to|vs\.?|versus|like|by|for|on|at|inset|panels?)"
     r"|\bFig(?:ure)?s?\.?\s*S?\d+[A-Za-z]?(?:\s*(?:,|and|or|&))?|[(\[])\s*$", re.IGNORECASE)
 # bare marker at a sentence start: "a–c SEM images", "b, TEM", "A: ..."
 _BARE_RE = re.compile(r"(?:^|(?<=[.;:]\s)|(?<=[.;:]))\s*(" + _LIST + r")(?:\s*[,.:|]\s+|\s+(?=[A-Z0-9(]))")
+PLOT_HEAD_WORDS = 5  # a plot word among a sub-caption's first words names what the panel shows
+# a panel described by these words is a plot or drawing; it does not take the shared technique
+_PLOT_RE = re.compile(r"\b(?:spectr(?:um|a)|histograms?|distributions?|curves?|profiles?|plots?|isotherms?|"
+                      r"voltammograms?|characteristics|schem(?:e|atics?)|illustrations?|diagrams?)\b", re.IGNORECASE)
+# a bare label inside a sentence, after a comma or "and": ", b shows ...", ", and c for ..."
+_BARE_CONTINUED_RE = re.compile(r"(?:,\s*(?:and\s+)?|\band\s+)(" + _LABEL + r")\s+(?=[A-Za-z0-9(])")
 _FIGURE_PREFIX_RE = re.compile(r"^\s*(?:Fig(?:ure)?\.?|Scheme)\s*S?\d+[A-Za-z]?\s*[.:|]?\s*", re.IGNORECASE)
 _SCALE_SENTENCE_RE = re.compile(r"(?:^|(?<=[\s.;(]))scale\s+bars?\b(?:[^.;]|\.(?=\d))*", re.IGNORECASE)
 _SCALE_VALUE = r"\d+(?:[.,]\d+)?\s*(?:nm|µm|μm|um|mm|pm|Å|nanomet\w*|micromet\w*|microns?)"
@@ -111,6 +118,12 @@ def first_technique(text: str) -> str | None:
         if match and (best is None or match.start() < best[0]):
             best = (match.start(), name)
     return best[1] if best else None
+
+
+def _technique_position(text: str, name: str) -> int:
+    """Where technique ``name`` is first named in ``text`` (``len(text)`` if it is not)."""
+    match = dict(_TECHNIQUE_RE)[name].search(text)
+    return match.start() if match else len(text)
 
 
 def expand_labels(marker: str) -> list[str]:
@@ -186,7 +199,11 @@ def split_caption(caption: str) -> dict[str | None, SubCaption]:
             span = (stop, end)
         else:
             begin = markers[k - 1][1] if k > 0 else 0
-            clause = max(body.rfind(sep, begin, start) for sep in (". ", "; ", ", ", " and "))
+            # the first label after its item in a sentence owns the sentence so far ("SEM images and
+            # EDS maps of ... in 1% (a), 2% (b)"); later ones the clause since the previous label
+            same_sentence = k > 0 and not re.search(r"[.;:]\s", body[begin:start])
+            seps = (". ", "; ", ", ", " and ") if same_sentence else (". ", "; ", ": ")
+            clause = max(body.rfind(sep, begin, start) for sep in seps)
             begin = max(begin, clause + 1) if clause >= 0 else begin
             span = (begin, start)
         piece = body[span[0]:span[1]].strip(" ,;:.")
@@ -246,15 +263,24 @@ def describe_panels(caption: str, labels: list[str | None]) -> dict[str, dict]:
     parts = split_caption(caption)
     shared = parts.get(None, SubCaption())
     lookup = {str(k).lower(): v for k, v in parts.items() if k is not None}
+    # "Size distributions obtained from TEM images of ... (a) 400 °C": the panels are plots
+    plot = _PLOT_RE.search(shared.text)
+    named = first_technique(shared.text)
+    shared_is_plot = bool(plot and named and plot.start() < _technique_position(shared.text, named))
     out: dict[str, dict] = {}
     for label in labels:
         if not label:
             continue
         key = str(label).lower()
         own = lookup.get(key) or lookup.get(key[:1]) or SubCaption()
-        techniques = own.techniques or shared.techniques
+        if not own.techniques and (_PLOT_RE.search(" ".join(own.text.split()[:PLOT_HEAD_WORDS]))
+                                   or shared_is_plot):
+            techniques = []  # "size distribution", "I–t curves": a plot, not an image of the shared technique
+        else:
+            techniques = own.techniques or shared.techniques
         technique = (first_technique(own.text) if own.techniques else first_technique(shared.text)) \
             or (techniques[0] if techniques else None)
+        technique = technique if techniques else None
         scale = own.scale or shared.scale
         out[label] = {
             "text": own.text,
@@ -286,6 +312,8 @@ def _read_scale_statement(statement: str) -> tuple[dict[str, tuple[float, str]],
         if value:
             tokens.append(("scale", m.start(), m.end(), value))
     for m in _BRACKET_RE.finditer(statement):
+        tokens.append(("labels", m.start(), m.end(), expand_labels(m.group(1))))
+    for m in _SCALE_HALF_BRACKET_RE.finditer(statement):  # "Scale bars: a) 50 nm, b) 5 nm"
         tokens.append(("labels", m.start(), m.end(), expand_labels(m.group(1))))
     tokens.sort(key=lambda t: t[1])
     per_label: dict[str, tuple[float, str]] = {}
@@ -336,24 +364,42 @@ def _find_markers(body: str) -> list[tuple[int, int, list[str], bool]]:
     found = []
     brackets = [(m.start(), m.end(), expand_labels(m.group(1))) for m in _BRACKET_RE.finditer(body)]
     brackets = [b for b in brackets if _plausible(b[2])]
+    # back-references first, one bracket at a time: "as in (a)", "compared with (b)", "Fig. 2(c)",
+    # and what they chain to: "shown in (a) and (b)"; "annealed in (a) air, (b) N2" is a list of heads
+    kept, back_ref = [], False
+    for k, (start, stop, labels) in enumerate(brackets):
+        before = body[:start].rstrip()
+        following = brackets[k + 1] if k + 1 < len(brackets) else None
+        if before == "" or before[-1] in ".;:":
+            back_ref = False
+        elif _REFERENCE_BEFORE_RE.search(before):
+            back_ref = not _starts_enumeration(body, labels, stop, following)
+        elif back_ref and re.fullmatch(r"\s*(?:and|or|&|,\s*and|,\s*or)\s*", body[brackets[k - 1][1]:start]):
+            back_ref = True  # "(a) and (b)" after "in"
+        elif back_ref and re.fullmatch(r"\s*,\s*", body[brackets[k - 1][1]:start]):
+            back_ref = _closes_clause(body[stop:].lstrip())  # "in (a), (b)." vs "in (c), (e) TEM image"
+        else:
+            back_ref = False
+        if not back_ref:
+            kept.append((start, stop, labels))
     # "(a) and (b) TEM images", "(a), (b)": neighbouring markers form one group
     groups: list[list] = []
-    for start, stop, labels in brackets:
+    for start, stop, labels in kept:
         if groups and re.fullmatch(r"\s*(?:,|and|&|,\s*and)?\s*", body[groups[-1][1]:start]):
             groups[-1][1] = stop
             groups[-1][2] = groups[-1][2] + [lab for lab in labels if lab not in groups[-1][2]]
         else:
             groups.append([start, stop, list(labels)])
-    for k, (start, stop, labels) in enumerate(groups):
+    previous = None  # (stop, labels, pre) of the group before
+    for start, stop, labels in groups:
         before = body[:start].rstrip()
-        after = body[stop:].lstrip()
         leading = before == "" or before[-1] in ".;:"
-        if not leading and _REFERENCE_BEFORE_RE.search(before) \
-                and not _starts_enumeration(body, labels, stop, groups[k + 1] if k + 1 < len(groups) else None):
-            continue  # "as in (a)", "compared with (b)", "Fig. 2(c)": a back-reference, not a sub-caption
-        closes_clause = after == "" or after[0] in ",.;:)" or after.startswith(("and ", "& "))
-        pre = leading or not closes_clause
+        pre = leading or not _closes_clause(body[stop:].lstrip())
+        if pre and not leading and previous is not None and not previous[2] and _follows(previous[1], labels) \
+                and not re.search(r"[.;:]\s", body[previous[0]:start]):
+            pre = False  # "C1s (a), O1s (b) ... Cu2p (f) for the plate": a list of labels after their items
         found.append((start, stop, labels, pre))
+        previous = (stop, labels, pre)
     previous = None
     for m in _HALF_BRACKET_RE.finditer(body):
         labels = expand_labels(m.group("label"))
@@ -363,17 +409,29 @@ def _find_markers(body: str) -> list[tuple[int, int, list[str], bool]]:
             continue  # "..., b) HRTEM" inside a sentence only continues a sequence "a) ..., b) ..."
         previous = labels
         found.append((m.start("label"), m.end("label") + 1, labels, True))
+    bare = []
     for m in _BARE_RE.finditer(body):
         labels = expand_labels(m.group(1))
         token = m.group(1)
         if not _plausible(labels):
             continue
         rest = body[m.end(1):m.end()]
-        if len(labels) == 1 and token.lower() == "a" and not re.match(r"\s*[,.:|]", rest):
-            continue  # the article "a", not a label
-        if len(labels) == 1 and token in ("I", "A") and not re.match(r"\s*[,.:|]", rest):
-            continue
-        found.append((m.start(1), m.end(), labels, True))
+        if len(labels) == 1 and token in ("a", "A", "I") and not re.match(r"\s*[,.:|]", rest):
+            # the article "a" / "A", the pronoun "I" -- unless "b" follows as a label too
+            if token == "I" or not re.search(r"(?:^|[.;:,]\s*|\band\s+)" + chr(ord(token) + 1) + r"\b[,.:|]?\s+\w", body[m.end():]):
+                continue
+        bare.append((m.start(1), m.end(), labels, True))
+    # Springer style "a Shows ..., b shows ..., and c for ...": a bare label after a comma continues a sequence
+    for first in list(bare):
+        last = first
+        for m in _BARE_CONTINUED_RE.finditer(body, first[1]):
+            labels = expand_labels(m.group(1))
+            if re.search(r"[.;]\s", body[last[1]:m.start(1)]):
+                break
+            if _follows(last[2], labels):
+                last = (m.start(1), m.end(), labels, True)
+                bare.append(last)
+    found.extend(bare)
     found.sort(key=lambda f: (f[0], -f[1]))
     out = []
     for item in found:
@@ -381,6 +439,11 @@ def _find_markers(body: str) -> list[tuple[int, int, list[str], bool]]:
             continue
         out.append(item)
     return out
+
+
+def _closes_clause(after: str) -> bool:
+    """The text after a marker ends its clause: "(a), ...", "(a).", "(a) and ...", end of caption."""
+    return after == "" or after[0] in ",.;:)" or after.startswith(("and ", "& "))
 
 
 def _follows(previous: list[str], labels: list[str]) -> bool:
@@ -395,6 +458,8 @@ def _starts_enumeration(body: str, labels: list[str], stop: int, following: list
     if following is None:
         return False
     between = body[stop:following[0]]
+    if re.fullmatch(r"\s*(?:,|and|or|&|,\s*and)?\s*", between):
+        return False  # "as in (a) and (b)": one back-reference to two panels
     return (not re.search(r"[.;]\s", between) and _follows(labels, following[2])
             and re.search(r"(?:,|\band|&)\s*$", between) is not None)
 

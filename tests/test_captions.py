@@ -1,4 +1,7 @@
 """Caption distribution over panel labels: markers, ranges, techniques and scale statements."""
+import json
+from pathlib import Path
+
 import pytest
 
 from miners.captions import describe_panels, expand_labels, find_techniques, split_caption
@@ -105,3 +108,100 @@ def test_real_caption_with_sub_label_ranges_and_a_parenthetical_range():
                           "points (from a to h) are collected to take XRD tests. (d) Ex situ XRD patterns.")
     assert set(parts) == {None, "c", "d"}
     assert parts["d"].techniques == ["XRD"]
+
+
+# ------------------------------------------------------------------ labelled captions (tests/data)
+CAPTIONS = json.loads((Path(__file__).parent / "data" / "captions.json").read_text())
+
+
+def real_caption(source: str) -> str:
+    """A real caption of a fixture article, as stored in tests/data/captions.json."""
+    return next(item["caption"] for item in CAPTIONS if item["source"] == f"fixtures/articles/{source}")
+
+
+def test_back_references_do_not_start_sub_captions():
+    # Nat. Commun. 3, 732 (fixture ncomms1737), Fig. 1: "(i) TEM image of the same device as in (h) after erasing"
+    parts = split_caption(real_caption("nature/ncomms1737.html Figure 1"))
+    assert parts["h"].text.startswith("TEM image of another device")
+    assert "as in (h) after erasing" in parts["i"].text
+    assert "after erasing" not in parts["h"].text
+    assert parts["d"].text.endswith("led to the image in (b). The applied voltage was 8 V")
+    assert parts["b"].text.startswith("TEM image of the same device after the forming process")
+    assert "I–t curve" not in parts["b"].text
+
+
+@pytest.mark.parametrize("caption, label, start", [
+    ("(a) TEM image. (b) The same sample as in (a), after heating.", "a", "TEM image"),
+    ("(b) HRTEM image compared with (a) (see Fig. 2a). (c) SAED.", "c", "SAED"),
+    ("(c) dark-field TEM image of the precipitates shown in (a) and (b); (d) HRTEM image.", "c", "dark-field TEM"),
+    ("(d) height profile along the line in (c), (e) TEM image of a folded sheet.", "e", "TEM image of a folded"),
+    ("a) TEM image, b) size distribution of the nanocubes in a). Scale bars: a) 50 nm.", "b", "size distribution"),
+    ("(d) HRTEM image of PdAu/C, taken from the same region as (c).", "d", "HRTEM image of PdAu/C, taken"),
+])
+def test_back_reference_stays_in_the_sub_caption_that_mentions_it(caption, label, start):
+    parts = split_caption(caption)
+    assert parts[label].text.startswith(start)
+    later = [k for k in parts if k and k < label]
+    assert all(parts[k].text != "" for k in later)
+    assert not any(start in parts[k].text for k in later)
+
+
+def test_labels_after_in_or_of_still_head_an_enumeration():
+    parts = split_caption("FE-SEM images of (a) pristine and (b) Ag-decorated TiO2 nanotubes; (c) cross-section "
+                          "of the array in (a). Scale bar = 200 nm.")
+    assert parts["a"].text == "pristine" and parts["b"].text == "Ag-decorated TiO2 nanotubes"
+    assert parts["c"].text == "cross-section of the array in (a)"
+    described = describe_panels("The STEM images at (a) the initial state, (b) the low resistance state.", ["a", "b"])
+    assert described["b"]["text"] == "the low resistance state" and described["b"]["technique"] == "STEM"
+
+
+def test_inline_scale_statements_belong_to_their_panel():
+    # fixture ncomms1737, Fig. 2: "Scale bar, 50 nm." inside (a), "Scale bar, 100 nm." inside (d)
+    described = describe_panels(real_caption("nature/ncomms1737.html Figure 2"), list("abdfhi"))
+    assert described["a"]["scale"] == [50.0, "nm"] and described["d"]["scale"] == [100.0, "nm"]
+    assert described["h"]["scale"] == [2.0, "nm"] and described["b"]["scale"] is None
+    assert described["f"]["technique"] == "HAADF" and described["i"]["technique"] == "STEM"  # not the inset's HRTEM
+    # a statement only at the end still applies to every panel
+    described = describe_panels("(a) SEM image. (b) TEM image. Scale bar: 1 µm.", ["a", "b"])
+    assert described["a"]["scale"] == described["b"]["scale"] == [1.0, "µm"]
+
+
+def test_half_bracket_scale_list_and_micrometre_is_not_a_label():
+    parts = split_caption("a,b) SEM images. c) PXRD patterns. d) TEM image of the carbon from b). "
+                          "Scale bars: a) 10 µm, b) 1 µm, d) 200 nm.")
+    assert set(parts) == {None, "a", "b", "c", "d"}
+    assert parts["b"].scale == (1.0, "µm") and parts["d"].scale == (200.0, "nm")
+    assert parts["c"].techniques == ["XRD"] and parts["d"].text == "TEM image of the carbon from b)"
+
+
+def test_springer_bare_labels_inside_a_sentence():
+    parts = split_caption(real_caption("springer/spr_test1.xml Fig. 19"))
+    assert parts["a"].text.startswith("Charge–discharge curve for the first time")
+    assert parts["b"].text.startswith("cycle life")
+    assert set(split_caption("A TEM image of the particles, and a SEM image.")) == {None}
+
+
+def test_labels_after_their_items_stay_a_list():
+    # fixture j.jnoncrysol.2017.07.006, Fig. 13: "... in 1% (a), 2% (b) and 3.5% (c) NaCl solution"
+    described = describe_panels(real_caption("elsevier/j.jnoncrysol.2017.07.006.xml Fig. 13"), list("abc"))
+    assert described["a"]["text"].startswith("SEM micrographs and EDS analysis")
+    assert described["c"]["text"] == "3.5%"
+    assert [described[k]["technique"] for k in "abc"] == ["SEM"] * 3
+
+
+def test_plots_do_not_take_the_shared_technique():
+    described = describe_panels("TEM images of Au NPs: (a) as made, (b) the corresponding size distribution.",
+                                ["a", "b"])
+    assert described["a"]["technique"] == "TEM" and described["b"]["technique"] is None
+    described = describe_panels("Size distributions obtained from TEM images, for samples calcined at "
+                                "(a) 400 °C and (b) 600 °C.", ["a"])
+    assert described["a"]["technique"] is None and described["a"]["em"] is None
+
+
+def test_labelled_caption_set_accuracy():
+    from benchmarks.caption_split import evaluate
+    import miners.captions
+
+    result = evaluate(miners.captions, CAPTIONS)
+    assert len(CAPTIONS) >= 40 and result["labels"] >= 200
+    assert result["sub-caption start"] >= 0.95 and result["technique"] >= 0.95 and result["scale"] >= 0.98
