@@ -48,7 +48,9 @@ MAX_BAR_FRACTION = 0.75  # of the image width; longer lines are frames or plot a
 MIN_CONTRAST = 35  # grey levels between a bar and the pixels above and below it
 GLYPH_CONTRAST = 50  # grey levels between a glyph and the ground in its box
 ADAPTIVE_GLYPH_CONTRAST = 50  # grey levels between text and the window's median, second glyph pass
-NM_PER_PX_RANGE = (0.005, 2000.0)  # pixel sizes a micrograph can have, nm/px
+# pixel sizes a micrograph can have, nm/px: 0.005 (atomic-resolution STEM) to 20 000 (20 µm/px: a
+# 10 mm field over a 500 px panel, an SEM overview at about x12; EMPS has 200 µm over 56 px = 3571)
+NM_PER_PX_RANGE = (0.005, 20000.0)
 MAX_GLYPH_RUN = 5  # width / height of a glyph blob: up to 4 bold digits blurred together
 MAX_STACKED_PAIRS = 1  # two-line label guesses OCRed per bar (each is one tesseract call)
 MAX_OCR_CALLS = 10  # tesseract calls per image (~0.1 s each): bounds the time of a hard panel
@@ -263,7 +265,7 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
 def is_plausible_scale(value: float, unit: str, bar_px: float) -> bool:
     """True when ``value unit`` over ``bar_px`` pixels gives a micrograph-like pixel size.
 
-    Pixel sizes of EM panels lie within ``NM_PER_PX_RANGE`` (0.005-2000 nm/px); a reading
+    Pixel sizes of EM panels lie within ``NM_PER_PX_RANGE`` (0.005-20 000 nm/px); a reading
     outside it (``2.9 mm`` over 100 px, the working distance of an SEM data bar) is an OCR or
     pairing error.
     """
@@ -287,7 +289,8 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
     bar, text, text_box, ocr_conf, parsed = reading
     if parsed is None:
         return reading
-    if re.search(r"=|\b(?:WD|EHT|HV|Mag|HFW|Det|kV)\b", text, flags=re.IGNORECASE):
+    # "EHT = 20.00 kV", "WD = 10 mm"; a stray "=" after the unit ("100 n=" for 100 nm) is no field
+    if re.search(r"=\s*\d|\b(?:WD|EHT|HV|Mag|HFW|Det|kV)\b", text, flags=re.IGNORECASE):
         log.debug("scale bar: %r is a data-bar field, not a scale label", text)
         return bar, text, text_box, ocr_conf, None
     value, unit = parsed
@@ -296,6 +299,8 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
         if (_unit_has_descender(gray, text_box, bar["polarity"]) is False
                 and is_plausible_scale(value, "nm", bar["length_px"])):
             unit = "nm"
+    if text_box is not None:
+        value = _repair_digits(gray, text_box, _fix_ocr(text), value)
     if not _is_round_value(value):
         log.debug("scale bar: %s is not a scale-bar value (more than 2 significant digits)", value)
         return bar, text, text_box, ocr_conf, None
@@ -303,6 +308,115 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
         log.debug("scale bar: %s %s over %.1f px is implausible", value, unit, bar["length_px"])
         return bar, text, text_box, ocr_conf, None
     return bar, text, text_box, ocr_conf, (value, unit)
+
+
+def _text_glyphs(gray: np.ndarray, box: tuple[int, int, int, int],
+                 polarity: str) -> tuple[np.ndarray, list[tuple[int, tuple[slice, slice]]]]:
+    """Labelled ink of a text box and its glyphs, left to right.
+
+    ``polarity`` ``"light"`` or ``"dark"``: the text is brighter or darker than the ground (the
+    crop's median); ink is what lies more than half-way from the ground to the extreme level.
+    Returns ``(labels, glyphs)``: ``labels`` int (h, w) over the box, ``glyphs`` ``(index, slice)``
+    of every blob at least 2 px high.
+    """
+    r0, c0, r1, c1 = box
+    crop = gray[max(0, r0):r1, max(0, c0):c1].astype(float)
+    if crop.size == 0:
+        return np.zeros((0, 0), dtype=np.int32), []
+    ground = float(np.median(crop))
+    if polarity == "light":
+        ink = crop >= ground + max(GLYPH_CONTRAST / 2, (crop.max() - ground) / 2)
+    else:
+        ink = crop <= ground - max(GLYPH_CONTRAST / 2, (ground - crop.min()) / 2)
+    labels, _ = ndimage.label(ink)
+    glyphs = [(index, sl) for index, sl in enumerate(ndimage.find_objects(labels), start=1)
+              if sl is not None and sl[0].stop - sl[0].start >= 2]
+    glyphs.sort(key=lambda g: g[1][1].start)
+    return labels, glyphs
+
+
+def _repair_digits(gray: np.ndarray, box: tuple[int, int, int, int], text: str, value: float) -> float:
+    """Put back what OCR loses in the number of a label, judged from the glyph shapes.
+
+    - a dropped decimal point: ``1.0 µm`` read ``10 m``; a dot is a small blob on the digits'
+      baseline between two digits;
+    - ``0`` read as ``8`` (``208 nm``, a blurred serif 0): a digit glyph with one hole is no 8.
+
+    Changes nothing unless every digit of the OCR number is matched by one isolated digit glyph
+    (tried with light and with dark text).
+    """
+    match = _SCALE_RE.search(text)
+    if match is None:
+        return value
+    number = match.group(1)
+    digits_text = re.sub(r"\D", "", number)
+    if len(digits_text) < 2 or ("." in number or "," in number) and "8" not in digits_text:
+        return value
+    for polarity in ("light", "dark"):
+        labels, glyphs = _text_glyphs(gray, box, polarity)
+        digit_glyphs = _number_glyphs(glyphs)
+        if len(digit_glyphs) != len(digits_text):
+            continue
+        repaired = list(digits_text)
+        for k, (index, sl) in enumerate(digit_glyphs):
+            if repaired[k] == "8" and _count_holes(labels[sl] == index) == 1:
+                repaired[k] = "0"
+        new_number = "".join(repaired)
+        if "." in number or "," in number:
+            new_value = _number_with_point(number, new_number)
+        else:
+            cap_h = float(np.median([sl[0].stop - sl[0].start for _, sl in digit_glyphs]))
+            baseline = float(np.median([sl[0].stop for _, sl in digit_glyphs]))
+            for k in range(len(digit_glyphs) - 1):
+                left, right = digit_glyphs[k][1], digit_glyphs[k + 1][1]
+                if any(left[1].stop <= sl[1].start and sl[1].stop <= right[1].start
+                       and sl[0].stop - sl[0].start <= 0.3 * cap_h
+                       and sl[1].stop - sl[1].start <= 0.4 * cap_h
+                       and abs(sl[0].stop - baseline) <= max(2.0, 0.12 * cap_h) for _, sl in glyphs):
+                    new_number = new_number[:k + 1] + "." + new_number[k + 1:]
+                    break
+            new_value = float(new_number)
+        if new_value != value:
+            log.debug("scale bar: number %r read from the glyph shapes as %s", number, new_value)
+        return new_value
+    return value
+
+
+def _number_glyphs(glyphs: list[tuple[int, tuple[slice, slice]]]) -> list[tuple[int, tuple[slice, slice]]]:
+    """The leading run of digit glyphs: cap-height blobs sharing the top row, up to the first letter."""
+    if not glyphs:
+        return []
+    heights = sorted((sl[0].stop - sl[0].start for _, sl in glyphs), reverse=True)
+    ref_h = float(np.median(heights[:3]))
+    if ref_h < 6:
+        return []
+    top = min(sl[0].start for _, sl in glyphs if sl[0].stop - sl[0].start >= 0.6 * ref_h)
+    digits = []
+    for index, sl in glyphs:
+        h = sl[0].stop - sl[0].start
+        if abs(sl[0].start - top) <= max(2, 0.12 * ref_h) and 0.7 * ref_h <= h <= 1.3 * ref_h:
+            digits.append((index, sl))
+        elif digits and h >= 0.4 * ref_h:
+            break  # the first letter (n, m, µ start at the x-height) ends the number
+    return digits
+
+
+def _number_with_point(number: str, digits: str) -> float:
+    """``number`` (with its decimal point or comma) with its digits replaced by ``digits``."""
+    out, i = [], 0
+    for ch in number:
+        if ch.isdigit():
+            out.append(digits[i])
+            i += 1
+        else:
+            out.append(".")
+    return float("".join(out))
+
+
+def _count_holes(glyph: np.ndarray) -> int:
+    """Enclosed background regions (holes) of one glyph mask: 0 has 1, 8 has 2, 1 has 0."""
+    background, n = ndimage.label(~np.pad(glyph, 1))
+    return n - 1
 
 
 def _unit_has_descender(gray: np.ndarray, box: tuple[int, int, int, int],
@@ -514,6 +628,7 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
         ocr_budget = [MAX_OCR_CALLS]
     boxes = _text_line_boxes(gray, arr, bar)
     best = ("", None, 0.0)
+    odd = []  # readings whose value is not a scale-bar value ("208 nm" for 200 nm): last resort
     for *box, text_polarity in boxes[:3]:
         box = tuple(box)
         # plain bands (no glyphs found) are tried as grey, then binarised both ways
@@ -521,18 +636,30 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
         repaired = []
         for mode in modes:
             if ocr_budget[0] <= 0:
-                return best
+                return odd[0] if odd else best
             ocr_budget[0] -= 1
             text, conf = _ocr_box(gray, box, mode)
-            if text and parse_scale_text(text) is not None:
+            if text and _UNIT_ONLY_RE.fullmatch(text) and ocr_budget[0] > 0:
+                # the unit alone: the number touches a particle and was left out of the line box
+                ocr_budget[0] -= 1
+                wider = _widen_box(box, gray.shape)
+                wide_text, wide_conf = _ocr_box(gray, wider, mode)
+                if parse_scale_text(_fix_ocr(wide_text)) is not None:
+                    box, text, conf = wider, wide_text, wide_conf
+            parsed = parse_scale_text(_fix_ocr(text)) if text else None
+            if parsed is not None and not _is_round_value(parsed[0]):
+                odd.append((text, box, conf))  # another binarisation may read the digits right
+            elif text and parse_scale_text(text) is not None:
                 return text, box, conf  # read cleanly, no repair needed
-            if text and parse_scale_text(_fix_ocr(text)) is not None:
+            elif parsed is not None:
                 repaired.append((conf, text))
             elif text and conf > best[2]:
                 best = (text, box, conf)
         if repaired:  # every reading needed repairs: the most confident one
             conf, text = max(repaired)
             return text, box, conf
+    if odd:
+        return odd[0]
     # a label split over two lines ("100" above "nm"): OCR pairs of stacked line boxes together
     for box in _stacked_pairs([tuple(b) for b in boxes[:4]])[:MAX_STACKED_PAIRS]:
         *rect, text_polarity = box
@@ -544,6 +671,16 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
         if text and parse_scale_text(_fix_ocr(text)) is not None:
             return text, tuple(rect), conf
     return best
+
+
+_UNIT_ONLY_RE = re.compile(r"[^\w]*(?:nm|µm|um|pm|mm)[^\w]*", re.IGNORECASE)
+
+
+def _widen_box(box: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A text-line box grown by 3 line heights to the left and 1 to the right (missed digits)."""
+    r0, c0, r1, c1 = box
+    line_h = r1 - r0
+    return r0, max(0, c0 - 3 * line_h), r1, min(shape[1], c1 + line_h)
 
 
 def _stacked_pairs(boxes: list[tuple]) -> list[tuple]:
