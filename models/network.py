@@ -62,6 +62,103 @@ class NonBottleneck1D(nn.Module):
         return _elu(out + x)
 
 
+# _UPSAMPLE_TAPS[a][d, r]: weight of input offset r (-1, 0, 1) in the bilinear 2x upsampled sample
+# 2k + a + d (d = -1, 0, 1, the taps of a 3x3 conv), align_corners=False, edges replicated.
+_UPSAMPLE_TAPS = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.75, 0.25]],
+                               [[0.25, 0.75, 0.0], [0.0, 0.75, 0.25], [0.0, 0.25, 0.75]]],
+                              dtype=torch.float64)
+
+
+def fuse_upsample_conv(weight: torch.Tensor) -> torch.Tensor:
+    """Transposed-conv kernel equal to a 3x3 conv applied after bilinear 2x upsampling.
+
+    Parameters
+    ----------
+    weight : (O, I, 3, 3) float, the conv that follows the upsampling
+
+    Returns
+    -------
+    (I, O, 6, 6) kernel for ``conv_transpose2d(pad_replicate(x, 1), kernel, stride=2, padding=4)``:
+    output pixel ``2k + a`` (phase a) sees inputs ``k - 1 .. k + 1``; the composite taps of phase a
+    and input offset r sit at kernel index ``a - 2 r + 2``.
+    """
+    taps = _UPSAMPLE_TAPS.to(weight.device)
+    composite = torch.einsum("oide,adr,bes->aboirs", weight.double(), taps, taps)  # (2,2,O,I,3,3)
+    kernel = torch.zeros(weight.shape[1], weight.shape[0], 6, 6, dtype=torch.float64,
+                         device=weight.device)
+    for a in range(2):
+        for b in range(2):
+            for r in range(3):
+                for s in range(3):
+                    kernel[:, :, a - 2 * (r - 1) + 2, b - 2 * (s - 1) + 2] = composite[a, b, :, :, r, s].T
+    return kernel.to(weight.dtype)
+
+
+def _upsample_line(v: torch.Tensor) -> torch.Tensor:
+    """Bilinear 2x upsampling (align_corners=False) of ``(..., L)`` along the last axis -> ``(..., 2L)``."""
+    before = torch.cat([v[..., :1], v[..., :-1]], -1)
+    after = torch.cat([v[..., 1:], v[..., -1:]], -1)
+    return torch.stack([0.75 * v + 0.25 * before, 0.75 * v + 0.25 * after], -1).flatten(-2)
+
+
+def _pad_replicate(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, H + 2, W + 2)`` with edges repeated, keeping the memory format."""
+    b, c, h, w = x.shape
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+    out = torch.empty((b, c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=fmt)
+    out[:, :, 1:-1, 1:-1] = x
+    out[:, :, 0, 1:-1] = x[:, :, 0]
+    out[:, :, -1, 1:-1] = x[:, :, -1]
+    out[:, :, :, 0] = out[:, :, :, 1]
+    out[:, :, :, -1] = out[:, :, :, -2]
+    return out
+
+
+def _fix_border(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Make the outer pixel ring of the fused result exact: there the 3x3 conv's zero padding lies
+    outside the upsampled image, where the fused kernel saw edge-replicated values instead.
+    Subtracts those values' contribution (computed in float32; the ring is small)."""
+    w = weight.float()
+    top = _upsample_line(x[:, :, 0, :].float())  # (B, C, 2W): the replicated row above the image
+    bottom = _upsample_line(x[:, :, -1, :].float())
+    left = _upsample_line(x[:, :, :, 0].float())  # (B, C, 2H)
+    right = _upsample_line(x[:, :, :, -1].float())
+    top, bottom = (F.pad(v, (1, 1), mode="replicate") for v in (top, bottom))  # corners counted here
+    left, right = (F.pad(v, (1, 1)) for v in (left, right))  # ... and not again here
+    n = out.shape[-1]
+    m = out.shape[-2]
+    err_top = sum(torch.einsum("oc,bcq->boq", w[:, :, 0, e], top[..., e:e + n]) for e in range(3))
+    err_bottom = sum(torch.einsum("oc,bcq->boq", w[:, :, 2, e], bottom[..., e:e + n]) for e in range(3))
+    err_left = sum(torch.einsum("oc,bcq->boq", w[:, :, d, 0], left[..., d:d + m]) for d in range(3))
+    err_right = sum(torch.einsum("oc,bcq->boq", w[:, :, d, 2], right[..., d:d + m]) for d in range(3))
+    out[:, :, 0, :] -= err_top.to(out.dtype)
+    out[:, :, -1, :] -= err_bottom.to(out.dtype)
+    out[:, :, :, 0] -= err_left.to(out.dtype)
+    out[:, :, :, -1] -= err_right.to(out.dtype)
+    return out
+
+
+def upsample_conv(x: torch.Tensor, size, conv: nn.Conv2d, fused_weight: torch.Tensor | None = None):
+    """``conv(interpolate(x, size, bilinear))`` for a 3x3, padding-1 ``conv``.
+
+    With ``fused_weight`` (from :func:`fuse_upsample_conv`) and an exact 2x size, one stride-2
+    transposed convolution on the low-resolution input replaces the upsampled tensor (never
+    built) and the full-resolution conv: the same FLOPs, no interpolation pass; identical result
+    to float rounding, borders included. Otherwise (training, odd sizes) the plain path.
+    """
+    size = tuple(size)
+    if fused_weight is None or size != (2 * x.shape[-2], 2 * x.shape[-1]) or x.shape[-1] < 2 \
+            or x.shape[-2] < 2:
+        return conv(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+    bias = conv.bias
+    if torch.is_autocast_enabled(x.device.type):  # conv_transpose2d autocasts; the pad does not
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, fused_weight, bias = x.to(dtype), fused_weight.to(dtype), bias.to(dtype)
+    out = F.conv_transpose2d(_pad_replicate(x), fused_weight, bias, stride=2, padding=4)
+    return _fix_border(out, x, conv.weight)
+
+
 class UpsamplerBlock(nn.Module):
     """Bilinear 2x upsampling, 3x3 conv, batch norm, ELU (no transposed convolution)."""
 
@@ -71,8 +168,7 @@ class UpsamplerBlock(nn.Module):
         self.bn = nn.BatchNorm2d(n_out, eps=BN_EPS)
 
     def forward(self, x, size):  # (B, n_in, h, w) -> (B, n_out, *size)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return _elu(self.bn(self.conv(x)))
+        return _elu(self.bn(upsample_conv(x, size, self.conv, getattr(self, "fused_weight", None))))
 
 
 class Encoder(nn.Module):
@@ -114,8 +210,7 @@ class Decoder(nn.Module):
         x = self.layers[2](self.layers[1](x))
         x = self.layers[3](x, half)
         x = self.layers[5](self.layers[4](x))
-        x = F.interpolate(x, size=full, mode="bilinear", align_corners=False)
-        return self.output_conv(x)
+        return upsample_conv(x, full, self.output_conv, getattr(self, "fused_output_weight", None))
 
 
 class BPartIS(nn.Module):
@@ -168,8 +263,10 @@ def fold_batchnorm(model: BPartIS) -> BPartIS:
 
     Batch norm is frozen at inference (running statistics), so ``conv`` followed by ``bn`` is one
     affine conv; the copy gives the same outputs (to float rounding) and skips a pass over every
-    activation. Down-sampler batch norms (they also normalise the pooled channels) stay. The
-    original ``model`` is not changed; its state-dict keys are not those of the copy.
+    activation. Down-sampler batch norms (they also normalise the pooled channels) stay. Each
+    "bilinear 2x upsampling + 3x3 conv" of the decoders also gets its fused transposed-conv
+    kernel (:func:`fuse_upsample_conv`, a non-persistent buffer). The original ``model`` is not
+    changed; its state-dict keys are not those of the copy.
     """
     import copy
 
@@ -189,6 +286,13 @@ def fold_batchnorm(model: BPartIS) -> BPartIS:
             conv.weight.mul_(scale.view(-1, 1, 1, 1))
             conv.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
             setattr(module, bn_name, nn.Identity())
+        for module in folded.modules():  # after folding: the fused kernels include the batch norm
+            if isinstance(module, UpsamplerBlock):
+                module.register_buffer("fused_weight", fuse_upsample_conv(module.conv.weight),
+                                       persistent=False)
+            elif isinstance(module, Decoder):
+                module.register_buffer("fused_output_weight",
+                                       fuse_upsample_conv(module.output_conv.weight), persistent=False)
     return folded
 
 

@@ -1,7 +1,9 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from models.network import PIXEL_SCALE, BPartIS, coordinate_map, interpret
 
@@ -87,3 +89,44 @@ def test_folded_batchnorm_copy_gives_the_same_output():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.decoders.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.decoders.modules())
     assert torch.equal(fold_batchnorm(folded)(x), folded(x))
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (9, 14), (2, 5)])
+def test_fused_upsample_conv_equals_interpolate_then_conv(height, width):
+    """The transposed-conv form of "bilinear 2x + 3x3 conv" matches, borders and corners included."""
+    from models.network import fuse_upsample_conv, upsample_conv
+
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1)
+    x = torch.randn(2, 6, height, width)
+    with torch.no_grad():
+        reference = conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+        fused = upsample_conv(x, (2 * height, 2 * width), conv, fuse_upsample_conv(conv.weight))
+    assert fused.shape == reference.shape
+    assert torch.allclose(fused, reference, atol=1e-5)
+
+
+def test_fused_upsample_conv_falls_back_for_odd_target_sizes():
+    from models.network import fuse_upsample_conv, upsample_conv
+
+    conv = torch.nn.Conv2d(4, 3, 3, padding=1)
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        out = upsample_conv(x, (15, 16), conv, fuse_upsample_conv(conv.weight))
+        reference = conv(F.interpolate(x, size=(15, 16), mode="bilinear", align_corners=False))
+    assert torch.equal(out, reference)
+
+
+def test_folded_copy_uses_fused_upsampling_and_keeps_the_state_dict():
+    from models.network import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = BPartIS()
+    model.load_state_dict(layout_checkpoint(3))
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert all(hasattr(block, "fused_weight") for block in folded.decoders[0].layers[::3])
+    assert "decoders.0.layers.0.fused_weight" not in folded.state_dict()
+    x = torch.rand(1, 3, 64, 40)  # 2x sizes at every decoder stage: the fused path runs
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-4)
