@@ -49,6 +49,8 @@ INSET_MIN_FRACTION = 0.12  # an inset is at least this fraction of its panel's s
 MAX_SPLIT_PIXELS = 12_000_000  # bigger figures are split on a 2x max-pooled content mask
 LABEL_PATTERN = re.compile(r"^\(?([A-Za-z])(\d{0,2})\)?[.:]?$")
 LABEL_OCR_HEIGHT_PX = 40
+LABEL_LINE_MIN_PX = 25  # straight runs this long (or LABEL_LINE_FRACTION x figure side) are lines, not
+LABEL_LINE_FRACTION = 0.05  # ... letters: a label's strokes are shorter than 3 % of the figure side
 GLYPH_DARK_MAX = 70  # mean grey of a dark printed letter is at most this
 GLYPH_LIGHT_MIN = 185
 GLYPH_STD_MAX = 40
@@ -683,6 +685,10 @@ def normalise_label(text: str) -> str | None:
     text = text.strip().replace(" ", "")
     match = LABEL_PATTERN.match(text)
     if not match:
+        # both brackets misread: "fa)" / "[b]" / "tc1" for "(a)", "(b)", "(c)"
+        bracketed = re.match(r"^[(\[{fFtlI1|]([A-Za-z])[)\]}jJlI1|]$", text)
+        if bracketed:
+            return bracketed.group(1)
         # tesseract quirks on a lone bracketed letter: "(Cc)" for "(C)", "(ih)" for "(h)"
         quirk = re.match(r"^\(?(?:[iIl1|]?)([A-Za-z])([A-Za-z]?)\)?$", text)
         if not quirk or (quirk.group(2) and quirk.group(2).lower() != quirk.group(1).lower()):
@@ -735,10 +741,12 @@ def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
     min_h = max(6, int(0.008 * min(pw, ph)))
     max_h = max(min_h + 4, int(min(0.3 * min(pw, ph), max(120, 0.04 * max(height, width)))))
     best = None
+    line_px = max(LABEL_LINE_MIN_PX, int(LABEL_LINE_FRACTION * max(height, width)))
     for dark_text in (True, False):
-        mask = _text_mask(window, dark_text)
+        # axis lines and frames a label touches would merge with its letters: drop long straight runs
+        mask = _drop_lines(_text_mask(window, dark_text), line_px)
         labels, count = ndimage.label(mask)
-        cands = []
+        cands, contrast = [], {}
         for index, sl in enumerate(ndimage.find_objects(labels), start=1):
             rs, cs = sl
             h, w = rs.stop - rs.start, cs.stop - cs.start
@@ -752,8 +760,10 @@ def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
                 continue  # touches the edge of an image panel: part of the image, not a label
             glyph = labels[sl] == index
             fill = glyph.mean()
-            if at_edge or fill > 0.95 or fill < 0.08 or (w > 0.45 * h and fill > GLYPH_FILL_MAX):
-                continue  # a solid blob (a particle), not a letter
+            if at_edge or fill > 0.95 or fill < 0.08:
+                continue
+            if w > 0.45 * h and fill > GLYPH_FILL_MAX and not _has_hole(glyph):
+                continue  # a solid blob (a particle), not a letter; a bold "B" or "D" has holes
             values = window[sl][glyph]
             level = values.mean()
             if (level > GLYPH_DARK_MAX if dark_text else level < GLYPH_LIGHT_MIN) or values.std() > GLYPH_STD_MAX:
@@ -764,6 +774,7 @@ def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
             if abs(float(ring[edge].mean()) - level) < GLYPH_CONTRAST_MIN:
                 continue
             cands.append((rs.start, rs.stop, cs.start, cs.stop))
+            contrast[cands[-1]] = abs(float(ring[edge].mean()) - level)
         if not cands:
             continue
 
@@ -786,13 +797,20 @@ def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
                 if overlap > 0.3 * min(gh, b[1] - b[0]) and gap < 0.5 * gh and b[1] - b[0] < 1.8 * gh:
                     group.append(b)
                     grown = True
-        if best is None or corner_distance(seed) < best[0]:
-            r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
-            c0g, c1g = min(b[2] for b in group), max(b[3] for b in group)
-            best = (corner_distance(seed), mask[r0g:r1g, c0g:c1g])
+        r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
+        c0g, c1g = min(b[2] for b in group), max(b[3] for b in group)
+        found = (corner_distance(seed), min(contrast[b] for b in group), r1g - r0g, mask[r0g:r1g, c0g:c1g])
+        if best is None:
+            best = found
+        elif abs(found[0] - best[0]) <= max(found[2], best[2]):
+            # as near the corner as the other polarity: the crisper text wins (black letters on a
+            # white box beat the box's own edges, which line removal may have cut into pieces)
+            best = found if found[1] > best[1] else best
+        elif found[0] < best[0]:
+            best = found
     if best is None:
         return None
-    crop = np.where(best[1], 0, 255).astype(np.uint8)
+    crop = np.where(best[3], 0, 255).astype(np.uint8)
     out_w = max(4, int(round(crop.shape[1] * LABEL_OCR_HEIGHT_PX / crop.shape[0])))
     return np.asarray(Image.fromarray(crop).resize((out_w, LABEL_OCR_HEIGHT_PX), Image.BILINEAR))
 
@@ -824,6 +842,19 @@ def harmonise_labels(labels: list[str | None]) -> list[str | None]:
             base = ord("A") if use_upper else ord("a")
             out = [chr(base + best + i) if best + i < 26 else lab for i, lab in enumerate(out)]
     return out
+
+
+def _drop_lines(mask: np.ndarray, line_px: int) -> np.ndarray:
+    """``mask`` without straight horizontal or vertical runs of at least ``line_px`` pixels (bool)."""
+    lines = ndimage.binary_opening(mask, structure=np.ones((1, line_px), dtype=bool))
+    lines |= ndimage.binary_opening(mask, structure=np.ones((line_px, 1), dtype=bool))
+    return mask & ~lines
+
+
+def _has_hole(glyph: np.ndarray) -> bool:
+    """The glyph encloses background (the counters of "B", "D", "a"), unlike a solid particle."""
+    holes = ndimage.binary_fill_holes(glyph) & ~glyph
+    return int(holes.sum()) >= max(2, int(0.02 * glyph.size))
 
 
 def _text_mask(window: np.ndarray, dark_text: bool) -> np.ndarray:
