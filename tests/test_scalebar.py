@@ -222,10 +222,10 @@ def test_real_micrographs_without_bar(stem):
 @needs_tesseract
 @needs_emps
 def test_labelled_set_accuracy():
-    """Value, unit and nm/px within 5 % on the annotated images.
+    """Value, unit and nm/px within 5 % on the annotated images (all splits).
 
-    The issue's target is 90 %; measured 88.5 % (tune half 96 %, held-out half 83 %,
-    docs/bench/scalebar.md), so this guards against regressions at 75 %.
+    The issue's target is 90 %; measured 80.3 % over all 122 measured images (tune 96 %,
+    held 91 %, fresh 67 %: docs/bench/scalebar.md), so this guards against regressions at 75 %.
     """
     from miners.images import load_image
 
@@ -377,3 +377,61 @@ def test_label_split_over_two_lines_is_read():
     result = read_scalebar(image)
     assert (result.value, result.unit) == (100.0, "nm")
     assert result.nm_per_px == pytest.approx(100 / 120, rel=0.02)
+
+
+# ---- fixes from the held-out failures (2026-11-21, third round), real EMPS crops ------------
+
+def emps_crop(stem: str, rows: slice, cols: slice) -> np.ndarray:
+    from miners.images import load_image
+
+    return np.ascontiguousarray(load_image(EMPS / f"{stem}.png")[rows, cols])
+
+
+@needs_tesseract
+@needs_emps
+def test_dropped_decimal_point_is_put_back_from_the_glyphs():
+    # "1.0 µm" over a 178 px bar: tesseract reads "10 m"; the dot is a blob on the baseline
+    result = read_scalebar(emps_crop("15a3ba1c51", slice(380, None), slice(420, None)))
+    assert (result.value, result.unit) == (1.0, "µm")
+    assert result.nm_per_px == pytest.approx(1000.0 / 178, rel=0.03)
+
+
+@needs_tesseract
+@needs_emps
+def test_number_left_out_of_the_line_box_is_found_by_widening_it():
+    # the "1" of "100 nm" touches a dark particle, the line box held only "nm"
+    result = read_scalebar(emps_crop("31121ca5cf", slice(400, None), slice(380, None)))
+    assert (result.value, result.unit) == (100.0, "nm")
+    assert result.nm_per_px == pytest.approx(100.0 / 66, rel=0.05)
+
+
+@needs_tesseract
+@needs_emps
+def test_stray_equals_sign_after_the_unit_is_not_a_data_bar_field():
+    # "100 nm" is read "100 n="; only "= <number>" or a field name marks a data bar
+    result = read_scalebar(emps_crop("3430b20071", slice(430, None), slice(0, 200)))
+    assert (result.value, result.unit) == (100.0, "nm")
+    assert result.nm_per_px == pytest.approx(100.0 / 82, rel=0.05)
+
+
+def test_low_magnification_sem_pixel_sizes_are_plausible():
+    from miners.scalebar import NM_PER_PX_RANGE, is_plausible_scale
+
+    # EMPS 0a55e7c93f: 200 µm over 56 px = 3571 nm/px, an SEM overview
+    assert is_plausible_scale(200, "µm", 56)
+    assert not is_plausible_scale(1, "mm", 40)  # 25 µm/px: beyond any EMPS panel
+    assert NM_PER_PX_RANGE[1] == 20000.0
+
+
+def test_glyph_repair_inserts_point_and_fixes_eight():
+    from miners.scalebar import _repair_digits
+
+    line = text_line("1.0 µm")
+    rows, cols = np.nonzero(line > 160)
+    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    assert _repair_digits(line, box, "10 µm", 10.0) == 1.0
+    line = text_line("200 nm")
+    rows, cols = np.nonzero(line > 160)
+    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    assert _repair_digits(line, box, "208 nm", 208.0) == 200.0  # the third glyph has one hole
+    assert _repair_digits(line, box, "200 nm", 200.0) == 200.0  # nothing to repair
