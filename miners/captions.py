@@ -416,10 +416,10 @@ def _find_markers(body: str) -> list[tuple[int, int, list[str], bool]]:
         if not _plausible(labels):
             continue
         rest = body[m.end(1):m.end()]
-        if len(labels) == 1 and token in ("a", "A", "I") and not re.match(r"\s*[,.:|]", rest):
-            # the article "a" / "A", the pronoun "I" -- unless "b" follows as a label too
-            if token == "I" or not re.search(r"(?:^|[.;:,]\s*|\band\s+)" + chr(ord(token) + 1) + r"\b[,.:|]?\s+\w", body[m.end():]):
-                continue
+        word_like = len(labels) == 1 and token in ("a", "A", "I") and not re.match(r"\s*[,.:|]", rest)
+        next_label = r"(?:^|[.;:,]\s*|\band\s+)" + chr(ord(token[0]) + 1) + r"\b[,.:|]?\s+\w"
+        if word_like and (token == "I" or not re.search(next_label, body[m.end():])):
+            continue  # the article "a" / "A", the pronoun "I" -- unless "b" follows as a label too
         bare.append((m.start(1), m.end(), labels, True))
     # Springer style "a Shows ..., b shows ..., and c for ...": a bare label after a comma continues a sequence
     for first in list(bare):

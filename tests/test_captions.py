@@ -4,7 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from miners.captions import describe_panels, expand_labels, find_techniques, split_caption
+from miners.captions import (
+    describe_panels,
+    expand_labels,
+    find_techniques,
+    split_caption,
+)
 
 
 def test_bracketed_labels_with_a_shared_scale_bar():
@@ -199,8 +204,8 @@ def test_plots_do_not_take_the_shared_technique():
 
 
 def test_labelled_caption_set_accuracy():
-    from benchmarks.caption_split import evaluate
     import miners.captions
+    from benchmarks.caption_split import evaluate
 
     result = evaluate(miners.captions, CAPTIONS)
     assert len(CAPTIONS) >= 40 and result["labels"] >= 200
