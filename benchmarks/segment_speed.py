@@ -2,12 +2,18 @@
 
     python benchmarks/segment_speed.py [--weights W] [--images 5] [--threads 2]
 
-Rows (end to end: model, clustering, uncertainty, filtering, at T = 30 and T = 10):
-  naive fp32    : T separate fp32 forward passes of the whole network, dropout on
-  + batched     : samples in batches of 10, layers before the first dropout run once (fp32)
-  + bf16        : as above under bfloat16 autocast with channels-last input (the default)
-Also: the clustering share, AP50 of the fast path vs the naive path on the same images (must agree
-within 0.005), and the peak resident memory of segmenting one 2048 x 2048 image (a subprocess).
+Rows (end to end: model, clustering, uncertainty, filtering, at T = 30 and T = 10), each adding
+one speed-up to the row above:
+  naive fp32 loop          : T separate fp32 forward passes of the whole network, dropout on
+  batched, head once, BN   : samples in batches of 10, layers before the first dropout run once,
+                             batch norm folded into the convs (fp32)
+  + bf16 autocast          : bfloat16 autocast (AMX), channels-last
+  + fused upsample-conv    : "bilinear 2x + 3x3 conv" as one transposed conv (exact)
+  + bf16-stored weights    : weights kept in bfloat16 (the default path)
+Every variant replays the same dropout masks (drawn per image from one seed), so differences in
+AP / AP50 come from arithmetic only; the last column is the largest of |dAP|, |dAP50| against the
+naive loop (target: within 0.005). Also the clustering share and the peak resident memory of
+segmenting one 2048 x 2048 image (a subprocess).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -27,17 +34,30 @@ sys.path.insert(0, str(ROOT))
 from models.cluster import cluster_instances  # noqa: E402
 from models.data import default_emps_dir, load_sample, read_split  # noqa: E402
 from models.evaluate import image_metrics  # noqa: E402
-from models.infer import EPS, ParticleSegmenter, filter_instances  # noqa: E402
-from models.network import interpret  # noqa: E402
+from models.infer import (  # noqa: E402
+    DEFAULT_WEIGHTS,
+    EPS,
+    ParticleSegmenter,
+    filter_instances,
+    load_weights,
+    prepare_image,
+)
+from models.network import BPartIS, draw_dropout_masks, interpret  # noqa: E402
 
 
 @torch.no_grad()
-def naive_segment(seg: ParticleSegmenter, image: np.ndarray) -> np.ndarray:
-    """Reference: T full fp32 forward passes one at a time, then the same clustering and filter."""
-    x = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    seg._set_mode(seg.mc_samples > 1)
-    torch.manual_seed(0)
-    outs = [interpret(seg.model(x)) for _ in range(seg.mc_samples)]
+def naive_segment(seg: ParticleSegmenter, model: BPartIS, image: np.ndarray) -> np.ndarray:
+    """Reference: T separate fp32 forward passes of the whole (unfolded) ``model``, one sample at
+    a time, with the dropout masks ``seg`` draws, then the same clustering and filter."""
+    rgb = np.asarray(Image.fromarray(prepare_image(image)).resize((seg.size, seg.size), Image.BICUBIC))
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout2d):
+            module.train(seg.mc_samples > 1)
+    draw_dropout_masks(model, seg.mc_samples, torch.Generator().manual_seed(seg.rng_seed))
+    outs = [interpret(model(x)) for _ in range(seg.mc_samples)]
+    draw_dropout_masks(model, 0)
     emb = torch.stack([o[0][0] for o in outs]).mean(0)
     sig = torch.stack([o[1][0] for o in outs]).mean(0)
     p = torch.stack([o[2][0, 0] for o in outs]).clamp(EPS, 1 - EPS)
@@ -46,6 +66,15 @@ def naive_segment(seg: ParticleSegmenter, image: np.ndarray) -> np.ndarray:
     mi = (ent(pm) - ent(p).mean(0)).clamp(min=0).numpy()
     labels = cluster_instances(emb, sig, pm, seg.seed_threshold, seg.min_instance_px).numpy()
     return filter_instances(labels, mi, seg.tu if seg.filter else None)[0]
+
+
+def without_fused_upsampling(seg: ParticleSegmenter) -> ParticleSegmenter:
+    """``seg`` with the decoders back on interpolate + conv (for the speed-up table)."""
+    for module in seg.model.modules():
+        for name in ("fused_weight", "fused_output_weight"):
+            if name in module._buffers:
+                del module._buffers[name]
+    return seg
 
 
 def time_call(fn, repeats):
@@ -83,34 +112,48 @@ def main():
     torch.set_num_threads(args.threads)
     stems = read_split(args.data, "test")[: args.images]
     samples = [load_sample(args.data, s) for s in stems]
-    rows, ap = [], {}
+    model = BPartIS()
+    model.load_state_dict(load_weights(args.weights or DEFAULT_WEIGHTS))
+    rows = []
     for t in (30, 10):
-        fast = ParticleSegmenter(weights=args.weights, mc_samples=t)
-        batched32 = ParticleSegmenter(weights=args.weights, mc_samples=t, bf16=False)
+        fp32 = ParticleSegmenter(weights=args.weights, mc_samples=t, bf16=False)
+        autocast_only = without_fused_upsampling(ParticleSegmenter(weights=args.weights, mc_samples=t,
+                                                                   bf16=False))
+        autocast_only.bf16 = True  # autocast, weights converted on every pass
+        autocast_fused = ParticleSegmenter(weights=args.weights, mc_samples=t, bf16=False)
+        autocast_fused.bf16 = True
+        default = ParticleSegmenter(weights=args.weights, mc_samples=t)
         variants = {
-            "naive fp32 loop": lambda s, seg=fast: naive_segment(seg, s.image),
-            "batched, head once (fp32)": lambda s, seg=batched32: seg.segment(s.image).labels,
-            "batched, head once, bf16 (default)": lambda s, seg=fast: seg.segment(s.image).labels,
+            "naive fp32 loop": lambda s: naive_segment(default, model, s.image),
+            "batched, head once, BN folded (fp32)": lambda s: fp32.segment(s.image).labels,
+            "+ bf16 autocast, channels-last": lambda s: autocast_only.segment(s.image).labels,
+            "+ fused upsample-conv": lambda s: autocast_fused.segment(s.image).labels,
+            "+ bf16-stored weights (default)": lambda s: default.segment(s.image).labels,
         }
+        reference = None
         for name, fn in variants.items():
             fn(samples[0])  # warm-up
             seconds, metrics = [], []
             for s in samples:
                 sec, labels = time_call(lambda: fn(s), 1)
                 seconds.append(sec)
-                metrics.append(image_metrics(s.instances, labels)["AP50"])
-            rows.append((t, name, float(np.mean(seconds)), float(np.mean(metrics))))
-            ap[(t, name)] = float(np.mean(metrics))
+                metrics.append(image_metrics(s.instances, labels))
+            ap = float(np.mean([m["AP"] for m in metrics]))
+            ap50 = float(np.mean([m["AP50"] for m in metrics]))
+            reference = reference if reference is not None else (ap, ap50)
+            rows.append((t, name, float(np.mean(seconds)), ap, ap50,
+                         max(abs(ap - reference[0]), abs(ap50 - reference[1]))))
         # clustering share of the default path
-        maps = [fast.predict_maps(s.image) for s in samples]
+        maps = [default.predict_maps(s.image) for s in samples]
         cl = np.mean([time_call(lambda m=m: cluster_instances(m[0], m[1], m[2]), 1)[0] for m in maps])
-        rows.append((t, "  of which clustering", float(cl), float("nan")))
+        rows.append((t, "  of which clustering", float(cl), float("nan"), float("nan"), float("nan")))
     memory_mb = peak_memory_2048(args.weights, args.threads)
     print(f"BPartIS inference, {len(samples)} EMPS test images at 512 x 512, {args.threads} threads "
           f"({torch.get_num_threads()} used), torch {torch.__version__}")
-    print(f"{'T':>3}  {'variant':<38}{'s / image':>10}{'AP50':>8}")
-    for t, name, sec, a in rows:
-        print(f"{t:>3}  {name:<38}{sec:>10.2f}{'' if a != a else f'{a:8.3f}'}")
+    print(f"{'T':>3}  {'variant':<40}{'s / image':>10}{'AP':>8}{'AP50':>8}{'max |d| vs naive':>18}")
+    for t, name, sec, a, a50, d in rows:
+        tail = "" if a != a else f"{a:8.3f}{a50:8.3f}{d:18.4f}"
+        print(f"{t:>3}  {name:<40}{sec:>10.2f}{tail}")
     print(f"peak resident memory, one 2048 x 2048 image at T = 30: {memory_mb:.0f} MB")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "peak_mb_2048": memory_mb}, indent=1))

@@ -12,7 +12,13 @@ from PIL import Image
 
 from idx.errors import ImageError, WeightsError
 from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD, cluster_instances
-from models.network import BPartIS, fold_batchnorm, interpret
+from models.network import (
+    BPartIS,
+    cast_to_bfloat16,
+    draw_dropout_masks,
+    fold_batchnorm,
+    interpret,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +107,10 @@ class Segmentation:
 
 def prepare_image(image: np.ndarray) -> np.ndarray:
     """Any image array (grey, RGB, RGBA, 16-bit, float) -> uint8 (H, W, 3)."""
-    from miners.images import as_uint8, to_rgb  # no torch there; shared image conventions
+    from miners.images import (  # no torch there; shared image conventions
+        as_uint8,
+        to_rgb,
+    )
 
     array = np.asarray(image)
     if array.ndim not in (2, 3) or array.size == 0:
@@ -147,6 +156,8 @@ class ParticleSegmenter:
         else:
             self.weights_path, self.weights_sha256 = None, None
         self.model = fold_batchnorm(model).to(self.device).to(memory_format=torch.channels_last)
+        if bf16:
+            cast_to_bfloat16(self.model)
         tuned = tuned_params(self.weights_path) if self.weights_path else {}
         self.tu = tuned.get("tu", TU_DEFAULT) if tu is None else tu
         self.mc_samples, self.filter = mc_samples, filter and mc_samples > 1
@@ -189,7 +200,14 @@ class ParticleSegmenter:
         x = torch.from_numpy(np.ascontiguousarray(rgb).copy()).permute(2, 0, 1).float().div_(255.0)
         x = x.unsqueeze(0).to(self.device).contiguous(memory_format=torch.channels_last)
         self._set_mode(self.mc_samples > 1)
-        torch.manual_seed(self.rng_seed)
+        if self.mc_samples > 1:  # the same masks whatever the batch size: reproducible per image
+            draw_dropout_masks(self.model, max(ts), torch.Generator().manual_seed(self.rng_seed))
+        try:
+            return self._sample_maps(x, ts)
+        finally:
+            draw_dropout_masks(self.model, 0)
+
+    def _sample_maps(self, x: torch.Tensor, ts) -> dict:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
         with autocast:
             head, sizes = self.model.encode_head(x)  # before the first dropout: once

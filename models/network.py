@@ -23,6 +23,62 @@ def _elu(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x, inplace=not torch.is_grad_enabled())
 
 
+class MCDropout2d(nn.Dropout2d):
+    """``nn.Dropout2d`` that can replay channel masks drawn in advance (Monte-Carlo inference).
+
+    With no masks set it is exactly ``nn.Dropout2d``. After :func:`draw_dropout_masks`, each call
+    takes the next ``B`` rows of its ``(T, C)`` mask bank, so the T Monte-Carlo samples get the
+    same masks whether they run one at a time or in batches of any size.
+    """
+
+    def __init__(self, p: float, channels: int):
+        super().__init__(p)
+        self.channels = channels
+        self.masks: torch.Tensor | None = None  # (T, C) float: 0 or 1 / (1 - p)
+        self.cursor = 0
+
+    def forward(self, x):
+        if self.masks is None or not self.training:
+            return super().forward(x)
+        n = x.shape[0]
+        masks = self.masks[self.cursor:self.cursor + n]
+        if masks.shape[0] != n:
+            raise RuntimeError(f"dropout mask bank exhausted: {self.masks.shape[0]} masks drawn, "
+                               f"{self.cursor + n} samples asked for")
+        self.cursor += n
+        masks = masks.to(device=x.device, dtype=x.dtype)[:, :, None, None]
+        return x.mul_(masks) if not torch.is_grad_enabled() else x * masks
+
+
+def draw_dropout_masks(model: nn.Module, n_samples: int, generator: torch.Generator | None = None):
+    """Draw ``n_samples`` channel masks for every :class:`MCDropout2d` of ``model`` (in module
+    order, from ``generator``); ``n_samples = 0`` clears them (plain dropout again)."""
+    for module in model.modules():
+        if isinstance(module, MCDropout2d):
+            module.cursor = 0
+            if n_samples == 0 or module.p == 0:
+                module.masks = None
+                continue
+            keep = torch.rand(n_samples, module.channels, generator=generator) >= module.p
+            module.masks = keep.float() / (1.0 - module.p)
+
+
+def cast_to_bfloat16(model: nn.Module) -> nn.Module:
+    """Store every conv weight and bias (and fused kernel) in bfloat16, in place, so autocast does
+    not convert them again on every forward pass; batch-norm statistics stay float32."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            continue
+        for name, param in module._parameters.items():
+            if param is not None and param.is_floating_point():
+                module._parameters[name] = nn.Parameter(param.detach().to(torch.bfloat16),
+                                                        requires_grad=False)
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_floating_point():
+                module._buffers[name] = buffer.to(torch.bfloat16)
+    return model
+
+
 class DownsamplerBlock(nn.Module):
     """Strided 3x3 conv concatenated with 2x2 max-pool, then batch norm and ELU."""
 
@@ -50,7 +106,7 @@ class NonBottleneck1D(nn.Module):
         self.conv3x1_2 = nn.Conv2d(c, c, (3, 1), padding=(d, 0), dilation=(d, 1), bias=True)
         self.conv1x3_2 = nn.Conv2d(c, c, (1, 3), padding=(0, d), dilation=(1, d), bias=True)
         self.bn2 = nn.BatchNorm2d(c, eps=BN_EPS)
-        self.dropout = nn.Dropout2d(dropout)
+        self.dropout = MCDropout2d(dropout, c)
 
     def forward(self, x):  # (B, C, H, W) -> (B, C, H, W)
         out = _elu(self.conv3x1_1(x))
@@ -94,13 +150,6 @@ def fuse_upsample_conv(weight: torch.Tensor) -> torch.Tensor:
     return kernel.to(weight.dtype)
 
 
-def _upsample_line(v: torch.Tensor) -> torch.Tensor:
-    """Bilinear 2x upsampling (align_corners=False) of ``(..., L)`` along the last axis -> ``(..., 2L)``."""
-    before = torch.cat([v[..., :1], v[..., :-1]], -1)
-    after = torch.cat([v[..., 1:], v[..., -1:]], -1)
-    return torch.stack([0.75 * v + 0.25 * before, 0.75 * v + 0.25 * after], -1).flatten(-2)
-
-
 def _pad_replicate(x: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` -> ``(B, C, H + 2, W + 2)`` with edges repeated, keeping the memory format."""
     b, c, h, w = x.shape
@@ -118,24 +167,30 @@ def _pad_replicate(x: torch.Tensor) -> torch.Tensor:
 def _fix_border(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Make the outer pixel ring of the fused result exact: there the 3x3 conv's zero padding lies
     outside the upsampled image, where the fused kernel saw edge-replicated values instead.
-    Subtracts those values' contribution (computed in float32; the ring is small)."""
+
+    Subtracts those values' contribution, computed in float32 from the first and last input
+    rows and columns (a few small ops; the ring is 1 px wide).
+    """
     w = weight.float()
-    top = _upsample_line(x[:, :, 0, :].float())  # (B, C, 2W): the replicated row above the image
-    bottom = _upsample_line(x[:, :, -1, :].float())
-    left = _upsample_line(x[:, :, :, 0].float())  # (B, C, 2H)
-    right = _upsample_line(x[:, :, :, -1].float())
-    top, bottom = (F.pad(v, (1, 1), mode="replicate") for v in (top, bottom))  # corners counted here
-    left, right = (F.pad(v, (1, 1)) for v in (left, right))  # ... and not again here
-    n = out.shape[-1]
-    m = out.shape[-2]
-    err_top = sum(torch.einsum("oc,bcq->boq", w[:, :, 0, e], top[..., e:e + n]) for e in range(3))
-    err_bottom = sum(torch.einsum("oc,bcq->boq", w[:, :, 2, e], bottom[..., e:e + n]) for e in range(3))
-    err_left = sum(torch.einsum("oc,bcq->boq", w[:, :, d, 0], left[..., d:d + m]) for d in range(3))
-    err_right = sum(torch.einsum("oc,bcq->boq", w[:, :, d, 2], right[..., d:d + m]) for d in range(3))
-    out[:, :, 0, :] -= err_top.to(out.dtype)
-    out[:, :, -1, :] -= err_bottom.to(out.dtype)
-    out[:, :, :, 0] -= err_left.to(out.dtype)
-    out[:, :, :, -1] -= err_right.to(out.dtype)
+    n_out, height, width = w.shape[0], out.shape[-2], out.shape[-1]
+    # rows above / below the image: x's first / last row upsampled along x, corners included
+    rows = F.interpolate(x[:, :, [0, -1], :].float().flatten(1, 2), scale_factor=2, mode="linear",
+                         align_corners=False)  # (B, 2C, 2W): channel c of the top row at 2c
+    rows = F.pad(rows, (1, 1), mode="replicate")
+    row_weight = torch.stack([w[:, :, 0, :], w[:, :, 2, :]], 1)  # (O, 2, C, 3): top, bottom taps
+    row_weight = row_weight.permute(1, 0, 2, 3).reshape(2 * n_out, -1, 3)
+    rows = rows.view(rows.shape[0], -1, 2, rows.shape[-1]).transpose(1, 2).flatten(1, 2)  # top block, bottom block
+    err_rows = F.conv1d(rows, row_weight, groups=2)  # (B, 2O, 2W)
+    # columns left / right of the image (corners already counted with the rows: zero padded)
+    cols = F.interpolate(x[:, :, :, [0, -1]].float().transpose(2, 3).flatten(1, 2), scale_factor=2,
+                         mode="linear", align_corners=False)  # (B, 2C, 2H)
+    col_weight = torch.stack([w[:, :, :, 0], w[:, :, :, 2]], 1).permute(1, 0, 2, 3).reshape(2 * n_out, -1, 3)
+    cols = cols.view(cols.shape[0], -1, 2, cols.shape[-1]).transpose(1, 2).flatten(1, 2)
+    err_cols = F.conv1d(cols, col_weight, padding=1, groups=2)  # (B, 2O, 2H)
+    out[:, :, 0, :] -= err_rows[:, :n_out, :width].to(out.dtype)
+    out[:, :, -1, :] -= err_rows[:, n_out:, :width].to(out.dtype)
+    out[:, :, :, 0] -= err_cols[:, :n_out, :height].to(out.dtype)
+    out[:, :, :, -1] -= err_cols[:, n_out:, :height].to(out.dtype)
     return out
 
 

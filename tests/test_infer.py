@@ -110,3 +110,23 @@ def test_drop_masked_removes_instances_on_the_scale_bar():
     mask[8:10, :] = True
     out, keep = drop_masked(labels, mask)
     assert out.max() == 1 and keep.tolist() == [True, False]
+
+
+def test_monte_carlo_samples_do_not_depend_on_the_batch_size(monkeypatch):
+    """Dropout masks are drawn per image up front, so batching the T samples changes nothing."""
+    import models.infer
+
+    torch.manual_seed(2)
+    model = BPartIS()
+    image = (np.random.default_rng(3).random((48, 48)) * 255).astype(np.uint8)
+    seg = ParticleSegmenter(model=model, mc_samples=6, size=48, bf16=False)
+    monkeypatch.setattr(models.infer, "MC_BATCH", 6)
+    whole = seg.predict_maps(image)
+    monkeypatch.setattr(models.infer, "MC_BATCH", 4)
+    split = seg.predict_maps(image)
+    for a, b in zip(whole, split):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert float(whole[3].max()) > 0  # the samples do differ from each other
+    other_seed = ParticleSegmenter(model=model, mc_samples=6, size=48, bf16=False, rng_seed=1)
+    assert not torch.allclose(other_seed.predict_maps(image)[3], whole[3])
+    assert all(m.masks is None for m in seg.model.modules() if hasattr(m, "masks"))
