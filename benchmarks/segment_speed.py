@@ -124,18 +124,18 @@ def main():
         autocast_fused.bf16 = True
         default = ParticleSegmenter(weights=args.weights, mc_samples=t)
         variants = {
-            "naive fp32 loop": lambda s: naive_segment(default, model, s.image),
-            "batched, head once, BN folded (fp32)": lambda s: fp32.segment(s.image).labels,
-            "+ bf16 autocast, channels-last": lambda s: autocast_only.segment(s.image).labels,
-            "+ fused upsample-conv": lambda s: autocast_fused.segment(s.image).labels,
-            "+ bf16-stored weights (default)": lambda s: default.segment(s.image).labels,
+            "naive fp32 loop": lambda s, seg=default: naive_segment(seg, model, s.image),
+            "batched, head once, BN folded (fp32)": lambda s, seg=fp32: seg.segment(s.image).labels,
+            "+ bf16 autocast, channels-last": lambda s, seg=autocast_only: seg.segment(s.image).labels,
+            "+ fused upsample-conv": lambda s, seg=autocast_fused: seg.segment(s.image).labels,
+            "+ bf16-stored weights (default)": lambda s, seg=default: seg.segment(s.image).labels,
         }
         reference = None
         for name, fn in variants.items():
             fn(samples[0])  # warm-up
             seconds, metrics = [], []
             for s in samples:
-                sec, labels = time_call(lambda: fn(s), 1)
+                sec, labels = time_call(lambda fn=fn, s=s: fn(s), 1)
                 seconds.append(sec)
                 metrics.append(image_metrics(s.instances, labels))
             ap = float(np.mean([m["AP"] for m in metrics]))
@@ -152,7 +152,7 @@ def main():
           f"({torch.get_num_threads()} used), torch {torch.__version__}")
     print(f"{'T':>3}  {'variant':<40}{'s / image':>10}{'AP':>8}{'AP50':>8}{'max |d| vs naive':>18}")
     for t, name, sec, a, a50, d in rows:
-        tail = "" if a != a else f"{a:8.3f}{a50:8.3f}{d:18.4f}"
+        tail = "" if np.isnan(a) else f"{a:8.3f}{a50:8.3f}{d:18.4f}"
         print(f"{t:>3}  {name:<40}{sec:>10.2f}{tail}")
     print(f"peak resident memory, one 2048 x 2048 image at T = 30: {memory_mb:.0f} MB")
     if args.json:

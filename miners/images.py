@@ -18,7 +18,7 @@ from idx.errors import ImageError
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = int(os.environ.get("IDX_MAX_PIXELS", 60_000_000))  # ~7700 x 7700
+MAX_PIXELS = int(os.environ.get("IDX_MAX_PIXELS", "60000000"))  # ~7700 x 7700
 MIN_SIDE_PX = 8
 
 

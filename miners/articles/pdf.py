@@ -34,7 +34,7 @@ from miners.articles.model import Article, Figure, clean_doi, normalise_text, pa
 
 log = logging.getLogger(__name__)
 
-MAX_PAGES = int(os.environ.get("IDX_PDF_MAX_PAGES", 60))
+MAX_PAGES = int(os.environ.get("IDX_PDF_MAX_PAGES", "60"))
 MIN_DPI, MAX_DPI, VECTOR_DPI = 150, 600, 300
 MIN_FIGURE_PT = 30.0  # a figure region lower than this is not a figure
 MAX_CROP_PIXELS = 40_000_000
