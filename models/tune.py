@@ -95,8 +95,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
                 scores[(st, mp, tu)].append(image_metrics(sample.instances, kept,
                                                           instance_scores(kept, seed.numpy())))
     table = {key: _mean(rows) for key, rows in scores.items()}
-    best = max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
-    seed_threshold, min_px, best_tu = best
+    seed_threshold, min_px, best_tu = select_params(table)
     by_t, by_t_filtered = {t: [] for t in t_grid}, {t: [] for t in t_grid if t > 1}
     for gt, maps, single in cached:
         for t in t_grid:
@@ -112,6 +111,12 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
             "by_T": {t: _mean(rows) for t, rows in by_t.items()},
             "by_T_filtered": {t: _mean(rows) for t, rows in by_t_filtered.items()},
             "n_images": len(stems)}
+
+
+def select_params(table: dict) -> tuple:
+    """The key of ``table`` ({(seed threshold, min px, t_u): mean metrics}) with the best protocol
+    AP; AP50 + mean IoU break ties."""
+    return max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
 
 
 def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_threshold=None,
