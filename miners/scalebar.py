@@ -225,8 +225,6 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
     if int(gray.max()) - int(gray.min()) < MIN_CONTRAST:
         return ScaleBar()
     candidates = find_bar_candidates(arr)
-    if not candidates:
-        return ScaleBar()
     tesseract_ok = _tesseract_available()
     ocr_budget = [MAX_OCR_CALLS]  # tesseract calls left for this image (about 0.1 s each)
     readings = []
@@ -238,6 +236,13 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
         readings.append((bar, text, text_box, ocr_conf, parsed))
     readings = [_check_reading(gray, r) for r in readings]
     read = [r for r in readings if r[4] is not None]
+    if not read and tesseract_ok:
+        # second route: the label first (sparse-text OCR of the label bands), then its bar
+        text_first = _read_text_first(gray, arr, candidates, [MAX_SPARSE_OCR_CALLS])
+        if text_first is not None:
+            read = [text_first]
+    if not readings and not read:
+        return ScaleBar()
     if read:
         bar, text, text_box, ocr_conf, (value, unit) = max(
             read, key=lambda r: r[0]["score"] * (0.5 + r[3] / 200.0))
@@ -943,3 +948,383 @@ def _tesseract_available() -> bool:
             log.warning("tesseract not found: scale-bar text cannot be read; "
                         "install it (apt-get install tesseract-ocr)")
     return _TESSERACT_OK
+
+
+# ---- second route: text first ------------------------------------------------------------------
+# When no bar next to a candidate reads, the label is looked for first: sparse-text OCR of the
+# bands where labels sit, then a bar is searched next to each label by its contrast with the local
+# (vertical median) ground, which also finds faint bars on grey SEM grounds and bars in label boxes.
+
+TEXT_BANDS = ((0.62, 1.0), (0.0, 0.3))  # row fractions OCRed for labels, in this order
+TEXT_BAND_SCALE = 2.0  # upscaling of a band before sparse-text OCR (small labels)
+MAX_BAND_WIDTH_PX = 2400  # the upscaled band is not made wider than this
+LABEL_MIN_CONF = 40.0  # mean tesseract confidence (0-100) of the words of a label
+LABEL_WORD_MIN_CONF = 15.0  # no word of a label below this
+LOCAL_BAR_CONTRAST = 22  # grey levels between a bar and its local ground at least
+LOCAL_NOISE_FACTOR = 4.0  # ... and this many robust standard deviations of the ground
+MAX_LABEL_GAP = 3.0  # text heights between a label and its bar, at most
+TEXT_STROKE_PX = 15  # top-hat square for label strokes (wider than the strokes), px
+MAX_SPARSE_OCR_CALLS = 10  # sparse-text tesseract calls per image (0.1 s a region, ~0.5 s a band)
+MAX_REGION_BARS = 3  # bar candidates whose surroundings are OCRed for a label
+
+
+def find_scale_labels(gray: np.ndarray, regions: list[tuple[int, int, int, int]] | None = None,
+                      budget: list[int] | None = None) -> list[dict]:
+    """Scale labels (``200 nm``, ``1 µm``, ``0.5 um``) in regions of an image, by sparse-text OCR.
+
+    Each region is OCRed with tesseract ``--psm 11`` (sparse text) on its text-ink image
+    (:func:`text_ink_image`): light text first (dark first next to a dark bar), upscaled
+    :data:`TEXT_BAND_SCALE` times, then unscaled (regions only), then the other polarity, until a
+    label reads. A label is one OCR word that parses as number + unit, or a number word followed
+    on the same line by a unit word. Data-bar fields (``WD = 10 mm``) are left out.
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+    regions : list of (row0, row1, col0, col1) or (row0, row1, col0, col1, polarity, bar_value)
+        Where to look (with the polarity of a bar there: labels usually have the bar's colour); default: the label bands :data:`TEXT_BANDS` (lower, then upper), each
+        OCRed once, upscaled :data:`TEXT_BAND_SCALE` times; the upper band only when the lower
+        one has no label.
+    budget : list of int, optional
+        One-item list: tesseract calls still allowed; decremented per call.
+
+    Returns
+    -------
+    list of dict
+        ``text``, ``value`` (float), ``unit``, ``bbox`` ``(row0, col0, row1, col1)`` in image
+        pixels, ``conf`` (0-100); empty when tesseract is missing or nothing reads.
+    """
+    if gray.ndim != 2:
+        raise ValueError(f"gray must be 2-D, got shape {gray.shape}")
+    if budget is None:
+        budget = [MAX_SPARSE_OCR_CALLS]
+    if not _tesseract_available():
+        return []
+    height, width = gray.shape
+    bands = regions is None
+    if bands:
+        regions = [(int(top * height), int(bottom * height), 0, width) for top, bottom in TEXT_BANDS]
+    labels: list[dict] = []
+    for region in regions:
+        r0, r1, c0, c1 = region[:4]
+        r0, r1, c0, c1 = max(0, r0), min(height, r1), max(0, c0), min(width, c1)
+        if r1 - r0 < 8 or c1 - c0 < 8:
+            continue
+        crop = gray[r0:r1, c0:c1]
+        # light text first next to a light bar (and in the bands: labels are mostly white)
+        first_light = len(region) <= 4 or region[4] != "dark"
+        tries = [(TEXT_BAND_SCALE, first_light), (TEXT_BAND_SCALE, not first_light)]
+        if not bands:
+            tries.insert(1, (1.0, first_light))  # large text reads better unscaled
+        for scale, light in tries:
+            if budget[0] <= 0:
+                return labels
+            budget[0] -= 1
+            words = _ocr_sparse_words(text_ink_image(crop, light), scale)
+            found = [dict(lab, bbox=(lab["bbox"][0] + r0, lab["bbox"][1] + c0, lab["bbox"][2] + r0,
+                                     lab["bbox"][3] + c0)) for lab in _labels_from_words(words)]
+            if found:
+                labels += found
+                break
+        if labels and bands:
+            break
+    return labels
+
+
+def text_ink_image(gray: np.ndarray, light: bool, stroke_px: int = TEXT_STROKE_PX) -> np.ndarray:
+    """Black-on-white image of the text strokes of one polarity, whatever the ground.
+
+    A morphological top-hat (the grey level above an opening, for light text, or below a
+    closing, for dark text, with a ``stroke_px`` square) keeps what is narrower than
+    ``stroke_px`` and brighter (darker) than its surroundings: white labels over light and dark
+    particles alike, black labels in white boxes. Contrast under 20 grey levels is dropped.
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+    light : bool
+        True for light text, False for dark text.
+    stroke_px : int
+        Side of the square structuring element, px; wider than any stroke of the text.
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W)
+        0 = ink, 255 = ground.
+    """
+    g = gray.astype(np.int16)
+    size = (stroke_px, stroke_px)
+    hat = g - ndimage.grey_opening(g, size=size) if light else ndimage.grey_closing(g, size=size) - g
+    return (255 - np.clip((hat - 20) * (255.0 / 80.0), 0, 255)).astype(np.uint8)
+
+
+def _ocr_sparse_words(band: np.ndarray, scale: float = 1.0) -> list[dict]:
+    """Words of one region by sparse-text OCR: dicts ``text``, ``conf``, ``bbox`` in its pixels."""
+    import pytesseract
+    from PIL import Image
+
+    h, w = band.shape
+    scale = min(scale, MAX_BAND_WIDTH_PX / max(w, 1))
+    img = Image.fromarray(band)
+    if abs(scale - 1.0) > 0.05:
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+    pad = 20  # labels touching the image edge are missed without a margin
+    ground = int(np.median(np.asarray(img)))  # a margin of the ground's grey: no false edge
+    framed = Image.new("L", (img.width + 2 * pad, img.height + 2 * pad), ground)
+    framed.paste(img, (pad, pad))
+    try:
+        data = pytesseract.image_to_data(framed, config="--psm 11",
+                                         output_type=pytesseract.Output.DICT, timeout=10)
+    except (RuntimeError, pytesseract.TesseractError) as exc:
+        log.warning("tesseract failed on a label band (%s)", exc)
+        return []
+    words = []
+    for i, text in enumerate(data["text"]):
+        if not text.strip():
+            continue
+        c0 = (data["left"][i] - pad) / scale
+        r0 = (data["top"][i] - pad) / scale
+        c1 = c0 + data["width"][i] / scale
+        r1 = r0 + data["height"][i] / scale
+        words.append({"text": text.strip(), "conf": float(data["conf"][i]),
+                      "bbox": (max(0, int(np.floor(r0))), max(0, int(np.floor(c0))),
+                               min(h, int(np.ceil(r1))), min(w, int(np.ceil(c1))))})
+    return words
+
+
+_DATA_FIELD_RE = re.compile(r"(?:=|\b(?:WD|EHT|HV|Mag|HFW|Det|kV|Signal|Date|Time|Spot|Pixel))\s*$",
+                            re.IGNORECASE)
+
+
+# found without a bar, "7.6mm" is an SEM working distance and "100 a" a misread "100 nm", not
+# 7.6 nm (the bar-first route's "nm read as mm" repair) or 100 Å
+_RAW_FIELD_UNIT_RE = re.compile(r"\d\s*(?:mm|[aA])\b|\d\s*[kK][vV]\b|\d\s*[xX]\b")
+
+
+def _labels_from_words(words: list[dict]) -> list[dict]:
+    """Scale labels among OCR words: one word (``200nm``) or a number word + a unit word after it."""
+    labels = []
+    for i, word in enumerate(words):
+        if not re.search(r"\d", word["text"]):
+            continue
+        r0, c0, r1, c1 = word["bbox"]
+        h = max(1, r1 - r0)
+        same_line = [o for o in words if o is not word and min(r1, o["bbox"][2]) - max(r0, o["bbox"][0])
+                     >= 0.4 * min(h, o["bbox"][2] - o["bbox"][0])]
+        before = [o for o in same_line if 0 <= c0 - o["bbox"][3] <= 2 * h]
+        if any(_DATA_FIELD_RE.search(o["text"]) for o in before):
+            continue  # "WD = 10 mm": a data-bar field
+        after = sorted((o for o in same_line if -2 <= o["bbox"][1] - c1 <= 1.5 * h),
+                       key=lambda o: o["bbox"][1])
+        groups = [[word]] + ([[word, after[0]]] if after else [])
+        for group in reversed(groups):  # number + unit word first: "1" alone is no label
+            text = " ".join(o["text"] for o in group)
+            parsed = parse_scale_text(_fix_ocr(text))
+            if parsed is None or _RAW_FIELD_UNIT_RE.search(text):
+                continue
+            confs = [o["conf"] for o in group]
+            if np.mean(confs) < LABEL_MIN_CONF or min(confs) < LABEL_WORD_MIN_CONF:
+                continue
+            box = (min(o["bbox"][0] for o in group), min(o["bbox"][1] for o in group),
+                   max(o["bbox"][2] for o in group), max(o["bbox"][3] for o in group))
+            labels.append({"text": text, "value": parsed[0], "unit": parsed[1], "bbox": box,
+                           "conf": float(np.mean(confs))})
+            break
+    return labels
+
+
+def _read_text_first(gray: np.ndarray, arr: np.ndarray, candidates: list[dict],
+                     budget: list[int]) -> tuple | None:
+    """Second route: labels found by OCR, then a bar next to each; the best checked reading.
+
+    Returns a reading ``(bar, text, text_box, conf, (value, unit))`` as :func:`_check_reading`
+    gives it, or None when no label has a bar next to it.
+    """
+    best = None
+    height, width = gray.shape
+    regions = []
+    for bar in candidates[:MAX_REGION_BARS]:
+        cr0, c0, cr1, c1 = bar["component"]
+        length = c1 - c0
+        reach_v = int(np.clip(1.2 * length, 40, 160))
+        reach_h = int(np.clip(0.6 * length + 30, 40, 300))
+        regions.append((cr0 - reach_v, cr1 + reach_v, c0 - reach_h, c1 + reach_h, bar["polarity"],
+                        bar["value"]))
+    for area in (regions, None):
+        if area is not None and not area:
+            continue
+        best = _pair_labels(gray, find_scale_labels(gray, area, budget), candidates)
+        if best is not None:
+            return best
+    return None
+
+
+def _pair_labels(gray: np.ndarray, labels: list[dict], candidates: list[dict]) -> tuple | None:
+    """The best checked reading of labels paired with their nearest bars (None if none pairs)."""
+    best = None
+    for label in labels:
+        for bar, gap in _bars_next_to(gray, label["bbox"], candidates):
+            reading = _check_reading(gray, (bar, label["text"], label["bbox"], label["conf"],
+                                            (label["value"], label["unit"])))
+            if reading[4] is None:
+                continue
+            rank = gap - label["conf"] / 100.0
+            if best is None or rank < best[0]:
+                best = (rank, reading)
+            break  # the nearest bar that gives a plausible reading
+    return None if best is None else best[1]
+
+
+def _bars_next_to(gray: np.ndarray, box: tuple[int, int, int, int],
+                  candidates: list[dict]) -> list[tuple[dict, float]]:
+    """Bars above, below, left or right of a label box, nearest first: ``(bar, gap)`` pairs.
+
+    ``gap`` is the distance from the label in text heights (plus a misalignment penalty). Bars
+    are the image's candidates (:func:`find_bar_candidates`) and those found by local contrast in
+    a window around the label (:func:`_local_bar_candidates`).
+    """
+    r0, c0, r1, c1 = box
+    text_h = max(4, r1 - r0)
+    text_w = max(1, c1 - c0)
+    bars = list(candidates) + _local_bar_candidates(gray, box)
+    pairs = []
+    label_mid = (c0 + c1) / 2.0
+    for bar in bars:
+        b0, bc0, b1, bc1 = bar["bbox"]
+        length = bc1 - bc0
+        if length < max(MIN_BAR_PX, 0.6 * text_h):
+            continue
+        if b1 <= r0 + 1 or b0 >= r1 - 1:  # above or below
+            v_gap = (r0 - b1) if b1 <= r0 + 1 else (b0 - r1)
+            overlap = min(c1, bc1) - max(c0, bc0)
+            if overlap < 0.3 * min(text_w, length):
+                continue
+            bar_mid = (bc0 + bc1) / 2.0
+            # the label is centred on the bar or starts or ends with it
+            misalign = min(abs(label_mid - bar_mid), abs(c0 - bc0), abs(c1 - bc1)) / max(text_w, length)
+            gap = max(0.0, v_gap) / text_h + 2.0 * misalign
+            if v_gap > MAX_LABEL_GAP * text_h + 4:
+                continue
+            if v_gap <= 2 and length < 1.5 * text_h:  # a piece of a glyph cut by the label box
+                continue
+        else:  # the same rows: left or right of the label
+            bar_row = (b0 + b1) / 2.0
+            if not (r0 - 0.5 * text_h <= bar_row <= r1 + 0.5 * text_h):
+                continue
+            h_gap = max(bc0 - c1, c0 - bc1)
+            if h_gap < -1 or h_gap > 2 * text_h + 6:
+                continue
+            gap = max(0.0, h_gap) / text_h + 0.5
+        pairs.append((bar, gap))
+    pairs.sort(key=lambda p: (p[1], -p[0]["score"]))
+    return pairs
+
+
+def _local_bar_candidates(gray: np.ndarray, box: tuple[int, int, int, int]) -> list[dict]:
+    """Bars near a label box found by contrast with the local ground (vertical median filter).
+
+    The window reaches :data:`MAX_LABEL_GAP` text heights above and below the label and about
+    three label widths to each side. A bar is a run of rows (thickness up to the text height)
+    that differs from the vertical median of its column by :data:`LOCAL_BAR_CONTRAST` grey levels
+    and :data:`LOCAL_NOISE_FACTOR` noise deviations, straight-ended and uniform.
+    """
+    height, width = gray.shape
+    r0, c0, r1, c1 = box
+    text_h = max(4, r1 - r0)
+    reach_h = int(max(3 * (c1 - c0), 8 * text_h))
+    wr0 = max(0, r0 - int(MAX_LABEL_GAP * text_h) - 2 * text_h - 4)
+    wr1 = min(height, r1 + int(MAX_LABEL_GAP * text_h) + 2 * text_h + 4)
+    wc0, wc1 = max(0, c0 - reach_h), min(width, c1 + reach_h)
+    window = gray[wr0:wr1, wc0:wc1].astype(np.int16)
+    if window.shape[0] < 5 or window.shape[1] < MIN_BAR_PX:
+        return []
+    # the ground of a pixel: the median of one text height of its column just above it, and
+    # just below it (bars are thinner than half of that); a bar stands out from at least one
+    # side (the label's glyphs may fill the other)
+    k = text_h | 1
+    median = ndimage.median_filter(window, size=(k, 1), mode="nearest")
+    edge = np.repeat(median[:1], k // 2 + 1, axis=0), np.repeat(median[-1:], k // 2 + 1, axis=0)
+    above = np.concatenate([edge[0], median[:-(k // 2 + 1)]])
+    below = np.concatenate([median[k // 2 + 1:], edge[1]])
+    centred = window - median
+    noise = 1.4826 * float(np.median(np.abs(centred - np.median(centred))))
+    level = max(LOCAL_BAR_CONTRAST, LOCAL_NOISE_FACTOR * noise)
+    lo, hi = np.minimum(above, below), np.maximum(above, below)
+    bars = []
+    for polarity, diff, both in (("light", window - lo, window - hi), ("dark", hi - window, lo - window)):
+        mask = diff >= level
+        mask[max(0, r0 - wr0):max(0, r1 - wr0), max(0, c0 - wc0):max(0, c1 - wc0)] = False
+        for body in _stacked_runs(mask, MIN_BAR_PX):
+            if body[1] == 0 < wc0 or body[3] == mask.shape[1] and wc1 < width:
+                continue  # cut by the window: its ends are unknown
+            bar = _measure_local_bar(gray, diff, both, mask, body, (wr0, wc0), polarity, level)
+            if bar is not None and bar["bbox"][3] - bar["bbox"][1] <= MAX_BAR_FRACTION * width:
+                bars.append(bar)
+    return bars
+
+
+def _stacked_runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int, int, int]]:
+    """Rectangles of rows whose runs of True start and end at the same columns (within 2 px).
+
+    Unlike connected components, a bar touched by a particle or a glyph stays a rectangle.
+    Returns ``(row0, col0, row1, col1)`` (end exclusive) in mask pixels.
+    """
+    bodies = []
+    open_groups: list[list[int]] = []  # [row0, col0, row1, col1, last_c0, last_c1]
+    for row in range(mask.shape[0] + 1):
+        runs = [(a, b) for a, b in _runs(mask[row])] if row < mask.shape[0] else []
+        runs = [(a, b) for a, b in runs if b - a >= min_len]
+        still_open = []
+        for group in open_groups:
+            match = next(((a, b) for a, b in runs if abs(a - group[4]) <= 2 and abs(b - group[5]) <= 2), None)
+            if match is None:
+                bodies.append(tuple(group[:4]))
+                continue
+            runs.remove(match)
+            group[1], group[3] = min(group[1], match[0]), max(group[3], match[1])
+            group[2], group[4], group[5] = row + 1, match[0], match[1]
+            still_open.append(group)
+        open_groups = still_open + [[row, a, row + 1, b, a, b] for a, b in runs]
+    return bodies
+
+
+def _measure_local_bar(gray: np.ndarray, diff: np.ndarray, both: np.ndarray, mask: np.ndarray,
+                       body: tuple[int, int, int, int], offset: tuple[int, int], polarity: str,
+                       level: float) -> dict | None:
+    """Check one stacked-run rectangle is a bar (thin, uniform, ending above and below); measure it.
+
+    ``diff`` is the contrast with the nearer-level side (above or below), ``both`` with the other;
+    a bar stands out from both sides over at least 40 % of its length (glyphs touching it may
+    fill one side elsewhere), an edge of a larger region from one side only.
+    """
+    b0, bc0, b1, bc1 = body
+    w, thickness = bc1 - bc0, b1 - b0
+    if thickness * 3 > w or thickness > 40:
+        return None
+    inner = slice(bc0 + max(1, w // 8), bc1 - max(1, w // 8))
+    # the bar ends above and below: a row next to it that is filled between the bar's ends and
+    # beyond them is an edge of a larger region (an anti-aliased row of the bar is not)
+    flank = max(2, w // 4)
+    for row in (b0 - 1, b1):
+        if not 0 <= row < mask.shape[0] or mask[row, inner].mean() <= 0.5:
+            continue
+        sides = [mask[row, max(0, bc0 - flank):bc0], mask[row, bc1:bc1 + flank]]
+        if any(side.size and side.mean() > 0.5 for side in sides):
+            return None
+    contrast = float(diff[b0:b1, inner].mean())
+    if float(np.mean(both[b0:b1, inner].mean(axis=0) >= level / 2)) < 0.4:
+        return None
+    spread = float(gray[b0 + offset[0]:b1 + offset[0],
+                        inner.start + offset[1]:inner.stop + offset[1]].std())
+    # a one-row run must stand out twice as much: texture makes short faint streaks
+    if contrast < level * (2.0 if thickness == 1 else 1.0) or spread > 0.5 * contrast:
+        return None
+    r0, r1 = b0 + offset[0], b1 + offset[0]
+    c0, c1 = bc0 + offset[1], bc1 + offset[1]
+    bar_value = float(gray[r0:r1, c0:c1].mean())
+    length_px = _subpixel_length(gray, r0, r1, c0, c1, bar_value)
+    score = min(1.0, (w / thickness) / 8.0) * (0.6 if thickness == 1 else 1.0) * 0.8
+    return {"bbox": (int(r0), int(c0), int(r1), int(c1)),
+            "component": (int(r0), int(c0), int(r1), int(c1)),
+            "length_px": float(length_px), "thickness_px": int(thickness), "polarity": polarity,
+            "value": bar_value, "score": float(score)}
