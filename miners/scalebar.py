@@ -1019,8 +1019,11 @@ def find_scale_labels(gray: np.ndarray, regions: list[tuple[int, int, int, int]]
         for scale, light in tries:
             if budget[0] <= 0:
                 return labels
+            ink_image = _drop_specks(text_ink_image(crop, light))
+            if ink_image is None:
+                continue  # no glyph-sized ink: nothing to read (no tesseract call)
             budget[0] -= 1
-            words = _ocr_sparse_words(text_ink_image(crop, light), scale)
+            words = _ocr_sparse_words(ink_image, scale)
             found = [dict(lab, bbox=(lab["bbox"][0] + r0, lab["bbox"][1] + c0, lab["bbox"][2] + r0,
                                      lab["bbox"][3] + c0)) for lab in _labels_from_words(words)]
             if found:
@@ -1029,6 +1032,33 @@ def find_scale_labels(gray: np.ndarray, regions: list[tuple[int, int, int, int]]
         if labels and bands:
             break
     return labels
+
+
+MIN_GLYPHS = 2  # glyph-sized ink blobs a region needs before it is OCRed
+
+
+def _drop_specks(ink_image: np.ndarray) -> np.ndarray | None:
+    """The text-ink image without specks (blobs under 5 px high or 12 px in area).
+
+    Returns None when fewer than :data:`MIN_GLYPHS` glyph-sized blobs remain (texture, noise):
+    such a region is not worth a tesseract call.
+    """
+    ink = ink_image < 128
+    labels, _ = ndimage.label(ink)
+    keep = np.zeros_like(ink)
+    n_glyphs = 0
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        blob = labels[sl] == index
+        if sl[0].stop - sl[0].start >= 5 and blob.sum() >= 12:
+            keep[sl] |= blob
+            n_glyphs += sl[0].stop - sl[0].start <= 100
+    if n_glyphs < MIN_GLYPHS:
+        return None
+    out = ink_image.copy()
+    out[ink & ~keep] = 255
+    return out
 
 
 def text_ink_image(gray: np.ndarray, light: bool, stroke_px: int = TEXT_STROKE_PX) -> np.ndarray:
