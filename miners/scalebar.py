@@ -964,12 +964,13 @@ LOCAL_BAR_CONTRAST = 22  # grey levels between a bar and its local ground at lea
 LOCAL_NOISE_FACTOR = 4.0  # ... and this many robust standard deviations of the ground
 MAX_LABEL_GAP = 3.0  # text heights between a label and its bar, at most
 TEXT_STROKE_PX = 15  # top-hat square for label strokes (wider than the strokes), px
-MAX_SPARSE_OCR_CALLS = 10  # sparse-text tesseract calls per image (0.1 s a region, ~0.5 s a band)
+MAX_SPARSE_OCR_CALLS = 12  # sparse-text tesseract calls per image (0.1 s a region, ~0.5 s a band)
+GOOD_PAIR_GAP = 1.0  # text heights: a label this near its bar ends the search for variants
 MAX_REGION_BARS = 3  # bar candidates whose surroundings are OCRed for a label
 
 
 def find_scale_labels(gray: np.ndarray, regions: list[tuple[int, int, int, int]] | None = None,
-                      budget: list[int] | None = None) -> list[dict]:
+                      budget: list[int] | None = None, accept=None) -> list[dict]:
     """Scale labels (``200 nm``, ``1 µm``, ``0.5 um``) in regions of an image, by sparse-text OCR.
 
     Each region is OCRed with tesseract ``--psm 11`` (sparse text) on its text-ink image
@@ -987,6 +988,9 @@ def find_scale_labels(gray: np.ndarray, regions: list[tuple[int, int, int, int]]
         one has no label.
     budget : list of int, optional
         One-item list: tesseract calls still allowed; decremented per call.
+    accept : callable, optional
+        ``accept(labels) -> bool`` on the labels of one OCR call; False tries the region's next
+        variant (default: any label ends the region's tries).
 
     Returns
     -------
@@ -1013,37 +1017,51 @@ def find_scale_labels(gray: np.ndarray, regions: list[tuple[int, int, int, int]]
         crop = gray[r0:r1, c0:c1]
         # light text first next to a light bar (and in the bands: labels are mostly white)
         first_light = len(region) <= 4 or region[4] != "dark"
-        tries = [(TEXT_BAND_SCALE, first_light), (TEXT_BAND_SCALE, not first_light)]
+        # (scale, light text, cleaned of specks and rules); tesseract reads one variant of a
+        # label and not another, so regions next to a bar get several
+        tries = [(TEXT_BAND_SCALE, first_light, True), (TEXT_BAND_SCALE, not first_light, True)]
         if not bands:
-            tries.insert(1, (1.0, first_light))  # large text reads better unscaled
-        for scale, light in tries:
+            tries[1:1] = [(TEXT_BAND_SCALE, first_light, False), (1.0, first_light, True)]
+        for scale, light, clean in tries:
             if budget[0] <= 0:
                 return labels
-            ink_image = _drop_specks(text_ink_image(crop, light))
-            if ink_image is None:
+            ink_image = text_ink_image(crop, light)
+            cleaned = _drop_specks(ink_image)
+            if cleaned is None:
                 continue  # no glyph-sized ink: nothing to read (no tesseract call)
             budget[0] -= 1
+            if clean:
+                ink_image = cleaned
             words = _ocr_sparse_words(ink_image, scale)
             found = [dict(lab, bbox=(lab["bbox"][0] + r0, lab["bbox"][1] + c0, lab["bbox"][2] + r0,
                                      lab["bbox"][3] + c0)) for lab in _labels_from_words(words)]
             if found:
                 labels += found
-                break
+                if accept is None or accept(found):
+                    break
         if labels and bands:
             break
     return labels
 
 
 MIN_GLYPHS = 2  # glyph-sized ink blobs a region needs before it is OCRed
+MIN_RULE_PX = 31  # horizontal ink runs this long are bars or frames: erased before OCR
 
 
 def _drop_specks(ink_image: np.ndarray) -> np.ndarray | None:
-    """The text-ink image without specks (blobs under 5 px high or 12 px in area).
+    """The text-ink image without specks (blobs under 5 px high or 12 px in area) and rules.
+
+    Horizontal ink runs of :data:`MIN_RULE_PX` px and more (bars, frames) are erased too.
 
     Returns None when fewer than :data:`MIN_GLYPHS` glyph-sized blobs remain (texture, noise):
     such a region is not worth a tesseract call.
     """
-    ink = ink_image < 128
+    ink = ink_image < 224  # 30 grey levels of top-hat and more
+    # long horizontal runs are bars or frames, not glyphs; left in, tesseract takes a bar under
+    # the label for part of a word and the word box swallows it
+    long_runs = ndimage.binary_opening(ink, structure=np.ones((1, MIN_RULE_PX), dtype=bool))
+    long_runs = ndimage.binary_dilation(long_runs, structure=np.ones((3, 3), dtype=bool))
+    ink &= ~long_runs
     labels, _ = ndimage.label(ink)
     keep = np.zeros_like(ink)
     n_glyphs = 0
@@ -1057,7 +1075,7 @@ def _drop_specks(ink_image: np.ndarray) -> np.ndarray | None:
     if n_glyphs < MIN_GLYPHS:
         return None
     out = ink_image.copy()
-    out[ink & ~keep] = 255
+    out[~keep] = 255
     return out
 
 
@@ -1180,17 +1198,29 @@ def _read_text_first(gray: np.ndarray, arr: np.ndarray, candidates: list[dict],
         reach_h = int(np.clip(0.6 * length + 30, 40, 300))
         regions.append((cr0 - reach_v, cr1 + reach_v, c0 - reach_h, c1 + reach_h, bar["polarity"],
                         bar["value"]))
+    best: list = []  # [(rank, gap, reading)] of the best pairing so far
+
+    def accept(labels: list[dict]) -> bool:
+        pair = _pair_labels(gray, labels, candidates)
+        if pair is not None and (not best or pair[0] < best[0][0]):
+            best[:] = [pair]
+        return pair is not None and pair[1] <= GOOD_PAIR_GAP
+
     for area in (regions, None):
         if area is not None and not area:
             continue
-        best = _pair_labels(gray, find_scale_labels(gray, area, budget), candidates)
-        if best is not None:
-            return best
+        find_scale_labels(gray, area, budget, accept)
+        if best:
+            return best[0][2]
     return None
 
 
 def _pair_labels(gray: np.ndarray, labels: list[dict], candidates: list[dict]) -> tuple | None:
-    """The best checked reading of labels paired with their nearest bars (None if none pairs)."""
+    """``(rank, gap, reading)`` of the best label paired with its nearest bar (None if none pairs).
+
+    ``gap`` is the label-bar distance in text heights (see :func:`_bars_next_to`), ``rank`` that
+    less the label's OCR confidence / 100; the reading is checked by :func:`_check_reading`.
+    """
     best = None
     for label in labels:
         for bar, gap in _bars_next_to(gray, label["bbox"], candidates):
@@ -1200,9 +1230,9 @@ def _pair_labels(gray: np.ndarray, labels: list[dict], candidates: list[dict]) -
                 continue
             rank = gap - label["conf"] / 100.0
             if best is None or rank < best[0]:
-                best = (rank, reading)
+                best = (rank, gap, reading)
             break  # the nearest bar that gives a plausible reading
-    return None if best is None else best[1]
+    return best
 
 
 def _bars_next_to(gray: np.ndarray, box: tuple[int, int, int, int],
@@ -1224,8 +1254,10 @@ def _bars_next_to(gray: np.ndarray, box: tuple[int, int, int, int],
         length = bc1 - bc0
         if length < max(MIN_BAR_PX, 0.6 * text_h):
             continue
-        if b1 <= r0 + 1 or b0 >= r1 - 1:  # above or below
-            v_gap = (r0 - b1) if b1 <= r0 + 1 else (b0 - r1)
+        # above or below; OCR word boxes sometimes take in the top or bottom rows of the bar
+        above = b1 <= r0 + max(1, 0.3 * text_h)
+        if above or b0 >= r1 - max(1, 0.3 * text_h):
+            v_gap = (r0 - b1) if above else (b0 - r1)
             overlap = min(c1, bc1) - max(c0, bc0)
             if overlap < 0.3 * min(text_w, length):
                 continue
@@ -1244,7 +1276,7 @@ def _bars_next_to(gray: np.ndarray, box: tuple[int, int, int, int],
             h_gap = max(bc0 - c1, c0 - bc1)
             if h_gap < -1 or h_gap > 2 * text_h + 6:
                 continue
-            gap = max(0.0, h_gap) / text_h + 0.5
+            gap = max(0.0, h_gap) / text_h + 1.2  # less usual than above or below
         pairs.append((bar, gap))
     pairs.sort(key=lambda p: (p[1], -p[0]["score"]))
     return pairs
