@@ -964,7 +964,7 @@ LOCAL_BAR_CONTRAST = 22  # grey levels between a bar and its local ground at lea
 LOCAL_NOISE_FACTOR = 4.0  # ... and this many robust standard deviations of the ground
 MAX_LABEL_GAP = 3.0  # text heights between a label and its bar, at most
 TEXT_STROKE_PX = 15  # top-hat square for label strokes (wider than the strokes), px
-MAX_SPARSE_OCR_CALLS = 12  # sparse-text tesseract calls per image (0.1 s a region, ~0.5 s a band)
+MAX_SPARSE_OCR_CALLS = 8  # sparse-text tesseract calls per image (0.1 s a region, ~0.5 s a band)
 GOOD_PAIR_GAP = 1.0  # text heights: a label this near its bar ends the search for variants
 MAX_REGION_BARS = 3  # bar candidates whose surroundings are OCRed for a label
 

@@ -435,3 +435,99 @@ def test_glyph_repair_inserts_point_and_fixes_eight():
     box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
     assert _repair_digits(line, box, "208 nm", 208.0) == 200.0  # the third glyph has one hole
     assert _repair_digits(line, box, "200 nm", 200.0) == 200.0  # nothing to repair
+
+
+# ---- text-first route (fourth round, from the fresh set's failures), real EMPS crops ----------
+
+@needs_tesseract
+@needs_emps
+def test_faint_bar_without_candidate_is_found_under_its_label():
+    # "200 nm" over a faint light bar on a light TEM ground: no fixed-level bar candidate; the
+    # label is read first (sparse OCR of the lower band) and the bar found by local contrast
+    from miners.scalebar import find_bar_candidates
+
+    crop = emps_crop("4b07dbd803", slice(300, None), slice(0, 400))
+    assert find_bar_candidates(crop) == []
+    result = read_scalebar(crop)
+    assert (result.value, result.unit) == (200.0, "nm")
+    assert result.nm_per_px == pytest.approx(200.0 / 186, rel=0.05)
+
+
+@needs_tesseract
+@needs_emps
+def test_label_unread_by_the_line_boxes_is_read_around_the_bar():
+    # dark "200 nm" (serif) above a dark bar: the line-box OCR of the bar-first route reads
+    # nothing, sparse OCR of the bar's surroundings reads the label
+    result = read_scalebar(emps_crop("41bb4d19a4", slice(380, None), slice(380, None)))
+    assert (result.value, result.unit) == (200.0, "nm")
+    assert result.nm_per_px == pytest.approx(200.0 / 131, rel=0.05)
+
+
+@needs_tesseract
+@needs_emps
+def test_bar_taken_into_the_word_box_still_pairs():
+    # "1 µm" whose OCR word box reaches down over the white bar under it
+    result = read_scalebar(emps_crop("6db657d4f7", slice(380, None), slice(300, None)))
+    assert (result.value, result.unit) == (1.0, "µm")
+    assert result.nm_per_px == pytest.approx(1000.0 / 68, rel=0.05)
+
+
+@needs_tesseract
+@needs_emps
+def test_label_without_bar_is_no_detection():
+    # the same faint-bar image with the bar painted over by its ground: the label alone is no
+    # scale bar
+    crop = emps_crop("4b07dbd803", slice(300, None), slice(0, 400)).copy()
+    r0, c0, r1, c1 = read_scalebar(crop).bar_bbox
+    crop[r0 - 2:r1 + 2, c0 - 2:c1 + 2] = np.median(crop[r1 + 3:r1 + 8, c0 - 2:c1 + 2], axis=0).astype(np.uint8)
+    assert read_scalebar(crop).found is False
+
+
+def test_local_bar_touched_by_a_particle_is_a_rectangle():
+    from miners.scalebar import _local_bar_candidates
+
+    image = noisy_background(shape=(200, 300), level=120)
+    image[150:156, 60:200] = 250  # the bar
+    image[120:150, 150:190] = 240  # a light particle touching the bar from above
+    image[110:130, 70:130] = 30  # the label's place (dark text)
+    bars = _local_bar_candidates(image, (110, 70, 130, 130))
+    assert any(abs(b["length_px"] - 140) <= 1.5 and b["bbox"][0] == 150 for b in bars)
+
+
+def test_region_edge_is_no_local_bar():
+    from miners.scalebar import _local_bar_candidates
+
+    image = noisy_background(shape=(200, 300), level=60)
+    image[150:, :] = 250  # a white data bar below: its top edge contrasts on one side only
+    assert _local_bar_candidates(image, (120, 100, 140, 160)) == []
+
+
+@pytest.mark.parametrize("words, expected", [
+    ([("200", 95, (10, 10, 30, 40)), ("nm", 90, (14, 46, 30, 70))], [(200.0, "nm")]),
+    ([("1um", 80, (10, 10, 30, 50))], [(1.0, "µm")]),
+    ([("WD", 90, (10, 0, 30, 25)), ("=", 90, (10, 30, 30, 36)), ("10", 90, (10, 42, 30, 60)),
+      ("nm", 90, (10, 64, 30, 90))], []),  # a data-bar field
+    ([("7.6mm", 90, (10, 10, 30, 60))], []),  # a working distance, not 7.6 nm
+    ([("100", 90, (10, 10, 30, 40)), ("a", 90, (14, 44, 30, 54))], []),  # not 100 Å
+    ([("200", 20, (10, 10, 30, 40)), ("nm", 25, (14, 46, 30, 70))], []),  # unsure OCR
+])
+def test_labels_from_sparse_ocr_words(words, expected):
+    from miners.scalebar import _labels_from_words
+
+    labels = _labels_from_words([{"text": t, "conf": float(c), "bbox": b} for t, c, b in words])
+    assert [(lab["value"], lab["unit"]) for lab in labels] == expected
+
+
+def test_text_ink_image_keeps_light_text_over_light_and_dark_grounds():
+    from miners.scalebar import text_ink_image
+
+    image = np.full((40, 80), 200, dtype=np.uint8)
+    image[:, 40:] = 40  # half light, half dark ground
+    image[15:25, 30:34] = 255  # a stroke over the light half
+    image[15:25, 50:54] = 255  # and one over the dark half
+    ink = text_ink_image(image, light=True) < 224  # 30 grey levels of top-hat and more
+    assert ink[20, 31] and ink[20, 51]
+    assert not ink[5, 10] and not ink[5, 60]  # grounds are no ink
+    with pytest.raises(ValueError, match="2-D"):
+        from miners.scalebar import find_scale_labels
+        find_scale_labels(np.zeros((4, 4, 3), dtype=np.uint8))
