@@ -1056,7 +1056,10 @@ def _drop_specks(ink_image: np.ndarray) -> np.ndarray | None:
     Returns None when fewer than :data:`MIN_GLYPHS` glyph-sized blobs remain (texture, noise):
     such a region is not worth a tesseract call.
     """
-    ink = ink_image < 224  # 30 grey levels of top-hat and more
+    # ink: 30 grey levels of top-hat and more, and well above the region's noise (texture)
+    hat = 20.0 + (255.0 - ink_image.astype(float)) * (80.0 / 255.0)
+    noise = 1.4826 * float(np.median(np.abs(hat - np.median(hat))))
+    ink = hat >= max(30.0, float(np.median(hat)) + 6.0 * noise)
     # long horizontal runs are bars or frames, not glyphs; left in, tesseract takes a bar under
     # the label for part of a word and the word box swallows it
     long_runs = ndimage.binary_opening(ink, structure=np.ones((1, MIN_RULE_PX), dtype=bool))
