@@ -983,9 +983,10 @@ def find_scale_labels(gray: np.ndarray, regions: list[tuple[int, int, int, int]]
     ----------
     gray : ndarray of uint8, shape (H, W)
     regions : list of (row0, row1, col0, col1) or (row0, row1, col0, col1, polarity, bar_value)
-        Where to look (with the polarity of a bar there: labels usually have the bar's colour); default: the label bands :data:`TEXT_BANDS` (lower, then upper), each
-        OCRed once, upscaled :data:`TEXT_BAND_SCALE` times; the upper band only when the lower
-        one has no label.
+        Where to look (with the polarity of a bar there: labels usually have the bar's
+        colour); default: the label bands :data:`TEXT_BANDS` (lower, then upper), each OCRed
+        in both polarities, upscaled :data:`TEXT_BAND_SCALE` times; the upper band only when
+        the lower one has no label.
     budget : list of int, optional
         One-item list: tesseract calls still allowed; decremented per call.
     accept : callable, optional
@@ -1191,8 +1192,6 @@ def _read_text_first(gray: np.ndarray, arr: np.ndarray, candidates: list[dict],
     Returns a reading ``(bar, text, text_box, conf, (value, unit))`` as :func:`_check_reading`
     gives it, or None when no label has a bar next to it.
     """
-    best = None
-    height, width = gray.shape
     regions = []
     for bar in candidates[:MAX_REGION_BARS]:
         cr0, c0, cr1, c1 = bar["component"]
