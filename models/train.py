@@ -76,8 +76,12 @@ def validation_loss(model, samples, loss_fn, device, batch_size=4):
     return total / max(n, 1)
 
 
-def plot_log(log_path: Path, png_path: Path) -> None:
-    """Loss (train, validation) and validation AP50 / mean IoU against epoch."""
+def plot_log(log_path: Path, png_path: Path, snapshot_metrics: Path | None = None) -> None:
+    """Loss (train, validation) and validation AP50 / mean IoU against epoch.
+
+    ``snapshot_metrics``: optional CSV (epoch, AP, AP50, mean_IoU, coco_AP) of snapshots evaluated
+    after training (``idx evaluate --split val``), plotted when the log has no validation AP.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,6 +100,10 @@ def plot_log(log_path: Path, png_path: Path) -> None:
         axes[1].plot(ap["epoch"], ap["val_ap50"], "o-", label="AP50")
         axes[1].plot(ap["epoch"], ap["val_miou"], "s-", label="mean IoU")
         axes[1].plot(ap["epoch"], ap["val_ap"], "^-", label="AP")
+    elif snapshot_metrics is not None:
+        snap = pd.read_csv(snapshot_metrics)
+        for column, style in (("AP50", "o-"), ("mean_IoU", "s-"), ("AP", "^-"), ("coco_AP", "d-")):
+            axes[1].plot(snap["epoch"], snap[column], style, label=f"{column} (snapshots)")
     axes[1].set(xlabel="epoch", ylabel="validation (T = 1)", ylim=(0, 1))
     axes[1].legend()
     fig.tight_layout()
