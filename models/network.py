@@ -140,28 +140,10 @@ def fuse_upsample_conv(weight: torch.Tensor) -> torch.Tensor:
     """
     taps = _UPSAMPLE_TAPS.to(weight.device)
     composite = torch.einsum("oide,adr,bes->aboirs", weight.double(), taps, taps)  # (2,2,O,I,3,3)
-    kernel = torch.zeros(weight.shape[1], weight.shape[0], 6, 6, dtype=torch.float64,
-                         device=weight.device)
-    for a in range(2):
-        for b in range(2):
-            for r in range(3):
-                for s in range(3):
-                    kernel[:, :, a - 2 * (r - 1) + 2, b - 2 * (s - 1) + 2] = composite[a, b, :, :, r, s].T
+    # kernel index a - 2 r + 2 = 2 (2 - r') + a with r' = r + 1: flip r, then (r, a) -> one axis
+    kernel = composite.flip(4, 5).permute(3, 2, 4, 0, 5, 1)  # (I, O, 3, 2, 3, 2)
+    kernel = kernel.reshape(weight.shape[1], weight.shape[0], 6, 6)
     return kernel.to(weight.dtype)
-
-
-def _pad_replicate(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, C, H + 2, W + 2)`` with edges repeated, keeping the memory format."""
-    b, c, h, w = x.shape
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
-    out = torch.empty((b, c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=fmt)
-    out[:, :, 1:-1, 1:-1] = x
-    out[:, :, 0, 1:-1] = x[:, :, 0]
-    out[:, :, -1, 1:-1] = x[:, :, -1]
-    out[:, :, :, 0] = out[:, :, :, 1]
-    out[:, :, :, -1] = out[:, :, :, -2]
-    return out
 
 
 def _fix_border(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -210,7 +192,8 @@ def upsample_conv(x: torch.Tensor, size, conv: nn.Conv2d, fused_weight: torch.Te
     if torch.is_autocast_enabled(x.device.type):  # conv_transpose2d autocasts; the pad does not
         dtype = torch.get_autocast_dtype(x.device.type)
         x, fused_weight, bias = x.to(dtype), fused_weight.to(dtype), bias.to(dtype)
-    out = F.conv_transpose2d(_pad_replicate(x), fused_weight, bias, stride=2, padding=4)
+    out = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), fused_weight, bias, stride=2,
+                             padding=4)
     return _fix_border(out, x, conv.weight)
 
 

@@ -40,29 +40,9 @@ METRICS = ("AP", "AP50", "AP75", "mean_IoU", "coco_AP")
 def mc_labels(segmenter: ParticleSegmenter, image: np.ndarray):
     """Unfiltered instance map and MI map at the working size, plus the mean seed."""
     embedding, sigma, seed, mi = segmenter.predict_maps(image)
-    return _cluster(segmenter, embedding, sigma, seed, mi)
-
-
-def _cluster(segmenter, embedding, sigma, seed, mi):
     labels = cluster_instances(embedding, sigma, seed, segmenter.seed_threshold,
                                segmenter.min_instance_px).numpy()
     return labels, mi.numpy().astype(np.float32), seed.numpy()
-
-
-def mc_labels_by_t(segmenter: ParticleSegmenter, image: np.ndarray, ts) -> dict:
-    """``{T: (labels, mi, seed)}`` for every T in ``ts`` (> 1), see :func:`mc_maps_by_t`."""
-    return {t: _cluster(segmenter, *maps) for t, maps in mc_maps_by_t(segmenter, image, ts).items()}
-
-
-def mc_maps_by_t(segmenter: ParticleSegmenter, image: np.ndarray, ts) -> dict:
-    """``{T: (embedding, sigma, seed, mi)}`` from one run of max(ts) samples (see
-    ``ParticleSegmenter.predict_maps_by_t``)."""
-    return segmenter.predict_maps_by_t(image, ts)
-
-
-def instance_scores(labels: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """Mean seed probability of each instance (label order), used to rank instances for COCO AP."""
-    return mean_per_instance(labels, seed)
 
 
 SEED_GRID = (0.5, 0.6, 0.7)
@@ -83,7 +63,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
     for stem in tqdm(stems, desc="sweep", disable=not progress):
         sample = load_sample(data_dir, stem)
         segmenter = ParticleSegmenter(model=model, mc_samples=t_max, filter=False)
-        maps = mc_maps_by_t(segmenter, sample.image, [t for t in t_grid if t > 1])
+        maps = segmenter.predict_maps_by_t(sample.image, [t for t in t_grid if t > 1])
         single = ParticleSegmenter(model=model, mc_samples=1, filter=False).predict_maps(sample.image)
         cached.append((sample.instances, maps, single))
         emb, sig, seed, mi = maps[t_max]
@@ -93,7 +73,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
             for tu in tu_grid:
                 kept, _, _ = filter_instances(labels, mi_np, tu)
                 scores[(st, mp, tu)].append(image_metrics(sample.instances, kept,
-                                                          instance_scores(kept, seed.numpy())))
+                                                          mean_per_instance(kept, seed.numpy())))
     table = {key: _mean(rows) for key, rows in scores.items()}
     seed_threshold, min_px, best_tu = select_params(table)
     by_t, by_t_filtered = {t: [] for t in t_grid}, {t: [] for t in t_grid if t > 1}
@@ -101,10 +81,10 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
         for t in t_grid:
             emb, sig, seed, mi = single if t == 1 else maps[t]
             labels = cluster_instances(emb, sig, seed, seed_threshold, min_px).numpy()
-            by_t[t].append(image_metrics(gt, labels, instance_scores(labels, seed.numpy())))
+            by_t[t].append(image_metrics(gt, labels, mean_per_instance(labels, seed.numpy())))
             if t > 1:
                 kept, _, _ = filter_instances(labels, mi.numpy(), best_tu)
-                by_t_filtered[t].append(image_metrics(gt, kept, instance_scores(kept, seed.numpy())))
+                by_t_filtered[t].append(image_metrics(gt, kept, mean_per_instance(kept, seed.numpy())))
     return {"tu": best_tu, "seed_threshold": seed_threshold, "min_instance_px": min_px,
             "by_tu": {tu: table[(seed_threshold, min_px, tu)] for tu in tu_grid},
             "by_cluster_params": {f"seed>{st} min_px={mp}": table[(st, mp, best_tu)] for st, mp in grid},
@@ -129,15 +109,14 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
         gt = sample.instances
         labels, _, seed = mc_labels(ParticleSegmenter(model=model, mc_samples=1, filter=False, **params),
                                     sample.image)
-        rows["discriminative"].append(image_metrics(gt, labels, instance_scores(labels, seed)))
-        labels, mi, seed = mc_labels_by_t(ParticleSegmenter(model=model, mc_samples=mc_samples,
-                                                            filter=False, **params),
-                                          sample.image, [mc_samples])[mc_samples]
-        rows["bayesian"].append(image_metrics(gt, labels, instance_scores(labels, seed)))
+        rows["discriminative"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
+        labels, mi, seed = mc_labels(ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False,
+                                                       **params), sample.image)
+        rows["bayesian"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
         kept, _, _ = filter_instances(labels, mi, tu)
-        rows["bayesian_filter"].append(image_metrics(gt, kept, instance_scores(kept, seed)))
+        rows["bayesian_filter"].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
         kept, _, _ = filter_instances(labels, mi, TU_PUBLISHED)
-        rows["bayesian_filter_published_tu"].append(image_metrics(gt, kept, instance_scores(kept, seed)))
+        rows["bayesian_filter_published_tu"].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
     return {name: _mean(r) for name, r in rows.items()} | {"n_images": len(stems), "tu": tu, **params}
 
 

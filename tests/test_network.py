@@ -75,14 +75,21 @@ def test_initial_output_has_zero_offsets():
     assert ((seed > 0) & (seed < 1)).all()
 
 
-def test_folded_batchnorm_copy_gives_the_same_output():
+def layout_model_and_folded_copy():
+    """A BPartIS with checkpoint-layout weights (eval mode) and its inference copy."""
     from models.network import fold_batchnorm
 
     torch.manual_seed(0)
     model = BPartIS()
     model.load_state_dict(layout_checkpoint(3))
     model.eval()
-    folded = fold_batchnorm(model)
+    return model, fold_batchnorm(model)
+
+
+def test_folded_batchnorm_copy_gives_the_same_output():
+    from models.network import fold_batchnorm
+
+    model, folded = layout_model_and_folded_copy()
     x = torch.rand(1, 3, 48, 64)
     with torch.no_grad():
         assert torch.allclose(folded(x), model(x), atol=1e-4)
@@ -118,13 +125,7 @@ def test_fused_upsample_conv_falls_back_for_odd_target_sizes():
 
 
 def test_folded_copy_uses_fused_upsampling_and_keeps_the_state_dict():
-    from models.network import fold_batchnorm
-
-    torch.manual_seed(0)
-    model = BPartIS()
-    model.load_state_dict(layout_checkpoint(3))
-    model.eval()
-    folded = fold_batchnorm(model)
+    model, folded = layout_model_and_folded_copy()
     assert all(hasattr(block, "fused_weight") for block in folded.decoders[0].layers[::3])
     assert "decoders.0.layers.0.fused_weight" not in folded.state_dict()
     x = torch.rand(1, 3, 64, 40)  # 2x sizes at every decoder stage: the fused path runs

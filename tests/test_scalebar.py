@@ -456,21 +456,17 @@ def test_faint_bar_without_candidate_is_found_under_its_label():
 
 @needs_tesseract
 @needs_emps
-def test_label_unread_by_the_line_boxes_is_read_around_the_bar():
+@pytest.mark.parametrize("stem, cols, value, unit, nm_per_px", [
     # dark "200 nm" (serif) above a dark bar: the line-box OCR of the bar-first route reads
     # nothing, sparse OCR of the bar's surroundings reads the label
-    result = read_scalebar(emps_crop("41bb4d19a4", slice(380, None), slice(380, None)))
-    assert (result.value, result.unit) == (200.0, "nm")
-    assert result.nm_per_px == pytest.approx(200.0 / 131, rel=0.05)
-
-
-@needs_tesseract
-@needs_emps
-def test_bar_taken_into_the_word_box_still_pairs():
+    ("41bb4d19a4", slice(380, None), 200.0, "nm", 200.0 / 131),
     # "1 µm" whose OCR word box reaches down over the white bar under it
-    result = read_scalebar(emps_crop("6db657d4f7", slice(380, None), slice(300, None)))
-    assert (result.value, result.unit) == (1.0, "µm")
-    assert result.nm_per_px == pytest.approx(1000.0 / 68, rel=0.05)
+    ("6db657d4f7", slice(300, None), 1.0, "µm", 1000.0 / 68),
+])
+def test_text_first_route_reads_labels_the_line_boxes_miss(stem, cols, value, unit, nm_per_px):
+    result = read_scalebar(emps_crop(stem, slice(380, None), cols))
+    assert (result.value, result.unit) == (value, unit)
+    assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.05)
 
 
 @needs_tesseract
