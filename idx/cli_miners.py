@@ -68,9 +68,13 @@ def crawl(query, source_name, doi_file, max_articles, db_path, cache_dir, mailto
         if hasattr(database, "close"):
             database.close()
     summary = report.to_dict()
-    text = (f"{summary['stored']} articles stored ({summary['figures']} figures), {summary['skipped']} already "
-            f"in {db_path}, {summary['failed']} failed" +
-            "".join(f"\n  {f['key']}: {f['reason']}" for f in summary["failures"]))
+    text = (f"{summary['stored']} articles stored, {summary['retried']} revisited for missing figures "
+            f"({summary['figures']} figures added, {summary['figures_failed']} figures failed), "
+            f"{summary['skipped']} already in {db_path}, {summary['failed']} failed" +
+            "".join(f"\n  {f['key']}: {f['reason']}" for f in summary["failures"]) +
+            "".join(f"\n  {f['key']} {f['figure_id']}: {f['kind']}, "
+                    f"{'retried by the next crawl' if f['will_retry'] else 'not retried'} ({f['url']})"
+                    for f in summary["figure_failures"]))
     emit(summary, as_json, text)
 
 

@@ -16,6 +16,11 @@ Built on sqlite-utils. Tables:
     One row per particle (``idx.particles.measure_particles`` columns).
 ``crawl_failures``
     Articles the crawler could not fetch, with the reason.
+``crawl_figure_failures``
+    Figure images of stored articles the crawler could not download: ``(key, figure_key)``,
+    ``url``, ``kind`` (``"HTTP 404"``, ``"timeout"``...), ``reason``, ``permanent``,
+    ``attempts``. A row is deleted when its figure is stored. Created when a database written by
+    an older idx is opened for writing; read-only opens of such a file see no figure failures.
 
 Ids are stable hashes (article: DOI, else crawl key, else source; figure: article + figure id;
 panel: figure + bbox + run), written with ``upsert_all``, so re-running an extraction never
@@ -33,6 +38,7 @@ Writing API (used by ``idx.pipeline`` and ``miners.crawl``)::
 
     # crawler protocol
     db.has_article(key); db.add_article(key, article, source); db.record_failure(key, url, why)
+    db.record_figure_failure(key, failure); db.list_figure_failures(key)
 """
 from __future__ import annotations
 
@@ -322,6 +328,10 @@ class Database:
                 {"key": str, "url": str, "reason": str, "attempts": int, "first_failed_at": str,
                  "last_failed_at": str},
                 pk="key", if_not_exists=True)
+            db.table("crawl_figure_failures").create(
+                {"key": str, "figure_key": str, "url": str, "kind": str, "reason": str,
+                 "permanent": int, "attempts": int, "first_failed_at": str, "last_failed_at": str},
+                pk=("key", "figure_key"), if_not_exists=True)
             indexes = {
                 "articles": (["doi"], ["key"], ["year"]),
                 "figures": (["article_id"],),
@@ -427,10 +437,16 @@ class Database:
             # fields not given now keep their stored values (e.g. the crawl key)
             self.db.table("articles").upsert(
                 {k: v for k, v in row.items() if v is not None}, pk="id")
+            stored = []
             for index, figure in enumerate(article.get("figures") or []):
                 figure = _as_dict(figure)
                 figure.setdefault("id", figure.get("label") or f"figure-{index + 1}")
                 self.add_figure(article_id, figure)
+                stored.append(str(figure["id"]))
+            if key and stored and self.db.table("crawl_figure_failures").exists():
+                self.conn.executemany(  # a stored figure is no longer missing
+                    "DELETE FROM crawl_figure_failures WHERE key = ? AND figure_key = ?",
+                    [(key, figure_key) for figure_key in stored])
         return article_id
 
     add_article_from_crawl = add_article
@@ -454,6 +470,57 @@ class Database:
                 {"key": key, "url": url, "reason": str(reason),
                  "attempts": (old[0] if old else 0) + 1,
                  "first_failed_at": old[1] if old else now, "last_failed_at": now}, pk="key")
+
+    def record_figure_failure(self, key: str, failure: dict) -> None:
+        """Remember that one figure image of the crawled article ``key`` could not be downloaded.
+
+        Parameters
+        ----------
+        key : str
+            Crawl key of the article (``"pmcid:PMC3460867"``).
+        failure : dict
+            ``figure_id`` (the figure's id in the article), ``url``, ``kind`` (``"HTTP 404"``,
+            ``"timeout"``...), ``reason`` (the full error) and ``permanent`` (bool). Recording
+            the same figure again updates the row and counts ``attempts``.
+        """
+        figure_key = failure.get("figure_id")
+        if not key or not figure_key:
+            raise DatabaseError("record_figure_failure needs the article key and the failure's "
+                                f"figure_id; got key={key!r}, figure_id={figure_key!r}")
+        now = _now()
+        with self._errors("record a figure failure"), self.db.atomic():
+            old = self.conn.execute(
+                "SELECT attempts, first_failed_at FROM crawl_figure_failures "
+                "WHERE key = ? AND figure_key = ?", [key, str(figure_key)]).fetchone()
+            self.db.table("crawl_figure_failures").upsert(
+                {"key": key, "figure_key": str(figure_key), "url": failure.get("url"),
+                 "kind": failure.get("kind"), "reason": str(failure.get("reason")),
+                 "permanent": int(bool(failure.get("permanent"))),
+                 "attempts": (old[0] if old else 0) + 1,
+                 "first_failed_at": old[1] if old else now, "last_failed_at": now},
+                pk=("key", "figure_key"))
+
+    def list_figure_failures(self, key: str | None = None) -> list[dict]:
+        """Figures of crawled articles still missing (of article ``key``, or of all).
+
+        Returns
+        -------
+        list of dict
+            ``{"key", "figure_id", "url", "kind", "reason", "permanent" (bool), "attempts",
+            "first_failed_at", "last_failed_at"}``, by key and figure id; empty for a database
+            written before figure failures were recorded.
+        """
+        with self._errors("list figure failures"):
+            if not self.db.table("crawl_figure_failures").exists():
+                return []
+            query = ("SELECT key, figure_key, url, kind, reason, permanent, attempts, "
+                     "first_failed_at, last_failed_at FROM crawl_figure_failures")
+            rows = self.conn.execute(query + (" WHERE key = ?" if key is not None else "")
+                                     + " ORDER BY key, figure_key",
+                                     [key] if key is not None else []).fetchall()
+        names = ("key", "figure_id", "url", "kind", "reason", "permanent", "attempts",
+                 "first_failed_at", "last_failed_at")
+        return [{**dict(zip(names, row)), "permanent": bool(row[5])} for row in rows]
 
     def add_figure(self, article_id: str, figure: dict) -> str:
         """Store (or update) a figure of a stored article; returns the figure id.

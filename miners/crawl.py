@@ -4,7 +4,8 @@
 >>> source = EuropePMCSource(client, "gold nanoparticles TEM")
 >>> report = crawl(source, MemoryStore(), max_articles=20)
 >>> report.to_dict()
-{'listed': 20, 'skipped': 0, 'stored': 18, 'failed': 2, 'figures': 41, 'failures': [...]}
+{'listed': 20, 'skipped': 0, 'stored': 18, 'failed': 2, 'figures': 41, 'figures_failed': 1,
+ 'retried': 0, 'failures': [...], 'figure_failures': [...]}
 
 Sources
 -------
@@ -25,21 +26,52 @@ Every base URL is a constructor argument (None = the public service), so tests p
 
 The store protocol
 ------------------
-``crawl`` never imports the database; it takes any ``store`` object with these three methods
+``crawl`` never imports the database; it takes any ``store`` object with these methods
 (``idx.db.Database`` implements them; :class:`MemoryStore` is the in-memory version):
 
 ``has_article(key: str) -> bool``
     True if the article ``key`` (``"pmcid:PMC3460867"``, ``"arxiv:2101.00001"``,
-    ``"doi:10.1038/srep01497"``) is already stored; the crawler then skips it without a request.
+    ``"doi:10.1038/srep01497"``) is already stored; the crawler then skips it without a request
+    (unless some of its figures are still to be retried, see below).
 ``add_article(key: str, article: dict, source: str) -> None``
-    Store one complete article. ``article`` is ``miners.articles.Article.to_dict()``:
+    Store one article. ``article`` is ``miners.articles.Article.to_dict()``:
     ``{"doi", "title", "journal", "year", "authors", "license", "figures": [{"id", "label",
     "caption", "image", "image_url"}], "url"}`` where ``url`` is the full text's URL and
     ``image`` is now the local downloaded file (absolute path inside the cache folder) and
-    ``image_url`` where it came from (None for figures cropped from a PDF). ``source`` is ``"europepmc"``, ``"arxiv"`` or ``"doi"``. Must be idempotent.
+    ``image_url`` where it came from (None for figures cropped from a PDF). ``source`` is
+    ``"europepmc"``, ``"arxiv"`` or ``"doi"``. Must be idempotent, and figures are *merged* by
+    ``id`` with those stored before (a retry passes only the recovered figures); storing a figure
+    forgets its recorded figure failure.
 ``record_failure(key: str, url: str, reason: str) -> None``
     Remember that article ``key`` (fetched from ``url``) failed and why. A failed article is not
     stored, so the next run tries it again (everything already downloaded comes from the cache).
+
+Optional (a store without them works as before, but figure failures then live only in the report):
+
+``record_figure_failure(key: str, failure: dict) -> None``
+    Remember that one figure image of article ``key`` could not be downloaded. ``failure`` is
+    ``{"figure_id", "url", "kind", "reason", "permanent"}`` (see :func:`classify_figure_error`);
+    the store counts ``attempts``.
+``list_figure_failures(key: str) -> list[dict]``
+    The figures of ``key`` still missing: the same dicts plus ``attempts``.
+
+Figures that fail
+-----------------
+One figure image that cannot be downloaded no longer fails its article: the article is stored
+with every figure that did download, and each missing figure is recorded with its ``kind``
+(``"HTTP 404"``, ``"HTTP 503"``, ``"timeout"``, ``"truncated body"``, ``"not an image"``, ...)
+and the full error. The article fails as a whole (nothing stored, ``record_failure``) only when
+its document cannot be fetched or read, or when *none* of its kept figures could be downloaded.
+
+A re-run (same store) re-reads such an article from the cache and retries only its missing
+figures; recovered figures are added, never duplicated:
+
+- *transient* failures (timeouts, 429, 5xx, truncated bodies, connection errors; each already
+  retried ``client.retries`` times inside one run) are retried by later runs until a figure has
+  failed in ``FIGURE_MAX_ATTEMPTS`` runs;
+- *permanent* failures (404, 410 and other 4xx, not an image, wrong content type, too large,
+  redirect loop, forbidden host) are tried once and never again;
+- ``crawl(..., retry_failed=True)`` retries every missing figure whatever its kind and count.
 
 Each article is stored as soon as it is complete, so Ctrl-C or a crash loses nothing fetched so far;
 re-running skips the keys already stored and re-reads the rest from the on-disk cache. Search
@@ -74,6 +106,7 @@ DOI_URL = "https://doi.org"
 ELSEVIER_URL = "https://api.elsevier.com"
 ELSEVIER_KEY_ENV = "ELSEVIER_API_KEY"
 LISTING_MAX_AGE_S = 7 * 24 * 3600.0  # search pages older than a week are asked again (new articles)
+FIGURE_MAX_ATTEMPTS = 3  # crawl runs that try a transiently failing figure image before giving up
 
 _PMCID = re.compile(r"^PMC\d{1,12}$")
 _ARXIV_ID = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$")
@@ -114,6 +147,9 @@ class Store(Protocol):
 
     def record_failure(self, key: str, url: str, reason: str) -> None: ...
 
+    # optional: def record_figure_failure(self, key: str, failure: dict) -> None
+    #           def list_figure_failures(self, key: str) -> list[dict]
+
 
 class MemoryStore:
     """In-memory store implementing the crawl store protocol (tests, dry runs).
@@ -121,9 +157,12 @@ class MemoryStore:
     Attributes
     ----------
     articles : dict
-        ``{key: {"article": dict, "source": str}}``.
+        ``{key: {"article": dict, "source": str}}``; figures are merged by ``id`` across calls.
     failures : list of dict
         ``{"key", "url", "reason"}`` in the order they happened.
+    figure_failures : dict
+        ``{key: {figure_id: {"figure_id", "url", "kind", "reason", "permanent", "attempts"}}}``
+        for the figures still missing.
     add_calls : int
         How many times ``add_article`` was called (a duplicate shows as ``add_calls > len(articles)``).
     """
@@ -131,6 +170,7 @@ class MemoryStore:
     def __init__(self):
         self.articles: dict[str, dict] = {}
         self.failures: list[dict] = []
+        self.figure_failures: dict[str, dict[str, dict]] = {}
         self.add_calls = 0
 
     def has_article(self, key: str) -> bool:
@@ -138,10 +178,23 @@ class MemoryStore:
 
     def add_article(self, key: str, article: dict, source: str) -> None:
         self.add_calls += 1
-        self.articles[key] = {"article": article, "source": source}
+        old = self.articles.get(key)
+        figures = {f.get("id"): f for f in (old["article"].get("figures") or [])} if old else {}
+        for figure in article.get("figures") or []:
+            figures[figure.get("id")] = figure
+            self.figure_failures.get(key, {}).pop(figure.get("id"), None)
+        self.articles[key] = {"article": {**article, "figures": list(figures.values())}, "source": source}
 
     def record_failure(self, key: str, url: str, reason: str) -> None:
         self.failures.append({"key": key, "url": url, "reason": reason})
+
+    def record_figure_failure(self, key: str, failure: dict) -> None:
+        figures = self.figure_failures.setdefault(key, {})
+        old = figures.get(failure["figure_id"])
+        figures[failure["figure_id"]] = {**failure, "attempts": (old["attempts"] if old else 0) + 1}
+
+    def list_figure_failures(self, key: str) -> list[dict]:
+        return [dict(f) for f in self.figure_failures.get(key, {}).values()]
 
 
 # -- sources --------------------------------------------------------------------------------------
@@ -462,29 +515,91 @@ class CrawlReport:
     listed : int
         Articles the source listed that were looked at (at most ``max_articles`` new ones).
     skipped : int
-        Already stored (no request made).
+        Already stored with nothing left to retry (no request made).
     stored, failed : int
         New articles stored / recorded as failed in this run.
+    retried : int
+        Articles stored by an earlier run whose missing figures were tried again.
     figures : int
-        Figure images kept (downloaded or found in the cache) for the stored articles.
+        Figure images added to the store in this run (downloaded or found in the cache): every
+        figure of a new article, the recovered ones of a retried article.
+    figures_failed : int
+        Figure images that could not be downloaded for the articles stored or retried in this run
+        (the figures of an article that failed as a whole are in its ``failures`` reason instead).
     failures : list of dict
         ``{"key", "url", "reason"}`` of this run's failures.
+    figure_failures : list of dict
+        ``{"key", "figure_id", "url", "kind", "reason", "permanent", "attempts", "will_retry"}`` of
+        this run's missing figures (``attempts`` and ``will_retry`` as far as the store tells).
     """
 
     listed: int = 0
     skipped: int = 0
     stored: int = 0
     failed: int = 0
+    retried: int = 0
     figures: int = 0
+    figures_failed: int = 0
     failures: list = field(default_factory=list)
+    figure_failures: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"listed": self.listed, "skipped": self.skipped, "stored": self.stored, "failed": self.failed,
-                "figures": self.figures, "failures": list(self.failures)}
+                "retried": self.retried, "figures": self.figures, "figures_failed": self.figures_failed,
+                "failures": list(self.failures), "figure_failures": list(self.figure_failures)}
 
 
-def download_figures(article: dict, client: HttpClient, all_figures: bool = False) -> dict:
+# (pattern in an HttpClient error, kind, permanent); the first match wins
+_FIGURE_ERRORS = (
+    (re.compile(r"too many (\d{3}) error responses"), "HTTP {0}", None),
+    (re.compile(r": HTTP (\d{3});"), "HTTP {0}", None),
+    (re.compile(r"timed out"), "timeout", False),
+    (re.compile(r"body incomplete|truncated body"), "truncated body", False),
+    (re.compile(r"is not a PNG/JPEG"), "not an image", True),
+    (re.compile(r"content type"), "wrong content type", True),
+    (re.compile(r"larger than the"), "too large", True),
+    (re.compile(r"redirect"), "bad redirect", True),
+    (re.compile(r"allowed_hosts|refusing URL"), "forbidden URL", True),
+    (re.compile(r"neither a URL nor a file"), "missing file", True),
+    (re.compile(r"GET \S+ failed: "), "connection error", False),
+)
+_TRANSIENT_STATUSES = (408, 425, 429)
+
+
+def classify_figure_error(message: str) -> tuple[str, bool]:
+    """Kind of a figure download error and whether retrying it later is pointless.
+
+    Parameters
+    ----------
+    message : str
+        A :class:`~idx.errors.CrawlError` message from :class:`~miners.http.HttpClient`.
+
+    Returns
+    -------
+    kind : str
+        ``"HTTP 404"``, ``"HTTP 503"``, ``"timeout"``, ``"truncated body"``, ``"connection error"``,
+        ``"not an image"``, ``"wrong content type"``, ``"too large"``, ``"bad redirect"``,
+        ``"forbidden URL"``, ``"missing file"`` or ``"error"`` (anything else).
+    permanent : bool
+        True for 4xx statuses other than 408/425/429 and for what the server will send again
+        (not an image, wrong type, too large, redirect loop, forbidden host); False for timeouts,
+        429, 5xx, truncated bodies, connection errors and unknown errors.
+    """
+    for pattern, kind, permanent in _FIGURE_ERRORS:
+        match = pattern.search(message)
+        if match:
+            if permanent is None:  # an HTTP status
+                status = int(match.group(1))
+                permanent = 400 <= status < 500 and status not in _TRANSIENT_STATUSES
+            return kind.format(*match.groups()), permanent
+    return "error", False
+
+
+def download_figures(article: dict, client: HttpClient, all_figures: bool = False,
+                     only=None) -> tuple[dict, list[dict]]:
     """Keep the EM figures (all with ``all_figures``) and download their images into the cache.
+
+    A figure whose image cannot be downloaded is left out and reported; the others are kept.
 
     Parameters
     ----------
@@ -493,49 +608,124 @@ def download_figures(article: dict, client: HttpClient, all_figures: bool = Fals
     client : HttpClient
     all_figures : bool
         Keep every figure, not only those whose caption :func:`miners.articles.is_em_caption` accepts.
+    only : set of str, optional
+        Try only the figures with these ids (retrying missing figures; captions not checked).
 
     Returns
     -------
-    dict
-        A copy of ``article`` whose figures have ``image`` = local file and ``image_url`` = source URL.
-
-    Raises
-    ------
-    CrawlError
-        If a figure image cannot be downloaded (the article is then not stored).
+    article : dict
+        A copy of ``article`` whose figures are those downloaded, each with ``id`` (the reader's id,
+        else its label, else ``figure-N`` by position), ``image`` = local file and ``image_url`` =
+        source URL (None for local crops).
+    failures : list of dict
+        ``{"figure_id", "url", "kind", "reason", "permanent"}`` per figure that could not be
+        downloaded (see :func:`classify_figure_error`).
     """
-    figures = []
-    for figure in article.get("figures") or []:
-        if not all_figures and not _is_em_caption(figure.get("caption")):
+    figures, failures = [], []
+    for index, figure in enumerate(article.get("figures") or []):
+        figure_id = str(figure.get("id") or figure.get("label") or f"figure-{index + 1}")
+        if only is not None:
+            if figure_id not in only:
+                continue
+        elif not all_figures and not _is_em_caption(figure.get("caption")):
             continue
         image = figure.get("image")
         if not image:
-            log.info("figure %s of %s names no image; dropped", figure.get("id"), article.get("doi"))
+            log.info("figure %s of %s names no image; dropped", figure_id, article.get("doi"))
             continue
-        if urlsplit(str(image)).scheme in ("http", "https"):
-            local, url = str(client.download_file(str(image))), str(image)
-        elif Path(image).is_file():
-            local, url = str(Path(image).resolve()), None
-        else:
-            raise CrawlError(f"figure {figure.get('id')}: image {image!r} is neither a URL nor a file")
-        figures.append({**figure, "image": local, "image_url": url})
-    return {**article, "figures": figures}
+        url = str(image) if urlsplit(str(image)).scheme in ("http", "https") else None
+        try:
+            if url is not None:
+                local = str(client.download_file(url))
+            elif Path(image).is_file():
+                local = str(Path(image).resolve())
+            else:
+                raise CrawlError(f"figure {figure_id}: image {image!r} is neither a URL nor a file; "
+                                 "the article reader lost it, re-run the crawl")
+        except CrawlError as exc:
+            kind, permanent = classify_figure_error(str(exc))
+            log.warning("figure %s of %s not downloaded (%s): %s", figure_id, article.get("doi"), kind, exc)
+            failures.append({"figure_id": figure_id, "url": url or str(image), "kind": kind,
+                             "reason": str(exc), "permanent": permanent})
+            continue
+        figures.append({**figure, "id": figure_id, "image": local, "image_url": url})
+    return {**article, "figures": figures}, failures
+
+
+def _figures_to_retry(store, key: str, retry_failed: bool) -> list[dict]:
+    """Recorded figure failures of a stored article that this run should try again."""
+    list_failures = getattr(store, "list_figure_failures", None)
+    if list_failures is None:
+        return []
+    return [f for f in list_failures(key)
+            if retry_failed or (not f["permanent"] and int(f["attempts"]) < FIGURE_MAX_ATTEMPTS)]
+
+
+def _record_figure_failures(store, key: str, failures: list[dict], report: CrawlReport) -> None:
+    """Pass figure failures to the store (when it keeps them) and to the report."""
+    if not failures:
+        return
+    record = getattr(store, "record_figure_failure", None)
+    list_failures = getattr(store, "list_figure_failures", None)
+    before = {f["figure_id"]: int(f["attempts"]) for f in list_failures(key)} if list_failures else {}
+    for failure in failures:
+        if record is not None:
+            record(key, failure)
+        attempts = before.get(failure["figure_id"], 0) + 1
+        report.figure_failures.append({
+            "key": key, **failure, "attempts": attempts,
+            "will_retry": record is not None and not failure["permanent"] and attempts < FIGURE_MAX_ATTEMPTS})
+    report.figures_failed += len(failures)
+
+
+def _none_downloaded(failures: list[dict]) -> CrawlError:
+    kinds = "; ".join(f"{f['figure_id']}: {f['kind']}" for f in failures[:5])
+    return CrawlError(f"none of the {len(failures)} figure images could be downloaded ({kinds}); first error: "
+                      f"{failures[0]['reason']}")
+
+
+def _retry_figures(source, store, record: Record, pending: list[dict], report: CrawlReport) -> None:
+    """Re-read a stored article (from the cache) and try its missing figures again."""
+    wanted = {f["figure_id"] for f in pending}
+    try:
+        article = source.fetch_article(record)
+    except IdxError as exc:
+        reason = f"cannot re-read the article to retry {len(wanted)} missing figures: {exc}"
+        log.warning("%s: %s", record.key, reason)
+        report.failures.append({"key": record.key, "url": record.url, "reason": reason})
+        return
+    article, failures = download_figures(article, source.client, only=wanted)
+    found = {f["id"] for f in article["figures"]} | {f["figure_id"] for f in failures}
+    failures += [{**f, "kind": "gone", "permanent": True,
+                  "reason": f"figure {f['figure_id']} is no longer in the article {record.url}"}
+                 for f in pending if f["figure_id"] not in found]
+    _record_figure_failures(store, record.key, failures, report)
+    if article["figures"]:
+        store.add_article(record.key, article, source.name)
+    report.retried += 1
+    report.figures += len(article["figures"])
+    log.info("%s: %d of %d missing figures recovered", record.key, len(article["figures"]), len(wanted))
 
 
 def crawl(source, store: Store, *, max_articles: int | None = None, all_figures: bool = False,
-          progress: bool = True) -> CrawlReport:
-    """Fetch the articles a source lists into ``store``, one complete article at a time.
+          retry_failed: bool = False, progress: bool = True) -> CrawlReport:
+    """Fetch the articles a source lists into ``store``, one article at a time.
 
     Parameters
     ----------
     source : EuropePMCSource, ArxivSource or DoiSource
         Anything with ``name``, ``client``, ``iter_records()`` and ``fetch_article(record)``.
     store : Store
-        See the module docstring; already stored keys are skipped.
+        See the module docstring; already stored keys are skipped unless figures of theirs are
+        to be retried.
     max_articles : int, optional
         Stop after this many new articles were attempted (stored or failed); None = all listed.
+        Stored articles whose missing figures are retried do not count.
     all_figures : bool
         Keep every figure, not only electron-microscopy ones.
+    retry_failed : bool
+        Retry every missing figure of the stored articles, permanent failures and those already
+        tried ``FIGURE_MAX_ATTEMPTS`` times included.
     progress : bool
         Show a tqdm bar (articles, with a figure count) on stderr.
 
@@ -547,7 +737,9 @@ def crawl(source, store: Store, *, max_articles: int | None = None, all_figures:
     ------
     CrawlError
         If the listing itself (search API) fails; articles stored so far are kept. A failing
-        article does not raise: it is passed to ``store.record_failure`` and the crawl goes on.
+        article does not raise: it is passed to ``store.record_failure`` and the crawl goes on;
+        a failing figure is passed to ``store.record_figure_failure`` and its article is stored
+        with the other figures.
     """
     from tqdm import tqdm
 
@@ -563,10 +755,16 @@ def crawl(source, store: Store, *, max_articles: int | None = None, all_figures:
             seen.add(record.key)
             report.listed += 1
             if store.has_article(record.key):
-                report.skipped += 1
+                pending = _figures_to_retry(store, record.key, retry_failed)
+                if pending:
+                    _retry_figures(source, store, record, pending, report)
+                else:
+                    report.skipped += 1
                 continue
             try:
-                article = download_figures(source.fetch_article(record), source.client, all_figures)
+                article, failures = download_figures(source.fetch_article(record), source.client, all_figures)
+                if failures and not article["figures"]:
+                    raise _none_downloaded(failures)
             except IdxError as exc:
                 reason = str(exc)
                 log.warning("%s failed: %s", record.key, reason)
@@ -574,6 +772,8 @@ def crawl(source, store: Store, *, max_articles: int | None = None, all_figures:
                 report.failed += 1
                 report.failures.append({"key": record.key, "url": record.url, "reason": reason})
             else:
+                # failures first: a crash in between leaves the article unstored, so it is redone
+                _record_figure_failures(store, record.key, failures, report)
                 store.add_article(record.key, article, source.name)
                 report.stored += 1
                 report.figures += len(article["figures"])
@@ -583,5 +783,6 @@ def crawl(source, store: Store, *, max_articles: int | None = None, all_figures:
                 break  # before asking the source for more (no needless search page)
     finally:
         bar.close()
-    log.info("crawl %s: %s", source.name, report.to_dict())
+    log.info("crawl %s: %s", source.name, {k: v for k, v in report.to_dict().items()
+                                            if k not in ("failures", "figure_failures")})
     return report

@@ -195,3 +195,45 @@ def build_site(server, broken: bool = False) -> Site:
     site.add_figures(f"doi:{ELSEVIER_DOI}", [url.replace("https://api.elsevier.com", site.elsevier_url)
                                             for url in _figure_urls(ELSEVIER_XML, None)])
     return site
+
+
+THREE_FIGURE_CAPTIONS = ("TEM image of gold nanoparticles. Scale bar, 50 nm.",
+                         "SEM micrograph of silver nanocubes on silicon.",
+                         "HRTEM image of a single particle showing lattice fringes.")
+
+
+def three_figure_jats(pmcid: str) -> bytes:
+    """A minimal JATS article with three electron-micrograph figures (``fig1`` .. ``fig3``)."""
+    figures = "".join(
+        f'<fig id="fig{n}"><label>Figure {n}</label><caption><p>{caption}</p></caption>'
+        f'<graphic xlink:href="{pmcid}-{n}"/></fig>' for n, caption in enumerate(THREE_FIGURE_CAPTIONS, 1))
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<article xmlns:xlink="http://www.w3.org/1999/xlink" article-type="research-article">
+<front><journal-meta><journal-title-group><journal-title>Test Nano</journal-title></journal-title-group>
+</journal-meta><article-meta><article-id pub-id-type="doi">10.5555/{pmcid.lower()}</article-id>
+<article-id pub-id-type="pmc">{pmcid[3:]}</article-id>
+<title-group><article-title>Three micrographs of {pmcid}</article-title></title-group>
+<pub-date><year>2020</year></pub-date></article-meta></front>
+<body><sec><p>Nanoparticles were imaged by electron microscopy.</p>{figures}</sec></body></article>""".encode()
+
+
+def build_three_figure_site(server, pmcids=("PMC1000001", "PMC1000002")) -> Site:
+    """A one-page Europe PMC search under ``/epmc3`` listing ``pmcids``, each a JATS article with
+    three EM figures served as JPEGs at ``/epmc3/articles/{PMCID}/bin/{PMCID}-{n}.jpg``.
+
+    Use ``site.europepmc_url`` / ``site.europepmc_images_url`` (they point at ``/epmc3``), and
+    ``site.figure_paths["pmcid:PMC..."]`` (three paths, figure 1 to 3) to inject faults.
+    """
+    site = Site(server)
+    site.europepmc_url = server.url("/epmc3/rest")
+    site.europepmc_images_url = server.url("/epmc3/articles")
+    results = [{"id": pmcid, "source": "PMC", "pmcid": pmcid, "title": f"Three micrographs of {pmcid}",
+                "journalTitle": "Test Nano", "pubYear": "2020", "isOpenAccess": "Y"} for pmcid in pmcids]
+    page = json.dumps({"version": "6.9", "hitCount": len(results), "nextCursorMark": "*",
+                       "resultList": {"result": results}}).encode()
+    server.add("/epmc3/rest/search", page, "application/json")
+    for pmcid in pmcids:
+        server.add(f"/epmc3/rest/{pmcid}/fullTextXML", three_figure_jats(pmcid), "application/xml")
+        site.add_figures(f"pmcid:{pmcid}", [server.url(f"/epmc3/articles/{pmcid}/bin/{pmcid}-{n}.jpg")
+                                            for n in range(1, 4)])
+    return site

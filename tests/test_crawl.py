@@ -10,12 +10,10 @@ from idx.cli import cli
 from idx.errors import CrawlError
 from miners import crawl as crawl_module
 from miners.articles import is_em_caption, read
-from miners.crawl import (ArxivSource, DoiSource, EuropePMCSource, MemoryStore, clean_doi, crawl, read_doi_file,
-                          safe_name)
-from crawl_site import ELSEVIER_DOI, ELSEVIER_XML, JATS, NATURE, build_site
+from miners.crawl import (FIGURE_MAX_ATTEMPTS, ArxivSource, DoiSource, EuropePMCSource, MemoryStore,
+                          classify_figure_error, clean_doi, crawl, read_doi_file, safe_name)
+from crawl_site import ELSEVIER_DOI, ELSEVIER_XML, JATS, NATURE, build_site, build_three_figure_site
 from replay_server import make_client
-
-
 
 
 
@@ -141,14 +139,30 @@ def test_elsevier_key_from_environment_only_sent_to_elsevier(tmp_path, server, m
     assert len(keyed) == 1 + len(article["figures"])  # full text + every figure
 
 
-def test_bad_figure_fails_article_and_crawl_goes_on(tmp_path, server):
+def test_bad_figure_is_left_out_and_not_retried_unless_asked(tmp_path, server):
     site = build_site(server)
     bad = site.figure_paths["pmcid:PMC3460867"][0]
     server.add(bad, b"<html>Access denied</html>", "text/html")
     store = MemoryStore()
     report = crawl(europepmc(make_client(tmp_path, server), site), store, all_figures=True, progress=False)
-    assert list(store.articles) == ["pmcid:PMC3166277"] and report.failed == 1
-    assert bad in store.failures[0]["reason"] and "content type 'text/html'" in store.failures[0]["reason"]
+    assert sorted(store.articles) == ["pmcid:PMC3166277", "pmcid:PMC3460867"] and report.failed == 0
+    kept = store.articles["pmcid:PMC3460867"]["article"]["figures"]
+    assert len(kept) == len(site.figure_paths["pmcid:PMC3460867"]) - 1
+    assert not any(f["image_url"].endswith(bad) for f in kept)
+    pmc_figures = len(site.figure_paths["pmcid:PMC3460867"]) + len(site.figure_paths["pmcid:PMC3166277"])
+    assert report.figures_failed == 1 and report.figures == pmc_figures - 1
+    (failure,) = store.list_figure_failures("pmcid:PMC3460867")
+    assert failure["kind"] == "wrong content type" and failure["permanent"] and failure["attempts"] == 1
+    assert bad in failure["reason"] and "content type 'text/html'" in failure["reason"]
+    assert report.figure_failures[0]["will_retry"] is False
+    again = crawl(europepmc(make_client(tmp_path, server), site), store, all_figures=True, progress=False)
+    assert again.skipped == 2 and again.retried == 0 and server.hits[bad] == 1  # permanent: not retried
+    server.add(bad, server.routes[site.figure_paths["pmcid:PMC3460867"][1]].body, "image/jpeg")  # fixed
+    forced = crawl(europepmc(make_client(tmp_path, server), site), store, all_figures=True, retry_failed=True,
+                   progress=False)
+    assert forced.retried == 1 and forced.figures == 1 and forced.figures_failed == 0 and server.hits[bad] == 2
+    assert len(store.articles["pmcid:PMC3460867"]["article"]["figures"]) == len(site.figure_paths["pmcid:PMC3460867"])
+    assert store.list_figure_failures("pmcid:PMC3460867") == [] and len(store.articles) == 2
 
 
 def test_max_articles_and_failing_listing(tmp_path, server):
@@ -250,3 +264,165 @@ def test_arxiv_crawl_reads_pdfs_and_pages_the_feed(tmp_path, server):
         assert len(kept) == int(is_em_caption(caption.split(". ", 1)[1])) == 1
         assert kept[0]["image_url"] is None and kept[0]["image"].startswith(str(client.cache_dir))
         assert open(kept[0]["image"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# -- figures that fail: three-figure articles, stored in a real SQLite database ---------------------
+def three_figure_crawl(tmp_path, server, site, store, **kwargs):
+    client = make_client(tmp_path, server, timeout_s=(1.0, 0.3))
+    source = EuropePMCSource(client, "nanoparticles", base_url=site.europepmc_url,
+                             images_url=site.europepmc_images_url)
+    return crawl(source, store, progress=False, **kwargs)
+
+
+def count_rows(db_path) -> dict:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("articles", "figures", "crawl_failures", "crawl_figure_failures")}
+
+
+def test_404_figure_article_stored_with_the_other_two(tmp_path, server):
+    from idx.db import Database
+
+    site = build_three_figure_site(server)
+    dead = site.figure_paths["pmcid:PMC1000001"][1]
+    server.routes[dead].status = 404
+    with Database(tmp_path / "idx.db") as db:
+        report = three_figure_crawl(tmp_path, server, site, db)
+        assert (report.stored, report.failed, report.figures, report.figures_failed) == (2, 0, 5, 1)
+        (failure,) = db.list_figure_failures()
+        assert failure["key"] == "pmcid:PMC1000001" and failure["figure_id"] == "fig2"
+        assert failure["kind"] == "HTTP 404" and failure["permanent"] and failure["attempts"] == 1
+        assert failure["url"] == server.url(dead) and "HTTP 404" in failure["reason"]
+        stored = db.sql("SELECT f.figure_key FROM figures f JOIN articles a ON a.id = f.article_id "
+                        "WHERE a.key = 'pmcid:PMC1000001' ORDER BY 1")["figure_key"].tolist()
+        assert stored == ["fig1", "fig3"]
+        hits = server.total_hits()
+        again = three_figure_crawl(tmp_path, server, site, db)
+    assert (again.skipped, again.retried, again.stored, again.figures_failed) == (2, 0, 0, 0)
+    assert server.total_hits() == hits  # the 404 is not asked again (search page cached)
+    assert count_rows(tmp_path / "idx.db") == {"articles": 2, "figures": 5, "crawl_failures": 0,
+                                               "crawl_figure_failures": 1}
+
+
+TRANSIENT_FAULTS = {  # route changes, kind recorded
+    "timeout": ({"fault": "sleep", "delay_s": 0.5}, "timeout"),
+    "HTTP 500": ({"fault": "status", "fault_status": 500}, "HTTP 500"),
+    "HTTP 429": ({"fault": "status", "fault_status": 429, "retry_after": "0"}, "HTTP 429"),
+    "truncated": ({"fault": "truncate"}, "truncated body"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(TRANSIENT_FAULTS))
+def test_transient_figure_failure_recovered_by_rerun_without_duplicates(tmp_path, server, fault):
+    from idx.db import Database
+
+    changes, kind = TRANSIENT_FAULTS[fault]
+    site = build_three_figure_site(server)
+    paths = site.figure_paths["pmcid:PMC1000001"]
+    route = server.routes[paths[2]]
+    for name, value in changes.items():
+        setattr(route, name, value)
+    db_path = tmp_path / "idx.db"
+    with Database(db_path) as db:
+        first = three_figure_crawl(tmp_path, server, site, db)
+        assert (first.stored, first.failed, first.figures, first.figures_failed) == (2, 0, 5, 1)
+        (failure,) = first.figure_failures
+        assert failure["kind"] == kind and not failure["permanent"] and failure["will_retry"]
+        assert server.hits[paths[2]] == 3  # the client's own 2 retries, then given up for this run
+        assert count_rows(db_path) == {"articles": 2, "figures": 5, "crawl_failures": 0,
+                                       "crawl_figure_failures": 1}
+        route.fault = None  # the server recovers
+        second = three_figure_crawl(tmp_path, server, site, db)
+    assert (second.skipped, second.retried, second.stored, second.failed) == (1, 1, 0, 0)
+    assert (second.figures, second.figures_failed, second.figure_failures) == (1, 0, [])
+    assert count_rows(db_path) == {"articles": 2, "figures": 6, "crawl_failures": 0, "crawl_figure_failures": 0}
+    assert server.hits[paths[2]] == 4
+    assert server.hits["/epmc3/rest/PMC1000001/fullTextXML"] == 1  # re-read from the cache
+    assert server.hits[paths[0]] == server.hits[paths[1]] == 1  # figures already stored not asked again
+    with Database(db_path, readonly=True) as db:
+        images = db.sql("SELECT image_path, image_url FROM figures WHERE figure_key = 'fig3' "
+                        "AND image_url LIKE '%PMC1000001-3.jpg'")
+    assert len(images) == 1 and open(images["image_path"][0], "rb").read() == route.body
+
+
+def test_transient_figure_failure_given_up_after_max_attempts(tmp_path, server):
+    site = build_three_figure_site(server, pmcids=("PMC1000001",))
+    always = site.figure_paths["pmcid:PMC1000001"][0]
+    server.routes[always].fault, server.routes[always].fault_status = "status", 503
+    store = MemoryStore()
+    reports = [three_figure_crawl(tmp_path, server, site, store) for _ in range(FIGURE_MAX_ATTEMPTS + 1)]
+    assert [r.stored for r in reports] == [1] + [0] * FIGURE_MAX_ATTEMPTS
+    assert [r.retried for r in reports] == [0] + [1] * (FIGURE_MAX_ATTEMPTS - 1) + [0]
+    assert reports[-1].skipped == 1 and [f["will_retry"] for r in reports[:-1] for f in r.figure_failures] == \
+        [True] * (FIGURE_MAX_ATTEMPTS - 1) + [False]
+    assert server.hits[always] == 3 * FIGURE_MAX_ATTEMPTS  # 3 requests per run, then no more
+    assert store.list_figure_failures("pmcid:PMC1000001")[0]["attempts"] == FIGURE_MAX_ATTEMPTS
+    assert store.add_calls == 1 and len(store.articles["pmcid:PMC1000001"]["article"]["figures"]) == 2
+
+
+def test_all_figures_failing_fails_the_article(tmp_path, server):
+    from idx.db import Database
+
+    site = build_three_figure_site(server)
+    for path, status in zip(site.figure_paths["pmcid:PMC1000002"], (404, 500, 410)):
+        server.routes[path].status = status
+    with Database(tmp_path / "idx.db") as db:
+        report = three_figure_crawl(tmp_path, server, site, db)
+        assert (report.stored, report.failed, report.figures, report.figures_failed) == (1, 1, 3, 0)
+        assert not db.has_article("pmcid:PMC1000002")
+        reason = db.sql("SELECT reason FROM crawl_failures WHERE key = 'pmcid:PMC1000002'")["reason"][0]
+    assert "none of the 3 figure images could be downloaded (fig1: HTTP 404; fig2: HTTP 500; fig3: HTTP 410)" \
+        in reason
+    assert count_rows(tmp_path / "idx.db") == {"articles": 1, "figures": 3, "crawl_failures": 1,
+                                               "crawl_figure_failures": 0}
+
+
+def test_document_failure_still_fails_the_article(tmp_path, server):
+    site = build_three_figure_site(server)
+    server.routes["/epmc3/rest/PMC1000002/fullTextXML"].body = b"<article><front>"
+    store = MemoryStore()
+    report = three_figure_crawl(tmp_path, server, site, store)
+    assert list(store.articles) == ["pmcid:PMC1000001"] and report.failed == 1
+    assert "malformed XML" in store.failures[0]["reason"]
+    assert not any("PMC1000002-" in path for _, path, _ in server.log)  # no figure asked
+
+
+@pytest.mark.parametrize("message, kind, permanent", [
+    ("GET http://h/x.jpg: HTTP 404; check that the resource exists", "HTTP 404", True),
+    ("GET http://h/x.jpg: HTTP 410; check that the resource exists", "HTTP 410", True),
+    ("GET http://h/x.jpg: HTTP 408; check that the resource exists", "HTTP 408", False),
+    ("GET http://h/x.jpg failed after 2 retries (too many 503 error responses); the server is overloaded",
+     "HTTP 503", False),
+    ("GET http://h/x.jpg timed out after 2 retries (timeouts (1.0, 0.3) s); try again later", "timeout", False),
+    ("GET http://h/x.jpg: body incomplete after 2 retries (truncated body: 5 bytes read, 9 more expected)",
+     "truncated body", False),
+    ("GET http://h/x.jpg: body is not a PNG/JPEG/GIF/TIFF/WebP/BMP image although the server said image/jpeg",
+     "not an image", True),
+    ("GET http://h/x.jpg: redirect loop at http://h/y; the server is misconfigured", "bad redirect", True),
+    ("GET http://h/x.jpg failed: Connection refused; check the URL and the network", "connection error", False),
+    ("something new", "error", False),
+])
+def test_classify_figure_error(message, kind, permanent):
+    assert classify_figure_error(message) == (kind, permanent)
+
+
+def test_cli_crawl_counts_failed_figures(tmp_path, server, monkeypatch):
+    site = build_site(server)
+    monkeypatch.setattr(crawl_module, "CROSSREF_URL", site.crossref_url)
+    monkeypatch.setattr(crawl_module, "DOI_URL", site.doi_url)
+    dead = site.figure_paths["doi:10.1038/srep01497"][0]
+    server.routes[dead].status = 404
+    doi_file = tmp_path / "dois.txt"
+    doi_file.write_text("10.1038/srep01497\n")
+    args = ["crawl", "--doi-file", str(doi_file), "--db", str(tmp_path / "idx.db"), "--cache", str(tmp_path / "c"),
+            "--rate", "0", "--all-figures"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    figures = len(site.figure_paths["doi:10.1038/srep01497"])
+    assert f"1 articles stored, 0 revisited for missing figures ({figures - 1} figures added, 1 figures " \
+           "failed)" in result.stdout
+    assert "doi:10.1038/srep01497" in result.stdout and "HTTP 404, not retried" in result.stdout
+    summary = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
+    assert (summary["skipped"], summary["figures_failed"], summary["retried"]) == (1, 0, 0)
