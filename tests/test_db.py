@@ -282,3 +282,43 @@ def test_map_encoding_round_trip():
     assert not decode_map(encode_maps(labels, np.zeros(labels.shape))[1]).any()
     with pytest.raises(DatabaseError, match="negative"):
         encode_maps(labels, -uncertainty)
+
+
+def test_figure_failures_counted_and_forgotten_when_stored():
+    db = Database(memory=True)
+    failure = {"figure_id": "fig2", "url": "http://x.org/2.jpg", "kind": "HTTP 503",
+               "reason": "GET http://x.org/2.jpg failed after 2 retries", "permanent": False}
+    db.add_article("pmcid:PMC5", {"title": "T", "figures": [{"id": "fig1", "image": "/c/1.jpg"}]}, "europepmc")
+    db.record_figure_failure("pmcid:PMC5", failure)
+    db.record_figure_failure("pmcid:PMC5", {**failure, "kind": "timeout"})
+    db.record_figure_failure("pmcid:PMC5", {**failure, "figure_id": "fig3", "permanent": True})
+    rows = db.list_figure_failures("pmcid:PMC5")
+    assert [(r["figure_id"], r["kind"], r["permanent"], r["attempts"]) for r in rows] == \
+        [("fig2", "timeout", False, 2), ("fig3", "HTTP 503", True, 1)]
+    assert db.list_figure_failures("pmcid:PMC6") == [] and len(db.list_figure_failures()) == 2
+    # a retry stores the recovered figure only: it joins fig1, and its failure row goes
+    db.add_article("pmcid:PMC5", {"title": "T", "figures": [{"id": "fig2", "image": "/c/2.jpg"}]}, "europepmc")
+    assert sorted(db.sql("SELECT figure_key FROM figures")["figure_key"]) == ["fig1", "fig2"]
+    assert [r["figure_id"] for r in db.list_figure_failures()] == ["fig3"]
+    with pytest.raises(DatabaseError, match="needs the article key and the failure's figure_id"):
+        db.record_figure_failure("pmcid:PMC5", {"url": "http://x.org/9.jpg"})
+
+
+def test_database_of_the_previous_version_opens(tmp_path):
+    path = tmp_path / "old.db"
+    with Database(path) as db:  # the previous schema is today's without crawl_figure_failures
+        db.add_article("pmcid:PMC1", {"doi": "10.1/old", "title": "Old",
+                                      "figures": [{"id": "fig1", "image": "/c/1.jpg"}]}, "europepmc")
+        db.record_failure("pmcid:PMC2", "http://x.org/2", "HTTP 500")
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE crawl_figure_failures")
+    with Database(path, readonly=True) as db:
+        assert db.has_article("pmcid:PMC1") and db.list_figure_failures() == []
+        assert db.stats()["tables"]["figures"] == 1
+    with Database(path) as db:  # opened for writing: the new table is added, old rows kept
+        assert db.has_article("pmcid:PMC1") and db.list_figure_failures("pmcid:PMC1") == []
+        db.record_figure_failure("pmcid:PMC1", {"figure_id": "fig2", "url": "http://x.org/f2.jpg",
+                                                "kind": "HTTP 404", "reason": "gone", "permanent": True})
+        assert db.list_figure_failures()[0]["attempts"] == 1
+        assert db.sql("SELECT attempts FROM crawl_failures WHERE key = 'pmcid:PMC2'")["attempts"][0] == 1
+        assert db.db.table("figures").count == 1
