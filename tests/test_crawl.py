@@ -426,3 +426,27 @@ def test_cli_crawl_counts_failed_figures(tmp_path, server, monkeypatch):
     assert "doi:10.1038/srep01497" in result.stdout and "HTTP 404, not retried" in result.stdout
     summary = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
     assert (summary["skipped"], summary["figures_failed"], summary["retried"]) == (1, 0, 0)
+
+
+def test_retry_of_a_figure_gone_or_an_unreadable_article(tmp_path, server):
+    import shutil
+
+    site = build_three_figure_site(server)
+    flaky = site.figure_paths["pmcid:PMC1000002"][0]
+    server.routes[flaky].fault = "status"
+    store = MemoryStore()
+    three_figure_crawl(tmp_path, server, site, store)
+    store.record_figure_failure("pmcid:PMC1000001", {"figure_id": "fig9", "url": "http://x/9.jpg", "kind": "timeout",
+                                                     "reason": "timed out", "permanent": False})
+    shutil.rmtree(tmp_path / "cache")  # cache lost and the full text now broken: the retry cannot re-read it
+    server.routes["/epmc3/rest/PMC1000002/fullTextXML"].fault = "status"
+    report = three_figure_crawl(tmp_path, server, site, store)
+    assert (report.retried, report.skipped, report.failed) == (1, 0, 0)  # PMC1000001 retried, PMC1000002 not
+    assert "cannot re-read the article to retry 1 missing figures" in report.failures[0]["reason"]
+    assert report.failures[0]["key"] == "pmcid:PMC1000002" and "pmcid:PMC1000002" in store.articles
+    (gone,) = store.list_figure_failures("pmcid:PMC1000001")
+    assert gone["kind"] == "gone" and gone["permanent"] and "no longer in the article" in gone["reason"]
+    server.routes["/epmc3/rest/PMC1000002/fullTextXML"].fault = server.routes[flaky].fault = None
+    last = three_figure_crawl(tmp_path, server, site, store)  # PMC1000002 retried again, fig9 never
+    assert (last.retried, last.skipped, last.figures, last.figures_failed) == (1, 1, 1, 0)
+    assert len(store.articles["pmcid:PMC1000002"]["article"]["figures"]) == 3
