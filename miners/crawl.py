@@ -46,7 +46,8 @@ The store protocol
     Remember that article ``key`` (fetched from ``url``) failed and why. A failed article is not
     stored, so the next run tries it again (everything already downloaded comes from the cache).
 
-Optional (a store without them works as before, but figure failures then live only in the report):
+Optional (without them a store still gets articles with figures missing, but the missing figures
+are only in the report and never retried):
 
 ``record_figure_failure(key: str, failure: dict) -> None``
     Remember that one figure image of article ``key`` could not be downloaded. ``failure`` is
@@ -73,7 +74,10 @@ figures; recovered figures are added, never duplicated:
   redirect loop, forbidden host) are tried once and never again;
 - ``crawl(..., retry_failed=True)`` retries every missing figure whatever its kind and count.
 
-Each article is stored as soon as it is complete, so Ctrl-C or a crash loses nothing fetched so far;
+A retry whose article cannot be re-read (cache lost and the server failing) counts no attempt and
+is listed in the report's ``failures``; the stored article is left as it was.
+
+Each article is stored as soon as its figures were tried, so Ctrl-C or a crash loses nothing fetched so far;
 re-running skips the keys already stored and re-reads the rest from the on-disk cache. Search
 listings are cached too, but asked again once older than ``LISTING_MAX_AGE_S`` (a week), so a
 later run sees newly published articles; full texts, metadata and images never expire.
