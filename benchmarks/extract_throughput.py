@@ -59,11 +59,11 @@ def db_bytes(db_path: Path) -> int:
 
 def measure_run(folder: Path, db_path: Path, weights, mc_samples: int, tu, device: str) -> dict:
     """Load the model, extract ``folder`` into ``db_path``; timings, counts and sizes."""
-    from models.infer import ParticleSegmenter, default_tu
+    from models.infer import ParticleSegmenter
 
     start = time.perf_counter()
     segmenter = ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
-                                  tu=default_tu(weights) if tu is None else tu)
+                                  tu=tu)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     counts = extract_to_db(folder, db_path, segmenter=segmenter, progress=False)
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     parser.add_argument("--mc-samples", type=int, nargs="+", default=[30, 10],
                         help="Monte-Carlo samples T, one run each")
     parser.add_argument("--tu", type=float, default=None,
-                        help="instance uncertainty threshold (default: tuned value of the weights)")
+                        help="published uncertainty filter at this t_u (default: the learned filter of the weights)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")

@@ -84,8 +84,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data", type=Path, default=default_emps_dir(), help="EMPS folder")
     parser.add_argument("--mc-samples", type=int, default=30, help="Monte-Carlo samples T")
     parser.add_argument("--tu", type=float, default=None,
-                        help="instance uncertainty threshold (default: tuned value of the weights)")
-    parser.add_argument("--no-filter", action="store_true", help="switch the uncertainty filter off")
+                        help="published uncertainty filter at this t_u (default: the learned filter of the weights)")
+    parser.add_argument("--no-filter", action="store_true", help="switch the filter off")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--min-particles", type=int, default=MIN_PARTICLES)
@@ -99,13 +99,15 @@ def main(argv=None) -> None:
 
     import torch
 
-    from models.infer import ParticleSegmenter, default_tu
+    from models.infer import ParticleSegmenter
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tu = default_tu(args.weights) if args.tu is None else args.tu
     segmenter = ParticleSegmenter(weights=args.weights, device=args.device,
-                                  mc_samples=args.mc_samples, tu=tu, filter=not args.no_filter)
+                                  mc_samples=args.mc_samples, tu=args.tu, filter=not args.no_filter)
+    params = segmenter.params
+    filter_name = {"none": "off", "mi": f"t_u = {segmenter.tu}",
+                   "learned": f"learned, p >= {params['filter_threshold']}"}[params["filter_kind"]]
     samples = select_images(args.data, args.min_particles, args.limit)
     log.info("%d test images with >= %d ground-truth particles", len(samples), args.min_particles)
     rows = []
@@ -135,7 +137,7 @@ def main(argv=None) -> None:
 
     print(f"\nEMPS test images with >= {args.min_particles} GT particles: {len(samples)} "
           f"(published: {PUBLISHED_IMAGES}); weights {segmenter.weights_path}, "
-          f"T = {args.mc_samples}, t_u = {tu if not args.no_filter else 'off'}")
+          f"T = {args.mc_samples}, filter {filter_name}")
     print(f"bins: {args.bins} equal-width per image over the pooled GT+prediction range; border "
           f"particles {'kept' if args.include_border else 'excluded on both sides'} in histograms; "
           "g(r): all centroids, dr = median GT diameter / 4\n")

@@ -38,7 +38,6 @@ from models.infer import (  # noqa: E402
     DEFAULT_WEIGHTS,
     EPS,
     ParticleSegmenter,
-    filter_instances,
     load_weights,
     prepare_image,
 )
@@ -65,7 +64,7 @@ def naive_segment(seg: ParticleSegmenter, model: BPartIS, image: np.ndarray) -> 
     ent = lambda q: -(q * q.log() + (1 - q) * (1 - q).log())  # noqa: E731
     mi = (ent(pm) - ent(p).mean(0)).clamp(min=0).numpy()
     labels = cluster_instances(emb, sig, pm, seg.seed_threshold, seg.min_instance_px).numpy()
-    return filter_instances(labels, mi, seg.tu if seg.filter else None)[0]
+    return seg.filter_labels(labels, pm.numpy(), mi, sig.numpy(), lambda: rgb)[0]
 
 
 def without_fused_upsampling(seg: ParticleSegmenter) -> ParticleSegmenter:

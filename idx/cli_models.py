@@ -8,8 +8,10 @@ def _mc_options(func):
     func = click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
                         help="Monte-Carlo dropout samples T (1: dropout off).")(func)
     func = click.option("--tu", default=None, type=float,
-                        help="Instance uncertainty threshold (default: the one tuned for the weights).")(func)
-    func = click.option("--no-filter", is_flag=True, help="Keep instances of any uncertainty.")(func)
+                        help="Use the published uncertainty filter with this t_u (mean MI, nats) instead of "
+                        "the learned instance filter shipped with the weights.")(func)
+    func = click.option("--no-filter", is_flag=True,
+                        help="Keep every instance (no learned or uncertainty filter).")(func)
     func = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                         help="BPartIS state dict (ours, or the published seg-model.pt).")(func)
     func = click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))(func)
@@ -18,10 +20,10 @@ def _mc_options(func):
 
 def make_segmenter(weights, device, mc_samples, tu, no_filter):
     """A ParticleSegmenter from CLI options (imports torch)."""
-    from models.infer import ParticleSegmenter, default_tu
+    from models.infer import ParticleSegmenter
 
     return ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
-                             tu=default_tu(weights) if tu is None else tu, filter=not no_filter)
+                             tu=tu, filter=not no_filter)
 
 
 @cli.command()
@@ -47,7 +49,7 @@ def segment(image, weights, device, mc_samples, tu, no_filter, output, as_json):
         Image.fromarray(result.labels.astype("uint16")).save(output)
         payload["labels_png"] = output
     emit(payload, as_json, text=f"{image}: {result.count} particles "
-         f"({result.n_removed} removed as uncertain)")
+         f"({result.n_removed} removed by the {result.params['filter_kind']} filter)")
 
 
 @cli.command()

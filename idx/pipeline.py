@@ -282,10 +282,10 @@ class Extractor:
     def __init__(self, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,
                  filter=True, split=True, read_labels=True):
         if segmenter is None:
-            from models.infer import ParticleSegmenter, default_tu
+            from models.infer import ParticleSegmenter
 
             segmenter = ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
-                                          tu=default_tu(weights) if tu is None else tu, filter=filter)
+                                          tu=tu, filter=filter)
         self.segmenter = segmenter
         self.split, self.read_labels = split, read_labels
 

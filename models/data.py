@@ -38,10 +38,7 @@ def read_split(data_dir: str | Path, split: str) -> list[str]:
     if split not in ("fit", "val"):
         raise IdxError(f"unknown split {split!r}; use train, test, fit or val")
     train = read_split(data_dir, "train")
-    doi = {}
-    with open(data_dir / "metadata.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            doi[row["filename"].rsplit(".", 1)[0]] = row["doi"]
+    doi = read_dois(data_dir)
     dois = sorted({doi[s] for s in train})
     rng = random.Random(SPLIT_SEED)
     rng.shuffle(dois)
@@ -53,6 +50,12 @@ def read_split(data_dir: str | Path, split: str) -> list[str]:
         val_dois.add(d)
         n_val += sum(1 for s in train if doi[s] == d)
     return [s for s in train if (doi[s] in val_dois) == (split == "val")]
+
+
+def read_dois(data_dir: str | Path) -> dict[str, str]:
+    """``{stem: source article DOI}`` from EMPS ``metadata.csv``."""
+    with open(Path(data_dir) / "metadata.csv", newline="") as fh:
+        return {row["filename"].rsplit(".", 1)[0]: row["doi"] for row in csv.DictReader(fh)}
 
 
 @dataclass

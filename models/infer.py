@@ -12,6 +12,7 @@ from PIL import Image
 
 from idx.errors import ImageError, WeightsError
 from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD, cluster_instances
+from models.instance_filter import InstanceFilter, apply_filter, instance_features
 from models.network import (
     BPartIS,
     cast_to_bfloat16,
@@ -83,8 +84,9 @@ class Segmentation:
     uncertainty : (H, W) float32, per-pixel mutual information (nats)
     seed : (H, W) float32, mean seed probability
     instance_uncertainty : (K,) float32, mean MI of each kept instance (index i -> label i + 1)
-    n_removed : instances dropped by the uncertainty filter
-    scores : (K,) float32, mean seed probability of each kept instance (confidence, for ranking)
+    n_removed : instances dropped by the filter (learned or uncertainty threshold)
+    scores : (K,) float32, confidence of each kept instance, for ranking: the learned filter's
+        probability that it is a true particle, else its mean seed probability
     """
 
     labels: np.ndarray
@@ -131,10 +133,12 @@ class ParticleSegmenter:
         'cpu' or 'cuda'.
     mc_samples : int
         Monte-Carlo dropout samples T; 1 gives the discriminative model (dropout off).
-    tu : float
-        Instance uncertainty threshold: instances whose mean MI exceeds it are removed.
+    tu : float, optional
+        Use the published uncertainty filter: instances whose mean MI exceeds ``tu`` are removed.
+        None (default): the learned instance filter shipped with the weights (see
+        :mod:`models.instance_filter`), or, for weights without one, their tuned t_u.
     filter : bool
-        Apply the uncertainty filter (needs ``mc_samples > 1``).
+        Apply a filter at all (needs ``mc_samples > 1``: both use the Monte-Carlo uncertainty).
     bf16 : bool
         bfloat16 autocast on CPU (AMX) / CUDA.
     model : BPartIS, optional
@@ -161,6 +165,7 @@ class ParticleSegmenter:
         tuned = tuned_params(self.weights_path) if self.weights_path else {}
         self.tu = tuned.get("tu", TU_DEFAULT) if tu is None else tu
         self.mc_samples, self.filter = mc_samples, filter and mc_samples > 1
+        self.instance_filter: InstanceFilter | None = tuned.get("instance_filter") if tu is None else None
         self.bf16, self.size = bf16, size
         self.seed_threshold = tuned.get("seed_threshold", SEED_THRESHOLD) if seed_threshold is None \
             else seed_threshold
@@ -170,7 +175,10 @@ class ParticleSegmenter:
 
     @property
     def params(self) -> dict:
-        return {"mc_samples": self.mc_samples, "tu": self.tu, "filter": self.filter, "size": self.size,
+        kind = "none" if not self.filter else "learned" if self.instance_filter is not None else "mi"
+        return {"mc_samples": self.mc_samples, "tu": self.tu, "filter": self.filter, "filter_kind": kind,
+                "filter_threshold": self.instance_filter.threshold if kind == "learned" else None,
+                "size": self.size,
                 "seed_threshold": self.seed_threshold, "min_instance_px": self.min_instance_px,
                 "bf16": self.bf16}
 
@@ -194,9 +202,7 @@ class ParticleSegmenter:
         Monte-Carlo samples: the estimate at T averages the first T samples (they are i.i.d.), so
         a sweep over T costs max(ts) forward passes. Dropout is on when ``mc_samples > 1``.
         """
-        rgb = prepare_image(image)
-        if self.size:
-            rgb = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BICUBIC))
+        rgb = self.working_rgb(image)
         x = torch.from_numpy(np.ascontiguousarray(rgb).copy()).permute(2, 0, 1).float().div_(255.0)
         x = x.unsqueeze(0).to(self.device).contiguous(memory_format=torch.channels_last)
         self._set_mode(self.mc_samples > 1)
@@ -206,6 +212,13 @@ class ParticleSegmenter:
             return self._sample_maps(x, ts)
         finally:
             draw_dropout_masks(self.model, 0)
+
+    def working_rgb(self, image: np.ndarray) -> np.ndarray:
+        """The image as the network sees it: uint8 RGB (S, S, 3), S = ``size`` (or the input's)."""
+        rgb = prepare_image(image)
+        if self.size:
+            rgb = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BICUBIC))
+        return rgb
 
     def _sample_maps(self, x: torch.Tensor, ts) -> dict:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -246,24 +259,49 @@ class ParticleSegmenter:
         array = np.asarray(image)
         height, width = array.shape[:2]
         embedding, sigma, seed, mi = self.predict_maps(array)
+        seed_np = seed.cpu().numpy().astype(np.float32)
         labels = cluster_instances(embedding.cpu(), sigma.cpu(), seed.cpu(),
                                    self.seed_threshold, self.min_instance_px).numpy()
         mi_np = mi.cpu().numpy().astype(np.float32)
-        labels, inst_mi, removed = filter_instances(labels, mi_np, self.tu if self.filter else None)
+        labels, inst_mi, scores, removed = self.filter_labels(labels, seed_np, mi_np, sigma.cpu().numpy(),
+                                                              lambda: self.working_rgb(array))
+        per_instance = np.stack([inst_mi, scores], axis=1)  # (K, 2) follows the labels
         if (height, width) != labels.shape:
             labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
             mi_np = np.asarray(Image.fromarray(mi_np).resize((width, height), Image.BILINEAR))
-            seed_np = np.asarray(Image.fromarray(seed.cpu().numpy().astype(np.float32))
-                                 .resize((width, height), Image.BILINEAR))
-            labels, inst_mi = compact_labels(labels, inst_mi)  # tiny instances may vanish
-        else:
-            seed_np = seed.cpu().numpy().astype(np.float32)
+            seed_np = np.asarray(Image.fromarray(seed_np).resize((width, height), Image.BILINEAR))
+            labels, per_instance = compact_labels(labels, per_instance)  # tiny instances may vanish
         if exclude_mask is not None:
             labels, keep = drop_masked(labels, np.asarray(exclude_mask, dtype=bool))
-            inst_mi = inst_mi[keep]
-        labels = labels.astype(np.int32)
-        scores = mean_per_instance(labels, seed_np)
-        return Segmentation(labels, mi_np, seed_np, inst_mi, removed, self.params, scores)
+            per_instance = per_instance[keep]
+        inst_mi, scores = per_instance[:, 0].astype(np.float32), per_instance[:, 1].astype(np.float32)
+        return Segmentation(labels.astype(np.int32), mi_np, seed_np, inst_mi, removed, self.params, scores)
+
+
+    def filter_labels(self, labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigma: np.ndarray,
+                      working_rgb):
+        """Apply this segmenter's filter (learned, t_u, or none) to clustered ``labels`` (S, S).
+
+        ``seed``, ``mi`` (S, S) and ``sigma`` (2, S, S) are the mean maps; ``working_rgb`` is a
+        callable giving the (S, S, 3) image (only the learned filter needs it).
+
+        Returns ``(labels 1..K, mean MI (K,), scores (K,), number removed)``.
+        """
+        if self.filter and self.instance_filter is not None:
+            features = instance_features(labels, seed, mi, sigma, grey_image(working_rgb()))
+            probability = self.instance_filter.probability(features)
+            keep = probability >= self.instance_filter.threshold
+            labels = apply_filter(labels, keep)
+            return (labels, mean_per_instance(labels, mi), probability[keep].astype(np.float32),
+                    int(keep.size - keep.sum()))
+        labels, inst_mi, removed = filter_instances(labels, mi, self.tu if self.filter else None)
+        return labels, inst_mi, mean_per_instance(labels, seed), removed
+
+
+def grey_image(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) float32 grey level (mean of the channels) of an (H, W, 3) or (H, W) image."""
+    array = np.asarray(rgb, np.float32)
+    return array.mean(2) if array.ndim == 3 else array
 
 
 def mean_per_instance(labels: np.ndarray, values: np.ndarray, drop_empty: bool = True) -> np.ndarray:
@@ -323,8 +361,9 @@ def drop_masked(labels: np.ndarray, mask: np.ndarray, max_fraction: float = 0.5)
 
 
 def tuned_params(weights=None) -> dict:
-    """Thresholds tuned on validation for ``weights``: ``tu``, ``seed_threshold``,
-    ``min_instance_px`` from the JSON beside the weights (``bpartis-emps.json``); {} if none."""
+    """What was tuned on validation for ``weights``, from the JSON card beside them
+    (``bpartis-emps.json``): ``tu``, ``seed_threshold``, ``min_instance_px`` and ``instance_filter``
+    (an :class:`InstanceFilter` read from the file the card names); {} if there is no card."""
     import json
 
     path = Path(weights) if weights else DEFAULT_WEIGHTS
@@ -333,11 +372,18 @@ def tuned_params(weights=None) -> dict:
         return {}
     try:
         data = json.loads(card.read_text())
-        return {k: type_(data[k]) for k, type_ in
-                (("tu", float), ("seed_threshold", float), ("min_instance_px", int)) if k in data}
+        params = {k: type_(data[k]) for k, type_ in
+                  (("tu", float), ("seed_threshold", float), ("min_instance_px", int)) if k in data}
     except (ValueError, TypeError) as exc:
         log.warning("%s: unreadable (%s); using the default thresholds", card, exc)
         return {}
+    if data.get("instance_filter"):
+        trees = card.parent / data["instance_filter"]
+        try:
+            params["instance_filter"] = InstanceFilter.from_dict(json.loads(trees.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: instance filter unreadable (%s); using the uncertainty threshold t_u", trees, exc)
+    return params
 
 
 def default_tu(weights=None) -> float:

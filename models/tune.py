@@ -25,9 +25,10 @@ import torch
 from tqdm import tqdm
 
 from models.cluster import cluster_instances
-from models.data import default_emps_dir, load_sample, read_split
-from models.evaluate import THRESHOLDS, image_metrics, summarise
-from models.infer import ParticleSegmenter, filter_instances, mean_per_instance
+from models.data import default_emps_dir, load_sample, read_dois, read_split
+from models.evaluate import THRESHOLDS, image_metrics, match_instances, summarise
+from models.infer import ParticleSegmenter, filter_instances, grey_image, mean_per_instance
+from models.instance_filter import InstanceFilter, apply_filter, fit_filter, instance_features
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def mc_labels(segmenter: ParticleSegmenter, image: np.ndarray):
     return labels, mi.numpy().astype(np.float32), seed.numpy()
 
 
+FILTER_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FILTER_FOLDS = 5
 SEED_GRID = (0.5, 0.6, 0.7)
 MIN_PX_GRID = (16, 48, 128)
 
@@ -65,7 +68,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
         segmenter = ParticleSegmenter(model=model, mc_samples=t_max, filter=False)
         maps = segmenter.predict_maps_by_t(sample.image, [t for t in t_grid if t > 1])
         single = ParticleSegmenter(model=model, mc_samples=1, filter=False).predict_maps(sample.image)
-        cached.append((sample.instances, maps, single))
+        cached.append((sample.instances, maps, single, grey_image(sample.image)))
         emb, sig, seed, mi = maps[t_max]
         mi_np = mi.numpy()
         for st, mp in grid:
@@ -77,7 +80,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
     table = {key: _mean(rows) for key, rows in scores.items()}
     seed_threshold, min_px, best_tu = select_params(table)
     by_t, by_t_filtered = {t: [] for t in t_grid}, {t: [] for t in t_grid if t > 1}
-    for gt, maps, single in cached:
+    for gt, maps, single, _ in cached:
         for t in t_grid:
             emb, sig, seed, mi = single if t == 1 else maps[t]
             labels = cluster_instances(emb, sig, seed, seed_threshold, min_px).numpy()
@@ -85,12 +88,64 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
             if t > 1:
                 kept, _, _ = filter_instances(labels, mi.numpy(), best_tu)
                 by_t_filtered[t].append(image_metrics(gt, kept, mean_per_instance(kept, seed.numpy())))
+    instances = []
+    for gt, maps, _, grey in cached:
+        emb, sig, seed, mi = maps[t_max]
+        labels = cluster_instances(emb, sig, seed, seed_threshold, min_px).numpy()
+        instances.append((gt, labels, seed.numpy(), mi.numpy(), sig.numpy(), grey))
+    dois = read_dois(data_dir)
+    instance_filter, by_threshold = fit_instance_filter(instances, [dois.get(s, s) for s in stems])
     return {"tu": best_tu, "seed_threshold": seed_threshold, "min_instance_px": min_px,
+            "instance_filter": instance_filter.to_dict(), "by_filter_threshold": by_threshold,
             "by_tu": {tu: table[(seed_threshold, min_px, tu)] for tu in tu_grid},
             "by_cluster_params": {f"seed>{st} min_px={mp}": table[(st, mp, best_tu)] for st, mp in grid},
             "by_T": {t: _mean(rows) for t, rows in by_t.items()},
             "by_T_filtered": {t: _mean(rows) for t, rows in by_t_filtered.items()},
             "n_images": len(stems)}
+
+
+def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID,
+                        folds: int = FILTER_FOLDS) -> tuple[InstanceFilter, dict]:
+    """Fit the learned instance filter on validation images and choose its probability threshold.
+
+    The threshold is chosen by the protocol AP of out-of-fold predictions: images are split into
+    ``folds`` groups by source article (``groups``, the DOIs), each group scored by trees fitted on
+    the others, so no instance is scored by trees that saw its article. The shipped trees are then
+    fitted on every image.
+
+    Parameters
+    ----------
+    instances : list of (gt, labels, seed, mi, sigma, grey) per image at the working size
+    groups : list of str, one per image
+
+    Returns
+    -------
+    (InstanceFilter, {threshold: mean metrics of the out-of-fold filtered predictions})
+    """
+    from sklearn.model_selection import GroupKFold
+
+    features, targets = [], []
+    for gt, labels, seed, mi, sigma, grey in instances:
+        features.append(instance_features(labels, seed, mi, sigma, grey))
+        iou = match_instances(gt, labels)  # (G, P); IoU > 0.5 pairs are one to one
+        targets.append(iou.max(0) > 0.5 if iou.shape[0] else np.zeros(iou.shape[1], bool))
+    probability = [None] * len(instances)
+    splitter = GroupKFold(min(folds, len(set(groups))))
+    for fit_idx, held_idx in splitter.split(np.zeros(len(instances)), groups=groups):
+        model = fit_filter(np.concatenate([features[i] for i in fit_idx]),
+                           np.concatenate([targets[i] for i in fit_idx]))
+        for i in held_idx:
+            probability[i] = model.probability(features[i])
+    table = {}
+    for threshold in thresholds:
+        rows = []
+        for (gt, labels, *_), p in zip(instances, probability):
+            keep = p >= threshold
+            rows.append(image_metrics(gt, apply_filter(labels, keep), p[keep]))
+        table[threshold] = _mean(rows)
+    best = max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
+    log.info("learned filter: threshold %s chosen out of fold, %s", best, table[best])
+    return fit_filter(np.concatenate(features), np.concatenate(targets), threshold=best), table
 
 
 def select_params(table: dict) -> tuple:
@@ -100,9 +155,11 @@ def select_params(table: dict) -> tuple:
 
 
 def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_threshold=None,
-           min_instance_px=None) -> dict:
-    """The three BPartIS rows of the published table on ``stems``."""
-    rows = {"discriminative": [], "bayesian": [], "bayesian_filter": [], "bayesian_filter_published_tu": []}
+           min_instance_px=None, instance_filter: InstanceFilter | None = None) -> dict:
+    """The three BPartIS rows of the published table on ``stems``, plus the published t_u and,
+    given ``instance_filter``, the learned filter."""
+    rows = {"discriminative": [], "bayesian": [], "bayesian_filter": [], "bayesian_filter_published_tu": [],
+            "bayesian_learned_filter": []}
     params = {"seed_threshold": seed_threshold, "min_instance_px": min_instance_px}
     for stem in tqdm(stems, desc="test", disable=not progress):
         sample = load_sample(data_dir, stem)
@@ -110,14 +167,22 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
         labels, _, seed = mc_labels(ParticleSegmenter(model=model, mc_samples=1, filter=False, **params),
                                     sample.image)
         rows["discriminative"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
-        labels, mi, seed = mc_labels(ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False,
-                                                       **params), sample.image)
+        segmenter = ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False, **params)
+        emb, sig, seed_t, mi_t = segmenter.predict_maps(sample.image)
+        labels = cluster_instances(emb, sig, seed_t, segmenter.seed_threshold,
+                                   segmenter.min_instance_px).numpy()
+        mi, seed = mi_t.numpy().astype(np.float32), seed_t.numpy()
         rows["bayesian"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
+        if instance_filter is not None:
+            p = instance_filter.probability(instance_features(labels, seed, mi, sig.numpy(),
+                                                              grey_image(sample.image)))
+            keep = p >= instance_filter.threshold
+            rows["bayesian_learned_filter"].append(image_metrics(gt, apply_filter(labels, keep), p[keep]))
         kept, _, _ = filter_instances(labels, mi, tu)
         rows["bayesian_filter"].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
         kept, _, _ = filter_instances(labels, mi, TU_PUBLISHED)
         rows["bayesian_filter_published_tu"].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
-    return {name: _mean(r) for name, r in rows.items()} | {"n_images": len(stems), "tu": tu, **params}
+    return {name: _mean(r) for name, r in rows.items() if r} | {"n_images": len(stems), "tu": tu, **params}
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -188,12 +253,15 @@ def main(argv=None):
         plot_sweep(result, out)
         tu = result["tu"] if tu is None else tu
         params = {k: result[k] for k in ("seed_threshold", "min_instance_px")}
+        params["instance_filter"] = InstanceFilter.from_dict(result["instance_filter"])
         log.info("validation sweep: t_u = %s, %s; %s", tu, params, result["by_tu"][result["tu"]])
     if args.step in ("report", "both"):
         if not params:
             swept = json.loads((out / "sweep.json").read_text())
             tu = swept["tu"] if tu is None else tu
             params = {k: swept[k] for k in ("seed_threshold", "min_instance_px")}
+            if "instance_filter" in swept:
+                params["instance_filter"] = InstanceFilter.from_dict(swept["instance_filter"])
         result = report(model, args.data, read_split(args.data, "test")[:args.limit], tu, **params)
         (out / "test.json").write_text(json.dumps(result, indent=1))
         log.info("test: %s", result)

@@ -1,0 +1,136 @@
+"""The learned instance filter: features, the exported trees, fitting, and use by the segmenter."""
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.instance_filter import FEATURES, InstanceFilter, apply_filter, fit_filter, instance_features
+from models.infer import DEFAULT_WEIGHTS, ParticleSegmenter, tuned_params
+from models.tune import fit_instance_filter
+
+
+def disk(shape, cy, cx, r):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def synthetic_image(rng, size=96, n_true=6, n_false=4):
+    """Ground truth disks; predictions = the disks (confident, low MI) + blobs (unsure, high MI)."""
+    shape = (size, size)
+    gt = np.zeros(shape, np.int32)
+    pred = np.zeros(shape, np.int32)
+    seed = rng.uniform(0.0, 0.2, shape)
+    mi = rng.uniform(0.0, 0.002, shape)
+    grey = rng.normal(60, 5, shape)
+    centres = [(16 + 32 * (i // 3), 16 + 32 * (i % 3)) for i in range(n_true + n_false)]
+    for k, (cy, cx) in enumerate(centres, 1):
+        inside = disk(shape, cy, cx, rng.integers(6, 11))
+        pred[inside] = k
+        if k <= n_true:
+            gt[inside] = k
+            seed[inside] = rng.uniform(0.7, 1.0)
+            mi[inside] = rng.uniform(0.0, 0.004)
+            grey[inside] += 120
+        else:  # a background fragment
+            seed[inside] = rng.uniform(0.5, 0.75)
+            mi[inside] = rng.uniform(0.01, 0.05)
+            grey[inside] += rng.normal(0, 10)
+    sigma = np.full((2, size, size), -0.3)
+    return gt, pred, seed, mi, sigma, grey
+
+
+def test_features_measure_each_instance_in_label_order():
+    labels = np.zeros((40, 40), np.int32)
+    labels[0:10, 0:10] = 1  # a square in the corner: touches the border, fills its box
+    labels[20:30, 20:25] = 2  # an inner rectangle
+    seed = np.where(labels > 0, 0.9, 0.1)
+    mi = np.where(labels == 2, 0.02, 0.001)
+    grey = np.where(labels > 0, 200.0, 50.0)
+    x = instance_features(labels, seed, mi, np.zeros((2, 40, 40)), grey)
+    col = {name: x[:, i] for i, name in enumerate(FEATURES)}
+    assert x.shape == (2, len(FEATURES))
+    np.testing.assert_allclose(np.exp(col["log_area"]), [100, 50])
+    np.testing.assert_allclose(col["border"], [1, 0])
+    np.testing.assert_allclose(col["extent"], [1, 1])
+    np.testing.assert_allclose(col["seed_mean"], [0.9, 0.9])
+    assert col["log_mi"][1] - col["log_mi"][0] == pytest.approx(np.log(0.02 / 0.001), rel=1e-3)
+    assert col["contrast_z"][0] > 1  # brighter than the background
+    assert instance_features(np.zeros((8, 8), np.int32), np.zeros((8, 8)), np.zeros((8, 8)),
+                             np.zeros((2, 8, 8)), np.zeros((8, 8))).shape == (0, len(FEATURES))
+
+
+def test_exported_trees_give_scikit_learns_probabilities_and_survive_json():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from models.instance_filter import HGB_PARAMS
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, len(FEATURES)))
+    y = x[:, 0] + x[:, 3] * x[:, 5] + rng.normal(0, 0.3, 600) > 0
+    ours = fit_filter(x, y, threshold=0.4)
+    reference = HistGradientBoostingClassifier(**HGB_PARAMS, class_weight="balanced",
+                                               early_stopping=False, random_state=0).fit(x, y)
+    new = rng.normal(size=(200, len(FEATURES)))
+    np.testing.assert_allclose(ours.probability(new), reference.predict_proba(new)[:, 1], atol=1e-12)
+    again = InstanceFilter.from_dict(json.loads(json.dumps(ours.to_dict())))
+    np.testing.assert_array_equal(again.probability(new), ours.probability(new))
+    assert again.threshold == 0.4
+    with pytest.raises(ValueError, match="features"):
+        InstanceFilter.from_dict({**ours.to_dict(), "features": ["area"]})
+
+
+def test_fitted_filter_removes_fragments_and_keeps_particles_on_unseen_images():
+    rng = np.random.default_rng(0)
+    images = [synthetic_image(rng) for _ in range(12)]
+    instances = [(gt, pred, seed, mi, sigma, grey) for gt, pred, seed, mi, sigma, grey in images]
+    model, table = fit_instance_filter(instances, [f"doi{i // 2}" for i in range(12)])
+    assert table[model.threshold]["AP50"] > table[0.1]["AP50"] - 1e-9
+    assert table[model.threshold]["AP50"] > 0.9  # out of fold: fragments are told apart
+    gt, pred, seed, mi, sigma, grey = synthetic_image(np.random.default_rng(99))
+    keep = model.keep(instance_features(pred, seed, mi, sigma, grey))
+    assert keep[:6].sum() >= 5 and keep[6:].sum() <= 1
+    kept = apply_filter(pred, keep)
+    assert kept.max() == keep.sum() and set(np.unique(kept[pred == 0])) == {0}
+
+
+@pytest.fixture(scope="module")
+def emps_image():
+    from tests.conftest import EMPS
+
+    path = EMPS / "images" / "d5e8abb61d.png"
+    if not path.exists():
+        pytest.skip("EMPS not found")
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def weights_with_filter(tmp_path, value, threshold=0.5):
+    """The shipped weights, with a card naming a one-leaf filter of constant raw score ``value``."""
+    weights = tmp_path / "w.pt"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    card = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text()) | {"instance_filter": "w-filter.json"}
+    weights.with_suffix(".json").write_text(json.dumps(card))
+    leaf = {"feature": [0], "threshold": [0.0], "left": [0], "right": [0], "leaf": [True], "value": [value]}
+    (tmp_path / "w-filter.json").write_text(json.dumps(
+        {"features": list(FEATURES), "baseline": 0.0, "threshold": threshold, "trees": [leaf]}))
+    return weights
+
+
+def test_segmenter_applies_the_filter_its_weights_name(tmp_path, emps_image, caplog):
+    unfiltered = ParticleSegmenter(mc_samples=2, filter=False).segment(emps_image)
+    assert unfiltered.count > 10
+    keep_all = ParticleSegmenter(weights_with_filter(tmp_path, 3.0), mc_samples=2).segment(emps_image)
+    assert keep_all.params["filter_kind"] == "learned"
+    assert keep_all.count == unfiltered.count and keep_all.n_removed == 0
+    np.testing.assert_allclose(keep_all.scores, 1 / (1 + np.exp(-3.0)), rtol=1e-6)
+    remove_all = ParticleSegmenter(weights_with_filter(tmp_path, -3.0), mc_samples=2).segment(emps_image)
+    assert remove_all.count == 0 and remove_all.n_removed == unfiltered.count
+    explicit_tu = ParticleSegmenter(weights_with_filter(tmp_path, -3.0), mc_samples=2, tu=1.0)
+    assert explicit_tu.params["filter_kind"] == "mi"
+    assert explicit_tu.segment(emps_image).count == unfiltered.count  # MI never exceeds 1 nat
+    (tmp_path / "w-filter.json").write_text("{broken")
+    with caplog.at_level(logging.WARNING):
+        assert "instance_filter" not in tuned_params(tmp_path / "w.pt")
+    assert "instance filter unreadable" in caplog.text
