@@ -14,8 +14,15 @@ Built on sqlite-utils. Tables:
     can be recomputed (``load_panel_maps``).
 ``particles``
     One row per particle (``idx.particles.measure_particles`` columns).
+``article_keys``
+    Every crawl key an article was stored under (``"pmcid:PMC3460867"``, ``"doi:10.1/x"``...) ->
+    its article id: several keys (two sources, a PMCID and the DOI) can name one article row, and
+    ``has_article`` finds each of them. Created, and filled from ``articles.key``, when a database
+    written by an older idx is opened for writing; read-only opens of such a file fall back to
+    ``articles.key`` (the last key stored per article).
 ``crawl_failures``
-    Articles the crawler could not fetch, with the reason.
+    Articles the crawler could not fetch, with the reason and attempts. A row is deleted when its
+    key is stored (opening an older database for writing deletes those already stored).
 ``crawl_figure_failures``
     Figure images of stored articles the crawler could not download: ``(key, figure_key)``,
     ``url``, ``kind`` (``"HTTP 404"``, ``"timeout"``...), ``reason``, ``permanent``,
@@ -73,7 +80,8 @@ SUMMARY_COLUMNS = tuple(
     for unit in ("nm", "px")
     for stat in ("mean", "median", "std", "geomean", "geostd")
 )
-TABLES = ("runs", "articles", "figures", "panels", "panel_maps", "particles", "crawl_failures")
+TABLES = ("runs", "articles", "figures", "panels", "panel_maps", "particles", "article_keys",
+          "crawl_failures", "crawl_figure_failures")
 
 
 def make_id(*parts) -> str:
@@ -332,9 +340,19 @@ class Database:
                 {"key": str, "figure_key": str, "url": str, "kind": str, "reason": str,
                  "permanent": int, "attempts": int, "first_failed_at": str, "last_failed_at": str},
                 pk=("key", "figure_key"), if_not_exists=True)
+            db.table("article_keys").create(
+                {"key": str, "article_id": str, "source": str, "added_at": str},
+                pk="key", if_not_exists=True, foreign_keys=[("article_id", "articles", "id")])
+            # databases of older versions: their crawl keys, and failures since stored
+            self.conn.execute(
+                "INSERT OR IGNORE INTO article_keys (key, article_id, source, added_at) "
+                "SELECT key, id, source, added_at FROM articles WHERE key IS NOT NULL")
+            self.conn.execute("DELETE FROM crawl_failures WHERE key IN "
+                              "(SELECT key FROM article_keys)")
             indexes = {
                 "articles": (["doi"], ["key"], ["year"]),
                 "figures": (["article_id"],),
+                "article_keys": (["article_id"],),
                 "panels": (["figure_id"], ["run_id"], ["technique"], ["diameter_mean_nm"]),
                 "particles": (["panel_id"], ["run_id"], ["diameter_nm"], ["shape"]),
             }
@@ -437,31 +455,53 @@ class Database:
             # fields not given now keep their stored values (e.g. the crawl key)
             self.db.table("articles").upsert(
                 {k: v for k, v in row.items() if v is not None}, pk="id")
+            if key:  # every key an article was stored under stays findable
+                self.conn.execute(
+                    "INSERT INTO article_keys (key, article_id, source, added_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                    "article_id = excluded.article_id, source = COALESCE(excluded.source, source)",
+                    [key, article_id, row["source"], row["added_at"]])
+                self.conn.execute("DELETE FROM crawl_failures WHERE key = ?", [key])
             stored = []
             for index, figure in enumerate(article.get("figures") or []):
                 figure = _as_dict(figure)
                 figure.setdefault("id", figure.get("label") or f"figure-{index + 1}")
                 self.add_figure(article_id, figure)
                 stored.append(str(figure["id"]))
-            if key and stored and self.db.table("crawl_figure_failures").exists():
-                self.conn.executemany(  # a stored figure is no longer missing
-                    "DELETE FROM crawl_figure_failures WHERE key = ? AND figure_key = ?",
-                    [(key, figure_key) for figure_key in stored])
+            if stored:  # a stored figure is no longer missing, whichever key it was missed under
+                self.conn.executemany(
+                    "DELETE FROM crawl_figure_failures WHERE figure_key = ? AND key IN "
+                    "(SELECT key FROM article_keys WHERE article_id = ?)",
+                    [(figure_key, article_id) for figure_key in stored])
         return article_id
 
     add_article_from_crawl = add_article
 
     def has_article(self, key: str) -> bool:
-        """Whether an article with this crawl key, DOI or article id is stored."""
+        """Whether an article stored under this crawl key (any of its keys), DOI or id exists.
+
+        A database written by an older idx and opened read-only has no ``article_keys``: there
+        only the last crawl key stored per article is found.
+        """
         doi = _normalise_doi(key)
         with self._errors("look up an article"):
+            if self._has_table("article_keys") and self.conn.execute(
+                    "SELECT 1 FROM article_keys WHERE key = ?", [key]).fetchone():
+                return True
             row = self.conn.execute(
                 "SELECT 1 FROM articles WHERE key = ? OR doi = ? OR id = ? LIMIT 1",
                 [key, doi, key]).fetchone()
         return row is not None
 
+    def _has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 [name]).fetchone() is not None
+
     def record_failure(self, key: str, url: str, reason: str) -> None:
-        """Remember that the crawler could not fetch ``key`` from ``url`` (counts attempts)."""
+        """Remember that the crawler could not fetch ``key`` from ``url`` (counts attempts).
+
+        The row is deleted when ``key`` is later stored (``add_article``).
+        """
         now = _now()
         with self._errors("record a crawl failure"), self.db.atomic():
             old = self.conn.execute("SELECT attempts, first_failed_at FROM crawl_failures "
@@ -785,9 +825,16 @@ class Database:
                 self.conn.execute("PRAGMA query_only = OFF")
 
     def stats(self) -> dict:
-        """Summary of the database: rows per table, runs, techniques, shapes, years, size."""
+        """Summary of the database: rows per table, runs, techniques, shapes, years, size, crawl.
+
+        ``crawl`` is ``{"articles_failed", "figures_missing", "figures_missing_permanent"}``:
+        crawl failures of keys not stored since (a database of an older idx opened read-only can
+        still hold rows of stored keys in ``crawl_failures``) and figure images still missing.
+        Tables an older database lacks count 0.
+        """
         with self._errors("summarise the database"):
-            counts = {t: self.db.table(t).count for t in TABLES}
+            counts = {t: self.db.table(t).count if self._has_table(t) else 0 for t in TABLES}
+            crawl = self.crawl_stats()
             runs = [dict(zip(("id", "model_version", "weights_sha256", "started_at", "panels"), r))
                     for r in self.conn.execute(
                         "SELECT r.id, r.model_version, r.weights_sha256, r.started_at, "
@@ -807,7 +854,22 @@ class Database:
         return {"path": str(self.path) if self.path else ":memory:", "size_bytes": size,
                 "tables": counts, "particles_with_scale": scaled,
                 "diameter_mean_nm": diameter, "years": list(years), "runs": runs,
-                "techniques": techniques, "shapes": shapes}
+                "techniques": techniques, "shapes": shapes, "crawl": crawl}
+
+    def crawl_stats(self) -> dict:
+        """Crawl failures still open: ``{"articles_failed", "figures_missing",
+        "figures_missing_permanent"}`` (see ``stats``)."""
+        stored = ("SELECT key FROM article_keys" if self._has_table("article_keys")
+                  else "SELECT key FROM articles WHERE key IS NOT NULL")
+        with self._errors("count crawl failures"):
+            failed = self.conn.execute(f"SELECT COUNT(*) FROM crawl_failures WHERE key NOT IN "
+                                       f"({stored})").fetchone()[0] \
+                if self._has_table("crawl_failures") else 0
+            missing, permanent = self.conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(permanent), 0) FROM crawl_figure_failures"
+            ).fetchone() if self._has_table("crawl_figure_failures") else (0, 0)
+        return {"articles_failed": failed, "figures_missing": missing,
+                "figures_missing_permanent": permanent}
 
 
 def _column_type(name: str):
