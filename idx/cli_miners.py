@@ -20,18 +20,24 @@ import click  # noqa: E402
 @click.option("--rate", "rate_s", type=click.FloatRange(min=0),
               help="Minimum seconds between requests to one host [default: 1; arXiv: 3].")
 @click.option("--all-figures", is_flag=True, help="Keep every figure, not only electron-microscopy ones.")
+@click.option("--retry-failed", is_flag=True,
+              help="Retry every missing figure of stored articles, permanent failures (404...) and those "
+                   "given up after 3 runs included.")
 @json_option
-def crawl(query, source_name, doi_file, max_articles, db_path, cache_dir, mailto, rate_s, all_figures, as_json):
+def crawl(query, source_name, doi_file, max_articles, db_path, cache_dir, mailto, rate_s, all_figures,
+          retry_failed, as_json):
     """Download open-access articles and their EM figures into the database.
 
     Resumable: articles already in the database are skipped, and every response is cached in
     --cache, so re-running (after Ctrl-C, a crash or a failure) downloads nothing twice.
-    ELSEVIER_API_KEY is used for Elsevier full text when set.
+    Figure images that failed are retried by later runs (transient faults, up to 3 runs), or all
+    of them with --retry-failed. ELSEVIER_API_KEY is used for Elsevier full text when set.
 
     \b
         idx crawl --query "gold nanoparticles TEM" --max-articles 50 --mailto me@example.org
         idx crawl --source arxiv --query "all:nanoparticle AND all:TEM"
         idx crawl --doi-file dois.txt --db particles.db
+        idx crawl --doi-file dois.txt --db particles.db --retry-failed
     """
     import os
     from pathlib import Path
@@ -63,19 +69,27 @@ def crawl(query, source_name, doi_file, max_articles, db_path, cache_dir, mailto
         raise IdxError(f"this idx.db.Database lacks {', '.join(missing)}; update idx to crawl into a database")
     try:
         report = run_crawl(source, database, max_articles=max_articles, all_figures=all_figures,
+                           retry_failed=retry_failed,
                            progress=True)  # tqdm writes to stderr, --json output stays clean
     finally:
         if hasattr(database, "close"):
             database.close()
     summary = report.to_dict()
-    text = (f"{summary['stored']} articles stored, {summary['retried']} revisited for missing figures "
-            f"({summary['figures']} figures added, {summary['figures_failed']} figures failed), "
-            f"{summary['skipped']} already in {db_path}, {summary['failed']} failed" +
-            "".join(f"\n  {f['key']}: {f['reason']}" for f in summary["failures"]) +
-            "".join(f"\n  {f['key']} {f['figure_id']}: {f['kind']}, "
-                    f"{'retried by the next crawl' if f['will_retry'] else 'not retried'} ({f['url']})"
-                    for f in summary["figure_failures"]))
-    emit(summary, as_json, text)
+    max_lines = 20  # failure lines printed per kind; --json and the database have them all
+    lines = [f"{summary['stored']} articles stored, {summary['retried']} revisited for missing figures "
+             f"({summary['figures']} figures added, {summary['figures_failed']} figures failed), "
+             f"{summary['skipped']} already in {db_path}, {summary['failed']} failed"]
+    lines += [f"  {f['key']}: {f['reason']}" for f in summary["failures"][:max_lines]]
+    if len(summary["failures"]) > max_lines:
+        lines.append(f"  ... and {len(summary['failures']) - max_lines} more failed articles; list them with "
+                     f"`idx query {db_path} --sql \"SELECT * FROM crawl_failures\"`")
+    lines += [f"  {f['key']} {f['figure_id']}: {f['kind']}, "
+              f"{'retried by the next crawl' if f['will_retry'] else 'not retried'} ({f['url']})"
+              for f in summary["figure_failures"][:max_lines]]
+    if len(summary["figure_failures"]) > max_lines:
+        lines.append(f"  ... and {len(summary['figure_failures']) - max_lines} more failed figures; list them "
+                     f"with `idx query {db_path} --sql \"SELECT * FROM crawl_figure_failures\"`")
+    emit(summary, as_json, "\n".join(lines))
 
 
 @cli.command()
