@@ -322,3 +322,69 @@ def test_database_of_the_previous_version_opens(tmp_path):
         assert db.list_figure_failures()[0]["attempts"] == 1
         assert db.sql("SELECT attempts FROM crawl_failures WHERE key = 'pmcid:PMC2'")["attempts"][0] == 1
         assert db.db.table("figures").count == 1
+
+
+def test_every_crawl_key_of_an_article_is_found():
+    db = Database(memory=True)
+    first = db.add_article("pmcid:PMC1", {"doi": "10.1/x", "title": "T", "figures": [{"id": "fig1", "image": "/c/1.jpg"}]},
+                           "europepmc")
+    second = db.add_article("arxiv:2101.00001", {"doi": "10.1/X", "title": "T",
+                                                 "figures": [{"id": "fig1", "image": "/c/1.jpg"}]}, "arxiv")
+    third = db.add_article("pmcid:PMC2", {"doi": "https://doi.org/10.1/x", "title": "T"}, "europepmc")
+    assert first == second == third
+    assert all(db.has_article(k) for k in ("pmcid:PMC1", "arxiv:2101.00001", "pmcid:PMC2", "doi:10.1/x"))
+    assert not db.has_article("pmcid:PMC3")
+    assert (db.db.table("articles").count, db.db.table("figures").count) == (1, 1)
+    keys = db.sql("SELECT key, article_id, source FROM article_keys ORDER BY key").values.tolist()
+    assert keys == [["arxiv:2101.00001", first, "arxiv"], ["pmcid:PMC1", first, "europepmc"],
+                    ["pmcid:PMC2", first, "europepmc"]]
+    db.add_article("pmcid:PMC1", {"doi": "10.1/x", "title": "T"}, "europepmc")  # re-stored: no new row
+    assert db.db.table("article_keys").count == 3 and db.db.table("articles").count == 1
+
+
+def test_failure_deleted_when_the_key_is_stored_and_figure_failure_of_any_key():
+    db = Database(memory=True)
+    db.record_failure("pmcid:PMC2", "http://x.org/2", "HTTP 500")
+    db.record_failure("pmcid:PMC3", "http://x.org/3", "HTTP 404")
+    assert db.stats()["crawl"] == {"articles_failed": 2, "figures_missing": 0, "figures_missing_permanent": 0}
+    db.add_article("pmcid:PMC2", {"doi": "10.2/y", "title": "T", "figures": [{"id": "fig1", "image": "/c/1.jpg"}]},
+                   "europepmc")
+    assert db.sql("SELECT key FROM crawl_failures")["key"].tolist() == ["pmcid:PMC3"]
+    # fig2 missed under one key, stored under another key of the same article: no longer missing
+    db.record_figure_failure("pmcid:PMC2", {"figure_id": "fig2", "url": "http://x.org/f2.jpg", "kind": "HTTP 503",
+                                            "reason": "overloaded", "permanent": False})
+    stats = db.stats()
+    assert stats["crawl"] == {"articles_failed": 1, "figures_missing": 1, "figures_missing_permanent": 0}
+    assert (stats["tables"]["crawl_failures"], stats["tables"]["crawl_figure_failures"]) == (1, 1)
+    db.add_article("doi:10.2/y", {"doi": "10.2/y", "title": "T", "figures": [{"id": "fig2", "image": "/c/2.jpg"}]},
+                   "doi")
+    assert db.list_figure_failures() == [] and db.stats()["crawl"]["figures_missing"] == 0
+
+
+def test_database_without_article_keys_opens_and_is_upgraded(tmp_path):
+    path = tmp_path / "old.db"
+    with Database(path) as db:
+        db.add_article("pmcid:PMC1", {"doi": "10.1/old", "title": "Old"}, "europepmc")
+        db.add_article("pmcid:PMC2", {"doi": "10.1/old", "title": "Old"}, "europepmc")
+        db.add_article("arxiv:2101.00002", {"title": "No DOI"}, "arxiv")
+        db.record_failure("pmcid:PMC9", "http://x.org/9", "HTTP 500")
+    with sqlite3.connect(path) as conn:  # what the previous version wrote: no key table, one key per
+        conn.execute("DROP TABLE article_keys")  # article, failures of keys stored since, no figure failures
+        conn.execute("DROP TABLE crawl_figure_failures")
+        conn.execute("INSERT INTO crawl_failures (key, url, reason, attempts) "
+                     "VALUES ('pmcid:PMC2', 'http://x.org/2', 'HTTP 503', 1)")
+    with Database(path, readonly=True) as db:
+        assert db.has_article("pmcid:PMC2") and db.has_article("arxiv:2101.00002")
+        assert not db.has_article("pmcid:PMC1")  # the previous version kept only the last key
+        stats = db.stats()
+        assert stats["tables"]["article_keys"] == 0 and stats["tables"]["crawl_failures"] == 2
+        assert stats["crawl"] == {"articles_failed": 1, "figures_missing": 0, "figures_missing_permanent": 0}
+    with Database(path) as db:  # writable: keys filled in from articles.key, stored failures deleted
+        assert db.sql("SELECT key FROM article_keys ORDER BY key")["key"].tolist() == \
+            ["arxiv:2101.00002", "pmcid:PMC2"]
+        assert db.sql("SELECT key FROM crawl_failures")["key"].tolist() == ["pmcid:PMC9"]
+        db.add_article("pmcid:PMC1", {"doi": "10.1/old", "title": "Old"}, "europepmc")
+        assert db.has_article("pmcid:PMC1") and db.has_article("pmcid:PMC2")
+        assert db.db.table("articles").count == 2
+    with Database(path, readonly=True) as db:
+        assert db.has_article("pmcid:PMC1") and db.stats()["tables"]["article_keys"] == 3
