@@ -450,3 +450,89 @@ def test_retry_of_a_figure_gone_or_an_unreadable_article(tmp_path, server):
     last = three_figure_crawl(tmp_path, server, site, store)  # PMC1000002 retried again, fig9 never
     assert (last.retried, last.skipped, last.figures, last.figures_failed) == (1, 1, 1, 0)
     assert len(store.articles["pmcid:PMC1000002"]["article"]["figures"]) == 3
+
+
+def count_keys(db_path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT COUNT(*) FROM article_keys").fetchone()[0]
+
+
+def test_two_keys_of_one_doi_are_not_fetched_again(tmp_path, server):
+    from idx.db import Database
+
+    site = build_three_figure_site(server)
+    text = "/epmc3/rest/PMC1000002/fullTextXML"  # PMC1000002 now has PMC1000001's DOI
+    server.routes[text].body = server.routes[text].body.replace(b"10.5555/pmc1000002", b"10.5555/pmc1000001")
+    db_path = tmp_path / "idx.db"
+    with Database(db_path) as db:
+        first = three_figure_crawl(tmp_path, server, site, db)
+    assert (first.stored, first.failed, first.figures) == (2, 0, 6)
+    rows = {"articles": 1, "figures": 3, "crawl_failures": 0, "crawl_figure_failures": 0}
+    assert count_rows(db_path) == rows and count_keys(db_path) == 2
+    hits = server.total_hits()
+    with Database(db_path) as db:  # a new cache: any document request would reach the server
+        second = three_figure_crawl(tmp_path / "second", server, site, db)
+    assert (second.skipped, second.stored, second.retried, second.figures) == (2, 0, 0, 0)
+    assert server.total_hits() == hits + 1  # the search page only
+    assert server.hits["/epmc3/rest/PMC1000001/fullTextXML"] == server.hits[text] == 1
+    assert count_rows(db_path) == rows and count_keys(db_path) == 2
+
+
+def test_failed_article_no_longer_listed_once_stored(tmp_path, server):
+    from idx.db import Database
+
+    site = build_three_figure_site(server)
+    text = server.routes["/epmc3/rest/PMC1000002/fullTextXML"]
+    text.fault = "status"
+    db_path = tmp_path / "idx.db"
+    with Database(db_path) as db:
+        first = three_figure_crawl(tmp_path, server, site, db)
+        assert (first.stored, first.failed) == (1, 1) and db.stats()["crawl"]["articles_failed"] == 1
+        text.fault = None
+        second = three_figure_crawl(tmp_path, server, site, db)
+        assert (second.stored, second.skipped, second.failed) == (1, 1, 0)
+        assert db.stats()["crawl"]["articles_failed"] == 0
+    assert count_rows(db_path) == {"articles": 2, "figures": 6, "crawl_failures": 0, "crawl_figure_failures": 0}
+
+
+def cli_europepmc_args(tmp_path, monkeypatch, site, *extra):
+    monkeypatch.setattr(crawl_module, "EUROPEPMC_URL", site.europepmc_url)
+    monkeypatch.setattr(crawl_module, "EUROPEPMC_IMAGES_URL", site.europepmc_images_url)
+    return ["crawl", "--query", "nanoparticles", "--db", str(tmp_path / "idx.db"), "--cache",
+            str(tmp_path / "cache"), "--rate", "0", *extra]
+
+
+def test_cli_retry_failed_retries_permanent_figure_failures(tmp_path, server, monkeypatch):
+    site = build_three_figure_site(server, pmcids=("PMC1000001",))
+    dead = server.routes[site.figure_paths["pmcid:PMC1000001"][1]]
+    dead.status = 404
+    args = cli_europepmc_args(tmp_path, monkeypatch, site, "--json")
+    first = json.loads(CliRunner().invoke(cli, args).stdout)
+    assert (first["stored"], first["figures"], first["figures_failed"]) == (1, 2, 1)
+    dead.status = 200  # the publisher fixed the link; a 404 is permanent, so only --retry-failed asks again
+    plain = json.loads(CliRunner().invoke(cli, args).stdout)
+    assert (plain["skipped"], plain["retried"], server.hits[site.figure_paths["pmcid:PMC1000001"][1]]) == (1, 0, 1)
+    result = CliRunner().invoke(cli, [*args, "--retry-failed"])
+    assert result.exit_code == 0, result.output
+    retried = json.loads(result.stdout)
+    assert (retried["retried"], retried["figures"], retried["figures_failed"]) == (1, 1, 0)
+    assert count_rows(tmp_path / "idx.db") == {"articles": 1, "figures": 3, "crawl_failures": 0,
+                                               "crawl_figure_failures": 0}
+
+
+def test_cli_crawl_prints_at_most_20_figure_failures(tmp_path, server, monkeypatch):
+    pmcids = [f"PMC10000{n:02d}" for n in range(11)]
+    site = build_three_figure_site(server, pmcids=pmcids)
+    for pmcid in pmcids:  # 2 of 3 figures answer 404: 22 failed figures
+        for path in site.figure_paths[f"pmcid:{pmcid}"][1:]:
+            server.routes[path].status = 404
+    result = CliRunner().invoke(cli, cli_europepmc_args(tmp_path, monkeypatch, site))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "11 articles stored" in lines[0] and "22 figures failed" in lines[0]
+    assert sum("HTTP 404, not retried" in line for line in lines) == 20
+    assert "... and 2 more failed figures" in lines[-1] and "SELECT * FROM crawl_figure_failures" in lines[-1]
+    stats = json.loads(CliRunner().invoke(cli, ["stats", str(tmp_path / "idx.db"), "--json"]).stdout)
+    assert stats["tables"]["crawl_figure_failures"] == 22 and stats["crawl"]["figures_missing_permanent"] == 22
