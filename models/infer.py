@@ -330,9 +330,7 @@ def filter_instances(labels: np.ndarray, mi: np.ndarray, tu: float | None):
     keep = counts > 0
     if tu is not None:
         keep &= mean_mi <= tu
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lut[labels], mean_mi[keep], int((counts > 0).sum() - keep.sum())
+    return apply_filter(labels, keep), mean_mi[keep], int((counts > 0).sum() - keep.sum())
 
 
 def compact_labels(labels: np.ndarray, values: np.ndarray):
@@ -355,9 +353,7 @@ def drop_masked(labels: np.ndarray, mask: np.ndarray, max_fraction: float = 0.5)
     counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     inside = np.bincount(labels[mask].ravel(), minlength=n + 1)[1:]
     keep = inside <= max_fraction * np.maximum(counts, 1)
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lut[labels], keep
+    return apply_filter(labels, keep), keep
 
 
 def tuned_params(weights=None) -> dict:

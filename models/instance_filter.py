@@ -50,24 +50,26 @@ def instance_features(labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigm
     n = int(labels.max()) if labels.size else 0
     if n == 0:
         return np.zeros((0, len(FEATURES)))
-    flat = labels.ravel()
-    index = np.arange(1, n + 1)
+    foreground = labels > 0
+    flat = labels[foreground]  # only instance pixels are summed
     area = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
     safe_area = np.maximum(area, 1.0)
 
-    def mean_of(values):
-        return np.bincount(flat, weights=np.asarray(values, np.float64).ravel(), minlength=n + 1)[1:] / safe_area
+    def mean_of(values, on_foreground=False):  # values (H, W), or (N_fg,) already on the foreground
+        values = np.asarray(values) if on_foreground else np.asarray(values)[foreground]
+        return np.bincount(flat, weights=values.astype(np.float64), minlength=n + 1)[1:] / safe_area
 
     seed = np.asarray(seed, np.float64)
     mean_mi = mean_of(mi)
     seed_mean = mean_of(seed)
-    seed_max = np.asarray(ndimage.maximum(seed, labels, index), np.float64)
+    seed_max = np.zeros(n + 1)
+    np.maximum.at(seed_max, flat, seed[foreground])
+    seed_max = seed_max[1:]
     seed_frac = mean_of(seed > 0.5)
-    bandwidth = mean_of(np.exp(np.asarray(sigma, np.float64) * SIGMA_SCALE).mean(0))
+    bandwidth = mean_of(np.exp(np.asarray(sigma, np.float64)[:, foreground] * SIGMA_SCALE).mean(0), True)
     boxes = ndimage.find_objects(labels.astype(np.int32), max_label=n)
     box_area = np.array([(b[0].stop - b[0].start) * (b[1].stop - b[1].start) if b else 1 for b in boxes],
                         np.float64)
-    height, width = labels.shape
     edge = np.zeros(labels.shape, bool)
     edge[[0, -1], :] = True
     edge[:, [0, -1]] = True
@@ -76,8 +78,9 @@ def instance_features(labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigm
     background = (labels == 0) & (seed < 0.5)
     bg = grey[background] if background.any() else grey.ravel()
     spread = max(float(grey.std()), EPS)
-    grey_mean = mean_of(grey)
-    grey_std = np.sqrt(np.maximum(mean_of(grey ** 2) - grey_mean ** 2, 0.0)) / spread
+    grey_fg = grey[foreground]
+    grey_mean = mean_of(grey_fg, True)
+    grey_std = np.sqrt(np.maximum(mean_of(grey_fg ** 2, True) - grey_mean ** 2, 0.0)) / spread
     log_mi = np.log(mean_mi + EPS)
     log_area = np.log(safe_area)
     columns = {
