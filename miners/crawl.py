@@ -32,7 +32,8 @@ The store protocol
 ``has_article(key: str) -> bool``
     True if the article ``key`` (``"pmcid:PMC3460867"``, ``"arxiv:2101.00001"``,
     ``"doi:10.1038/srep01497"``) is already stored; the crawler then skips it without a request
-    (unless some of its figures are still to be retried, see below).
+    (unless some of its figures are still to be retried, see below). Several keys can name one
+    article (a PMCID and the DOI, two sources): every key passed to ``add_article`` must be found.
 ``add_article(key: str, article: dict, source: str) -> None``
     Store one article. ``article`` is ``miners.articles.Article.to_dict()``:
     ``{"doi", "title", "journal", "year", "authors", "license", "figures": [{"id", "label",
@@ -44,7 +45,8 @@ The store protocol
     forgets its recorded figure failure.
 ``record_failure(key: str, url: str, reason: str) -> None``
     Remember that article ``key`` (fetched from ``url``) failed and why. A failed article is not
-    stored, so the next run tries it again (everything already downloaded comes from the cache).
+    stored, so the next run tries it again (everything already downloaded comes from the cache);
+    once ``key`` is stored it is no longer listed as failed.
 
 Optional (without them a store still gets articles with figures missing, but the missing figures
 are only in the report and never retried):
