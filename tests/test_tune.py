@@ -26,3 +26,14 @@ def test_shipped_thresholds_are_the_selection_of_the_recorded_sweep():
     weights = json.loads((SWEEP.parents[2] / "models" / "weights" / "bpartis-emps.json").read_text())
     by_tu = {(0, 0, float(tu)): row for tu, row in sweep["by_tu"].items()}
     assert select_params(by_tu)[2] == sweep["tu"] == weights["tu"]
+
+
+def test_shipped_instance_filter_is_the_one_the_recorded_sweep_fitted_and_chose():
+    sweep = json.loads(SWEEP.read_text())
+    weights_dir = SWEEP.parents[2] / "models" / "weights"
+    card = json.loads((weights_dir / "bpartis-emps.json").read_text())
+    shipped = json.loads((weights_dir / card["instance_filter"]).read_text())
+    table = sweep["by_filter_threshold"]
+    best = max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
+    assert float(best) == shipped["threshold"] == sweep["instance_filter"]["threshold"]
+    assert shipped == sweep["instance_filter"]

@@ -12,10 +12,13 @@ def test_shipped_weights_load_strict_and_match_their_card():
     assert file_sha256(DEFAULT_WEIGHTS) == card["sha256"]
     BPartIS().load_state_dict(load_weights(DEFAULT_WEIGHTS), strict=True)
     params = tuned_params()
+    shipped_filter = json.loads((DEFAULT_WEIGHTS.parent / card["instance_filter"]).read_text())
+    assert params.pop("instance_filter").to_dict() == shipped_filter
     assert params == {"tu": card["tu"], "seed_threshold": card["seed_threshold"],
                       "min_instance_px": card["min_instance_px"]}
     segmenter = ParticleSegmenter(mc_samples=2)
     assert segmenter.tu == card["tu"] and segmenter.min_instance_px == card["min_instance_px"]
+    assert segmenter.params["filter_kind"] == "learned"
 
 
 @pytest.mark.slow
