@@ -217,7 +217,8 @@ def serve(database, port):
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
               help="Monte-Carlo dropout samples T.")
-@click.option("--tu", default=None, type=float, help="Use the published uncertainty filter with this t_u instead of the learned filter.")
+@click.option("--tu", default=None, type=float,
+              help="Use the published uncertainty filter with this t_u instead of the learned filter.")
 @click.option("--no-filter", is_flag=True, help="Keep every instance (no learned or uncertainty filter).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False), help="BPartIS weights.")
 @json_option
