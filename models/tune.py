@@ -31,8 +31,17 @@ from tqdm import tqdm
 from models.cluster import cluster_instances
 from models.data import default_emps_dir, load_sample, read_dois, read_split
 from models.evaluate import THRESHOLDS, image_metrics, match_instances, summarise
-from models.infer import ParticleSegmenter, filter_instances, grey_image, mean_per_instance
-from models.instance_filter import InstanceFilter, apply_filter, fit_filter, instance_features
+from models.infer import (
+    DEFAULT_WEIGHTS,
+    ParticleSegmenter,
+    file_sha256,
+    filter_instances,
+    grey_image,
+    load_weights,
+    mean_per_instance,
+)
+from models.network import BPartIS
+from models.instance_filter import FEATURES, InstanceFilter, apply_filter, fit_filter, instance_features
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +81,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
         segmenter = ParticleSegmenter(model=model, mc_samples=t_max, filter=False)
         maps = segmenter.predict_maps_by_t(sample.image, [t for t in t_grid if t > 1])
         single = ParticleSegmenter(model=model, mc_samples=1, filter=False).predict_maps(sample.image)
-        cached.append((sample.instances, maps, single, grey_image(sample.image)))
+        cached.append((sample.instances, maps, single))
         emb, sig, seed, mi = maps[t_max]
         mi_np = mi.numpy()
         for st, mp in grid:
@@ -84,7 +93,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
     table = {key: _mean(rows) for key, rows in scores.items()}
     seed_threshold, min_px, best_tu = select_params(table)
     by_t, by_t_filtered = {t: [] for t in t_grid}, {t: [] for t in t_grid if t > 1}
-    for gt, maps, single, _ in cached:
+    for gt, maps, single in cached:
         for t in t_grid:
             emb, sig, seed, mi = single if t == 1 else maps[t]
             labels = cluster_instances(emb, sig, seed, seed_threshold, min_px).numpy()
@@ -92,15 +101,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
             if t > 1:
                 kept, _, _ = filter_instances(labels, mi.numpy(), best_tu)
                 by_t_filtered[t].append(image_metrics(gt, kept, mean_per_instance(kept, seed.numpy())))
-    instances = []
-    for gt, maps, _, grey in cached:
-        emb, sig, seed, mi = maps[t_max]
-        labels = cluster_instances(emb, sig, seed, seed_threshold, min_px).numpy()
-        instances.append((gt, labels, seed.numpy(), mi.numpy(), sig.numpy(), grey))
-    dois = read_dois(data_dir)
-    instance_filter, by_threshold = fit_instance_filter(instances, [dois.get(s, s) for s in stems])
     return {"tu": best_tu, "seed_threshold": seed_threshold, "min_instance_px": min_px,
-            "instance_filter": instance_filter.to_dict(), "by_filter_threshold": by_threshold,
             "by_tu": {tu: table[(seed_threshold, min_px, tu)] for tu in tu_grid},
             "by_cluster_params": {f"seed>{st} min_px={mp}": table[(st, mp, best_tu)] for st, mp in grid},
             "by_T": {t: _mean(rows) for t, rows in by_t.items()},
@@ -108,19 +109,89 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
             "n_images": len(stems)}
 
 
-def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID,
-                        folds: int = FILTER_FOLDS) -> tuple[InstanceFilter, dict]:
-    """Fit the learned instance filter on validation images and choose its probability threshold.
+class MapCache:
+    """Monte-Carlo mean maps (embedding, sigma, seed, MI) per EMPS image, optionally kept as
+    ``{folder}/{stem}.npz`` so the filter step and the report can share one costly pass.
 
-    The threshold is chosen by the protocol AP of out-of-fold predictions: images are split into
-    ``folds`` groups by source article (``groups``, the DOIs), each group scored by trees fitted on
-    the others, so no instance is scored by trees that saw its article. The shipped trees are then
-    fitted on every image.
+    ``folder/meta.json`` records the weights' sha256 and the sampling settings; a folder made for
+    other weights or settings is refused rather than silently reused.
+    """
+
+    def __init__(self, segmenter: ParticleSegmenter, weights_sha256: str, folder: str | Path | None = None):
+        self.segmenter, self.folder = segmenter, Path(folder) if folder else None
+        meta = {"weights_sha256": weights_sha256, "mc_samples": segmenter.mc_samples,
+                "rng_seed": segmenter.rng_seed, "size": segmenter.size, "bf16": segmenter.bf16}
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / "meta.json"
+            if path.exists() and json.loads(path.read_text()) != meta:
+                raise ValueError(f"{self.folder} holds maps of other weights or settings "
+                                 f"({path.read_text().strip()}); give another --cache folder")
+            path.write_text(json.dumps(meta))
+
+    def maps(self, stem: str, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``embedding (2, S, S), sigma (2, S, S), seed (S, S), mi (S, S)`` float32 for ``stem``."""
+        path = self.folder / f"{stem}.npz" if self.folder else None
+        if path is not None and path.exists():
+            with np.load(path) as data:
+                return tuple(data[k] for k in ("emb", "sigma", "seed", "mi"))
+        maps = tuple(m.numpy().astype(np.float32) for m in self.segmenter.predict_maps(image))
+        if path is not None:
+            np.savez_compressed(path, **dict(zip(("emb", "sigma", "seed", "mi"), maps)))
+        return maps
+
+    def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int) -> tuple:
+        """``(gt, labels, seed, mi, sigma, grey)`` of one image at the working size."""
+        sample = load_sample(data_dir, stem)
+        emb, sig, seed, mi = self.maps(stem, sample.image)
+        labels = cluster_instances(torch.from_numpy(emb), torch.from_numpy(sig), torch.from_numpy(seed),
+                                   seed_threshold, min_px).numpy()
+        return sample.instances, labels, seed, mi, sig, grey_image(sample.image)
+
+
+def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_threshold, min_px,
+                progress=True) -> dict:
+    """Fit the learned filter on the validation images (threshold by out-of-fold AP) with the fit
+    split's instances added to every training side; returns the sweep-JSON entries."""
+    dois = read_dois(data_dir)
+    val = [cache.instances(data_dir, s, seed_threshold, min_px)
+           for s in tqdm(val_stems, desc="filter: validation", disable=not progress)]
+    extra = [labelled_features(*cache.instances(data_dir, s, seed_threshold, min_px))
+             for s in tqdm(fit_stems, desc="filter: fit split", disable=not progress)]
+    extra_x = np.concatenate([x for x, _ in extra]) if extra else np.zeros((0, len(FEATURES)))
+    extra_y = np.concatenate([y for _, y in extra]) if extra else np.zeros(0, bool)
+    model, table = fit_instance_filter(val, [dois.get(s, s) for s in val_stems], extra=(extra_x, extra_y))
+    n_val = sum(int(labels.max()) for _, labels, *_ in val)
+    return {"instance_filter": model.to_dict(), "by_filter_threshold": table,
+            "filter_training": {"validation_images": len(val_stems), "fit_images": len(fit_stems),
+                                "instances": n_val + len(extra_y),
+                                "true_instances": int(extra_y.sum()) + sum(
+                                    int(labelled_features(*item)[1].sum()) for item in val)}}
+
+
+def labelled_features(gt, labels, seed, mi, sigma, grey) -> tuple[np.ndarray, np.ndarray]:
+    """Instance features (K, F) and whether each instance is a true particle (K,) bool: IoU > 0.5
+    with a ground-truth instance (such pairs are one to one)."""
+    iou = match_instances(gt, labels)  # (G, P)
+    target = iou.max(0) > 0.5 if iou.shape[0] else np.zeros(iou.shape[1], bool)
+    return instance_features(labels, seed, mi, sigma, grey), target
+
+
+def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, folds: int = FILTER_FOLDS,
+                        extra: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[InstanceFilter, dict]:
+    """Fit the learned instance filter and choose its probability threshold on validation images.
+
+    The threshold is chosen by the protocol AP of out-of-fold predictions: validation images are
+    split into ``folds`` groups by source article (``groups``, the DOIs), each group scored by trees
+    fitted on the others (plus ``extra``), so no instance is scored by trees that saw its article.
+    The shipped trees are then fitted on every image.
 
     Parameters
     ----------
-    instances : list of (gt, labels, seed, mi, sigma, grey) per image at the working size
+    instances : list of (gt, labels, seed, mi, sigma, grey) per validation image at the working size
     groups : list of str, one per image
+    extra : (features (N, F), targets (N,) bool), optional
+        Instances of other images (the fit split), always on the training side.
 
     Returns
     -------
@@ -128,16 +199,13 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID,
     """
     from sklearn.model_selection import GroupKFold
 
-    features, targets = [], []
-    for gt, labels, seed, mi, sigma, grey in instances:
-        features.append(instance_features(labels, seed, mi, sigma, grey))
-        iou = match_instances(gt, labels)  # (G, P); IoU > 0.5 pairs are one to one
-        targets.append(iou.max(0) > 0.5 if iou.shape[0] else np.zeros(iou.shape[1], bool))
+    features, targets = map(list, zip(*(labelled_features(*item) for item in instances)))
+    extra_x, extra_y = extra if extra is not None else (np.zeros((0, len(FEATURES))), np.zeros(0, bool))
     probability = [None] * len(instances)
     splitter = GroupKFold(min(folds, len(set(groups))))
     for fit_idx, held_idx in splitter.split(np.zeros(len(instances)), groups=groups):
-        model = fit_filter(np.concatenate([features[i] for i in fit_idx]),
-                           np.concatenate([targets[i] for i in fit_idx]))
+        model = fit_filter(np.concatenate([extra_x] + [features[i] for i in fit_idx]),
+                           np.concatenate([extra_y] + [targets[i] for i in fit_idx]))
         for i in held_idx:
             probability[i] = model.probability(features[i])
     table = {}
@@ -149,7 +217,9 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID,
         table[threshold] = _mean(rows)
     best = max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
     log.info("learned filter: threshold %s chosen out of fold, %s", best, table[best])
-    return fit_filter(np.concatenate(features), np.concatenate(targets), threshold=best), table
+    final = fit_filter(np.concatenate([extra_x] + features),
+                       np.concatenate([extra_y] + targets), threshold=best)
+    return final, table
 
 
 def select_params(table: dict) -> tuple:
@@ -159,27 +229,27 @@ def select_params(table: dict) -> tuple:
 
 
 def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_threshold=None,
-           min_instance_px=None, instance_filter: InstanceFilter | None = None) -> dict:
+           min_instance_px=None, instance_filter: InstanceFilter | None = None,
+           cache: MapCache | None = None) -> dict:
     """The three BPartIS rows of the published table on ``stems``, plus the published t_u and,
     given ``instance_filter``, the learned filter."""
     rows = {"discriminative": [], "bayesian": [], "bayesian_filter": [], "bayesian_filter_published_tu": [],
             "bayesian_learned_filter": []}
+    single = ParticleSegmenter(model=model, mc_samples=1, filter=False, seed_threshold=seed_threshold,
+                               min_instance_px=min_instance_px)
+    seed_threshold, min_instance_px = single.seed_threshold, single.min_instance_px  # None: defaults
     params = {"seed_threshold": seed_threshold, "min_instance_px": min_instance_px}
     for stem in tqdm(stems, desc="test", disable=not progress):
         sample = load_sample(data_dir, stem)
         gt = sample.instances
-        labels, _, seed = mc_labels(ParticleSegmenter(model=model, mc_samples=1, filter=False, **params),
-                                    sample.image)
+        labels, _, seed = mc_labels(single, sample.image)
         rows["discriminative"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
-        segmenter = ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False, **params)
-        emb, sig, seed_t, mi_t = segmenter.predict_maps(sample.image)
-        labels = cluster_instances(emb, sig, seed_t, segmenter.seed_threshold,
-                                   segmenter.min_instance_px).numpy()
-        mi, seed = mi_t.numpy().astype(np.float32), seed_t.numpy()
+        if cache is None:
+            cache = MapCache(ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False), "")
+        _, labels, seed, mi, sig, grey = cache.instances(data_dir, stem, seed_threshold, min_instance_px)
         rows["bayesian"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
         if instance_filter is not None:
-            p = instance_filter.probability(instance_features(labels, seed, mi, sig.numpy(),
-                                                              grey_image(sample.image)))
+            p = instance_filter.probability(instance_features(labels, seed, mi, sig, grey))
             keep = p >= instance_filter.threshold
             rows["bayesian_learned_filter"].append(image_metrics(gt, apply_filter(labels, keep), p[keep]))
         kept, _, _ = filter_instances(labels, mi, tu)
@@ -256,8 +326,10 @@ def main(argv=None):
     parser.add_argument("--weights", default=None)
     parser.add_argument("--data", default=str(default_emps_dir()))
     parser.add_argument("--out", default="docs/bpartis")
-    parser.add_argument("--step", choices=["sweep", "report", "both"], default="both")
+    parser.add_argument("--step", choices=["sweep", "filter", "report", "all"], default="all")
     parser.add_argument("--tu", type=float, default=None, help="t_u for the report (default: swept)")
+    parser.add_argument("--cache", default=None,
+                        help="folder for the T = 30 maps of the filter step and the report (reused)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -266,26 +338,32 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = ParticleSegmenter(weights=args.weights).model
-    tu = args.tu
-    params = {}
-    if args.step in ("sweep", "both"):
+    weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+    model = BPartIS()  # unprocessed: every ParticleSegmenter folds and casts its own copy
+    model.load_state_dict(load_weights(weights))
+    cache = MapCache(ParticleSegmenter(model=model, mc_samples=30, filter=False), file_sha256(weights),
+                     args.cache)
+    sweep_path = out / "sweep.json"
+    if args.step in ("sweep", "all"):
         result = sweep(model, args.data, read_split(args.data, "val")[:args.limit])
-        (out / "sweep.json").write_text(json.dumps(result, indent=1))
-        plot_sweep(result, out)
-        tu = result["tu"] if tu is None else tu
-        params = {k: result[k] for k in ("seed_threshold", "min_instance_px")}
-        params["instance_filter"] = InstanceFilter.from_dict(result["instance_filter"])
-        log.info("validation sweep: t_u = %s, seed > %s, min %s px; %s", tu, params["seed_threshold"],
-                 params["min_instance_px"], result["by_tu"][result["tu"]])
-    if args.step in ("report", "both"):
-        if not params:
-            swept = json.loads((out / "sweep.json").read_text())
-            tu = swept["tu"] if tu is None else tu
-            params = {k: swept[k] for k in ("seed_threshold", "min_instance_px")}
-            if "instance_filter" in swept:
-                params["instance_filter"] = InstanceFilter.from_dict(swept["instance_filter"])
-        result = report(model, args.data, read_split(args.data, "test")[:args.limit], tu, **params)
+        sweep_path.write_text(json.dumps(result, indent=1))
+        log.info("validation sweep: t_u = %s, seed > %s, min %s px; %s", result["tu"],
+                 result["seed_threshold"], result["min_instance_px"], result["by_tu"][result["tu"]])
+    swept = json.loads(sweep_path.read_text())
+    if args.step in ("filter", "all"):
+        swept |= filter_step(cache, args.data, read_split(args.data, "val")[:args.limit],
+                             read_split(args.data, "fit")[:args.limit], swept["seed_threshold"],
+                             swept["min_instance_px"])
+        sweep_path.write_text(json.dumps(swept, indent=1))
+    if args.step in ("sweep", "filter", "all"):
+        plot_sweep(swept, out)
+    if args.step in ("report", "all"):
+        params = {k: swept[k] for k in ("seed_threshold", "min_instance_px")}
+        if "instance_filter" in swept:
+            params["instance_filter"] = InstanceFilter.from_dict(swept["instance_filter"])
+        tu = swept["tu"] if args.tu is None else args.tu
+        result = report(model, args.data, read_split(args.data, "test")[:args.limit], tu, cache=cache,
+                        **params)
         (out / "test.json").write_text(json.dumps(result, indent=1))
         log.info("test: %s", result)
 

@@ -134,3 +134,30 @@ def test_segmenter_applies_the_filter_its_weights_name(tmp_path, emps_image, cap
     with caplog.at_level(logging.WARNING):
         assert "instance_filter" not in tuned_params(tmp_path / "w.pt")
     assert "instance filter unreadable" in caplog.text
+
+
+def test_extra_training_instances_join_every_fold_but_are_never_scored():
+    rng = np.random.default_rng(3)
+    val = [synthetic_image(rng) for _ in range(6)]
+    extra_images = [synthetic_image(rng) for _ in range(6)]
+    extra_x = np.concatenate([instance_features(p, s, m, sg, g) for _, p, s, m, sg, g in extra_images])
+    extra_y = np.concatenate([np.arange(1, p.max() + 1) <= 6 for _, p, *_ in extra_images])
+    model, table = fit_instance_filter(val, [f"doi{i // 2}" for i in range(6)], extra=(extra_x, extra_y))
+    assert set(table) == {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}
+    gt, pred, seed, mi, sigma, grey = synthetic_image(np.random.default_rng(7))
+    keep = model.keep(instance_features(pred, seed, mi, sigma, grey))
+    assert keep[:6].sum() >= 5 and keep[6:].sum() <= 1
+
+
+def test_map_cache_reuses_its_maps_and_refuses_a_folder_of_other_weights(tmp_path, emps_image):
+    from models.tune import MapCache
+
+    segmenter = ParticleSegmenter(mc_samples=2, filter=False, size=96)
+    cache = MapCache(segmenter, "sha-a", tmp_path / "maps")
+    first = cache.maps("d5e8abb61d", emps_image)
+    assert (tmp_path / "maps" / "d5e8abb61d.npz").exists()
+    again = MapCache(segmenter, "sha-a", tmp_path / "maps").maps("d5e8abb61d", np.zeros((8, 8), np.uint8))
+    for a, b in zip(first, again):  # read back, not recomputed from the blank image
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="other weights or settings"):
+        MapCache(segmenter, "sha-b", tmp_path / "maps")
