@@ -378,13 +378,20 @@ def _repair_digits(gray: np.ndarray, box: tuple[int, int, int, int], text: str, 
                        and sl[0].stop - sl[0].start <= 0.3 * cap_h
                        and sl[1].stop - sl[1].start <= 0.4 * cap_h
                        and abs(sl[0].stop - baseline) <= max(2.0, 0.12 * cap_h) for _, sl in glyphs):
-                    new_number = new_number[:k + 1] + "." + new_number[k + 1:]
+                    pointed = new_number[:k + 1] + "." + new_number[k + 1:]
+                    # labels read "1.0", "2.5", "0.25"; "10.0" or "2.00" (a speck under "100",
+                    # "200") is no label
+                    if _DECIMAL_LABEL_RE.fullmatch(pointed):
+                        new_number = pointed
                     break
             new_value = float(new_number)
         if new_value != value:
             log.debug("scale bar: number %r read from the glyph shapes as %s", number, new_value)
         return new_value
     return value
+
+
+_DECIMAL_LABEL_RE = re.compile(r"\d\.\d|0\.\d\d")  # numbers a dropped decimal point is put back in
 
 
 def _number_glyphs(glyphs: list[tuple[int, tuple[slice, slice]]]) -> list[tuple[int, tuple[slice, slice]]]:
@@ -848,6 +855,9 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
         # soft ink (keeps anti-aliasing) with ground blobs at the border removed
         soft = np.clip((crop.astype(float) - ground) / (ink_level - ground), 0, 1)
         soft[(crop >= level if text_polarity == "light" else crop <= level) & ~ink] = 0.0
+        # ground of a third grey beyond the text's (the image left or right of a white label
+        # box) would come out as a grey band tesseract reads as "1" ("1100 nm")
+        soft[_side_ground(soft, ink)] = 0.0
         norm = 1.0 - soft
     elif np.median(norm) < 0.5:
         norm = 1.0 - norm
@@ -895,6 +905,27 @@ def _fix_ocr(text: str) -> str:
     t = re.sub(r"(?<=\d)[.,:;'`]+(?=\s*[a-zA-Zµ])", " ", t)  # "100.nm"
     t = re.sub(r"(?<=\d)\s*[Aa]°?(?=\s|$)", " Å", t)
     return t
+
+
+def _side_ground(soft: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """Grey ground left or right of a label box in a soft-ink crop, as a bool mask (H, W).
+
+    ``soft`` (float, 0 = ground, 1 = ink) and ``ink`` (bool) of one OCR crop. Ground is a region
+    of soft ink above 0.2 that is no ink, touches the crop's left or right edge and spans at
+    least 90 % of its height; pixels next to ink (a glyph's rim) are kept.
+    """
+    grey_parts, _ = ndimage.label((soft > 0.2) & ~ink)
+    out = np.zeros_like(ink)
+    h = ink.shape[0]
+    for side in (0, -1):
+        for index in np.unique(grey_parts[:, side]):
+            if index == 0:
+                continue
+            part = grey_parts == index
+            rows = np.flatnonzero(part.any(axis=1))
+            if rows[-1] - rows[0] + 1 >= 0.9 * h:
+                out |= part
+    return out & ~ndimage.binary_dilation(ink)
 
 
 def _drop_border_blobs(ink: np.ndarray) -> np.ndarray:

@@ -528,3 +528,57 @@ def test_text_ink_image_keeps_light_text_over_light_and_dark_grounds():
     with pytest.raises(ValueError, match="2-D"):
         from miners.scalebar import find_scale_labels
         find_scale_labels(np.zeros((4, 4, 3), dtype=np.uint8))
+
+
+# ---- sixth round (fixes from the fresh/fresh2 failures) -------------------------------------
+
+def line_with_speck(text: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A text line with a dot-sized speck on the baseline after the first digit, and its box."""
+    line = text_line(text).copy()
+    rows, cols = np.nonzero(line > 160)
+    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    digit_cols = np.flatnonzero((line[box[0]:box[2]] > 160).any(axis=0))
+    first_end = digit_cols[np.flatnonzero(np.diff(digit_cols) > 1)[0]]
+    baseline = int(np.flatnonzero((line[:, box[1]:first_end + 1] > 160).any(axis=1)).max()) + 1
+    line[baseline - 3:baseline, first_end + 2:first_end + 4] = 255
+    return line, box
+
+
+def test_speck_under_a_round_number_is_no_decimal_point():
+    from miners.scalebar import _repair_digits
+
+    line, box = line_with_speck("10 µm")
+    assert _repair_digits(line, box, "10 µm", 10.0) == 1.0  # "1.0": a dropped point is put back
+    line, box = line_with_speck("100 nm")
+    assert _repair_digits(line, box, "100 nm", 100.0) == 100.0  # "10.0" is no label
+    line, box = line_with_speck("200 nm")
+    assert _repair_digits(line, box, "200 nm", 200.0) == 200.0  # nor "2.00"
+
+
+def test_grey_ground_beside_a_label_box_is_no_ink():
+    from miners.scalebar import _side_ground
+
+    soft = np.zeros((20, 40))
+    ink = np.zeros((20, 40), dtype=bool)
+    soft[:, :4] = 0.5  # the image beside a white label box
+    ink[5:15, 10:12] = True  # a glyph stroke
+    soft[ink] = 1.0
+    soft[5:15, 12] = 0.5  # its anti-aliased rim
+    soft[8:10, 20:23] = 0.5  # a faint blob inside the box
+    ground = _side_ground(soft, ink)
+    assert ground[:, :4].all()
+    assert not ground[:, 4:].any()
+
+
+@needs_tesseract
+@needs_emps
+@pytest.mark.parametrize("stem, rows, cols, value, nm_per_px", [
+    # "100 nm" in a white box: the grey image left of the box was read as a leading "1"
+    ("736f1a3eb2", slice(400, None), slice(300, None), 100.0, 100.0 / 122),
+    # "200 nm": a speck under "200" made it "2.00"
+    ("8136144eaf", slice(400, None), slice(250, None), 200.0, 200.0 / 109),
+])
+def test_round_labels_are_not_misread(stem, rows, cols, value, nm_per_px):
+    result = read_scalebar(emps_crop(stem, rows, cols))
+    assert (result.value, result.unit) == (value, "nm")
+    assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.05)
