@@ -43,6 +43,8 @@ _SCALE_RE = re.compile(_NUMBER + r"\s*-?\s*" + _UNIT + r"(?![a-z])", re.IGNORECA
 BRIGHT_MIN = 190  # grey level a light bar reaches at least
 DARK_MAX = 70  # grey level a dark bar reaches at most
 COLOUR_MIN_CHROMA = 110  # max - min channel for a coloured bar
+SATURATED_LIGHT_MIN = 245  # second, near-white level for light bars
+SATURATED_DARK_MAX = 15  # second, near-black level for dark bars
 MIN_BAR_PX = 10  # shortest bar considered, px
 MAX_BAR_FRACTION = 0.75  # of the image width; longer lines are frames or plot axes
 MIN_CONTRAST = 35  # grey levels between a bar and the pixels above and below it
@@ -372,7 +374,8 @@ def _repair_digits(gray: np.ndarray, box: tuple[int, int, int, int], text: str, 
         else:
             cap_h = float(np.median([sl[0].stop - sl[0].start for _, sl in digit_glyphs]))
             baseline = float(np.median([sl[0].stop for _, sl in digit_glyphs]))
-            for k in range(len(digit_glyphs) - 1):
+            # in small text a speck of the ground is as big as a point: no point put back
+            for k in range(len(digit_glyphs) - 1 if cap_h >= MIN_POINT_CAP_PX else 0):
                 left, right = digit_glyphs[k][1], digit_glyphs[k + 1][1]
                 if any(left[1].stop <= sl[1].start and sl[1].stop <= right[1].start
                        and sl[0].stop - sl[0].start <= 0.3 * cap_h
@@ -391,6 +394,7 @@ def _repair_digits(gray: np.ndarray, box: tuple[int, int, int, int], text: str, 
     return value
 
 
+MIN_POINT_CAP_PX = 12  # digit height below which a dropped decimal point is not looked for
 _DECIMAL_LABEL_RE = re.compile(r"\d\.\d|0\.\d\d")  # numbers a dropped decimal point is put back in
 
 
@@ -491,15 +495,18 @@ def find_bar_candidates(image: np.ndarray) -> list[dict]:
     arr = as_uint8(image)
     gray = to_gray(arr)
     height, width = gray.shape
-    masks = {"light": gray >= BRIGHT_MIN, "dark": gray <= DARK_MAX}
+    masks = [("light", gray >= BRIGHT_MIN), ("dark", gray <= DARK_MAX)]
     if arr.ndim == 3:
         a16 = arr.astype(np.int16)
         chroma = a16.max(axis=2) - a16.min(axis=2)
-        masks["colour"] = chroma >= COLOUR_MIN_CHROMA
+        masks.append(("colour", chroma >= COLOUR_MIN_CHROMA))
+    # near-saturated levels: a pure white (black) bar over bright (dark) particles or texture
+    # is glued to them at the levels above, not at these
+    masks += [("light", gray >= SATURATED_LIGHT_MIN), ("dark", gray <= SATURATED_DARK_MAX)]
     min_len = max(MIN_BAR_PX, int(0.02 * width))
     max_len = MAX_BAR_FRACTION * width
     candidates = []
-    for polarity, mask in masks.items():
+    for polarity, mask in masks:
         if not mask.any():
             continue
         labels, _ = ndimage.label(mask)
@@ -510,7 +517,10 @@ def find_bar_candidates(image: np.ndarray) -> list[dict]:
             if w < min_len or w > max_len or h > max(0.6 * w, 6):
                 continue
             bar = _measure_bar(gray, labels[sl] == index, sl, polarity)
-            if bar is not None:
+            if bar is not None and not any(
+                    other["polarity"] == polarity
+                    and max(abs(a - b) for a, b in zip(other["bbox"], bar["bbox"])) <= 2
+                    for other in candidates):
                 candidates.append(bar)
     candidates.sort(key=lambda b: -b["score"])
     return candidates

@@ -582,3 +582,22 @@ def test_round_labels_are_not_misread(stem, rows, cols, value, nm_per_px):
     result = read_scalebar(emps_crop(stem, rows, cols))
     assert (result.value, result.unit) == (value, "nm")
     assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.05)
+
+
+def test_white_bar_on_bright_texture_is_found_at_the_saturated_level():
+    # texture reaching the fixed light level glues to the bar there; at 245 the bar stands alone
+    rng = np.random.default_rng(3)
+    image = np.clip(rng.normal(165, 25, (200, 300)), 0, 235).astype(np.uint8)
+    image[140:148, 60:180] = 255
+    bars = [b for b in find_bar_candidates(image) if b["polarity"] == "light"]
+    assert bars and bars[0]["bbox"] == (140, 60, 148, 180)
+    assert bars[0]["length_px"] == pytest.approx(120, abs=1.5)
+
+
+@needs_tesseract
+@needs_emps
+def test_small_white_label_over_a_white_bar_on_texture():
+    # "10 nm" (8 px digits) over a pure white bar on bright TEM texture: the bar is found only at
+    # the saturated level, and a speck between "1" and "0" is no decimal point in text this small
+    result = read_scalebar(emps_crop("75e968af41", slice(400, None), slice(0, 200)))
+    assert (result.value, result.unit) == (10.0, "nm")
