@@ -610,9 +610,10 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
         if abs(b - g) < MIN_CONTRAST / 2:
             return None
         mid = (b + g) / 2.0
-        # walk outward from the last bar pixel until the profile crosses mid
-        x = inside
-        for _ in range(3):
+        # walk outward from two pixels inside the last bar pixel (a low-contrast bar's component
+        # takes in its anti-aliased end columns) until the profile crosses mid
+        x = inside - 2 * step
+        for _ in range(5):
             v0, v1 = profile[x - lo], profile[x + step - lo] if lo <= x + step < hi else g
             if (v0 - mid) * (v1 - mid) <= 0 and v0 != v1:
                 return x + step * (v0 - mid) / (v0 - v1) + 0.0

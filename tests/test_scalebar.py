@@ -601,3 +601,15 @@ def test_small_white_label_over_a_white_bar_on_texture():
     # the saturated level, and a speck between "1" and "0" is no decimal point in text this small
     result = read_scalebar(emps_crop("75e968af41", slice(400, None), slice(0, 200)))
     assert (result.value, result.unit) == (10.0, "nm")
+
+
+def test_low_contrast_bar_length_from_its_half_level_not_its_component():
+    # a black bar on a grey (78) ground: its anti-aliased end columns (66) fall under the dark
+    # level and widen the component by a column each side; the length is still the half-level one
+    image = np.full((120, 300), 78, dtype=np.uint8)
+    image[100:104, 50:74] = 5
+    image[100:104, 49] = 66
+    image[100:104, 74] = 66
+    best = find_bar_candidates(image)[0]
+    assert best["bbox"][3] - best["bbox"][1] == 26
+    assert best["length_px"] == pytest.approx(24.0, abs=0.3)
