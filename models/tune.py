@@ -269,6 +269,16 @@ def _mean(rows: list[dict]) -> dict:
     return out
 
 
+def _save(fig, ax, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_sweep(result: dict, out: Path) -> list[Path]:
     import matplotlib
 
@@ -287,11 +297,7 @@ def plot_sweep(result: dict, out: Path) -> list[Path]:
     ax.axvline(result["tu"], color="k", ls="--", lw=1, label=f"chosen t_u = {result['tu']}")
     ax.set(xscale="log", xlabel="instance uncertainty threshold t_u (mean MI, nats)",
            ylabel=f"validation ({result['n_images']} images), T = 30", ylim=(0, 1))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "tu_sweep.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, ax, out / "tu_sweep.png"))
     fig, ax = plt.subplots(figsize=(6, 4))
     ts = sorted(result["by_T"])
     for metric in ("AP", "AP50", "mean_IoU"):
@@ -299,11 +305,7 @@ def plot_sweep(result: dict, out: Path) -> list[Path]:
         ft = [t for t in ts if t in result["by_T_filtered"]]
         ax.plot(ft, [result["by_T_filtered"][t][metric] for t in ft], "s--", label=f"{metric} (filter)")
     ax.set(xlabel="Monte-Carlo samples T", ylabel="validation", ylim=(0, 1))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "ap_vs_T.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, ax, out / "ap_vs_T.png"))
     if "by_filter_threshold" in result:
         table = {float(k): v for k, v in result["by_filter_threshold"].items()}
         chosen = result["instance_filter"]["threshold"]
@@ -313,11 +315,7 @@ def plot_sweep(result: dict, out: Path) -> list[Path]:
         ax.axvline(chosen, color="k", ls="--", lw=1, label=f"chosen p >= {chosen}")
         ax.set(xlabel="learned filter: kept probability threshold",
                ylabel=f"validation out of fold ({result['n_images']} images)", ylim=(0, 1))
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out / "filter_threshold.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(fig, ax, out / "filter_threshold.png"))
     return paths
 
 
