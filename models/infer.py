@@ -277,7 +277,6 @@ class ParticleSegmenter:
         inst_mi, scores = per_instance[:, 0].astype(np.float32), per_instance[:, 1].astype(np.float32)
         return Segmentation(labels.astype(np.int32), mi_np, seed_np, inst_mi, removed, self.params, scores)
 
-
     def filter_labels(self, labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigma: np.ndarray,
                       working_rgb):
         """Apply this segmenter's filter (learned, t_u, or none) to clustered ``labels`` (S, S).
@@ -289,11 +288,8 @@ class ParticleSegmenter:
         """
         if self.filter and self.instance_filter is not None:
             features = instance_features(labels, seed, mi, sigma, grey_image(working_rgb()))
-            probability = self.instance_filter.probability(features)
-            keep = probability >= self.instance_filter.threshold
-            labels = apply_filter(labels, keep)
-            return (labels, mean_per_instance(labels, mi), probability[keep].astype(np.float32),
-                    int(keep.size - keep.sum()))
+            kept, scores = self.instance_filter.apply(labels, features)
+            return kept, mean_per_instance(kept, mi), scores.astype(np.float32), len(features) - len(scores)
         labels, inst_mi, removed = filter_instances(labels, mi, self.tu if self.filter else None)
         return labels, inst_mi, mean_per_instance(labels, seed), removed
 
@@ -380,8 +376,3 @@ def tuned_params(weights=None) -> dict:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: instance filter unreadable (%s); using the uncertainty threshold t_u", trees, exc)
     return params
-
-
-def default_tu(weights=None) -> float:
-    """The uncertainty threshold tuned on validation for ``weights``, else the published 0.0125."""
-    return tuned_params(weights).get("tu", TU_DEFAULT)

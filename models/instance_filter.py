@@ -143,6 +143,13 @@ class InstanceFilter:
         """(K,) bool: instances to keep."""
         return self.probability(features) >= (self.threshold if threshold is None else threshold)
 
+    def apply(self, labels: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``labels`` (1..K) without the instances below the threshold, renumbered 1..K', and the
+        kept instances' probabilities (K',), float64."""
+        probability = self.probability(features)
+        keep = probability >= self.threshold
+        return apply_filter(labels, keep), probability[keep]
+
     def to_dict(self) -> dict:
         return {"features": list(FEATURES), "baseline": float(self.baseline),
                 "threshold": round(float(self.threshold), 4),

@@ -76,11 +76,12 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
     grid = [(st, mp) for st in SEED_GRID for mp in MIN_PX_GRID]
     scores = {(st, mp, tu): [] for st, mp in grid for tu in tu_grid}
     cached = []
+    segmenter = ParticleSegmenter(model=model, mc_samples=t_max, filter=False)
+    discriminative = ParticleSegmenter(model=model, mc_samples=1, filter=False)
     for stem in tqdm(stems, desc="sweep", disable=not progress):
         sample = load_sample(data_dir, stem)
-        segmenter = ParticleSegmenter(model=model, mc_samples=t_max, filter=False)
         maps = segmenter.predict_maps_by_t(sample.image, [t for t in t_grid if t > 1])
-        single = ParticleSegmenter(model=model, mc_samples=1, filter=False).predict_maps(sample.image)
+        single = discriminative.predict_maps(sample.image)
         cached.append((sample.instances, maps, single))
         emb, sig, seed, mi = maps[t_max]
         mi_np = mi.numpy()
@@ -161,20 +162,23 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_threshold,
     extra_x = np.concatenate([x for x, _ in extra]) if extra else np.zeros((0, len(FEATURES)))
     extra_y = np.concatenate([y for _, y in extra]) if extra else np.zeros(0, bool)
     model, table = fit_instance_filter(val, [dois.get(s, s) for s in val_stems], extra=(extra_x, extra_y))
-    n_val = sum(int(labels.max()) for _, labels, *_ in val)
+    val_true = [true_instances(gt, labels) for gt, labels, *_ in val]  # cheap: no features
     return {"instance_filter": model.to_dict(), "by_filter_threshold": table,
             "filter_training": {"validation_images": len(val_stems), "fit_images": len(fit_stems),
-                                "instances": n_val + len(extra_y),
-                                "true_instances": int(extra_y.sum()) + sum(
-                                    int(labelled_features(*item)[1].sum()) for item in val)}}
+                                "instances": sum(map(len, val_true)) + len(extra_y),
+                                "true_instances": int(sum(map(np.sum, val_true)) + extra_y.sum())}}
+
+
+def true_instances(gt: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(K,) bool: each predicted instance has IoU > 0.5 with a ground-truth one (such pairs are
+    one to one)."""
+    iou = match_instances(gt, labels)  # (G, P)
+    return iou.max(0) > 0.5 if iou.shape[0] else np.zeros(iou.shape[1], bool)
 
 
 def labelled_features(gt, labels, seed, mi, sigma, grey) -> tuple[np.ndarray, np.ndarray]:
-    """Instance features (K, F) and whether each instance is a true particle (K,) bool: IoU > 0.5
-    with a ground-truth instance (such pairs are one to one)."""
-    iou = match_instances(gt, labels)  # (G, P)
-    target = iou.max(0) > 0.5 if iou.shape[0] else np.zeros(iou.shape[1], bool)
-    return instance_features(labels, seed, mi, sigma, grey), target
+    """Instance features (K, F) and :func:`true_instances` (K,) of one image."""
+    return instance_features(labels, seed, mi, sigma, grey), true_instances(gt, labels)
 
 
 def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, folds: int = FILTER_FOLDS,
@@ -215,16 +219,16 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
             keep = p >= threshold
             rows.append(image_metrics(gt, apply_filter(labels, keep), p[keep]))
         table[threshold] = _mean(rows)
-    best = max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
+    best = select_params(table)
     log.info("learned filter: threshold %s chosen out of fold, %s", best, table[best])
     final = fit_filter(np.concatenate([extra_x] + features),
                        np.concatenate([extra_y] + targets), threshold=best)
     return final, table
 
 
-def select_params(table: dict) -> tuple:
-    """The key of ``table`` ({(seed threshold, min px, t_u): mean metrics}) with the best protocol
-    AP; AP50 + mean IoU break ties."""
+def select_params(table: dict):
+    """The key of ``table`` ({key: mean metrics}, e.g. key = (seed threshold, min px, t_u)) with
+    the best protocol AP; AP50 + mean IoU break ties."""
     return max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
 
 
@@ -239,19 +243,18 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
                                min_instance_px=min_instance_px)
     seed_threshold, min_instance_px = single.seed_threshold, single.min_instance_px  # None: defaults
     params = {"seed_threshold": seed_threshold, "min_instance_px": min_instance_px}
+    if cache is None:
+        cache = MapCache(ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False), "")
     for stem in tqdm(stems, desc="test", disable=not progress):
         sample = load_sample(data_dir, stem)
         gt = sample.instances
         labels, _, seed = mc_labels(single, sample.image)
         rows["discriminative"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
-        if cache is None:
-            cache = MapCache(ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False), "")
         _, labels, seed, mi, sig, grey = cache.instances(data_dir, stem, seed_threshold, min_instance_px)
         rows["bayesian"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
         if instance_filter is not None:
-            p = instance_filter.probability(instance_features(labels, seed, mi, sig, grey))
-            keep = p >= instance_filter.threshold
-            rows["bayesian_learned_filter"].append(image_metrics(gt, apply_filter(labels, keep), p[keep]))
+            kept, p = instance_filter.apply(labels, instance_features(labels, seed, mi, sig, grey))
+            rows["bayesian_learned_filter"].append(image_metrics(gt, kept, p))
         kept, _, _ = filter_instances(labels, mi, tu)
         rows["bayesian_filter"].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
         kept, _, _ = filter_instances(labels, mi, TU_PUBLISHED)
