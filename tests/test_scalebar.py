@@ -390,29 +390,21 @@ def emps_crop(stem: str, rows: slice, cols: slice) -> np.ndarray:
 
 @needs_tesseract
 @needs_emps
-def test_dropped_decimal_point_is_put_back_from_the_glyphs():
+@pytest.mark.parametrize("stem, rows, cols, value, unit, nm_per_px, rel", [
     # "1.0 µm" over a 178 px bar: tesseract reads "10 m"; the dot is a blob on the baseline
-    result = read_scalebar(emps_crop("15a3ba1c51", slice(380, None), slice(420, None)))
-    assert (result.value, result.unit) == (1.0, "µm")
-    assert result.nm_per_px == pytest.approx(1000.0 / 178, rel=0.03)
-
-
-@needs_tesseract
-@needs_emps
-def test_number_left_out_of_the_line_box_is_found_by_widening_it():
+    pytest.param("15a3ba1c51", slice(380, None), slice(420, None), 1.0, "µm", 1000.0 / 178, 0.03,
+                 id="dropped decimal point put back from the glyphs"),
     # the "1" of "100 nm" touches a dark particle, the line box held only "nm"
-    result = read_scalebar(emps_crop("31121ca5cf", slice(400, None), slice(380, None)))
-    assert (result.value, result.unit) == (100.0, "nm")
-    assert result.nm_per_px == pytest.approx(100.0 / 66, rel=0.05)
-
-
-@needs_tesseract
-@needs_emps
-def test_stray_equals_sign_after_the_unit_is_not_a_data_bar_field():
+    pytest.param("31121ca5cf", slice(400, None), slice(380, None), 100.0, "nm", 100.0 / 66, 0.05,
+                 id="number left out of the line box found by widening it"),
     # "100 nm" is read "100 n="; only "= <number>" or a field name marks a data bar
-    result = read_scalebar(emps_crop("3430b20071", slice(430, None), slice(0, 200)))
-    assert (result.value, result.unit) == (100.0, "nm")
-    assert result.nm_per_px == pytest.approx(100.0 / 82, rel=0.05)
+    pytest.param("3430b20071", slice(430, None), slice(0, 200), 100.0, "nm", 100.0 / 82, 0.05,
+                 id="stray equals sign after the unit is not a data-bar field"),
+])
+def test_held_out_failures_are_read(stem, rows, cols, value, unit, nm_per_px, rel):
+    result = read_scalebar(emps_crop(stem, rows, cols))
+    assert (result.value, result.unit) == (value, unit)
+    assert result.nm_per_px == pytest.approx(nm_per_px, rel=rel)
 
 
 def test_low_magnification_sem_pixel_sizes_are_plausible():
