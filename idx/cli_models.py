@@ -12,18 +12,21 @@ def _mc_options(func):
                         "the learned instance filter shipped with the weights.")(func)
     func = click.option("--no-filter", is_flag=True,
                         help="Keep every instance (no learned or uncertainty filter).")(func)
+    func = click.option("--no-tta", is_flag=True,
+                        help="Plain Monte-Carlo samples without flipped / transposed views (the shipped "
+                        "filter was tuned with them).")(func)
     func = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                         help="BPartIS state dict (ours, or the published seg-model.pt).")(func)
     func = click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))(func)
     return func
 
 
-def make_segmenter(weights, device, mc_samples, tu, no_filter):
+def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False):
     """A ParticleSegmenter from CLI options (imports torch)."""
     from models.infer import ParticleSegmenter
 
     return ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
-                             tu=tu, filter=not no_filter)
+                             tu=tu, filter=not no_filter, tta=False if no_tta else None)
 
 
 @cli.command()
@@ -32,7 +35,7 @@ def make_segmenter(weights, device, mc_samples, tu, no_filter):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the instance map (16-bit PNG) here; an overlay PNG is written beside it.")
 @json_option
-def segment(image, weights, device, mc_samples, tu, no_filter, output, as_json):
+def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, output, as_json):
     """Segment the particles of one micrograph with BPartIS.
 
     \b
@@ -41,7 +44,7 @@ def segment(image, weights, device, mc_samples, tu, no_filter, output, as_json):
     from miners.images import load_image
 
     array = load_image(image)
-    result = make_segmenter(weights, device, mc_samples, tu, no_filter).segment(array)
+    result = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta).segment(array)
     payload = {"image": image, **result.to_dict()}
     if output:
         from PIL import Image
@@ -82,7 +85,7 @@ def train(data, out, epochs, batch_size, crop, device, eval_every, init):
 @_mc_options
 @click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
 @json_option
-def evaluate(data, split, weights, device, mc_samples, tu, no_filter, limit, as_json):
+def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, limit, as_json):
     """Evaluate BPartIS on an EMPS split with the published protocol (+ COCO mask AP).
 
     \b
@@ -93,7 +96,8 @@ def evaluate(data, split, weights, device, mc_samples, tu, no_filter, limit, as_
 
     data = data or default_emps_dir()
     stems = read_split(data, split)[:limit]
-    summary = evaluate_segmenter(make_segmenter(weights, device, mc_samples, tu, no_filter), data, stems)
+    summary = evaluate_segmenter(make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta), data,
+                                 stems)
     summary.pop("per_image", None)
     text = "  ".join(f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float))
     emit(summary, as_json, text=f"{split} ({len(stems)} images): {text}")

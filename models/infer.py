@@ -30,6 +30,36 @@ TU_DEFAULT = 0.0125  # published instance-uncertainty threshold; see the model c
 WORKING_SIZE = 512  # images are segmented at 512 x 512, the resolution the model was trained at
 MC_BATCH = 10  # Monte-Carlo samples per forward batch
 EPS = 1e-7
+# The 8 symmetries of the square as (transpose, flip rows, flip columns), identity first; the
+# Monte-Carlo samples cycle through them when test-time augmentation is on.
+SYMMETRIES = tuple((t, v, h) for t in (False, True) for v in (False, True) for h in (False, True))
+
+
+def transform_input(x: torch.Tensor, symmetry) -> torch.Tensor:
+    """``x (B, C, H, W)`` flipped along columns, then rows, then transposed, as ``symmetry`` says."""
+    transpose, flip_rows, flip_cols = symmetry
+    if flip_cols:
+        x = x.flip(-1)
+    if flip_rows:
+        x = x.flip(-2)
+    return x.transpose(-1, -2) if transpose else x
+
+
+def untransform_output(out: torch.Tensor, symmetry) -> torch.Tensor:
+    """Map a raw ``(B, 5, H, W)`` output for :func:`transform_input` ``(x, symmetry)`` back to the
+    frame of ``x``: the maps are moved back and the offset vector (channels 0, 1; raw, before the
+    odd tanh) and sigma (2, 3) are turned with them, so it is the output the network would give
+    if it were exactly equivariant."""
+    transpose, flip_rows, flip_cols = symmetry
+    if transpose:
+        out = out.transpose(-1, -2)[:, [1, 0, 3, 2, 4]]
+    if flip_rows:
+        out = out.flip(-2)
+        out[:, 1].neg_()
+    if flip_cols:
+        out = out.flip(-1)
+        out[:, 0].neg_()
+    return out
 
 
 def load_weights(path: str | Path) -> dict:
@@ -122,6 +152,24 @@ def prepare_image(image: np.ndarray) -> np.ndarray:
     return to_rgb(as_uint8(array))
 
 
+def align_embeddings(embedding: torch.Tensor, which, reference: torch.Tensor, foreground: torch.Tensor):
+    """Shift in place the embeddings of samples taken under a symmetry onto the identity's.
+
+    An instance's cluster centre is the mean of its pixel embeddings, so the network is free to
+    put every centre at the same constant displacement from the particle (ours: ~110 px right and
+    down at 512 px). A flipped input moves that displacement to the other side, so each mapped-back
+    sample is shifted by the median difference of its embedding from the ``reference`` identity
+    embedding ``(2, S, S)`` over the ``foreground`` pixels ``(S, S)`` bool (all pixels if none).
+
+    ``embedding (n, 2, S, S)``; ``which[j]`` is sample j's index into :data:`SYMMETRIES` (0: identity).
+    """
+    mask = foreground if bool(foreground.any()) else torch.ones_like(foreground)
+    for j, k in enumerate(which):
+        if k:
+            shift = (embedding[j][:, mask] - reference[:, mask]).median(1).values  # (2,)
+            embedding[j] -= shift[:, None, None]
+
+
 class ParticleSegmenter:
     """BPartIS particle instance segmentation with Monte-Carlo dropout.
 
@@ -141,13 +189,18 @@ class ParticleSegmenter:
         Apply a filter at all (needs ``mc_samples > 1``: both use the Monte-Carlo uncertainty).
     bf16 : bool
         bfloat16 autocast on CPU (AMX) / CUDA.
+    tta : bool, optional
+        Test-time augmentation: the Monte-Carlo samples cycle through the 8 flips and transposes of
+        the image (only the 4 flips for a non-square working image), each output mapped back, so
+        the mutual information also measures how much the prediction changes with the view.
+        None (default): as the weights' thresholds were tuned (their card's ``tta``; off without one).
     model : BPartIS, optional
         An in-memory model (training validation); ``weights`` is then ignored.
     """
 
     def __init__(self, weights=None, device="cpu", mc_samples=MC_SAMPLES, tu=None, filter=True,
                  bf16=True, size=WORKING_SIZE, seed_threshold=None, min_instance_px=None, model=None,
-                 rng_seed=0):
+                 rng_seed=0, tta=None):
         if mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
         self.device = torch.device(device)
@@ -171,7 +224,7 @@ class ParticleSegmenter:
             else seed_threshold
         self.min_instance_px = tuned.get("min_instance_px", MIN_INSTANCE_PX) if min_instance_px is None \
             else min_instance_px
-        self.rng_seed = rng_seed
+        self.rng_seed, self.tta = rng_seed, bool(tuned.get("tta", False) if tta is None else tta)
 
     @property
     def params(self) -> dict:
@@ -180,7 +233,7 @@ class ParticleSegmenter:
                 "filter_threshold": self.instance_filter.threshold if kind == "learned" else None,
                 "size": self.size,
                 "seed_threshold": self.seed_threshold, "min_instance_px": self.min_instance_px,
-                "bf16": self.bf16}
+                "bf16": self.bf16, "tta": self.tta}
 
     def _set_mode(self, mc: bool) -> None:
         self.model.eval()
@@ -222,16 +275,28 @@ class ParticleSegmenter:
 
     def _sample_maps(self, x: torch.Tensor, ts) -> dict:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-        with autocast:
-            head, sizes = self.model.encode_head(x)  # before the first dropout: once
-        sums, done, maps = None, 0, {}
+        symmetries = self.symmetries(x.shape[-2:], max(ts))
+        with autocast:  # the layers before the first dropout: once per symmetry
+            heads = [self.model.encode_head(transform_input(x, s).contiguous(
+                memory_format=torch.channels_last)) for s in symmetries]
+        sizes = heads[0][1]
+        heads = torch.cat([h for h, _ in heads])  # (k, 64, S/4, S/4)
+        sums, done, maps, reference = None, 0, {}, None
         for t in sorted(set(ts)):
             while done < t:
                 n = min(MC_BATCH, t - done)
+                which = [(done + j) % len(symmetries) for j in range(n)]  # symmetry of each sample
                 with autocast:
-                    batch = head.expand(n, -1, -1, -1).contiguous(memory_format=torch.channels_last)
-                    out = self.model.forward_from_head(batch, sizes)
-                embedding, sigma, seed = interpret(out.float())  # (n,2,S,S), (n,2,S,S), (n,1,S,S)
+                    batch = heads[which].contiguous(memory_format=torch.channels_last)
+                    out = self.model.forward_from_head(batch, sizes).float()
+                if len(symmetries) > 1:
+                    out = torch.cat([untransform_output(out[j:j + 1], symmetries[k])
+                                     for j, k in enumerate(which)])
+                embedding, sigma, seed = interpret(out)  # (n,2,S,S), (n,2,S,S), (n,1,S,S)
+                if len(symmetries) > 1:
+                    if reference is None:  # the first sample: the identity
+                        reference = embedding[0].clone(), seed[0, 0] > 0.5
+                    align_embeddings(embedding, which, *reference)
                 p = seed[:, 0].clamp(EPS, 1 - EPS)
                 entropy = -(p * p.log() + (1 - p) * (1 - p).log())  # (n, S, S)
                 parts = [embedding.sum(0), sigma.sum(0), p.sum(0), entropy.sum(0)]
@@ -242,6 +307,14 @@ class ParticleSegmenter:
             mi = -(pm * pm.log() + (1 - pm) * (1 - pm).log()) - mean_entropy
             maps[t] = (emb, sig, seed_mean, mi.clamp(min=0.0))
         return maps
+
+    def symmetries(self, shape, n_samples: int) -> tuple:
+        """The symmetries the ``n_samples`` Monte-Carlo samples cycle through for a working image of
+        ``shape`` (H, W): the identity alone without test-time augmentation."""
+        if not self.tta or n_samples < 2:
+            return SYMMETRIES[:1]
+        usable = SYMMETRIES if shape[0] == shape[1] else SYMMETRIES[:4]
+        return usable[:n_samples]
 
     def segment(self, image: np.ndarray, exclude_mask: np.ndarray | None = None) -> Segmentation:
         """Segment the particles of one image.
@@ -354,7 +427,7 @@ def drop_masked(labels: np.ndarray, mask: np.ndarray, max_fraction: float = 0.5)
 
 def tuned_params(weights=None) -> dict:
     """What was tuned on validation for ``weights``, from the JSON card beside them
-    (``bpartis-emps.json``): ``tu``, ``seed_threshold``, ``min_instance_px`` and ``instance_filter``
+    (``bpartis-emps.json``): ``tu``, ``seed_threshold``, ``min_instance_px``, ``tta`` and ``instance_filter``
     (an :class:`InstanceFilter` read from the file the card names); {} if there is no card."""
     import json
 
@@ -365,7 +438,8 @@ def tuned_params(weights=None) -> dict:
     try:
         data = json.loads(card.read_text())
         params = {k: type_(data[k]) for k, type_ in
-                  (("tu", float), ("seed_threshold", float), ("min_instance_px", int)) if k in data}
+                  (("tu", float), ("seed_threshold", float), ("min_instance_px", int), ("tta", bool))
+                  if k in data}
     except (ValueError, TypeError) as exc:
         log.warning("%s: unreadable (%s); using the default thresholds", card, exc)
         return {}

@@ -65,7 +65,7 @@ SEED_GRID = (0.5, 0.6, 0.7)
 MIN_PX_GRID = (16, 48, 128)
 
 
-def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True) -> dict:
+def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True, tta=True) -> dict:
     """Choose the clustering thresholds and t_u on ``stems`` (validation), then measure vs T.
 
     At T = max(t_grid) every (seed threshold, minimum instance size, t_u) in the grids is scored
@@ -76,7 +76,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
     grid = [(st, mp) for st in SEED_GRID for mp in MIN_PX_GRID]
     scores = {(st, mp, tu): [] for st, mp in grid for tu in tu_grid}
     cached = []
-    segmenter = ParticleSegmenter(model=model, mc_samples=t_max, filter=False)
+    segmenter = ParticleSegmenter(model=model, mc_samples=t_max, filter=False, tta=tta)
     discriminative = ParticleSegmenter(model=model, mc_samples=1, filter=False)
     for stem in tqdm(stems, desc="sweep", disable=not progress):
         sample = load_sample(data_dir, stem)
@@ -102,7 +102,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True)
             if t > 1:
                 kept, _, _ = filter_instances(labels, mi.numpy(), best_tu)
                 by_t_filtered[t].append(image_metrics(gt, kept, mean_per_instance(kept, seed.numpy())))
-    return {"tu": best_tu, "seed_threshold": seed_threshold, "min_instance_px": min_px,
+    return {"tu": best_tu, "seed_threshold": seed_threshold, "min_instance_px": min_px, "tta": tta,
             "by_tu": {tu: table[(seed_threshold, min_px, tu)] for tu in tu_grid},
             "by_cluster_params": {f"seed>{st} min_px={mp}": table[(st, mp, best_tu)] for st, mp in grid},
             "by_T": {t: _mean(rows) for t, rows in by_t.items()},
@@ -121,7 +121,8 @@ class MapCache:
     def __init__(self, segmenter: ParticleSegmenter, weights_sha256: str, folder: str | Path | None = None):
         self.segmenter, self.folder = segmenter, Path(folder) if folder else None
         meta = {"weights_sha256": weights_sha256, "mc_samples": segmenter.mc_samples,
-                "rng_seed": segmenter.rng_seed, "size": segmenter.size, "bf16": segmenter.bf16}
+                "rng_seed": segmenter.rng_seed, "size": segmenter.size, "bf16": segmenter.bf16,
+                "tta": segmenter.tta}
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / "meta.json"
@@ -234,7 +235,7 @@ def select_params(table: dict):
 
 def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_threshold=None,
            min_instance_px=None, instance_filter: InstanceFilter | None = None,
-           cache: MapCache | None = None) -> dict:
+           cache: MapCache | None = None, tta: bool = True) -> dict:
     """The three BPartIS rows of the published table on ``stems``, plus the published t_u and,
     given ``instance_filter``, the learned filter."""
     rows = {"discriminative": [], "bayesian": [], "bayesian_filter": [], "bayesian_filter_published_tu": [],
@@ -244,7 +245,7 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
     seed_threshold, min_instance_px = single.seed_threshold, single.min_instance_px  # None: defaults
     params = {"seed_threshold": seed_threshold, "min_instance_px": min_instance_px}
     if cache is None:
-        cache = MapCache(ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False), "")
+        cache = MapCache(ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False, tta=tta), "")
     for stem in tqdm(stems, desc="test", disable=not progress):
         sample = load_sample(data_dir, stem)
         gt = sample.instances
@@ -259,7 +260,8 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
         rows["bayesian_filter"].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
         kept, _, _ = filter_instances(labels, mi, TU_PUBLISHED)
         rows["bayesian_filter_published_tu"].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
-    return {name: _mean(r) for name, r in rows.items() if r} | {"n_images": len(stems), "tu": tu, **params}
+    return {name: _mean(r) for name, r in rows.items() if r} | {"n_images": len(stems), "tu": tu,
+                                                                 "tta": cache.segmenter.tta, **params}
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -331,6 +333,8 @@ def main(argv=None):
     parser.add_argument("--tu", type=float, default=None, help="t_u for the report (default: swept)")
     parser.add_argument("--cache", default=None,
                         help="folder for the T = 30 maps of the filter step and the report (reused)")
+    parser.add_argument("--no-tta", action="store_true",
+                        help="plain Monte-Carlo samples, no flips / transposes (test-time augmentation)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -342,15 +346,19 @@ def main(argv=None):
     weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
     model = BPartIS()  # unprocessed: every ParticleSegmenter folds and casts its own copy
     model.load_state_dict(load_weights(weights))
-    cache = MapCache(ParticleSegmenter(model=model, mc_samples=30, filter=False), file_sha256(weights),
+    tta = not args.no_tta
+    cache = MapCache(ParticleSegmenter(model=model, mc_samples=30, filter=False, tta=tta), file_sha256(weights),
                      args.cache)
     sweep_path = out / "sweep.json"
     if args.step in ("sweep", "all"):
-        result = sweep(model, args.data, read_split(args.data, "val")[:args.limit])
+        result = sweep(model, args.data, read_split(args.data, "val")[:args.limit], tta=tta)
         sweep_path.write_text(json.dumps(result, indent=1))
         log.info("validation sweep: t_u = %s, seed > %s, min %s px; %s", result["tu"],
                  result["seed_threshold"], result["min_instance_px"], result["by_tu"][result["tu"]])
     swept = json.loads(sweep_path.read_text())
+    if swept.get("tta", False) != tta:
+        parser.error(f"{sweep_path} was swept with tta={swept.get('tta', False)}; run --step sweep again "
+                     "or match its --no-tta")
     if args.step in ("filter", "all"):
         swept |= filter_step(cache, args.data, read_split(args.data, "val")[:args.limit],
                              read_split(args.data, "fit")[:args.limit], swept["seed_threshold"],

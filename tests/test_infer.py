@@ -130,3 +130,57 @@ def test_monte_carlo_samples_do_not_depend_on_the_batch_size(monkeypatch):
     other_seed = ParticleSegmenter(model=model, mc_samples=6, size=48, bf16=False, rng_seed=1)
     assert not torch.allclose(other_seed.predict_maps(image)[3], whole[3])
     assert all(m.masks is None for m in seg.model.modules() if hasattr(m, "masks"))
+
+
+def _equivariant_output(symmetry, centre, bias_px, size=24):
+    """The raw (1, 5, S, S) output an exactly equivariant network gives for ``transform_input(x,
+    symmetry)`` when, on x, every pixel's embedding is ``centre`` (px, x then y) + ``bias_px`` in
+    its own frame, the seed is a lopsided blob and sigma x / y are two different ramps."""
+    from models.infer import transform_input
+    from models.network import PIXEL_SCALE
+
+    marker = torch.zeros(1, 1, size, size)
+    marker[0, 0, centre[1], centre[0]] = 1
+    moved = transform_input(marker, symmetry)[0, 0]
+    cy, cx = map(int, torch.nonzero(moved)[0])  # the centre in the transformed frame
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    offset = torch.stack([(cx + bias_px - xs), (cy + bias_px - ys)]).float() * PIXEL_SCALE
+    seed = torch.zeros(1, 1, size, size)
+    seed[0, 0, 3:9, 2:14] = 4.0
+    ramp_x, ramp_y = xs.float()[None, None] / size, ys.float()[None, None] / (2 * size)
+    sigma_x, sigma_y = transform_input(ramp_x, symmetry), transform_input(ramp_y, symmetry)
+    if symmetry[0]:
+        sigma_x, sigma_y = sigma_y, sigma_x
+    return torch.cat([torch.atanh(offset)[None], sigma_x, sigma_y, transform_input(seed, symmetry) - 2], 1)
+
+
+@pytest.mark.parametrize("symmetry", [(t, v, h) for t in (0, 1) for v in (0, 1) for h in (0, 1)])
+def test_outputs_under_a_symmetry_map_back_onto_the_identity(symmetry):
+    """untransform_output + align_embeddings undo each of the 8 flips / transposes exactly,
+    including the constant displacement the network adds to every cluster centre."""
+    from models.infer import align_embeddings, untransform_output
+    from models.network import PIXEL_SCALE, interpret
+
+    centre, bias = (17, 5), 6
+    reference = interpret(_equivariant_output((0, 0, 0), centre, bias))
+    back = interpret(untransform_output(_equivariant_output(symmetry, centre, bias), symmetry))
+    embedding = back[0].clone()
+    align_embeddings(embedding, [1], reference[0][0], reference[2][0, 0] > 0.5)
+    assert torch.allclose(embedding, reference[0], atol=1e-4)
+    assert torch.allclose(back[1], reference[1]) and torch.allclose(back[2], reference[2])
+    if any(symmetry[1:]):  # flips move the displacement: without alignment the centres disagree
+        assert (back[0] - reference[0]).abs().max() > bias * PIXEL_SCALE
+
+
+def test_test_time_augmentation_cycles_symmetries_and_keeps_the_maps():
+    torch.manual_seed(4)
+    model = BPartIS()
+    image = (np.random.default_rng(5).random((32, 32)) * 255).astype(np.uint8)
+    seg = ParticleSegmenter(model=model, mc_samples=10, size=32, bf16=False, tta=True)
+    assert len(seg.symmetries((32, 32), 10)) == 8 and len(seg.symmetries((32, 48), 10)) == 4
+    assert len(seg.symmetries((32, 32), 1)) == 1 and seg.params["tta"] is True
+    plain = ParticleSegmenter(model=model, mc_samples=10, size=32, bf16=False).predict_maps(image)
+    augmented = seg.predict_maps(image)
+    for a, b in zip(plain, augmented):
+        assert a.shape == b.shape and torch.isfinite(b).all()
+    assert not torch.allclose(plain[2], augmented[2])  # the flipped samples did contribute
