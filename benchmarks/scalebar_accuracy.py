@@ -1,7 +1,7 @@
 """Accuracy and speed of the scale-bar reader on labelled EMPS micrographs and synthetic bars.
 
     python benchmarks/scalebar_accuracy.py [--synthetic N] [--seed S] [--times]
-        [--failures [tune|held|fresh|fresh2|fresh3|all]] [--skip SPLIT ...]
+        [--failures [tune|held|fresh|fresh2|fresh3|fresh4|all]] [--skip SPLIT ...]
 
 The first labelled set is split by stem hash (:func:`split_of`: first byte of the MD5 of the stem,
 even = ``tune``, odd = ``held``); the reader was tuned looking only at the ``tune`` half's failures,
@@ -9,7 +9,8 @@ so the ``held`` half estimates accuracy on unseen images. Entries marked ``"spli
 annotated later, before the reader was run on them (they became a development set in the fourth
 round); ``"fresh2"`` entries were annotated before the fourth round changed the reader and were read
 only in its final run; ``"fresh3"`` entries (stems 258-347) were annotated before the fifth round and
-are the honest held-out number from then on. ``--skip fresh3`` keeps a split unread.
+were the held-out number of the fifth round; ``"fresh4"`` entries (stems 348-464) were annotated before
+the sixth round and read only once before and once after it. ``--skip fresh4`` keeps a split unread.
 
 Prints one table: text (value) accuracy, unit accuracy, nm/px within 2 % and 5 %, false
 detections on bar-less images, seconds per image. Real set: tests/data/scalebars.json over
@@ -101,7 +102,7 @@ def run_synthetic(n: int, seed: int) -> list[dict]:
     """Synthetic bars on EMPS backgrounds (the bar-less images of the first labelled set)."""
     labels = json.loads(LABELS.read_text(encoding="utf-8"))["images"]
     backgrounds = [load_image(IMAGES / f"{item['stem']}.png") for item in labels
-                   if not item["has_bar"] and item.get("split") not in ("fresh", "fresh3")]
+                   if not item["has_bar"] and item.get("split") not in ("fresh", "fresh3", "fresh4")]
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
@@ -122,10 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--times", action="store_true", help="print median and max s/image (real)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--failures", nargs="?", const="tune",
-                        choices=("tune", "held", "fresh", "fresh2", "fresh3", "all"),
+                        choices=("tune", "held", "fresh", "fresh2", "fresh3", "fresh4", "all"),
                         help="list misread real images of this split (default: tune only)")
     parser.add_argument("--skip", nargs="*", default=(),
-                        choices=("tune", "held", "fresh", "fresh2", "fresh3"),
+                        choices=("tune", "held", "fresh", "fresh2", "fresh3", "fresh4"),
                         help="splits not to read at all (e.g. a held-out split during development)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -140,8 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     fresh = [r for r in real if r["split"] == "fresh"]
     fresh2 = [r for r in real if r["split"] == "fresh2"]
     fresh3 = [r for r in real if r["split"] == "fresh3"]
+    fresh4 = [r for r in real if r["split"] == "fresh4"]
     sets = (("real", real), ("real-tune", tune), ("real-held", held), ("real-fresh", fresh),
-            ("real-fresh2", fresh2), ("real-fresh3", fresh3), ("synthetic", synth))
+            ("real-fresh2", fresh2), ("real-fresh3", fresh3), ("real-fresh4", fresh4),
+            ("synthetic", synth))
     for name, rows in sets:
         s = score(rows)
         if not rows:
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{name} s/image: median {np.median(seconds):.3f}, max {np.max(seconds):.3f}")
     if args.failures:
         shown = {"tune": tune, "held": held, "fresh": fresh, "fresh2": fresh2, "fresh3": fresh3,
-                 "all": real}[args.failures]
+                 "fresh4": fresh4, "all": real}[args.failures]
         for r in shown + synth:
             bad = (r["has_bar"] != r["found"] or (r["has_bar"] and (r["value"] != r["true_value"]
                    or r["unit"] != r["true_unit"])))
