@@ -48,6 +48,9 @@ SATURATED_DARK_MAX = 15  # second, near-black level for dark bars
 MIN_BAR_PX = 10  # shortest bar considered, px
 MAX_BAR_FRACTION = 0.75  # of the image width; longer lines are frames or plot axes
 MIN_CONTRAST = 35  # grey levels between a bar and the pixels above and below it
+EDGE_ROWS = 3  # rows next to a thick bar looked at for its contrast with the ground
+BLURRED_EDGE_PENALTY = 0.9  # score factor of a bar whose contrast shows only past its edge rows
+BLUR_END_PX = 2  # extra columns a thick (>= 4 rows) bar's ends may fade over, each side
 GLYPH_CONTRAST = 50  # grey levels between a glyph and the ground in its box
 ADAPTIVE_GLYPH_CONTRAST = 50  # grey levels between text and the window's median, second glyph pass
 # pixel sizes a micrograph can have, nm/px: 0.005 (atomic-resolution STEM) to 20 000 (20 µm/px: a
@@ -58,6 +61,7 @@ MAX_STACKED_PAIRS = 1  # two-line label guesses OCRed per bar (each is one tesse
 MAX_OCR_CALLS = 10  # tesseract calls per image (~0.1 s each): bounds the time of a hard panel
 MAX_CANDIDATES = 4  # bars whose neighbourhood is OCRed
 OCR_TEXT_HEIGHT_PX = 36  # text is rescaled to about this height before OCR
+LABEL_CHARS = "0123456789.nmuµ"  # characters of a scale label (tesseract whitelist)
 MIN_OCR_CONF = 20.0  # tesseract word confidence (0-100) under which a reading is dropped
 
 
@@ -243,6 +247,12 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
         text_first = _read_text_first(gray, arr, candidates, [MAX_SPARSE_OCR_CALLS])
         if text_first is not None:
             read = [text_first]
+    if not read and tesseract_ok and readings:
+        # third route: a blurred label OCRed with only the characters of a scale label
+        restricted = _read_label_chars(gray, arr, readings[0][0])
+        if restricted is not None:
+            read = [_check_reading(gray, restricted)]
+            read = [r for r in read if r[4] is not None]
     if not readings and not read:
         return ScaleBar()
     if read:
@@ -267,6 +277,44 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
     )
     result.mask = scalebar_mask(result, gray.shape)
     return result
+
+
+_STRICT_LABEL_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(nm|um|µm)")
+MIN_LABEL_CHARS_SCORE = 0.4  # bar score needed before its label is OCRed with LABEL_CHARS
+MAX_LABEL_CHARS_CALLS = 4  # tesseract calls of that last route per image
+
+
+def _read_label_chars(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple | None:
+    """Last route for the best bar: OCR its label boxes with only ``LABEL_CHARS``.
+
+    A blurred label defeats the free OCR (``"168 ne"``, ``"lim"``); limited to digits, ``.``
+    and the unit letters tesseract often reads it. Only a whole, clean reading counts (a number
+    and ``nm``/``um``/``µm``, nothing else, a round value, a plausible pixel size), so texture
+    or a data bar does not turn into a scale.
+
+    Returns
+    -------
+    tuple or None
+        ``(bar, text, text_box, confidence, (value, unit))`` like the other routes, or None.
+    """
+    if bar["score"] < MIN_LABEL_CHARS_SCORE:
+        return None
+    calls = MAX_LABEL_CHARS_CALLS
+    for *box, text_polarity in _text_line_boxes(gray, arr, bar)[:2]:
+        for mode in ([text_polarity, None] if text_polarity else [None, "light"]):
+            if calls <= 0:
+                return None
+            calls -= 1
+            text, _ = _ocr_box(gray, tuple(box), mode, label_chars=True)
+            match = _STRICT_LABEL_RE.fullmatch(text.strip())
+            if match is None:
+                continue
+            value = _parse_number(match.group(1))
+            unit = "nm" if match.group(2) == "nm" else "µm"
+            if (value and _is_round_value(value)
+                    and is_plausible_scale(value, unit, bar["length_px"])):
+                return bar, text, tuple(box), 50.0, (value, unit)
+    return None
 
 
 def is_plausible_scale(value: float, unit: str, bar_px: float) -> bool:
@@ -572,6 +620,15 @@ def _measure_bar(gray: np.ndarray, comp: np.ndarray, sl: tuple[slice, slice],
     side_contrasts = [float(np.mean(np.abs(s - bar_value) >= MIN_CONTRAST)) for s in sides]
     # text touching one side of the bar lowers that side's contrast
     edge_fraction = float(np.mean(side_contrasts)) if len(sides) == 2 else side_contrasts[0] * 0.8
+    if (edge_fraction < 0.6 or min(side_contrasts) < 0.35) and thickness >= 4:
+        # a blurred thick bar's edge rows sit half-way between bar and ground: its side counts
+        # as contrasted in a column where one of its EDGE_ROWS rows differs enough (scored lower)
+        sides = [s for s in (gray[max(0, r0 - EDGE_ROWS):r0, inner_cols].astype(float),
+                             gray[r1:min(height, r1 + EDGE_ROWS), inner_cols].astype(float)) if s.size]
+        side_contrasts = [float(np.mean((np.abs(s - bar_value) >= MIN_CONTRAST).any(axis=0)))
+                          for s in sides]
+        edge_fraction = BLURRED_EDGE_PENALTY * (
+            float(np.mean(side_contrasts)) if len(sides) == 2 else side_contrasts[0] * 0.8)
     if edge_fraction < 0.6 or min(side_contrasts) < 0.35:
         log.debug("component at %s: low contrast above/below (%.2f)", sl, edge_fraction)
         return None
@@ -597,7 +654,10 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
     """Distance between the half-contrast crossings at both bar ends, px."""
     width = gray.shape[1]
     rows = slice(r0 + 1, r1 - 1) if r1 - r0 >= 3 else slice(r0, r1)
-    lo, hi = max(0, c0 - 3), min(width, c1 + 3)
+    # a blurred thick bar fades over several columns, and its saturated core (the component)
+    # is shorter than the drawn bar: look farther out for the ground, walk farther, allow more
+    blur_px = BLUR_END_PX if r1 - r0 >= 4 else 0
+    lo, hi = max(0, c0 - 3 - blur_px), min(width, c1 + 3 + blur_px)
     profile = gray[rows, lo:hi].astype(float).mean(axis=0)
 
     def crossing(inside: int, outside: int) -> float | None:
@@ -605,7 +665,7 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
         if not (lo <= outside < hi):
             return None
         step = 1 if outside > inside else -1
-        far = int(np.clip(outside + 2 * step, lo, hi - 1))  # past any anti-aliased pixel
+        far = int(np.clip(outside + (2 + blur_px) * step, lo, hi - 1))  # past anti-aliased pixels
         b, g = bar_value, profile[far - lo]
         if abs(b - g) < MIN_CONTRAST / 2:
             return None
@@ -613,7 +673,7 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
         # walk outward from two pixels inside the last bar pixel (a low-contrast bar's component
         # takes in its anti-aliased end columns) until the profile crosses mid
         x = inside - 2 * step
-        for _ in range(5):
+        for _ in range(5 + blur_px):
             v0, v1 = profile[x - lo], profile[x + step - lo] if lo <= x + step < hi else g
             if (v0 - mid) * (v1 - mid) <= 0 and v0 != v1:
                 return x + step * (v0 - mid) / (v0 - v1) + 0.0
@@ -628,7 +688,7 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
     left_edge = c0 - 0.5 if left is None else left
     right_edge = c1 - 0.5 if right is None else right
     length = right_edge - left_edge
-    if abs(length - (c1 - c0)) > 2.0:
+    if abs(length - (c1 - c0)) > 2.0 + 2 * blur_px:
         return float(c1 - c0)
     return float(length)
 
@@ -835,8 +895,12 @@ def _group_lines(glyphs: list[tuple[int, int, int, int]]) -> list[tuple[int, int
 
 
 def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
-             text_polarity: str | None = None, n_lines: int = 1) -> tuple[str, float]:
+             text_polarity: str | None = None, n_lines: int = 1,
+             label_chars: bool = False) -> tuple[str, float]:
     """OCR one box of ``n_lines`` text lines: ``(text, mean word confidence 0-100)``.
+
+    ``label_chars`` limits tesseract to the characters of a scale label (``LABEL_CHARS``): a
+    blurred ``nm`` then cannot come out as ``sun`` or ``ne``.
 
     ``text_polarity`` ``"light"`` or ``"dark"`` binarises the crop at the level between text and
     ground first (clean on textured ground); None OCRs the contrast-stretched grey crop.
@@ -881,6 +945,8 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
     framed.paste(img, (20, 20))
     try:
         psm = "--psm 7" if n_lines == 1 else "--psm 6"  # one line, or a uniform block
+        if label_chars:
+            psm += f" -c tessedit_char_whitelist={LABEL_CHARS}"
         data = pytesseract.image_to_data(framed, config=psm, output_type=pytesseract.Output.DICT,
                                          timeout=5)
     except (RuntimeError, pytesseract.TesseractError) as exc:

@@ -605,3 +605,40 @@ def test_low_contrast_bar_length_from_its_half_level_not_its_component():
     best = find_bar_candidates(image)[0]
     assert best["bbox"][3] - best["bbox"][1] == 26
     assert best["length_px"] == pytest.approx(24.0, abs=0.3)
+
+
+# ---- sixth round: fixes from the failures of the fresh, fresh2 and fresh3 splits -----------
+
+@needs_emps
+def test_blurred_thick_bar_keeps_its_contrast_past_the_edge_rows():
+    # an 8-row white bar (254) on a light grey ground (175): its blurred edge rows (217, 206)
+    # are within MIN_CONTRAST of the bar's mean, so the rows just above/below showed no contrast
+    bars = find_bar_candidates(emps_crop("6d0f510327", slice(400, None), slice(300, None)))
+    lengths = [b["length_px"] for b in bars if b["polarity"] == "light"]
+    assert lengths and lengths[0] == pytest.approx(129, abs=2)
+
+
+@needs_emps
+def test_blurred_thick_bar_length_from_the_ground_past_its_fade():
+    # a white bar fading over ~4 columns into a grey (115) ground: the saturated component is
+    # 46 px, the half-level length (the drawn bar) 50 px
+    bars = find_bar_candidates(emps_crop("586dc6cc59", slice(400, None), slice(0, 200)))
+    lengths = [b["length_px"] for b in bars if b["polarity"] == "light"]
+    assert lengths and lengths[0] == pytest.approx(50, abs=1.5)
+
+
+@needs_tesseract
+@needs_emps
+def test_blurred_label_read_with_label_characters_only():
+    # "5 µm" in big blurred glyphs: free OCR reads "Spm"; limited to LABEL_CHARS it reads "5um"
+    result = read_scalebar(emps_crop("482193653a", slice(380, None), slice(380, None)))
+    assert (result.value, result.unit) == (5.0, "µm")
+    assert result.nm_per_px == pytest.approx(5000 / 118, rel=0.05)
+
+
+def test_label_chars_route_needs_a_whole_clean_reading():
+    # the last route accepts "<number> nm|um|µm" and nothing else
+    from miners.scalebar import _STRICT_LABEL_RE
+
+    assert _STRICT_LABEL_RE.fullmatch("5um") and _STRICT_LABEL_RE.fullmatch("0.5 nm")
+    assert not _STRICT_LABEL_RE.fullmatch("200m.") and not _STRICT_LABEL_RE.fullmatch("2m")
