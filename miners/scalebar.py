@@ -47,6 +47,9 @@ SATURATED_LIGHT_MIN = 245  # second, near-white level for light bars
 SATURATED_DARK_MAX = 15  # second, near-black level for dark bars
 MIN_BAR_PX = 10  # shortest bar considered, px
 MAX_BAR_FRACTION = 0.75  # of the image width; longer lines are frames or plot axes
+FAINT_BAR_WINDOW_PX = 25  # rows of the local ground (grey closing/opening) of a faint bar
+FAINT_BAR_CONTRAST = 70  # grey levels between a faint bar and that local ground at least
+FAINT_BAR_GAP_PX = 3  # gaps of a faint bar this short (columns) are closed
 MIN_CONTRAST = 35  # grey levels between a bar and the pixels above and below it
 EDGE_ROWS = 3  # rows next to a thick bar looked at for its contrast with the ground
 BLURRED_EDGE_PENALTY = 0.9  # score factor of a bar whose contrast shows only past its edge rows
@@ -60,6 +63,7 @@ MAX_GLYPH_RUN = 5  # width / height of a glyph blob: up to 4 bold digits blurred
 MAX_STACKED_PAIRS = 1  # two-line label guesses OCRed per bar (each is one tesseract call)
 MAX_OCR_CALLS = 10  # tesseract calls per image (~0.1 s each): bounds the time of a hard panel
 MAX_CANDIDATES = 4  # bars whose neighbourhood is OCRed
+MAX_FAINT_CANDIDATES = 2  # faint bars (last route) whose neighbourhood is OCRed
 OCR_TEXT_HEIGHT_PX = 36  # text is rescaled to about this height before OCR
 LABEL_CHARS = "0123456789.nmuµ"  # characters of a scale label (tesseract whitelist)
 MIN_OCR_CONF = 20.0  # tesseract word confidence (0-100) under which a reading is dropped
@@ -253,6 +257,21 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
         if restricted is not None:
             read = [_check_reading(gray, restricted)]
             read = [r for r in read if r[4] is not None]
+    if not read and tesseract_ok:
+        # fourth route: faint bars (grey on white, dark grey on grey texture) that reach no
+        # fixed level; only when nothing else reads, so no bar read before changes
+        faint = [bar for bar in find_faint_bar_candidates(arr)
+                 if not any(max(abs(a - b) for a, b in zip(bar["bbox"], other["bbox"])) <= 2
+                            for other in candidates)]
+        for bar in faint[:MAX_FAINT_CANDIDATES]:
+            if ocr_budget[0] <= 0:
+                break
+            text, text_box, ocr_conf = _read_text_near(gray, arr, bar, ocr_budget)
+            parsed = parse_scale_text(_fix_ocr(text)) if text else None
+            reading = _check_reading(gray, (bar, text, text_box, ocr_conf, parsed))
+            if reading[4] is not None:
+                read = [reading]
+                break
     if not readings and not read:
         return ScaleBar()
     if read:
@@ -280,6 +299,7 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
 
 
 _STRICT_LABEL_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(nm|um|µm)")
+_BLURRED_LABEL_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([nuµm]{1,3})")  # unit letters half read
 MIN_LABEL_CHARS_SCORE = 0.4  # bar score needed before its label is OCRed with LABEL_CHARS
 MAX_LABEL_CHARS_CALLS = 4  # tesseract calls of that last route per image
 
@@ -307,10 +327,20 @@ def _read_label_chars(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple | N
             calls -= 1
             text, _ = _ocr_box(gray, tuple(box), mode, label_chars=True)
             match = _STRICT_LABEL_RE.fullmatch(text.strip())
-            if match is None:
-                continue
+            if match is not None:
+                unit = "nm" if match.group(2) == "nm" else "µm"
+            else:
+                # blurred unit letters ("168n", "290un"): nm or µm by the glyph shapes (µ has
+                # a descender)
+                match = _BLURRED_LABEL_RE.fullmatch(text.strip())
+                if match is None:
+                    continue
+                descender = _unit_has_descender(gray, tuple(box), bar["polarity"])
+                if descender is None:
+                    continue
+                unit = "µm" if descender else "nm"
             value = _parse_number(match.group(1))
-            unit = "nm" if match.group(2) == "nm" else "µm"
+            value = _round_misread_zeros(value) if value else value
             if (value and _is_round_value(value)
                     and is_plausible_scale(value, unit, bar["length_px"])):
                 return bar, text, tuple(box), 50.0, (value, unit)
@@ -328,6 +358,27 @@ def is_plausible_scale(value: float, unit: str, bar_px: float) -> bool:
         return False
     nm_per_px = to_nm(value, unit) / bar_px
     return NM_PER_PX_RANGE[0] <= nm_per_px <= NM_PER_PX_RANGE[1]
+
+
+def _round_misread_zeros(value: float) -> float:
+    """A 3-digit-or-more integer whose 6, 8 and 9 after the first digit become 0 when that is round.
+
+    Blurred or slashed zeros come out of tesseract as ``6``, ``8`` or ``9`` (``168 nm``,
+    ``108 nm``, ``208 nm``, ``299 nm`` for 100 and 200 nm); a scale-bar value has at most 2
+    significant digits, so ``168`` -> 100 and ``258`` -> 250. Only results 100, 150, 200, 250
+    or 500 (times a power of ten) are taken: ``906`` (a misread ``100``) is left as it is.
+    Round values and decimals are returned unchanged.
+    """
+    if _is_round_value(value) or value != int(value) or value < 100:
+        return value
+    digits = str(int(value))
+    zeroed = digits[0] + re.sub(r"[689]", "0", digits[1:])
+    # only to the common bar values 100, 150, 200, 250, 500 (x 10^k): "906" stays no value
+    if zeroed != digits and re.fullmatch(r"[125]0+|[12]50+", zeroed):
+        zeroed = float(zeroed)
+        log.debug("scale bar: %s read as %s (blurred zeros)", value, zeroed)
+        return zeroed
+    return value
 
 
 def _is_round_value(value: float) -> bool:
@@ -356,6 +407,7 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
             unit = "nm"
     if text_box is not None:
         value = _repair_digits(gray, text_box, _fix_ocr(text), value)
+    value = _round_misread_zeros(value)
     if not _is_round_value(value):
         log.debug("scale bar: %s is not a scale-bar value (more than 2 significant digits)", value)
         return bar, text, text_box, ocr_conf, None
@@ -551,6 +603,39 @@ def find_bar_candidates(image: np.ndarray) -> list[dict]:
     # near-saturated levels: a pure white (black) bar over bright (dark) particles or texture
     # is glued to them at the levels above, not at these
     masks += [("light", gray >= SATURATED_LIGHT_MIN), ("dark", gray <= SATURATED_DARK_MAX)]
+    return _candidates_from_masks(gray, masks)
+
+
+def find_faint_bar_candidates(image: np.ndarray) -> list[dict]:
+    """Bars that stand out from their local ground but reach no fixed level, best first.
+
+    A grey line on white (a blurred 1-px bar: 121 on 255) or a dark-grey bar on grey texture
+    (78 on 160) is neither ``<= DARK_MAX`` nor ``>= BRIGHT_MIN``. Here a pixel is bar when it
+    differs by ``FAINT_BAR_CONTRAST`` from the grey closing (dark) or opening (light) of its
+    column over ``FAINT_BAR_WINDOW_PX`` rows, i.e. from the ground above and below it.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W) or (H, W, 3)
+
+    Returns
+    -------
+    list of dict
+        As :func:`find_bar_candidates`.
+    """
+    gray = to_gray(as_uint8(image)).astype(np.int16)
+    size = (FAINT_BAR_WINDOW_PX, 1)
+    masks = [("dark", ndimage.grey_closing(gray, size=size) - gray >= FAINT_BAR_CONTRAST),
+             ("light", gray - ndimage.grey_opening(gray, size=size) >= FAINT_BAR_CONTRAST)]
+    # a bar over darker (lighter) texture has short gaps where its ground comes near it
+    gap = np.ones((1, FAINT_BAR_GAP_PX + 2), dtype=bool)
+    masks = [(polarity, ndimage.binary_closing(mask, structure=gap)) for polarity, mask in masks]
+    return _candidates_from_masks(gray.astype(np.uint8), masks)
+
+
+def _candidates_from_masks(gray: np.ndarray, masks: list[tuple[str, np.ndarray]]) -> list[dict]:
+    """Bar candidates among the components of ``(polarity, bool mask (H, W))`` pairs, best first."""
+    height, width = gray.shape
     min_len = max(MIN_BAR_PX, int(0.02 * width))
     max_len = MAX_BAR_FRACTION * width
     candidates = []
@@ -729,6 +814,14 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
                 wide_text, wide_conf = _ocr_box(gray, wider, mode)
                 if parse_scale_text(_fix_ocr(wide_text)) is not None:
                     box, text, conf = wider, wide_text, wide_conf
+            elif text and _NUMBER_ONLY_RE.fullmatch(text) and ocr_budget[0] > 0:
+                # the number alone: the unit stands a wide word gap away ("100   nm") or its
+                # letters touch and were no line of their own; OCR the line to the right too
+                ocr_budget[0] -= 1
+                longer = _extend_box_right(box, gray.shape)
+                long_text, long_conf = _ocr_box(gray, longer, mode)
+                if parse_scale_text(_fix_ocr(long_text)) is not None:
+                    box, text, conf = longer, long_text, long_conf
             parsed = parse_scale_text(_fix_ocr(text)) if text else None
             if parsed is not None and not _is_round_value(parsed[0]):
                 odd.append((text, box, conf))  # another binarisation may read the digits right
@@ -757,6 +850,17 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
 
 
 _UNIT_ONLY_RE = re.compile(r"[^\w]*(?:nm|µm|um|pm|mm)[^\w]*", re.IGNORECASE)
+
+
+_NUMBER_ONLY_RE = re.compile(r"\d+(?:[.,]\d+)?")
+UNIT_REACH_LINES = 4.0  # line heights right of a lone number searched for its unit
+
+
+def _extend_box_right(box: tuple[int, int, int, int],
+                      shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A text-line box grown by ``UNIT_REACH_LINES`` line heights to the right (a unit left out)."""
+    r0, c0, r1, c1 = box
+    return r0, c0, r1, min(shape[1], c1 + int(UNIT_REACH_LINES * (r1 - r0)))
 
 
 def _widen_box(box: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -975,7 +1079,8 @@ def _fix_ocr(text: str) -> str:
     t = re.sub(r"(?<![\w.])[$S](?=\d)", "5", t)
     t = re.sub(r"(?<=\d)\s*[‘'\"`]?\s*(?:rn|am|nrn|mn|n|nt|nhr|nr|nn|nim|ntn|hm)\b", " nm", t)
     # the micro sign dropped or misread: "1.0 m", "2.0 Lum" (no micrograph has a bar in metres)
-    t = re.sub(r"(?<=\d)\s*(?:[LlIi|]?um|[^\w\s]?\s*m)\b", " µm", t)
+    # ("200 im" is a blurred "nm" as often as a "µm": _check_reading decides by the descender)
+    t = re.sub(r"(?<=\d)\s*(?:[LlIi|]?um|[^\w\s]?\s*m|[iIl|]m)\b", " µm", t)
     # "nm" read as "mm": micrographs with mm bars are rare, and then the value is small
     t = re.sub(r"(\d+(?:[.,]\d+)?)\s*mm\b",
                lambda m: m.group(0) if _parse_number(m.group(1)) <= 2 else m.group(1) + " nm", t)
@@ -1041,8 +1146,9 @@ def _parse_number(number: str) -> float | None:
         return None
 
 
-# what tesseract leaves of "20 nm" or "2.0 µm" when it drops the first unit letter: "20m", "2.0 m"
-_DROPPED_MICRO_RE = re.compile(r"\d\s*[^\w\s]?\s*m\b")
+# what tesseract leaves of "20 nm" or "2.0 µm" when it drops or blurs the first unit letter:
+# "20m", "2.0 m", "200 im"
+_DROPPED_MICRO_RE = re.compile(r"\d\s*(?:[^\w\s]?\s*|[iIl|])m\b")
 
 _TESSERACT_OK: bool | None = None
 
