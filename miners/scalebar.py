@@ -268,6 +268,8 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
                 break
             text, text_box, ocr_conf = _read_text_near(gray, arr, bar, ocr_budget)
             parsed = parse_scale_text(_fix_ocr(text)) if text else None
+            if text_box is not None and _boxes_overlap(text_box, bar["bbox"]):
+                continue  # a stroke of the label itself taken for a faint bar
             reading = _check_reading(gray, (bar, text, text_box, ocr_conf, parsed))
             if reading[4] is not None:
                 read = [reading]
@@ -296,6 +298,11 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
     )
     result.mask = scalebar_mask(result, gray.shape)
     return result
+
+
+def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """True when two ``(row0, col0, row1, col1)`` boxes share a pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 _STRICT_LABEL_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(nm|um|µm)")
@@ -814,9 +821,11 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
                 wide_text, wide_conf = _ocr_box(gray, wider, mode)
                 if parse_scale_text(_fix_ocr(wide_text)) is not None:
                     box, text, conf = wider, wide_text, wide_conf
-            elif text and _NUMBER_ONLY_RE.fullmatch(text) and ocr_budget[0] > 0:
-                # the number alone: the unit stands a wide word gap away ("100   nm") or its
-                # letters touch and were no line of their own; OCR the line to the right too
+            elif (text and text_polarity is not None and _NUMBER_ONLY_RE.fullmatch(text)
+                  and ocr_budget[0] > 0):
+                # the number alone in a line of glyphs (not a plain band over a short bar, where
+                # a lone digit is any label's): the unit stands a wide word gap away ("100   nm")
+                # or its letters touch and were no line of their own; OCR the line to the right
                 ocr_budget[0] -= 1
                 longer = _extend_box_right(box, gray.shape)
                 long_text, long_conf = _ocr_box(gray, longer, mode)

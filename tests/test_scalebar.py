@@ -721,3 +721,22 @@ def test_blurred_nm_read_im_is_nm_when_the_unit_has_no_descender():
     result = read_scalebar(emps_crop("a45586af89", slice(440, None), slice(0, 250)))
     assert (result.value, result.unit) == (200.0, "nm")
     assert result.nm_per_px == pytest.approx(200.0 / 126, rel=0.05)
+
+
+@needs_tesseract
+@needs_emps
+def test_lone_digit_over_a_short_bar_does_not_take_the_label():
+    # the "2" of "2 µm" read alone in a plain band over a 15-px stroke: extending that band to
+    # the right read "2um" and gave the label to the stroke instead of the 62-px bar
+    result = read_scalebar(emps_crop("a027b64ae9", slice(420, None), slice(0, 200)))
+    assert (result.value, result.unit) == (2.0, "µm")
+    assert result.bar_px == pytest.approx(62, abs=2)
+
+
+@needs_tesseract
+@needs_emps
+def test_stroke_of_a_label_is_no_faint_bar():
+    # a big blurred "1 µm": a stroke of its glyphs is a faint-bar candidate whose own label box
+    # overlaps it ("1 pm" over 39 px); the label of a bar never covers the bar
+    result = read_scalebar(emps_crop("78847f96ee", slice(400, None), slice(0, 260)))
+    assert not result.found or result.bar_px == pytest.approx(155, rel=0.05)
