@@ -809,6 +809,7 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
         # plain bands (no glyphs found) are tried as grey, then binarised both ways
         modes = [None, "light", "dark"] if text_polarity is None else [text_polarity, None]
         repaired = []
+        extended = False
         for mode in modes:
             if ocr_budget[0] <= 0:
                 return odd[0] if odd else best
@@ -821,12 +822,13 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
                 wide_text, wide_conf = _ocr_box(gray, wider, mode)
                 if parse_scale_text(_fix_ocr(wide_text)) is not None:
                     box, text, conf = wider, wide_text, wide_conf
-            elif (text and text_polarity is not None and _NUMBER_ONLY_RE.fullmatch(text)
-                  and ocr_budget[0] > 0):
+            elif (text and text_polarity is not None and not extended
+                  and _NUMBER_ONLY_RE.fullmatch(text) and ocr_budget[0] > 0):
                 # the number alone in a line of glyphs (not a plain band over a short bar, where
                 # a lone digit is any label's): the unit stands a wide word gap away ("100   nm")
                 # or its letters touch and were no line of their own; OCR the line to the right
                 ocr_budget[0] -= 1
+                extended = True  # once a box: the calls left may be needed by stacked lines
                 longer = _extend_box_right(box, gray.shape)
                 long_text, long_conf = _ocr_box(gray, longer, mode)
                 if parse_scale_text(_fix_ocr(long_text)) is not None:
