@@ -9,10 +9,14 @@ one speed-up to the row above:
                              batch norm folded into the convs (fp32)
   + bf16 autocast          : bfloat16 autocast (AMX), channels-last
   + fused upsample-conv    : "bilinear 2x + 3x3 conv" as one transposed conv (exact)
-  + bf16-stored weights    : weights kept in bfloat16 (the default path)
-Every variant replays the same dropout masks (drawn per image from one seed), so differences in
-AP / AP50 come from arithmetic only; the last column is the largest of |dAP|, |dAP50| against the
-naive loop (target: within 0.005). Also the clustering share and the peak resident memory of
+  + bf16-stored weights    : weights kept in bfloat16
+  + test-time augmentation : the samples cycle through the 8 flips / transposes (the default
+                             path of weights whose card says ``tta``)
+Every variant replays the same dropout masks (drawn per image from one seed), so up to the
+bf16-stored weights the differences in AP / AP50 come from arithmetic only; the last column is
+the largest of |dAP|, |dAP50| against the naive loop (target: within 0.005). The augmented row
+samples other views of the image, so its AP differs by design (measured on the whole splits in
+docs/benchmarks.md). Also the clustering share and the peak resident memory of
 segmenting one 2048 x 2048 image (a subprocess).
 """
 from __future__ import annotations
@@ -115,19 +119,21 @@ def main():
     model.load_state_dict(load_weights(args.weights or DEFAULT_WEIGHTS))
     rows = []
     for t in (30, 10):
-        fp32 = ParticleSegmenter(weights=args.weights, mc_samples=t, bf16=False)
+        fp32 = ParticleSegmenter(weights=args.weights, mc_samples=t, bf16=False, tta=False)
         autocast_only = without_fused_upsampling(ParticleSegmenter(weights=args.weights, mc_samples=t,
-                                                                   bf16=False))
+                                                                   bf16=False, tta=False))
         autocast_only.bf16 = True  # autocast, weights converted on every pass
-        autocast_fused = ParticleSegmenter(weights=args.weights, mc_samples=t, bf16=False)
+        autocast_fused = ParticleSegmenter(weights=args.weights, mc_samples=t, bf16=False, tta=False)
         autocast_fused.bf16 = True
-        default = ParticleSegmenter(weights=args.weights, mc_samples=t)
+        bf16_weights = ParticleSegmenter(weights=args.weights, mc_samples=t, tta=False)
+        default = ParticleSegmenter(weights=args.weights, mc_samples=t, tta=True)
         variants = {
-            "naive fp32 loop": lambda s, seg=default: naive_segment(seg, model, s.image),
+            "naive fp32 loop": lambda s, seg=bf16_weights: naive_segment(seg, model, s.image),
             "batched, head once, BN folded (fp32)": lambda s, seg=fp32: seg.segment(s.image).labels,
             "+ bf16 autocast, channels-last": lambda s, seg=autocast_only: seg.segment(s.image).labels,
             "+ fused upsample-conv": lambda s, seg=autocast_fused: seg.segment(s.image).labels,
-            "+ bf16-stored weights (default)": lambda s, seg=default: seg.segment(s.image).labels,
+            "+ bf16-stored weights": lambda s, seg=bf16_weights: seg.segment(s.image).labels,
+            "+ test-time augmentation (default)": lambda s, seg=default: seg.segment(s.image).labels,
         }
         reference = None
         for name, fn in variants.items():

@@ -26,6 +26,7 @@ def test_shipped_thresholds_are_the_selection_of_the_recorded_sweep():
     weights = json.loads((SWEEP.parents[2] / "models" / "weights" / "bpartis-emps.json").read_text())
     by_tu = {(0, 0, float(tu)): row for tu, row in sweep["by_tu"].items()}
     assert select_params(by_tu)[2] == sweep["tu"] == weights["tu"]
+    assert sweep.get("tta", False) == weights.get("tta", False)  # the maps the thresholds were tuned on
 
 
 def test_shipped_instance_filter_is_the_one_the_recorded_sweep_fitted_and_chose():

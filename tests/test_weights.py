@@ -14,10 +14,10 @@ def test_shipped_weights_load_strict_and_match_their_card():
     params = tuned_params()
     shipped_filter = json.loads((DEFAULT_WEIGHTS.parent / card["instance_filter"]).read_text())
     assert params.pop("instance_filter").to_dict() == shipped_filter
-    assert params == {"tu": card["tu"], "seed_threshold": card["seed_threshold"],
-                      "min_instance_px": card["min_instance_px"]}
+    assert params == {k: card[k] for k in ("tu", "seed_threshold", "min_instance_px", "tta") if k in card}
     segmenter = ParticleSegmenter(mc_samples=2)
     assert segmenter.tu == card["tu"] and segmenter.min_instance_px == card["min_instance_px"]
+    assert segmenter.tta == card.get("tta", False) and segmenter.params["tta"] == segmenter.tta
     assert segmenter.params["filter_kind"] == "learned"
 
 
