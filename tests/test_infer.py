@@ -184,3 +184,29 @@ def test_test_time_augmentation_cycles_symmetries_and_keeps_the_maps():
     for a, b in zip(plain, augmented):
         assert a.shape == b.shape and torch.isfinite(b).all()
     assert not torch.allclose(plain[2], augmented[2])  # the flipped samples did contribute
+
+
+def test_segment_command_follows_the_card_and_no_tta_turns_augmentation_off(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from idx.cli import cli
+    from models.infer import tuned_params
+
+    rng = np.random.default_rng(6)
+    image = np.full((96, 128), 40, np.uint8)
+    for cy, cx in rng.integers(12, 84, size=(6, 2)):
+        yy, xx = np.ogrid[:96, :128]
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 49] = 200
+    path = tmp_path / "particles.png"
+    Image.fromarray(image).save(path)
+    runner = CliRunner()
+    default = runner.invoke(cli, ["segment", str(path), "--mc-samples", "2", "--json",
+                                  "-o", str(tmp_path / "labels.png")])
+    plain = runner.invoke(cli, ["segment", str(path), "--mc-samples", "2", "--no-tta", "--json"])
+    assert default.exit_code == 0 and plain.exit_code == 0, default.output + plain.output
+    tta = json.loads(default.stdout)["params"]["tta"]
+    assert tta == tuned_params().get("tta", False) and json.loads(plain.stdout)["params"]["tta"] is False
+    assert Image.open(tmp_path / "labels.png").size == (128, 96)
