@@ -220,9 +220,12 @@ def serve(database, port):
 @click.option("--tu", default=None, type=float,
               help="Use the published uncertainty filter with this t_u instead of the learned filter.")
 @click.option("--no-filter", is_flag=True, help="Keep every instance (no learned or uncertainty filter).")
+@click.option("--no-tta", is_flag=True,
+              help="Plain Monte-Carlo samples without flipped / transposed views (the shipped filter was "
+              "tuned with them).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False), help="BPartIS weights.")
 @json_option
-def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filter, weights, as_json):
+def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filter, no_tta, weights, as_json):
     """Extract particles from an image, figure, article file or folder into a database.
 
     Without SOURCE, the figures that `idx crawl` stored in the database are processed.
@@ -235,7 +238,8 @@ def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filte
     from idx.pipeline import extract_to_db
 
     report = extract_to_db(source, db_path, weights=weights, device=device, mc_samples=mc_samples,
-                           tu=tu, filter=not no_filter, caption=caption, split=not no_split)
+                           tu=tu, filter=not no_filter, caption=caption, split=not no_split,
+                           tta=False if no_tta else None)
     emit(report, as_json, text=(
         f"{report['figures']} figures, {report['panels']} panels stored "
         f"({report['em_panels']} EM, {report['particles']} particles), "

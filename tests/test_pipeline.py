@@ -189,3 +189,23 @@ def test_crawl_then_extract_from_the_database(segmenter, tmp_path):
                                   "LEFT JOIN articles a ON a.id = f.article_id WHERE a.doi IS NULL").fetchone()[0]
         n_articles = db.conn.execute("SELECT count(*) FROM articles").fetchone()[0]
     assert orphans == 0 and n_articles == 2
+
+
+def test_extract_cli_no_tta_is_a_separate_run_of_card_weights(tmp_path):
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(BPartIS().state_dict(), weights)
+    (tmp_path / "w.json").write_text(json.dumps({"tta": True}))  # the card beside the weights
+    image = tmp_path / "m.png"
+    Image.fromarray(micrograph()).save(image)
+    db_path = tmp_path / "p.db"
+    args = ["extract", str(image), "--db", str(db_path), "--weights", str(weights),
+            "--mc-samples", "2", "--json"]
+    runner = CliRunner()
+    first = runner.invoke(cli, args)
+    plain = runner.invoke(cli, args + ["--no-tta"])
+    assert first.exit_code == 0 and plain.exit_code == 0, first.output + plain.output
+    assert json.loads(plain.stdout)["panels"] == 1  # other parameters: stored again, not skipped
+    with Database(db_path) as db:
+        runs = list(db.db.query("SELECT params FROM runs ORDER BY rowid"))
+    assert [json.loads(r["params"])["tta"] for r in runs] == [True, False]
