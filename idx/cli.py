@@ -33,6 +33,25 @@ def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
 
 
+def segmenter_options(func):
+    """The options of every command that segments: ``--mc-samples``, ``--tu``, ``--no-filter``,
+    ``--no-tta``, ``--weights``, ``--device``."""
+    func = click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
+                        help="Monte-Carlo dropout samples T (1: dropout off).")(func)
+    func = click.option("--tu", default=None, type=float,
+                        help="Use the published uncertainty filter with this t_u (mean MI, nats) instead of "
+                        "the learned instance filter shipped with the weights.")(func)
+    func = click.option("--no-filter", is_flag=True,
+                        help="Keep every instance (no learned or uncertainty filter).")(func)
+    func = click.option("--no-tta", is_flag=True,
+                        help="Plain Monte-Carlo samples without flipped / transposed views (the shipped "
+                        "filter was tuned with them).")(func)
+    func = click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                        help="BPartIS state dict (ours, or the published seg-model.pt).")(func)
+    return click.option("--device", default="cpu", show_default=True,
+                        type=click.Choice(["cpu", "cuda"]))(func)
+
+
 def emit(payload, as_json: bool, text: str | None = None) -> None:
     """Print ``payload`` as JSON (``as_json``) or ``text`` / a readable rendering of it."""
     if as_json:

@@ -1,5 +1,5 @@
 """idx commands (see idx/cli.py)."""
-from idx.cli import cli, emit, json_option  # noqa: F401
+from idx.cli import cli, emit, json_option, segmenter_options  # noqa: F401
 
 
 # --- query, stats, plot, serve (idx.db, idx.plots) -------------------------------------------
@@ -214,16 +214,7 @@ def serve(database, port):
               help="SQLite database to write (created if missing).")
 @click.option("--caption", default=None, help="Caption of an image input (techniques, stated scales).")
 @click.option("--no-split", is_flag=True, help="Treat each image as one panel.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
-              help="Monte-Carlo dropout samples T.")
-@click.option("--tu", default=None, type=float,
-              help="Use the published uncertainty filter with this t_u instead of the learned filter.")
-@click.option("--no-filter", is_flag=True, help="Keep every instance (no learned or uncertainty filter).")
-@click.option("--no-tta", is_flag=True,
-              help="Plain Monte-Carlo samples without flipped / transposed views (the shipped filter was "
-              "tuned with them).")
-@click.option("--weights", default=None, type=click.Path(dir_okay=False), help="BPartIS weights.")
+@segmenter_options
 @json_option
 def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filter, no_tta, weights, as_json):
     """Extract particles from an image, figure, article file or folder into a database.

@@ -1,24 +1,7 @@
 """idx commands (see idx/cli.py)."""
-from idx.cli import cli, emit, json_option  # noqa: F401
+from idx.cli import cli, emit, json_option, segmenter_options  # noqa: F401
 
 import click  # noqa: E402
-
-
-def _mc_options(func):
-    func = click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
-                        help="Monte-Carlo dropout samples T (1: dropout off).")(func)
-    func = click.option("--tu", default=None, type=float,
-                        help="Use the published uncertainty filter with this t_u (mean MI, nats) instead of "
-                        "the learned instance filter shipped with the weights.")(func)
-    func = click.option("--no-filter", is_flag=True,
-                        help="Keep every instance (no learned or uncertainty filter).")(func)
-    func = click.option("--no-tta", is_flag=True,
-                        help="Plain Monte-Carlo samples without flipped / transposed views (the shipped "
-                        "filter was tuned with them).")(func)
-    func = click.option("--weights", type=click.Path(dir_okay=False), default=None,
-                        help="BPartIS state dict (ours, or the published seg-model.pt).")(func)
-    func = click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))(func)
-    return func
 
 
 def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False):
@@ -31,7 +14,7 @@ def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False):
 
 @cli.command()
 @click.argument("image", type=click.Path(dir_okay=False))
-@_mc_options
+@segmenter_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the instance map (16-bit PNG) here; an overlay PNG is written beside it.")
 @json_option
@@ -82,7 +65,7 @@ def train(data, out, epochs, batch_size, crop, device, eval_every, init):
 @click.option("--data", type=click.Path(file_okay=False), default=None, help="EMPS folder.")
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["test", "val", "fit", "train"]))
-@_mc_options
+@segmenter_options
 @click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
 @json_option
 def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, limit, as_json):
