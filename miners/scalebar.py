@@ -261,15 +261,14 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
         # fourth route: faint bars (grey on white, dark grey on grey texture) that reach no
         # fixed level; only when nothing else reads, so no bar read before changes
         faint = [bar for bar in find_faint_bar_candidates(arr)
-                 if not any(max(abs(a - b) for a, b in zip(bar["bbox"], other["bbox"])) <= 2
-                            for other in candidates)]
+                 if not any(_same_bar(bar, other) for other in candidates)]
         for bar in faint[:MAX_FAINT_CANDIDATES]:
             if ocr_budget[0] <= 0:
                 break
             text, text_box, ocr_conf = _read_text_near(gray, arr, bar, ocr_budget)
-            parsed = parse_scale_text(_fix_ocr(text)) if text else None
             if text_box is not None and _boxes_overlap(text_box, bar["bbox"]):
                 continue  # a stroke of the label itself taken for a faint bar
+            parsed = parse_scale_text(_fix_ocr(text)) if text else None
             reading = _check_reading(gray, (bar, text, text_box, ocr_conf, parsed))
             if reading[4] is not None:
                 read = [reading]
@@ -298,6 +297,11 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
     )
     result.mask = scalebar_mask(result, gray.shape)
     return result
+
+
+def _same_bar(a: dict, b: dict) -> bool:
+    """True when two bar candidates' ``bbox`` agree within 2 px on every side."""
+    return max(abs(p - q) for p, q in zip(a["bbox"], b["bbox"])) <= 2
 
 
 def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
@@ -659,7 +663,7 @@ def _candidates_from_masks(gray: np.ndarray, masks: list[tuple[str, np.ndarray]]
             bar = _measure_bar(gray, labels[sl] == index, sl, polarity)
             if bar is not None and not any(
                     other["polarity"] == polarity
-                    and max(abs(a - b) for a, b in zip(other["bbox"], bar["bbox"])) <= 2
+                    and _same_bar(other, bar)
                     for other in candidates):
                 candidates.append(bar)
     candidates.sort(key=lambda b: -b["score"])
@@ -704,23 +708,29 @@ def _measure_bar(gray: np.ndarray, comp: np.ndarray, sl: tuple[slice, slice],
     # contrast with the rows just above and below, between the ends
     inner_cols = slice(c0 + max(1, w // 8), c1 - max(1, w // 8))
     bar_value = float(gray[r0:r1, inner_cols].mean())
-    above = gray[max(0, r0 - 2):r0, inner_cols].astype(float)
-    below = gray[r1:min(height, r1 + 2), inner_cols].astype(float)
-    sides = [s for s in (above, below) if s.size]
-    if not sides:
+
+    def edge_contrast(n_rows: int, any_row: bool) -> tuple[float, list[float]] | None:
+        """(edge fraction, per-side contrasted share) from ``n_rows`` rows above and below the
+        bar: the share of pixels that differ from the bar enough, or with ``any_row`` the share
+        of columns where one of the rows does."""
+        sides = [s for s in (gray[max(0, r0 - n_rows):r0, inner_cols].astype(float),
+                             gray[r1:min(height, r1 + n_rows), inner_cols].astype(float)) if s.size]
+        if not sides:
+            return None
+        differs = [np.abs(s - bar_value) >= MIN_CONTRAST for s in sides]
+        contrasts = [float(np.mean(d.any(axis=0) if any_row else d)) for d in differs]
+        # text touching one side of the bar lowers that side's contrast
+        return (float(np.mean(contrasts)) if len(sides) == 2 else contrasts[0] * 0.8), contrasts
+
+    measured = edge_contrast(2, any_row=False)
+    if measured is None:
         return None
-    side_contrasts = [float(np.mean(np.abs(s - bar_value) >= MIN_CONTRAST)) for s in sides]
-    # text touching one side of the bar lowers that side's contrast
-    edge_fraction = float(np.mean(side_contrasts)) if len(sides) == 2 else side_contrasts[0] * 0.8
+    edge_fraction, side_contrasts = measured
     if (edge_fraction < 0.6 or min(side_contrasts) < 0.35) and thickness >= 4:
         # a blurred thick bar's edge rows sit half-way between bar and ground: its side counts
         # as contrasted in a column where one of its EDGE_ROWS rows differs enough (scored lower)
-        sides = [s for s in (gray[max(0, r0 - EDGE_ROWS):r0, inner_cols].astype(float),
-                             gray[r1:min(height, r1 + EDGE_ROWS), inner_cols].astype(float)) if s.size]
-        side_contrasts = [float(np.mean((np.abs(s - bar_value) >= MIN_CONTRAST).any(axis=0)))
-                          for s in sides]
-        edge_fraction = BLURRED_EDGE_PENALTY * (
-            float(np.mean(side_contrasts)) if len(sides) == 2 else side_contrasts[0] * 0.8)
+        edge_fraction, side_contrasts = edge_contrast(EDGE_ROWS, any_row=True)
+        edge_fraction *= BLURRED_EDGE_PENALTY
     if edge_fraction < 0.6 or min(side_contrasts) < 0.35:
         log.debug("component at %s: low contrast above/below (%.2f)", sl, edge_fraction)
         return None
