@@ -3,8 +3,9 @@
 The published filter drops an instance when its mean mutual information (MI) exceeds one absolute
 threshold t_u. On our weights that threshold is brittle: MI scales with the image (contrast, size
 of the particles), so a t_u that cleans one image removes nearly every true particle of another
-(EMPS test image ``d5e8abb61d``, 69 particles: 12 instances kept at t_u = 0.006, 47 by this
-filter, 45 of them right). This filter scores each
+(EMPS test image ``d5e8abb61d``, 69 particles: 12 instances kept at t_u = 0.006 on the maps
+without test-time augmentation, 47 by this filter fitted on those maps, 45 of them right). This
+filter scores each
 instance with gradient-boosted trees on measurable cues, MI among them, both absolute and relative
 to the other instances of the same image:
 
