@@ -3,6 +3,7 @@
 Every error says what failed, on which input, and what to do next. The CLI turns an
 ``IdxError`` into a one-line ``Error: ...`` and a non-zero exit status.
 """
+from __future__ import annotations
 
 
 class IdxError(Exception):
@@ -22,7 +23,37 @@ class ArticleError(IdxError):
 
 
 class CrawlError(IdxError):
-    """A network request failed after retries."""
+    """A network request failed after retries.
+
+    Errors of one request (``miners.http.HttpClient``) say what failed in attributes, so callers
+    never read the message to decide what to do; other crawl errors leave them at their defaults.
+
+    Attributes
+    ----------
+    kind : str or None
+        ``"HTTP 404"``, ``"HTTP 503"``, ``"timeout"``, ``"truncated body"``, ``"connection error"``,
+        ``"not an image"``, ``"wrong content type"``, ``"too large"``, ``"bad redirect"``,
+        ``"forbidden URL"``...; None when the error is not about one request.
+    status : int or None
+        The HTTP status the server answered, if the error is one.
+    permanent : bool
+        True when asking again later is pointless (404 and most 4xx, wrong type, too large,
+        redirect loop, forbidden host); False for what may pass (timeouts, 429, 5xx, cut bodies).
+    """
+
+    def __init__(self, message: str = "", *, kind: str | None = None, status: int | None = None,
+                 permanent: bool = False):
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.permanent = bool(permanent)
+
+    def __reduce__(self):  # keep the attributes through pickling (worker processes)
+        return _make_crawl_error, (type(self), str(self), self.kind, self.status, self.permanent)
+
+
+def _make_crawl_error(cls, message, kind, status, permanent):
+    return cls(message, kind=kind, status=status, permanent=permanent)
 
 
 class DatabaseError(IdxError):

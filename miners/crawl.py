@@ -53,8 +53,8 @@ are only in the report and never retried):
 
 ``record_figure_failure(key: str, failure: dict) -> None``
     Remember that one figure image of article ``key`` could not be downloaded. ``failure`` is
-    ``{"figure_id", "url", "kind", "reason", "permanent"}`` (see :func:`classify_figure_error`);
-    the store counts ``attempts``.
+    ``{"figure_id", "url", "kind", "reason", "permanent"}`` (``kind`` and ``permanent`` are the
+    attributes of the :class:`~idx.errors.CrawlError`); the store counts ``attempts``.
 ``list_figure_failures(key: str) -> list[dict]``
     The figures of ``key`` still missing: the same dicts plus ``attempts``.
 
@@ -555,52 +555,6 @@ class CrawlReport:
                 "failures": list(self.failures), "figure_failures": list(self.figure_failures)}
 
 
-# (pattern in an HttpClient error, kind, permanent); the first match wins
-_FIGURE_ERRORS = (
-    (re.compile(r"too many (\d{3}) error responses"), "HTTP {0}", None),
-    (re.compile(r": HTTP (\d{3});"), "HTTP {0}", None),
-    (re.compile(r"timed out"), "timeout", False),
-    (re.compile(r"body incomplete|truncated body"), "truncated body", False),
-    (re.compile(r"is not a PNG/JPEG"), "not an image", True),
-    (re.compile(r"content type"), "wrong content type", True),
-    (re.compile(r"larger than the"), "too large", True),
-    (re.compile(r"redirect"), "bad redirect", True),
-    (re.compile(r"allowed_hosts|refusing URL"), "forbidden URL", True),
-    (re.compile(r"neither a URL nor a file"), "missing file", True),
-    (re.compile(r"GET \S+ failed: "), "connection error", False),
-)
-_TRANSIENT_STATUSES = (408, 425, 429)
-
-
-def classify_figure_error(message: str) -> tuple[str, bool]:
-    """Kind of a figure download error and whether retrying it later is pointless.
-
-    Parameters
-    ----------
-    message : str
-        A :class:`~idx.errors.CrawlError` message from :class:`~miners.http.HttpClient`.
-
-    Returns
-    -------
-    kind : str
-        ``"HTTP 404"``, ``"HTTP 503"``, ``"timeout"``, ``"truncated body"``, ``"connection error"``,
-        ``"not an image"``, ``"wrong content type"``, ``"too large"``, ``"bad redirect"``,
-        ``"forbidden URL"``, ``"missing file"`` or ``"error"`` (anything else).
-    permanent : bool
-        True for 4xx statuses other than 408/425/429 and for what the server will send again
-        (not an image, wrong type, too large, redirect loop, forbidden host); False for timeouts,
-        429, 5xx, truncated bodies, connection errors and unknown errors.
-    """
-    for pattern, kind, permanent in _FIGURE_ERRORS:
-        match = pattern.search(message)
-        if match:
-            if permanent is None:  # an HTTP status
-                status = int(match.group(1))
-                permanent = 400 <= status < 500 and status not in _TRANSIENT_STATUSES
-            return kind.format(*match.groups()), permanent
-    return "error", False
-
-
 def download_figures(article: dict, client: HttpClient, all_figures: bool = False,
                      only=None) -> tuple[dict, list[dict]]:
     """Keep the EM figures (all with ``all_figures``) and download their images into the cache.
@@ -625,7 +579,8 @@ def download_figures(article: dict, client: HttpClient, all_figures: bool = Fals
         source URL (None for local crops).
     failures : list of dict
         ``{"figure_id", "url", "kind", "reason", "permanent"}`` per figure that could not be
-        downloaded (see :func:`classify_figure_error`).
+        downloaded: ``kind`` and ``permanent`` are those of the :class:`~idx.errors.CrawlError`
+        (``"error"`` and False when it names none).
     """
     figures, failures = [], []
     for index, figure in enumerate(article.get("figures") or []):
@@ -647,9 +602,10 @@ def download_figures(article: dict, client: HttpClient, all_figures: bool = Fals
                 local = str(Path(image).resolve())
             else:
                 raise CrawlError(f"figure {figure_id}: image {image!r} is neither a URL nor a file; "
-                                 "the article reader lost it, re-run the crawl")
+                                 "the article reader lost it, re-run the crawl", kind="missing file",
+                                 permanent=True)
         except CrawlError as exc:
-            kind, permanent = classify_figure_error(str(exc))
+            kind, permanent = exc.kind or "error", exc.permanent
             log.warning("figure %s of %s not downloaded (%s): %s", figure_id, article.get("doi"), kind, exc)
             failures.append({"figure_id": figure_id, "url": url or str(image), "kind": kind,
                              "reason": str(exc), "permanent": permanent})

@@ -19,7 +19,9 @@ What it guarantees
   fixed table of content types. Nothing from a URL or a server header (``Content-Disposition``,
   ``Location``) ever becomes part of a path, so no response can write outside ``cache_dir``.
   A re-run finds every response in the cache and contacts no server.
-- Any failure raises :class:`~idx.errors.CrawlError` naming the URL.
+- Any failure raises :class:`~idx.errors.CrawlError` naming the URL, with ``kind``, ``status`` and
+  ``permanent`` set where it is raised (see :data:`TRANSIENT_STATUSES`), so callers never parse
+  the message.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "idx/0.1 (electron-microscopy literature miner; python-requests)"
 TIMEOUT_S = (5.0, 30.0)  # seconds: connect, read
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+TRANSIENT_STATUSES = (408, 425, 429)  # 4xx statuses that may pass: not ``permanent``
 MAX_BYTES = 50 * 1024 * 1024
 MAX_REDIRECTS = 10  # doi.org -> publisher chains (cookies, linkinghub) take several hops
 CHUNK_BYTES = 64 * 1024
@@ -110,7 +113,8 @@ class Response:
         try:
             return json.loads(self.body)
         except ValueError as exc:
-            raise CrawlError(f"GET {self.url}: body is not valid JSON ({exc}); the API may have changed") from None
+            raise CrawlError(f"GET {self.url}: body is not valid JSON ({exc}); the API may have changed",
+                             kind="not JSON", permanent=True) from None
 
 
 class _CappedRetry(Retry):
@@ -129,6 +133,7 @@ def make_session(
     retry_after_max_s: float = 60.0,
     user_agent: str = USER_AGENT,
     mailto: str | None = None,
+    raise_on_status: bool = True,
 ) -> requests.Session:
     """A ``requests.Session`` with retrying adapters and a descriptive User-Agent.
 
@@ -144,6 +149,10 @@ def make_session(
         User-Agent prefix.
     mailto : str, optional
         Contact e-mail appended to the User-Agent (Crossref's "polite pool" asks for it).
+    raise_on_status : bool
+        True: a 429/5xx status still answered after the last retry raises
+        ``requests.exceptions.RetryError``; False: that last response is returned (``HttpClient``
+        then knows its status).
     """
     retry_cls = type("CappedRetry", (_CappedRetry,), {"retry_after_max_s": float(retry_after_max_s)})
     retry = retry_cls(
@@ -155,7 +164,7 @@ def make_session(
         status_forcelist=RETRY_STATUSES,
         allowed_methods=("GET", "HEAD"),
         respect_retry_after_header=True,
-        raise_on_status=True,
+        raise_on_status=raise_on_status,
     )
     session = requests.Session()
     for prefix in ("http://", "https://"):
@@ -249,7 +258,8 @@ class HttpClient:
         self.prefix_headers = {
             (p if p.endswith("/") else p + "/"): dict(h) for p, h in (prefix_headers or {}).items()
         }
-        self.session = session or make_session(retries, backoff_s, retry_after_max_s, mailto=mailto)
+        self.session = session or make_session(retries, backoff_s, retry_after_max_s, mailto=mailto,
+                                               raise_on_status=False)
         self.stats = {"requests": 0, "cache_hits": 0, "bytes": 0}
         self._last_request_s: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -314,12 +324,13 @@ class HttpClient:
     def _check_url(self, url: str, asked: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise CrawlError(f"GET {asked}: refusing URL {url!r} (only http and https URLs are fetched)")
+            raise CrawlError(f"GET {asked}: refusing URL {url!r} (only http and https URLs are fetched)",
+                             kind="forbidden URL", permanent=True)
         if self.allowed_hosts is not None and (
             parts.hostname.lower() not in self.allowed_hosts and parts.netloc.lower() not in self.allowed_hosts
         ):
             raise CrawlError(f"GET {asked}: host {parts.netloc!r} is not in allowed_hosts; "
-                             f"add it to allowed_hosts to fetch {url}")
+                             f"add it to allowed_hosts to fetch {url}", kind="forbidden URL", permanent=True)
         return parts.netloc.lower()
 
     def _headers_for(self, url: str) -> dict:
@@ -339,20 +350,23 @@ class HttpClient:
             try:
                 resp = self.session.get(current, headers={**(headers or {}), **self._headers_for(current)},
                                         timeout=self.timeout_s, stream=True, allow_redirects=False)
-            except requests.exceptions.RetryError as exc:
+            except requests.exceptions.RetryError as exc:  # a session= that raises on status
                 raise CrawlError(f"GET {url} failed after {self.retries} retries ({_reason(exc)}); "
-                                 "the server is overloaded or refusing, try again later") from None
+                                 "the server is overloaded or refusing, try again later",
+                                 kind="too many retries") from None
             except requests.exceptions.RequestException as exc:
                 if not _is_timeout(exc):
-                    raise CrawlError(f"GET {url} failed: {_reason(exc)}; check the URL and the network") from None
+                    raise CrawlError(f"GET {url} failed: {_reason(exc)}; check the URL and the network",
+                                     kind="connection error") from None
                 raise CrawlError(f"GET {url} timed out after {self.retries} retries "
-                                 f"(timeouts {self.timeout_s} s); try again later") from None
+                                 f"(timeouts {self.timeout_s} s); try again later", kind="timeout") from None
             if resp.is_redirect:
                 location = resp.headers.get("Location", "")
                 resp.close()
                 target = urljoin(current, location)
                 if target in seen:
-                    raise CrawlError(f"GET {url}: redirect loop at {target}; the server is misconfigured")
+                    raise CrawlError(f"GET {url}: redirect loop at {target}; the server is misconfigured",
+                                     kind="bad redirect", permanent=True)
                 seen.add(target)
                 current = target
                 continue
@@ -361,21 +375,23 @@ class HttpClient:
             except requests.HTTPError:
                 status = resp.status_code
                 resp.close()
-                raise CrawlError(f"GET {url}: HTTP {status}; check that the resource exists") from None
+                raise _status_error(url, status, self.retries) from None
             return resp, current
-        raise CrawlError(f"GET {url}: more than {self.max_redirects} redirects; the server is misconfigured")
+        raise CrawlError(f"GET {url}: more than {self.max_redirects} redirects; the server is misconfigured",
+                         kind="bad redirect", permanent=True)
 
     def _read_body(self, resp, url: str) -> bytes:
         declared = resp.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise CrawlError(f"GET {url}: body of {int(declared)} bytes is larger than the "
-                             f"{self.max_bytes}-byte limit; raise max_bytes to fetch it")
+                             f"{self.max_bytes}-byte limit; raise max_bytes to fetch it", kind="too large",
+                             permanent=True)
         chunks, size = [], 0
         for chunk in resp.iter_content(CHUNK_BYTES):
             size += len(chunk)
             if size > self.max_bytes:
                 raise CrawlError(f"GET {url}: body is larger than the {self.max_bytes}-byte limit; "
-                                 "raise max_bytes to fetch it")
+                                 "raise max_bytes to fetch it", kind="too large", permanent=True)
             chunks.append(chunk)
         body = b"".join(chunks)
         if declared and declared.isdigit() and len(body) < int(declared):
@@ -404,13 +420,14 @@ class HttpClient:
         ------
         CrawlError
             Naming ``url``: connection failure, timeout, HTTP error after retries, redirect loop,
-            body too large or truncated, unexpected content type.
+            body too large or truncated, unexpected content type; its ``kind``, ``status`` and
+            ``permanent`` say which.
         """
         if use_cache:
             cached = self._read_cache(url, max_age_s)
             if cached is not None:
                 return cached
-        last_error = None
+        last_error, last_timed_out = None, False
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -419,11 +436,12 @@ class HttpClient:
                 content_type = _media_type(resp.headers.get("Content-Type"))
                 if accept and content_type not in accept:
                     raise CrawlError(f"GET {url}: content type {content_type or 'none'!r} is not one of "
-                                     f"{', '.join(accept)}; the link does not point to what was expected")
+                                     f"{', '.join(accept)}; the link does not point to what was expected",
+                                     kind="wrong content type", permanent=True)
                 body = self._read_body(resp, url)
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError,
                     requests.exceptions.Timeout) as exc:
-                last_error = _reason(exc)
+                last_error, last_timed_out = _reason(exc), _is_timeout(exc)
                 log.info("GET %s: body read failed (%s); retry %d of %d", url, last_error, attempt + 1,
                          self.retries)
                 continue
@@ -432,12 +450,13 @@ class HttpClient:
             if accept and all(a.startswith("image/") for a in accept) and not body.startswith(_IMAGE_MAGIC) \
                     and not (body[:4] == b"RIFF" and body[8:12] == b"WEBP"):
                 raise CrawlError(f"GET {url}: body is not a PNG/JPEG/GIF/TIFF/WebP/BMP image although "
-                                 f"the server said {content_type}; the link is broken")
+                                 f"the server said {content_type}; the link is broken", kind="not an image",
+                                 permanent=True)
             self.stats["bytes"] += len(body)
             path = self._write_cache(url, final_url, content_type, body) if use_cache else Path()
             return Response(url, final_url, content_type, body, path, False)
         raise CrawlError(f"GET {url}: body incomplete after {self.retries} retries ({last_error}); "
-                         "try again later")
+                         "try again later", kind="timeout" if last_timed_out else "truncated body")
 
     def download_file(self, url: str, *, accept=IMAGE_TYPES, headers: dict | None = None) -> Path:
         """Download ``url`` into the cache and return the local file, named by content hash.
@@ -450,12 +469,27 @@ class HttpClient:
         return self.get(url, accept=accept, headers=headers).path
 
 
+def _status_error(url: str, status: int, retries: int) -> CrawlError:
+    """The error of an HTTP error status (429/5xx: still answered after ``retries`` retries)."""
+    permanent = 400 <= status < 500 and status not in TRANSIENT_STATUSES
+    if status in RETRY_STATUSES:
+        return CrawlError(f"GET {url} failed after {retries} retries (too many {status} error responses); "
+                          "the server is overloaded or refusing, try again later", kind=f"HTTP {status}",
+                          status=status, permanent=permanent)
+    return CrawlError(f"GET {url}: HTTP {status}; check that the resource exists", kind=f"HTTP {status}",
+                      status=status, permanent=permanent)
+
+
 def _is_timeout(exc: BaseException) -> bool:
-    """Whether a requests exception (possibly wrapping urllib3's MaxRetryError) was a timeout."""
+    """Whether a requests exception (wrapping urllib3's MaxRetryError or, when a streamed body
+    stalls, its ReadTimeoutError) was a timeout. A refused connection is not, although urllib3's
+    ``NewConnectionError`` derives from its ``ConnectTimeoutError``."""
     if isinstance(exc, requests.exceptions.Timeout):
         return True
-    inner = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(inner, urllib3.exceptions.TimeoutError)
+    inner = exc.args[0] if exc.args else None
+    return any(isinstance(e, urllib3.exceptions.TimeoutError) and
+               not isinstance(e, urllib3.exceptions.NewConnectionError)
+               for e in (inner, getattr(inner, "reason", None)))
 
 
 def _reason(exc: BaseException) -> str:

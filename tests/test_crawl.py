@@ -10,9 +10,9 @@ from idx.cli import cli
 from idx.errors import CrawlError
 from miners import crawl as crawl_module
 from miners.articles import is_em_caption, read
-from miners.crawl import (FIGURE_MAX_ATTEMPTS, ArxivSource, DoiSource, EuropePMCSource, MemoryStore,
-                          classify_figure_error, clean_doi, crawl, read_doi_file, safe_name)
-from crawl_site import ELSEVIER_DOI, ELSEVIER_XML, JATS, NATURE, build_site, build_three_figure_site
+from miners.crawl import (FIGURE_MAX_ATTEMPTS, ArxivSource, DoiSource, EuropePMCSource, MemoryStore, clean_doi,
+                          crawl, download_figures, read_doi_file, safe_name)
+from crawl_site import ELSEVIER_DOI, ELSEVIER_XML, JATS, NATURE, build_site, build_three_figure_site, jpeg_bytes
 from replay_server import make_client
 
 
@@ -389,23 +389,63 @@ def test_document_failure_still_fails_the_article(tmp_path, server):
     assert not any("PMC1000002-" in path for _, path, _ in server.log)  # no figure asked
 
 
-@pytest.mark.parametrize("message, kind, permanent", [
-    ("GET http://h/x.jpg: HTTP 404; check that the resource exists", "HTTP 404", True),
-    ("GET http://h/x.jpg: HTTP 410; check that the resource exists", "HTTP 410", True),
-    ("GET http://h/x.jpg: HTTP 408; check that the resource exists", "HTTP 408", False),
-    ("GET http://h/x.jpg failed after 2 retries (too many 503 error responses); the server is overloaded",
-     "HTTP 503", False),
-    ("GET http://h/x.jpg timed out after 2 retries (timeouts (1.0, 0.3) s); try again later", "timeout", False),
-    ("GET http://h/x.jpg: body incomplete after 2 retries (truncated body: 5 bytes read, 9 more expected)",
-     "truncated body", False),
-    ("GET http://h/x.jpg: body is not a PNG/JPEG/GIF/TIFF/WebP/BMP image although the server said image/jpeg",
-     "not an image", True),
-    ("GET http://h/x.jpg: redirect loop at http://h/y; the server is misconfigured", "bad redirect", True),
-    ("GET http://h/x.jpg failed: Connection refused; check the URL and the network", "connection error", False),
-    ("something new", "error", False),
-])
-def test_classify_figure_error(message, kind, permanent):
-    assert classify_figure_error(message) == (kind, permanent)
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+FIGURE = jpeg_bytes(7)
+HTTP_ERRORS = {  # case: (route options, client options, (kind, status, permanent), the one-line message)
+    "404": ({"status": 404}, {}, ("HTTP 404", 404, True), r"x\.jpg: HTTP 404; check that the resource exists$"),
+    "410": ({"status": 410}, {}, ("HTTP 410", 410, True), r"x\.jpg: HTTP 410; check"),
+    "408": ({"status": 408}, {}, ("HTTP 408", 408, False), r"x\.jpg: HTTP 408; check"),
+    "503 every time": ({"fault": "status", "fault_status": 503}, {}, ("HTTP 503", 503, False),
+                       r"x\.jpg failed after 2 retries \(too many 503 error responses\); the server is overloaded"),
+    "429 every time": ({"fault": "status", "fault_status": 429, "retry_after": "0"}, {}, ("HTTP 429", 429, False),
+                       r"x\.jpg failed after 2 retries \(too many 429 error responses\)"),
+    "timeout": ({"fault": "sleep", "delay_s": 0.5}, {"timeout_s": (1.0, 0.2)}, ("timeout", None, False),
+                r"x\.jpg timed out after 2 retries \(timeouts \(1\.0, 0\.2\) s\); try again later$"),
+    "truncated": ({"fault": "truncate"}, {}, ("truncated body", None, False),
+                  r"x\.jpg: body incomplete after 2 retries \(truncated body: .*\); try again later$"),
+    "not an image": ({"body": b"<html>login</html>"}, {}, ("not an image", None, True),
+                     r"x\.jpg: body is not a PNG/JPEG/GIF/TIFF/WebP/BMP image although the server said image/jpeg"),
+    "wrong type": ({"content_type": "text/html"}, {}, ("wrong content type", None, True),
+                   r"x\.jpg: content type 'text/html' is not one of image/png"),
+    "too large": ({}, {"max_bytes": 100}, ("too large", None, True),
+                  r"x\.jpg: body of \d+ bytes is larger than the 100-byte limit; raise max_bytes"),
+    "redirect loop": ({"fault": "redirect", "location": "/figs/x.jpg"}, {}, ("bad redirect", None, True),
+                      r"x\.jpg: redirect loop at .*/figs/x\.jpg; the server is misconfigured$"),
+    "foreign host": ({"fault": "redirect", "location": "http://192.0.2.1/x.jpg"}, {}, ("forbidden URL", None, True),
+                     r"x\.jpg: host '192\.0\.2\.1' is not in allowed_hosts"),
+    "refused": (None, {}, ("connection error", None, False), r"x\.jpg failed: .*; check the URL and the network$"),
+}
+
+
+@pytest.mark.parametrize("case", list(HTTP_ERRORS))
+def test_http_errors_carry_kind_status_and_permanence(tmp_path, server, case):
+    route, options, expected, message = HTTP_ERRORS[case]
+    if route is None:  # nothing listens there
+        host = f"127.0.0.1:{closed_port()}"
+        options = {**options, "allowed_hosts": {server.host, host}}
+        url = f"http://{host}/figs/x.jpg"
+    else:
+        route = {"body": FIGURE, "content_type": "image/jpeg", **route}
+        server.add("/figs/x.jpg", route.pop("body"), route.pop("content_type"), **route)
+        url = server.url("/figs/x.jpg")
+    with pytest.raises(CrawlError, match=message) as caught:
+        make_client(tmp_path, server, **options).download_file(url)
+    error = caught.value
+    assert (error.kind, error.status, error.permanent) == expected
+    assert "\n" not in str(error)
+    # the figure-failure path records the error's own attributes
+    article = {"doi": "10.5555/x", "figures": [{"id": "fig1", "label": "Figure 1", "image": url}]}
+    kept, (failure,) = download_figures(article, make_client(tmp_path, server, **options), all_figures=True)
+    assert kept["figures"] == [] and (failure["kind"], failure["permanent"]) == expected[::2]
+    assert failure["reason"] == str(error) and failure["figure_id"] == "fig1"
 
 
 def test_cli_crawl_counts_failed_figures(tmp_path, server, monkeypatch):
