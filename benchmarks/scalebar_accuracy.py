@@ -1,7 +1,8 @@
 """Accuracy and speed of the scale-bar reader on labelled EMPS micrographs and synthetic bars.
 
     python benchmarks/scalebar_accuracy.py [--synthetic N] [--seed S] [--times]
-        [--failures [tune|held|fresh|fresh2|fresh3|fresh4|all]] [--skip SPLIT ...]
+        [--failures [tune|held|fresh|fresh2|fresh3|fresh4|all|synthetic]] [--skip SPLIT ...]
+        [--json PATH] [--ocr-timeout S]
 
 The first labelled set is split by stem hash (:func:`split_of`: first byte of the MD5 of the stem,
 even = ``tune``, odd = ``held``); the reader was tuned looking only at the ``tune`` half's failures,
@@ -11,6 +12,10 @@ round); ``"fresh2"`` entries were annotated before the fourth round changed the 
 only in its final run; ``"fresh3"`` entries (stems 258-347) were annotated before the fifth round and
 were the held-out number of the fifth round; ``"fresh4"`` entries (stems 348-464) were annotated before
 the sixth round and read only once before and once after it. ``--skip fresh4`` keeps a split unread.
+
+``--failures synthetic`` lists the misread synthetic cases only, each with how it was drawn (font,
+font px, bar thickness, colour, label box, ticks, noise, JPEG quality) and the expected vs read
+value, unit and bar length; ``--json PATH`` writes every per-image row (real and synthetic) there.
 
 Prints one table: text (value) accuracy, unit accuracy, nm/px within 2 % and 5 %, false
 detections on bar-less images, seconds per image. Real set: tests/data/scalebars.json over
@@ -113,7 +118,9 @@ def run_synthetic(n: int, seed: int) -> list[dict]:
         rows.append(dict(stem=f"synth{i}", has_bar=True, true_value=case.value, true_unit=case.unit,
                          true_nm_per_px=to_nm(case.value, case.unit) / case.bar_px, found=result.found,
                          value=result.value, unit=result.unit, nm_per_px=result.nm_per_px,
-                         text=result.text, seconds=seconds))
+                         text=result.text, seconds=seconds, true_text=case.text,
+                         true_bar_px=case.bar_px, bar_px=result.bar_px,
+                         true_bar_bbox=case.bar_bbox, bar_bbox=result.bar_bbox, params=case.params))
     return rows
 
 
@@ -123,13 +130,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--times", action="store_true", help="print median and max s/image (real)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--failures", nargs="?", const="tune",
-                        choices=("tune", "held", "fresh", "fresh2", "fresh3", "fresh4", "all"),
-                        help="list misread real images of this split (default: tune only)")
+                        choices=("tune", "held", "fresh", "fresh2", "fresh3", "fresh4", "all",
+                                 "synthetic"),
+                        help="list misread real images of this split (default: tune only) and the "
+                             "synthetic ones; 'synthetic': only those, with how they were drawn")
+    parser.add_argument("--ocr-timeout", type=float, default=None,
+                        help="seconds a tesseract call may take (default: the reader's "
+                             "OCR_TIMEOUT_S); raise it on a loaded machine, where calls time out")
+    parser.add_argument("--json", type=Path, help="write every per-image row to this JSON file")
     parser.add_argument("--skip", nargs="*", default=(),
                         choices=("tune", "held", "fresh", "fresh2", "fresh3", "fresh4"),
                         help="splits not to read at all (e.g. a held-out split during development)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.ocr_timeout is not None:
+        import miners.scalebar
+
+        miners.scalebar.OCR_TIMEOUT_S = args.ocr_timeout
     real = run_real(tuple(args.skip))
     synth = run_synthetic(args.synthetic, args.seed)
     header = (f"{'set':<12} {'n bar':>5} {'n no':>4} {'found':>6} {'value':>6} {'unit':>6} "
@@ -158,17 +175,43 @@ def main(argv: list[str] | None = None) -> None:
             seconds = [r["seconds"] for r in rows]
             if seconds:
                 print(f"{name} s/image: median {np.median(seconds):.3f}, max {np.max(seconds):.3f}")
-    if args.failures:
+    if args.json:
+        args.json.write_text(json.dumps(real + synth, indent=1, default=str), encoding="utf-8")
+    if args.failures == "synthetic":
+        for r in synth:
+            if is_failure(r):
+                print_synthetic_failure(r)
+    elif args.failures:
         shown = {"tune": tune, "held": held, "fresh": fresh, "fresh2": fresh2, "fresh3": fresh3,
                  "fresh4": fresh4, "all": real}[args.failures]
         for r in shown + synth:
-            bad = (r["has_bar"] != r["found"] or (r["has_bar"] and (r["value"] != r["true_value"]
-                   or r["unit"] != r["true_unit"])))
-            if r["has_bar"] and r["true_nm_per_px"] and r["nm_per_px"]:
-                bad = bad or abs(r["nm_per_px"] / r["true_nm_per_px"] - 1) > 0.05
-            if bad:
+            if is_failure(r):
                 print(f"  {r['stem']}: truth {r['true_value']} {r['true_unit']} "
                       f"{r['true_nm_per_px']}; read {r['value']} {r['unit']} {r['nm_per_px']} {r['text']!r}")
+
+
+def is_failure(r: dict) -> bool:
+    """True when a row's bar presence, value, unit or nm/px (beyond 5 %) is wrong."""
+    bad = (r["has_bar"] != r["found"] or (r["has_bar"] and (r["value"] != r["true_value"]
+           or r["unit"] != r["true_unit"])))
+    if r["has_bar"] and r["true_nm_per_px"] and r["nm_per_px"]:
+        bad = bad or abs(r["nm_per_px"] / r["true_nm_per_px"] - 1) > 0.05
+    return bool(bad)
+
+
+def print_synthetic_failure(r: dict) -> None:
+    """One line per misread synthetic case: how it was drawn, expected vs read."""
+    p = r["params"]
+    box = "-" if p["box_colour"] is None else "box" + "".join(f"{c:02x}" for c in p["box_colour"])
+    colour = "".join(f"{c:02x}" for c in p["colour"])
+    noise = "-" if p["noise_sigma"] is None else f"{p['noise_sigma']:.0f}"
+    jpeg = "-" if p["jpeg_quality"] is None else str(p["jpeg_quality"])
+    bar = "-" if r["bar_px"] is None else f"{r['bar_px']:.1f}"
+    print(f"  {r['stem']:>8}: {p['font'][:-4]:<18} {p['font_px']:>3}px thick {p['thickness_px']:>2} "
+          f"#{colour} {box:<10} {'ticks' if p['ticks'] else '     '} "
+          f"{'above' if p['text_above'] else 'below'} noise {noise:>2} jpeg {jpeg:>2} | "
+          f"truth {r['true_text']!r} {r['true_bar_px']} px; read {r['value']} {r['unit']} "
+          f"{bar} px {r['text']!r}")
 
 
 if __name__ == "__main__":

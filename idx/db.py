@@ -66,6 +66,7 @@ import sqlite_utils
 
 from idx.errors import DatabaseError
 from idx.particles import COLUMNS as PARTICLE_COLUMNS
+from miners.crawl import figure_key as _figure_key
 
 logger = logging.getLogger(__name__)
 
@@ -465,9 +466,9 @@ class Database:
             stored = []
             for index, figure in enumerate(article.get("figures") or []):
                 figure = _as_dict(figure)
-                figure.setdefault("id", figure.get("label") or f"figure-{index + 1}")
+                figure = {**figure, "id": _figure_key(figure, index)}  # the crawler's key
                 self.add_figure(article_id, figure)
-                stored.append(str(figure["id"]))
+                stored.append(figure["id"])
             if stored:  # a stored figure is no longer missing, whichever key it was missed under
                 self.conn.executemany(
                     "DELETE FROM crawl_figure_failures WHERE figure_key = ? AND key IN "

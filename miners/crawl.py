@@ -555,6 +555,22 @@ class CrawlReport:
                 "failures": list(self.failures), "figure_failures": list(self.figure_failures)}
 
 
+def figure_key(figure: dict, index: int) -> str:
+    """The key of a figure inside its article: its id, else its label, else ``figure-N``.
+
+    The crawler's figure failures and the database's ``figures.figure_key`` both use it, so a
+    failure and the stored figure agree.
+
+    Parameters
+    ----------
+    figure : dict
+        ``Figure.to_dict()``: ``id`` and ``label`` may be missing, None or empty.
+    index : int
+        0-based position of the figure in its article (``figure-N`` is 1-based).
+    """
+    return str(figure.get("id") or figure.get("label") or f"figure-{index + 1}")
+
+
 def download_figures(article: dict, client: HttpClient, all_figures: bool = False,
                      only=None) -> tuple[dict, list[dict]]:
     """Keep the EM figures (all with ``all_figures``) and download their images into the cache.
@@ -574,9 +590,9 @@ def download_figures(article: dict, client: HttpClient, all_figures: bool = Fals
     Returns
     -------
     article : dict
-        A copy of ``article`` whose figures are those downloaded, each with ``id`` (the reader's id,
-        else its label, else ``figure-N`` by position), ``image`` = local file and ``image_url`` =
-        source URL (None for local crops).
+        A copy of ``article`` whose figures are those downloaded, each with ``id`` =
+        :func:`figure_key`, ``image`` = local file and ``image_url`` = source URL (None for
+        local crops).
     failures : list of dict
         ``{"figure_id", "url", "kind", "reason", "permanent"}`` per figure that could not be
         downloaded: ``kind`` and ``permanent`` are those of the :class:`~idx.errors.CrawlError`
@@ -584,7 +600,7 @@ def download_figures(article: dict, client: HttpClient, all_figures: bool = Fals
     """
     figures, failures = [], []
     for index, figure in enumerate(article.get("figures") or []):
-        figure_id = str(figure.get("id") or figure.get("label") or f"figure-{index + 1}")
+        figure_id = figure_key(figure, index)
         if only is not None:
             if figure_id not in only:
                 continue

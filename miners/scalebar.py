@@ -67,6 +67,9 @@ MAX_FAINT_CANDIDATES = 2  # faint bars (last route) whose neighbourhood is OCRed
 OCR_TEXT_HEIGHT_PX = 36  # text is rescaled to about this height before OCR
 LABEL_CHARS = "0123456789.nmuµ"  # characters of a scale label (tesseract whitelist)
 MIN_OCR_CONF = 20.0  # tesseract word confidence (0-100) under which a reading is dropped
+# seconds one tesseract call on a label box may take (a band: twice this) before it is given up;
+# benchmarks on a loaded machine raise it so that accuracy does not depend on the load
+OCR_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -1073,7 +1076,7 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
         if label_chars:
             psm += f" -c tessedit_char_whitelist={LABEL_CHARS}"
         data = pytesseract.image_to_data(framed, config=psm, output_type=pytesseract.Output.DICT,
-                                         timeout=5)
+                                         timeout=OCR_TIMEOUT_S)
     except (RuntimeError, pytesseract.TesseractError) as exc:
         log.warning("tesseract failed on a scale-bar label (%s)", exc)
         return "", 0.0
@@ -1361,7 +1364,8 @@ def _ocr_sparse_words(band: np.ndarray, scale: float = 1.0) -> list[dict]:
     framed.paste(img, (pad, pad))
     try:
         data = pytesseract.image_to_data(framed, config="--psm 11",
-                                         output_type=pytesseract.Output.DICT, timeout=10)
+                                         output_type=pytesseract.Output.DICT,
+                                         timeout=2 * OCR_TIMEOUT_S)
     except (RuntimeError, pytesseract.TesseractError) as exc:
         log.warning("tesseract failed on a label band (%s)", exc)
         return []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -34,6 +34,9 @@ class SyntheticCase:
     text: str
     bar_px: int
     bar_bbox: tuple[int, int, int, int]  # (row0, col0, row1, col1), end exclusive
+    # how it was drawn: font, font_px, thickness_px, colour, box_colour, ticks, text_above,
+    # noise_sigma (None: no noise), jpeg_quality (None: not compressed)
+    params: dict = field(default_factory=dict)
 
 
 def font_path(name: str = "DejaVuSans.ttf") -> str:
@@ -116,15 +119,22 @@ def make_synthetic_case(background: np.ndarray, rng: np.random.Generator) -> Syn
     if not text_above:
         row -= font_px + 10
     font = FONTS[rng.integers(len(FONTS))]
+    ticks = bool(rng.random() < 0.2)
     image, bbox = draw_scalebar(base, text, bar_px, row=row, col=col, thickness_px=thickness,
                                 font_px=font_px, colour=colour, box_colour=box,
-                                ticks=bool(rng.random() < 0.2), text_above=text_above, font=font)
+                                ticks=ticks, text_above=text_above, font=font)
+    noise_sigma = jpeg_quality = None
     if rng.random() < 0.5:
-        noise = rng.normal(0, rng.uniform(2, 10), image.shape)
+        noise_sigma = float(rng.uniform(2, 10))
+        noise = rng.normal(0, noise_sigma, image.shape)
         image = np.clip(image + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.6:
+        jpeg_quality = int(rng.integers(50, 95))
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(50, 95)))
+        Image.fromarray(image).save(buffer, format="JPEG", quality=jpeg_quality)
         image = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    params = dict(font=font, font_px=font_px, thickness_px=thickness, colour=tuple(colour),
+                  box_colour=None if box is None else tuple(box), ticks=bool(ticks),
+                  text_above=bool(text_above), noise_sigma=noise_sigma, jpeg_quality=jpeg_quality)
     return SyntheticCase(image=image, value=float(value), unit=unit, text=text, bar_px=bar_px,
-                         bar_bbox=bbox)
+                         bar_bbox=bbox, params=params)

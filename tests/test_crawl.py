@@ -11,8 +11,9 @@ from idx.errors import CrawlError
 from miners import crawl as crawl_module
 from miners.articles import is_em_caption, read
 from miners.crawl import (FIGURE_MAX_ATTEMPTS, ArxivSource, DoiSource, EuropePMCSource, MemoryStore, clean_doi,
-                          crawl, download_figures, read_doi_file, safe_name)
-from crawl_site import ELSEVIER_DOI, ELSEVIER_XML, JATS, NATURE, build_site, build_three_figure_site, jpeg_bytes
+                          crawl, download_figures, figure_key, read_doi_file, safe_name)
+from crawl_site import (ELSEVIER_DOI, ELSEVIER_XML, JATS, NATURE, build_site, build_three_figure_site, jpeg_bytes,
+                        three_figure_jats)
 from replay_server import make_client
 
 
@@ -576,3 +577,51 @@ def test_cli_crawl_prints_at_most_20_figure_failures(tmp_path, server, monkeypat
     assert "... and 2 more failed figures" in lines[-1] and "SELECT * FROM crawl_figure_failures" in lines[-1]
     stats = json.loads(CliRunner().invoke(cli, ["stats", str(tmp_path / "idx.db"), "--json"]).stdout)
     assert stats["tables"]["crawl_figure_failures"] == 22 and stats["crawl"]["figures_missing_permanent"] == 22
+
+
+class IdlessSource(EuropePMCSource):
+    """Europe PMC whose figures come, as from a reader that names none, without ids: ``fig2`` keeps
+    only its label, ``fig3`` has neither."""
+
+    def fetch_article(self, record):
+        article = super().fetch_article(record)
+        for figure in article["figures"]:
+            if figure["id"] == "fig2":
+                figure["id"] = None
+            elif figure["id"] == "fig3":
+                figure["id"], figure["label"] = "", ""
+        return article
+
+
+def test_crawler_failures_and_database_rows_agree_on_figure_keys(tmp_path, server):
+    from idx.db import Database
+
+    site = build_three_figure_site(server, pmcids=("PMC1000001",))
+    text = server.routes["/epmc3/rest/PMC1000001/fullTextXML"]  # a fourth figure, always served
+    text.body = text.body.replace(b"</sec>", b'<fig id="fig4"><label>Figure 4</label><caption><p>TEM image of '
+                                  b'silica shells.</p></caption><graphic xlink:href="PMC1000001-4"/></fig></sec>')
+    server.add("/epmc3/articles/PMC1000001/bin/PMC1000001-4.jpg", jpeg_bytes(99), "image/jpeg")
+    paths = site.figure_paths["pmcid:PMC1000001"]
+    for path in paths:  # figures 1 to 3 answer 500 until the client's retries run out
+        server.routes[path].fault = "status"
+    source = IdlessSource(make_client(tmp_path, server), "nanoparticles", base_url=site.europepmc_url,
+                          images_url=site.europepmc_images_url)
+    db_path = tmp_path / "idx.db"
+    with Database(db_path) as db:
+        first = crawl(source, db, progress=False)
+        missed = [f["figure_id"] for f in first.figure_failures]
+        assert (first.stored, first.figures) == (1, 1) and missed == ["fig1", "Figure 2", "figure-3"]
+        assert sorted(f["figure_id"] for f in db.list_figure_failures()) == sorted(missed)
+        # the same figures stored straight into a database (the crawler names no id) get the same keys
+        raw = source.fetch_article(next(source.iter_records()))  # from the cache
+        assert [figure_key(f, i) for i, f in enumerate(raw["figures"])] == [*missed, "fig4"]
+        with Database(memory=True) as direct:
+            direct.add_article("pmcid:PMC1000001", raw, "europepmc")
+            assert sorted(direct.sql("SELECT figure_key FROM figures")["figure_key"]) == sorted([*missed, "fig4"])
+        for path in paths:
+            server.routes[path].fault = None
+        second = crawl(source, db, progress=False)  # the missing figures are retried and stored
+        assert (second.retried, second.figures, second.figures_failed) == (1, 3, 0)
+        stored = sorted(db.sql("SELECT figure_key FROM figures")["figure_key"])
+    assert stored == sorted([*missed, "fig4"])
+    assert count_rows(db_path) == {"articles": 1, "figures": 4, "crawl_failures": 0, "crawl_figure_failures": 0}
