@@ -21,8 +21,11 @@ Built on sqlite-utils. Tables:
     written by an older idx is opened for writing; read-only opens of such a file fall back to
     ``articles.key`` (the last key stored per article).
 ``crawl_failures``
-    Articles the crawler could not fetch, with the reason and attempts. A row is deleted when its
-    key is stored (opening an older database for writing deletes those already stored).
+    Articles the crawler could not fetch, with the reason, attempts and the DOI the source listed
+    for the key (``doi``; for a ``doi:`` key its own DOI; NULL if unknown). A row is deleted when
+    its key, or any key of the same article or DOI, is stored, and a failure of a key whose DOI is
+    already stored is not recorded. Opening an older database for writing adds the ``doi`` column
+    (filled for ``doi:`` keys) and deletes the rows of articles already stored.
 ``crawl_figure_failures``
     Figure images of stored articles the crawler could not download: ``(key, figure_key)``,
     ``url``, ``kind`` (``"HTTP 404"``, ``"timeout"``...), ``reason``, ``permanent``,
@@ -157,6 +160,16 @@ def _normalise_doi(doi) -> str | None:
     doi = str(doi).strip()
     doi = re.sub(r"^(https?://(dx\.)?doi\.org/|doi:)", "", doi, flags=re.IGNORECASE)
     return doi.lower() or None
+
+
+def _key_doi(key: str | None, doi=None) -> str | None:
+    """The DOI a crawl key resolves to: ``doi`` if given, else the key's own DOI (``doi:10.1/x``,
+    ``10.1/x``, a DOI URL); None for other keys (``pmcid:PMC1``)."""
+    for text in (doi, key):
+        value = _normalise_doi(text)
+        if value and value.startswith("10."):
+            return value
+    return None
 
 
 def _fts_phrase(text: str) -> str:
@@ -335,8 +348,10 @@ class Database:
                 foreign_keys=[("panel_id", "panels", "id"), ("run_id", "runs", "id")])
             db.table("crawl_failures").create(
                 {"key": str, "url": str, "reason": str, "attempts": int, "first_failed_at": str,
-                 "last_failed_at": str},
+                 "last_failed_at": str, "doi": str},
                 pk="key", if_not_exists=True)
+            if "doi" not in db.table("crawl_failures").columns_dict:  # older idx: no doi column
+                db.table("crawl_failures").add_column("doi", str)
             db.table("crawl_figure_failures").create(
                 {"key": str, "figure_key": str, "url": str, "kind": str, "reason": str,
                  "permanent": int, "attempts": int, "first_failed_at": str, "last_failed_at": str},
@@ -344,16 +359,19 @@ class Database:
             db.table("article_keys").create(
                 {"key": str, "article_id": str, "source": str, "added_at": str},
                 pk="key", if_not_exists=True, foreign_keys=[("article_id", "articles", "id")])
-            # databases of older versions: their crawl keys, and failures since stored
+            # databases of older versions: their crawl keys, DOIs of doi: keys, failures since stored
             self.conn.execute(
                 "INSERT OR IGNORE INTO article_keys (key, article_id, source, added_at) "
                 "SELECT key, id, source, added_at FROM articles WHERE key IS NOT NULL")
-            self.conn.execute("DELETE FROM crawl_failures WHERE key IN "
-                              "(SELECT key FROM article_keys)")
+            self.conn.execute("UPDATE crawl_failures SET doi = lower(trim(substr(key, 5))) "
+                              "WHERE doi IS NULL AND key LIKE 'doi:10.%'")
+            self.conn.execute("DELETE FROM crawl_failures WHERE key IN (SELECT key FROM article_keys) "
+                              "OR doi IN (SELECT doi FROM articles WHERE doi IS NOT NULL)")
             indexes = {
                 "articles": (["doi"], ["key"], ["year"]),
                 "figures": (["article_id"],),
                 "article_keys": (["article_id"],),
+                "crawl_failures": (["doi"],),
                 "panels": (["figure_id"], ["run_id"], ["technique"], ["diameter_mean_nm"]),
                 "particles": (["panel_id"], ["run_id"], ["diameter_nm"], ["shape"]),
             }
@@ -462,7 +480,10 @@ class Database:
                     "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
                     "article_id = excluded.article_id, source = COALESCE(excluded.source, source)",
                     [key, article_id, row["source"], row["added_at"]])
-                self.conn.execute("DELETE FROM crawl_failures WHERE key = ?", [key])
+            # the failures of every key of this article or its DOI: it is stored now
+            self.conn.execute(
+                "DELETE FROM crawl_failures WHERE key = ? OR doi = ? OR key IN "
+                "(SELECT key FROM article_keys WHERE article_id = ?)", [key, doi, article_id])
             stored = []
             for index, figure in enumerate(article.get("figures") or []):
                 figure = _as_dict(figure)
@@ -498,19 +519,40 @@ class Database:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                                  [name]).fetchone() is not None
 
-    def record_failure(self, key: str, url: str, reason: str) -> None:
+    def record_failure(self, key: str, url: str, reason: str, doi: str | None = None) -> None:
         """Remember that the crawler could not fetch ``key`` from ``url`` (counts attempts).
 
-        The row is deleted when ``key`` is later stored (``add_article``).
+        The row is deleted when ``key``, another key of the same article or an article with the
+        same DOI is later stored (``add_article``). If that DOI is already stored, nothing is
+        recorded (the article is there, under another key).
+
+        Parameters
+        ----------
+        key : str
+            Crawl key (``"pmcid:PMC3460867"``, ``"doi:10.1038/srep01497"``).
+        url : str
+            What was fetched.
+        reason : str
+            The error.
+        doi : str, optional
+            The DOI the source listed for ``key``; a ``doi:`` key's own DOI is used without it.
         """
         now = _now()
+        doi = _key_doi(key, doi)
         with self._errors("record a crawl failure"), self.db.atomic():
+            if doi and self.conn.execute("SELECT 1 FROM articles WHERE doi = ? LIMIT 1",
+                                         [doi]).fetchone():
+                logger.info("crawl failure of %s not recorded: DOI %s is stored under another key",
+                            key, doi)
+                self.conn.execute("DELETE FROM crawl_failures WHERE key = ?", [key])
+                return
             old = self.conn.execute("SELECT attempts, first_failed_at FROM crawl_failures "
                                     "WHERE key = ?", [key]).fetchone()
             self.db.table("crawl_failures").upsert(
                 {"key": key, "url": url, "reason": str(reason),
                  "attempts": (old[0] if old else 0) + 1,
-                 "first_failed_at": old[1] if old else now, "last_failed_at": now}, pk="key")
+                 "first_failed_at": old[1] if old else now, "last_failed_at": now, "doi": doi},
+                pk="key")
 
     def record_figure_failure(self, key: str, failure: dict) -> None:
         """Remember that one figure image of the crawled article ``key`` could not be downloaded.
@@ -861,7 +903,8 @@ class Database:
         """Crawl failures still open: ``{"articles_failed", "figures_missing",
         "figures_missing_permanent"}`` (see ``stats``)."""
         stored = ("SELECT key FROM article_keys" if self._has_table("article_keys")
-                  else "SELECT key FROM articles WHERE key IS NOT NULL")
+                  else "SELECT key FROM articles WHERE key IS NOT NULL") + \
+            " UNION SELECT 'doi:' || doi FROM articles WHERE doi IS NOT NULL"
         with self._errors("count crawl failures"):
             failed = self.conn.execute(f"SELECT COUNT(*) FROM crawl_failures WHERE key NOT IN "
                                        f"({stored})").fetchone()[0] \

@@ -43,10 +43,11 @@ The store protocol
     ``"europepmc"``, ``"arxiv"`` or ``"doi"``. Must be idempotent, and figures are *merged* by
     ``id`` with those stored before (a retry passes only the recovered figures); storing a figure
     forgets its recorded figure failure.
-``record_failure(key: str, url: str, reason: str) -> None``
-    Remember that article ``key`` (fetched from ``url``) failed and why. A failed article is not
-    stored, so the next run tries it again (everything already downloaded comes from the cache);
-    once ``key`` is stored it is no longer listed as failed.
+``record_failure(key: str, url: str, reason: str, doi: str | None = None) -> None``
+    Remember that article ``key`` (fetched from ``url``) failed and why; ``doi`` is the DOI the
+    source's listing gave for it (None if unknown). A failed article is not stored, so the next
+    run tries it again (everything already downloaded comes from the cache); once ``key``, or
+    another key of the same DOI, is stored it is no longer listed as failed.
 
 Optional (without them a store still gets articles with figures missing, but the missing figures
 are only in the report and never retried):
@@ -151,7 +152,7 @@ class Store(Protocol):
 
     def add_article(self, key: str, article: dict, source: str) -> None: ...
 
-    def record_failure(self, key: str, url: str, reason: str) -> None: ...
+    def record_failure(self, key: str, url: str, reason: str, doi: str | None = None) -> None: ...
 
     # optional: def record_figure_failure(self, key: str, failure: dict) -> None
     #           def list_figure_failures(self, key: str) -> list[dict]
@@ -165,7 +166,8 @@ class MemoryStore:
     articles : dict
         ``{key: {"article": dict, "source": str}}``; figures are merged by ``id`` across calls.
     failures : list of dict
-        ``{"key", "url", "reason"}`` in the order they happened.
+        ``{"key", "url", "reason", "doi"}`` in the order they happened (a log: entries stay when
+        the key is stored later).
     figure_failures : dict
         ``{key: {figure_id: {"figure_id", "url", "kind", "reason", "permanent", "attempts"}}}``
         for the figures still missing.
@@ -191,8 +193,8 @@ class MemoryStore:
             self.figure_failures.get(key, {}).pop(figure.get("id"), None)
         self.articles[key] = {"article": {**article, "figures": list(figures.values())}, "source": source}
 
-    def record_failure(self, key: str, url: str, reason: str) -> None:
-        self.failures.append({"key": key, "url": url, "reason": reason})
+    def record_failure(self, key: str, url: str, reason: str, doi: str | None = None) -> None:
+        self.failures.append({"key": key, "url": url, "reason": reason, "doi": doi})
 
     def record_figure_failure(self, key: str, failure: dict) -> None:
         figures = self.figure_failures.setdefault(key, {})
@@ -746,7 +748,7 @@ def crawl(source, store: Store, *, max_articles: int | None = None, all_figures:
             except IdxError as exc:
                 reason = str(exc)
                 log.warning("%s failed: %s", record.key, reason)
-                store.record_failure(record.key, record.url, reason)
+                store.record_failure(record.key, record.url, reason, doi=record.meta.get("doi"))
                 report.failed += 1
                 report.failures.append({"key": record.key, "url": record.url, "reason": reason})
             else:

@@ -218,8 +218,9 @@ def three_figure_jats(pmcid: str) -> bytes:
 
 
 def build_three_figure_site(server, pmcids=("PMC1000001", "PMC1000002")) -> Site:
-    """A one-page Europe PMC search under ``/epmc3`` listing ``pmcids``, each a JATS article with
-    three EM figures served as JPEGs at ``/epmc3/articles/{PMCID}/bin/{PMCID}-{n}.jpg``.
+    """A one-page Europe PMC search under ``/epmc3`` listing ``pmcids`` (with their DOIs
+    ``10.5555/{pmcid lower case}``), each a JATS article with three EM figures served as JPEGs at
+    ``/epmc3/articles/{PMCID}/bin/{PMCID}-{n}.jpg``.
 
     Use ``site.europepmc_url`` / ``site.europepmc_images_url`` (they point at ``/epmc3``), and
     ``site.figure_paths["pmcid:PMC..."]`` (three paths, figure 1 to 3) to inject faults.
@@ -227,8 +228,9 @@ def build_three_figure_site(server, pmcids=("PMC1000001", "PMC1000002")) -> Site
     site = Site(server)
     site.europepmc_url = server.url("/epmc3/rest")
     site.europepmc_images_url = server.url("/epmc3/articles")
-    results = [{"id": pmcid, "source": "PMC", "pmcid": pmcid, "title": f"Three micrographs of {pmcid}",
-                "journalTitle": "Test Nano", "pubYear": "2020", "isOpenAccess": "Y"} for pmcid in pmcids]
+    results = [{"id": pmcid, "source": "PMC", "pmcid": pmcid, "doi": f"10.5555/{pmcid.lower()}",
+                "title": f"Three micrographs of {pmcid}", "journalTitle": "Test Nano", "pubYear": "2020",
+                "isOpenAccess": "Y"} for pmcid in pmcids]
     page = json.dumps({"version": "6.9", "hitCount": len(results), "nextCursorMark": "*",
                        "resultList": {"result": results}}).encode()
     server.add("/epmc3/rest/search", page, "application/json")

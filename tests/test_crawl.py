@@ -625,3 +625,68 @@ def test_crawler_failures_and_database_rows_agree_on_figure_keys(tmp_path, serve
         stored = sorted(db.sql("SELECT figure_key FROM figures")["figure_key"])
     assert stored == sorted([*missed, "fig4"])
     assert count_rows(db_path) == {"articles": 1, "figures": 4, "crawl_failures": 0, "crawl_figure_failures": 0}
+
+
+# -- a key that failed, stored later under another key of the same DOI ------------------------------
+def count_articles(db, doi: str) -> int:
+    return int(db.sql(f"SELECT COUNT(*) AS n FROM articles WHERE doi = '{doi}'")["n"][0])
+
+
+def test_failed_doi_key_cleared_when_the_article_is_stored_under_its_pmcid(tmp_path, server):
+    from idx.db import Database
+
+    site = build_three_figure_site(server)
+    crossref = "/crossref/works/10.5555/pmc1000002"
+    server.add(crossref, b"", "application/json", fault="status", fault_status=500)  # Crossref down
+
+    def by_doi():
+        return DoiSource(make_client(tmp_path, server), ["https://doi.org/10.5555/PMC1000002"],
+                         crossref_url=site.crossref_url, doi_url=site.doi_url)
+
+    db_path = tmp_path / "idx.db"
+    with Database(db_path) as db:
+        first = crawl(by_doi(), db, progress=False)
+        assert first.failed == 1 and server.hits[crossref] == 3  # 500 until the client's 2 retries run out
+        assert db.sql("SELECT key, doi FROM crawl_failures").values.tolist() == \
+            [["doi:10.5555/pmc1000002", "10.5555/pmc1000002"]]
+        second = three_figure_crawl(tmp_path, server, site, db)  # Europe PMC: the same article, its pmcid key
+        assert (second.stored, second.failed) == (2, 0)
+        assert db.sql("SELECT key FROM crawl_failures").empty and db.stats()["crawl"]["articles_failed"] == 0
+        third = crawl(by_doi(), db, progress=False)  # the DOI key is found now: nothing asked, nothing added
+        assert (third.skipped, third.stored, third.failed) == (1, 0, 0) and server.hits[crossref] == 3
+        assert count_articles(db, "10.5555/pmc1000002") == 1
+    assert count_rows(db_path) == {"articles": 2, "figures": 6, "crawl_failures": 0, "crawl_figure_failures": 0}
+
+
+def test_failed_pmcid_key_cleared_when_its_doi_is_stored(tmp_path, server):
+    from idx.db import Database
+
+    site = build_three_figure_site(server)
+    text = server.routes["/epmc3/rest/PMC1000002/fullTextXML"]
+    text.fault = "status"  # Europe PMC answers 500 for this full text
+    copy = "/epmc3/articles/PMC1000002/bin/fulltext.xml"  # the same JATS, linked from Crossref
+    server.add(copy, text.body, "application/xml")
+    message = {"DOI": "10.5555/pmc1000002", "link": [{"URL": server.url(copy), "content-type": "text/xml"}]}
+    server.add("/crossref/works/10.5555/pmc1000002", json.dumps({"status": "ok", "message": message}).encode(),
+               "application/json")
+    by_doi = DoiSource(make_client(tmp_path, server), ["10.5555/pmc1000002"], crossref_url=site.crossref_url,
+                       doi_url=site.doi_url)
+    db_path = tmp_path / "idx.db"
+    with Database(db_path) as db:
+        first = three_figure_crawl(tmp_path, server, site, db)
+        assert (first.stored, first.failed) == (1, 1) and server.hits["/epmc3/rest/PMC1000002/fullTextXML"] == 3
+        assert db.sql("SELECT key, doi FROM crawl_failures").values.tolist() == \
+            [["pmcid:PMC1000002", "10.5555/pmc1000002"]]  # the DOI of the listing
+        second = crawl(by_doi, db, progress=False)
+        assert (second.stored, second.failed, second.figures) == (1, 0, 3)
+        assert db.sql("SELECT key FROM crawl_failures").empty and db.stats()["crawl"]["articles_failed"] == 0
+        third = three_figure_crawl(tmp_path, server, site, db)  # the pmcid key fails again: its DOI is stored
+        assert (third.skipped, third.failed) == (1, 1) and db.sql("SELECT key FROM crawl_failures").empty
+        text.fault = None
+        fourth = three_figure_crawl(tmp_path, server, site, db)  # stored under the pmcid key too: one article
+        assert (fourth.stored, fourth.skipped, fourth.failed) == (1, 1, 0)
+        assert count_articles(db, "10.5555/pmc1000002") == 1
+        assert db.sql("SELECT k.key FROM article_keys k JOIN articles a ON a.id = k.article_id "
+                      "WHERE a.doi = '10.5555/pmc1000002' ORDER BY 1")["key"].tolist() == \
+            ["doi:10.5555/pmc1000002", "pmcid:PMC1000002"]
+    assert count_rows(db_path) == {"articles": 2, "figures": 6, "crawl_failures": 0, "crawl_figure_failures": 0}

@@ -388,3 +388,30 @@ def test_database_without_article_keys_opens_and_is_upgraded(tmp_path):
         assert db.db.table("articles").count == 2
     with Database(path, readonly=True) as db:
         assert db.has_article("pmcid:PMC1") and db.stats()["tables"]["article_keys"] == 3
+
+
+def test_failures_of_every_key_of_a_stored_doi_are_deleted(tmp_path):
+    path = tmp_path / "idx.db"
+    with Database(path) as db:
+        db.record_failure("pmcid:PMC2", "http://x.org/2", "HTTP 500", doi="https://doi.org/10.2/Y")
+        db.record_failure("doi:10.3/z", "http://x.org/3", "HTTP 500")  # a doi: key is its own DOI
+        db.record_failure("pmcid:PMC4", "http://x.org/4", "HTTP 404")
+        assert db.conn.execute("SELECT key, doi FROM crawl_failures ORDER BY key").fetchall() == \
+            [("doi:10.3/z", "10.3/z"), ("pmcid:PMC2", "10.2/y"), ("pmcid:PMC4", None)]
+        db.add_article("doi:10.2/y", {"doi": "10.2/y", "title": "Y"}, "doi")
+        db.add_article("arxiv:2101.00003", {"doi": "10.3/Z", "title": "Z"}, "arxiv")
+        assert db.sql("SELECT key FROM crawl_failures")["key"].tolist() == ["pmcid:PMC4"]
+        db.record_failure("pmcid:PMC2", "http://x.org/2", "HTTP 500", doi="10.2/y")  # stored: not recorded
+        assert db.sql("SELECT key FROM crawl_failures")["key"].tolist() == ["pmcid:PMC4"]
+        assert db.db.table("articles").count == 2
+    with sqlite3.connect(path) as conn:  # the previous version: no doi column, a doi: key stored since
+        conn.execute("DROP INDEX idx_crawl_failures_doi")
+        conn.execute("ALTER TABLE crawl_failures DROP COLUMN doi")
+        conn.execute("INSERT INTO crawl_failures (key, url, reason, attempts) VALUES "
+                     "('doi:10.2/y', 'http://x.org/2', 'HTTP 500', 1), ('doi:10.9/new', 'http://x.org/9', 'HTTP 500', 1)")
+    with Database(path, readonly=True) as db:  # read-only: a doi: key of a stored DOI is not counted
+        assert db.stats()["crawl"]["articles_failed"] == 2
+    with Database(path) as db:  # writable: the column is added, filled for doi: keys, stored DOIs deleted
+        assert db.conn.execute("SELECT key, doi FROM crawl_failures ORDER BY key").fetchall() == \
+            [("doi:10.9/new", "10.9/new"), ("pmcid:PMC4", None)]
+        assert db.db.table("articles").count == 2
