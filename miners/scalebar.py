@@ -339,7 +339,7 @@ def _read_label_chars(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple | N
             if calls <= 0:
                 return None
             calls -= 1
-            text, _ = _ocr_box(gray, tuple(box), mode, label_chars=True)
+            text, _ = _ocr_label(gray, arr, tuple(box), mode, label_chars=True)
             match = _STRICT_LABEL_RE.fullmatch(text.strip())
             if match is not None:
                 unit = "nm" if match.group(2) == "nm" else "µm"
@@ -613,7 +613,9 @@ def find_bar_candidates(image: np.ndarray) -> list[dict]:
     if arr.ndim == 3:
         a16 = arr.astype(np.int16)
         chroma = a16.max(axis=2) - a16.min(axis=2)
-        masks.append(("colour", chroma >= COLOUR_MIN_CHROMA))
+        # a coloured bar is measured on the chroma image: its grey level may be the ground's
+        # (a yellow bar on a light image), its chroma stands out on any grey ground
+        masks.append(("colour", chroma >= COLOUR_MIN_CHROMA, np.clip(chroma, 0, 255).astype(np.uint8)))
     # near-saturated levels: a pure white (black) bar over bright (dark) particles or texture
     # is glued to them at the levels above, not at these
     masks += [("light", gray >= SATURATED_LIGHT_MIN), ("dark", gray <= SATURATED_DARK_MAX)]
@@ -647,13 +649,18 @@ def find_faint_bar_candidates(image: np.ndarray) -> list[dict]:
     return _candidates_from_masks(gray.astype(np.uint8), masks)
 
 
-def _candidates_from_masks(gray: np.ndarray, masks: list[tuple[str, np.ndarray]]) -> list[dict]:
-    """Bar candidates among the components of ``(polarity, bool mask (H, W))`` pairs, best first."""
+def _candidates_from_masks(gray: np.ndarray, masks: list[tuple]) -> list[dict]:
+    """Bar candidates among the components of ``(polarity, bool mask (H, W))`` pairs, best first.
+
+    A third item, a uint8 (H, W) image, is what that mask's bars are measured on (contrast,
+    sub-pixel ends, ``value``) instead of ``gray``.
+    """
     height, width = gray.shape
     min_len = max(MIN_BAR_PX, int(0.02 * width))
     max_len = MAX_BAR_FRACTION * width
     candidates = []
-    for polarity, mask in masks:
+    for polarity, mask, *measured_on in masks:
+        image = measured_on[0] if measured_on else gray
         if not mask.any():
             continue
         labels, _ = ndimage.label(mask)
@@ -663,7 +670,7 @@ def _candidates_from_masks(gray: np.ndarray, masks: list[tuple[str, np.ndarray]]
             h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
             if w < min_len or w > max_len or h > max(0.6 * w, 6):
                 continue
-            bar = _measure_bar(gray, labels[sl] == index, sl, polarity)
+            bar = _measure_bar(image, labels[sl] == index, sl, polarity)
             if bar is not None and not any(
                     other["polarity"] == polarity
                     and _same_bar(other, bar)
@@ -827,12 +834,12 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
             if ocr_budget[0] <= 0:
                 return odd[0] if odd else best
             ocr_budget[0] -= 1
-            text, conf = _ocr_box(gray, box, mode)
+            text, conf = _ocr_label(gray, arr, box, mode)
             if text and _UNIT_ONLY_RE.fullmatch(text) and ocr_budget[0] > 0:
                 # the unit alone: the number touches a particle and was left out of the line box
                 ocr_budget[0] -= 1
                 wider = _widen_box(box, gray.shape)
-                wide_text, wide_conf = _ocr_box(gray, wider, mode)
+                wide_text, wide_conf = _ocr_label(gray, arr, wider, mode)
                 if parse_scale_text(_fix_ocr(wide_text)) is not None:
                     box, text, conf = wider, wide_text, wide_conf
             elif (text and text_polarity is not None and not extended
@@ -843,7 +850,7 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
                 ocr_budget[0] -= 1
                 extended = True  # once a box: the calls left may be needed by stacked lines
                 longer = _extend_box_right(box, gray.shape)
-                long_text, long_conf = _ocr_box(gray, longer, mode)
+                long_text, long_conf = _ocr_label(gray, arr, longer, mode)
                 if parse_scale_text(_fix_ocr(long_text)) is not None:
                     box, text, conf = longer, long_text, long_conf
             parsed = parse_scale_text(_fix_ocr(text)) if text else None
@@ -866,7 +873,7 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
         if ocr_budget[0] <= 0:
             return best
         ocr_budget[0] -= 1
-        text, conf = _ocr_box(gray, tuple(rect), text_polarity, n_lines=2)
+        text, conf = _ocr_label(gray, arr, tuple(rect), text_polarity, n_lines=2)
         text = " ".join(text.split())
         if text and parse_scale_text(_fix_ocr(text)) is not None:
             return text, tuple(rect), conf
@@ -930,7 +937,9 @@ def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple
         masks = [(dark, 0.0, "dark"), (window >= 215, 15.0, "light")]
     else:
         sub = arr[wr0:wr1, wc0:wc1].astype(np.int16)
-        masks = [((sub.max(axis=2) - sub.min(axis=2)) >= COLOUR_MIN_CHROMA * 0.8, 0.0, "colour"),
+        chroma = sub.max(axis=2) - sub.min(axis=2)
+        # coloured glyphs are told from the ground by their chroma, not their grey level
+        masks = [(chroma >= COLOUR_MIN_CHROMA * 0.8, 0.0, "colour", chroma),
                  (dark, 10.0, "dark"), (light, 10.0, "light")]
     # masks relative to the local ground: grey text on grey ground (SEM data bars, dark text on
     # a mid-grey image) falls between the fixed levels above
@@ -939,7 +948,8 @@ def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple
               (window <= ground - ADAPTIVE_GLYPH_CONTRAST, 5.0, "dark")]
     max_glyph_h = max(12, min(80, int(0.8 * length) + 10))
     lines = []
-    for text_mask, penalty, text_polarity in masks:
+    for text_mask, penalty, text_polarity, *contrast_on in masks:
+        contrast_image = contrast_on[0] if contrast_on else window
         text_mask = text_mask.copy()
         # remove the bar rows and the end ticks; text touching the bar body survives
         # (two rows each side: a bar drawn with a dark outline would glue the glyphs together)
@@ -959,7 +969,7 @@ def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple
             inside = labels[sl] == index
             if inside.all():
                 continue
-            patch = window[sl]
+            patch = contrast_image[sl]
             if abs(float(patch[inside].mean()) - float(np.median(patch[~inside]))) < GLYPH_CONTRAST:
                 continue
             if True:
@@ -995,9 +1005,11 @@ def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple
     if not boxes:  # no glyphs found: plain bands above and below the bar
         band = int(np.clip(0.35 * length, 14, 60))
         pad = int(0.3 * length)
+        # (a coloured bar's label is read from the chroma image: see _ocr_label)
+        band_polarity = "colour" if bar["polarity"] == "colour" else None
         boxes = [
-            (max(0, cr0 - band), max(0, c0 - pad), cr0, min(width, c1 + pad), None),
-            (cr1, max(0, c0 - pad), min(height, cr1 + band), min(width, c1 + pad), None),
+            (max(0, cr0 - band), max(0, c0 - pad), cr0, min(width, c1 + pad), band_polarity),
+            (cr1, max(0, c0 - pad), min(height, cr1 + band), min(width, c1 + pad), band_polarity),
         ]
         boxes = [b for b in boxes if b[2] - b[0] >= 6]
     return boxes
@@ -1020,6 +1032,21 @@ def _group_lines(glyphs: list[tuple[int, int, int, int]]) -> list[tuple[int, int
         else:
             lines.append([r0, c0, r1, c1, 1])
     return [tuple(line) for line in lines]
+
+
+def _ocr_label(gray: np.ndarray, arr: np.ndarray, box: tuple[int, int, int, int],
+               text_polarity: str | None, **kwargs) -> tuple[str, float]:
+    """:func:`_ocr_box` on the image where text of ``text_polarity`` shows best.
+
+    Coloured text (``"colour"``: yellow, red, green labels) is read from the chroma image
+    (max - min channel of ``arr``, (H, W, 3) uint8) as light text: there it stands out whatever
+    the ground, while its grey level can equal the ground's (yellow on a light image, red on a
+    dark one). Other text is read from ``gray`` (uint8 (H, W)).
+    """
+    if text_polarity == "colour" and arr.ndim == 3:
+        rgb = arr[..., :3].astype(np.int16)
+        return _ocr_box((rgb.max(axis=2) - rgb.min(axis=2)).astype(np.uint8), box, "light", **kwargs)
+    return _ocr_box(gray, box, text_polarity, **kwargs)
 
 
 def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
@@ -1098,7 +1125,7 @@ def _fix_ocr(text: str) -> str:
     t = re.sub(r"\b[lI|](?=\d)", "1", t)
     # a lone "1" before the unit read as a letter: "tpm", "l nm"
     t = re.sub(r"(?<![\w.|])[tlI](?=\s*(?:pm|µm|um|nm|jm|ym)\b)", "1", t)
-    t = re.sub(r"(?<=\d)\s*(?:pm|ym|jim|jm|wm|uum|µum|hm|qm|um|µm|urn|µ\s*m)\b", " µm", t, flags=re.IGNORECASE)
+    t = re.sub(r"(?<=\d)\s*(?:pm|pum|ym|jim|jm|wm|uum|µum|hm|qm|um|µm|urn|µ\s*m)\b", " µm", t, flags=re.IGNORECASE)
     t = re.sub(r"(?<=\d)[$S](?=\d)", "5", t)
     t = re.sub(r"(?<![\w.])[$S](?=\d)", "5", t)
     t = re.sub(r"(?<=\d)\s*[‘'\"`]?\s*(?:rn|am|nrn|mn|n|nt|nhr|nr|nn|nim|ntn|hm)\b", " nm", t)

@@ -715,3 +715,85 @@ def test_stroke_of_a_label_is_no_faint_bar():
     # overlaps it ("1 pm" over 39 px); the label of a bar never covers the bar
     result = read_scalebar(emps_crop("78847f96ee", slice(400, None), slice(0, 260)))
     assert not result.found or result.bar_px == pytest.approx(155, rel=0.05)
+
+
+# ---- coloured labels (eighth round): bar and text read from the chroma image -----------------
+# Failures of the synthetic benchmark (seed 0, cases 7, 12, 43, 84), redrawn on the same EMPS
+# backgrounds: a yellow bar on a light image, red on a dark one, green after noise and JPEG. Their
+# grey level is near the ground's; only their chroma stands out.
+
+COLOUR_CASES = [
+    # stem, text, value, unit, bar_px, (row, col), colour, font, font_px, thickness, text_above, ticks, noise, jpeg
+    ("31a727b95d", "100 nm", 100.0, "nm", 132, (469, 460), (255, 255, 0), "DejaVuSans-Bold.ttf", 24, 9,
+     True, False, None, None),
+    ("5842aa1a32", "0.2 µm", 0.2, "µm", 138, (474, 38), (255, 0, 0), "DejaVuSerif-Bold.ttf", 23, 5,
+     True, True, None, 58),
+    ("55511ff512", "500 nm", 500.0, "nm", 112, (420, 485), (0, 255, 0), "DejaVuSans.ttf", 30, 12,
+     False, False, 8.65, 78),
+    ("6752c27137", "100 nm", 100.0, "nm", 103, (471, 39), (255, 0, 0), "DejaVuSans-Bold.ttf", 24, 7,
+     True, False, None, None),
+]
+
+
+def coloured_case(stem, text, bar_px, at, colour, font, font_px, thickness, text_above, ticks,
+                  noise, jpeg) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    import io
+
+    from miners.images import load_image
+
+    image, bbox = draw_scalebar(load_image(EMPS / f"{stem}.png"), text, bar_px, row=at[0], col=at[1],
+                                thickness_px=thickness, font_px=font_px, colour=colour,
+                                ticks=ticks, text_above=text_above, font=font)
+    if noise:
+        rng = np.random.default_rng(0)
+        image = np.clip(image + rng.normal(0, noise, image.shape), 0, 255).astype(np.uint8)
+    if jpeg:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=jpeg)
+        image = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return image, bbox
+
+
+@needs_emps
+def test_coloured_bar_grey_as_its_ground_is_found_and_measured():
+    from miners.images import to_gray
+    from miners.scalebar import MIN_CONTRAST
+
+    stem, text, _, _, bar_px, at, colour, font, font_px, thickness, above, ticks, noise, jpeg = COLOUR_CASES[0]
+    image, (r0, c0, r1, c1) = coloured_case(stem, text, bar_px, at, colour, font, font_px, thickness,
+                                            above, ticks, noise, jpeg)
+    gray = to_gray(image)
+    # yellow (grey 226) over a light image: no grey-level contrast with the rows around it
+    assert abs(float(gray[r0:r1, c0:c1].mean()) - float(gray[r1 + 2:r1 + 6, c0:c1].mean())) < MIN_CONTRAST
+    bars = [b for b in find_bar_candidates(image) if b["polarity"] == "colour"]
+    assert bars and bars[0]["bbox"] == (r0, c0, r1, c1)
+    assert bars[0]["length_px"] == pytest.approx(bar_px, abs=0.5)
+
+
+@needs_tesseract
+@needs_emps
+@pytest.mark.parametrize("case", COLOUR_CASES, ids=[c[0] for c in COLOUR_CASES])
+def test_coloured_label_is_read_from_its_chroma(case):
+    stem, text, value, unit, bar_px, at, colour, font, font_px, thickness, above, ticks, noise, jpeg = case
+    image, _ = coloured_case(stem, text, bar_px, at, colour, font, font_px, thickness, above, ticks,
+                             noise, jpeg)
+    result = read_scalebar(image)
+    assert result.found and (result.value, result.unit) == (value, unit)
+    assert result.nm_per_px == pytest.approx(to_nm(value, unit) / bar_px, rel=0.02)
+
+
+def test_ocr_label_reads_coloured_text_from_the_chroma_image(monkeypatch):
+    import miners.scalebar as scalebar
+    from miners.images import to_gray
+
+    seen = []
+    monkeypatch.setattr(scalebar, "_ocr_box", lambda image, box, polarity, **kw: seen.append(
+        (image.copy(), polarity)) or ("", 0.0))
+    rgb = np.full((40, 80, 3), 200, dtype=np.uint8)
+    rgb[10:30, 10:20] = (255, 255, 0)  # yellow ink, grey 226 on grey 200
+    gray = to_gray(rgb)
+    scalebar._ocr_label(gray, rgb, (5, 5, 35, 75), "colour")
+    scalebar._ocr_label(gray, rgb, (5, 5, 35, 75), "dark")
+    (chroma, polarity), (grey_image, grey_polarity) = seen
+    assert polarity == "light" and chroma[20, 15] == 255 and chroma[0, 0] == 0
+    assert grey_polarity == "dark" and np.array_equal(grey_image, gray)
