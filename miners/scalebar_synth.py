@@ -24,6 +24,10 @@ LABELS = (
 )
 
 
+NM_PER_LABEL_UNIT = {"nm": 1.0, "µm": 1000.0, "Å": 0.1}
+MIN_NM_PER_PX = 0.005  # finest pixel size drawn (atomic-resolution STEM); the reader's lower bound
+
+
 @dataclass
 class SyntheticCase:
     """One synthetic micrograph and what its scale bar says."""
@@ -98,6 +102,9 @@ def make_synthetic_case(background: np.ndarray, rng: np.random.Generator) -> Syn
     height, width = base.shape[:2]
     value, unit, text = LABELS[rng.integers(len(LABELS))]
     bar_px = int(rng.integers(max(20, width // 12), max(21, width // 3)))
+    # no micrograph has pixels under MIN_NM_PER_PX (a "10 Å" bar over 220 px would be 0.045 Å/px):
+    # such a bar is shortened (no extra random draw, so every other case stays as it was)
+    bar_px = min(bar_px, int(value * NM_PER_LABEL_UNIT[unit] / MIN_NM_PER_PX))
     font_px = int(rng.integers(max(11, height // 40), max(12, height // 16)))
     thickness = int(rng.integers(2, max(3, font_px // 2)))
     margin = font_px * 2 + 10

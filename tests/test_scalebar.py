@@ -797,3 +797,16 @@ def test_ocr_label_reads_coloured_text_from_the_chroma_image(monkeypatch):
     (chroma, polarity), (grey_image, grey_polarity) = seen
     assert polarity == "light" and chroma[20, 15] == 255 and chroma[0, 0] == 0
     assert grey_polarity == "dark" and np.array_equal(grey_image, gray)
+
+
+def test_synthetic_cases_have_micrograph_pixel_sizes():
+    # a "10 Å" label over more than 200 px (0.045 Å/px) is no micrograph; the generator shortens
+    # such bars instead of asking the reader for an impossible scale
+    from miners.scalebar import NM_PER_PX_RANGE
+    from miners.scalebar_synth import make_synthetic_case
+
+    rng = np.random.default_rng(1)
+    background = noisy_background(shape=(512, 820), level=120)
+    sizes = [to_nm(c.value, c.unit) / c.bar_px
+             for c in (make_synthetic_case(background, rng) for _ in range(120))]
+    assert min(sizes) >= NM_PER_PX_RANGE[0]
