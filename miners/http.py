@@ -133,9 +133,11 @@ def make_session(
     retry_after_max_s: float = 60.0,
     user_agent: str = USER_AGENT,
     mailto: str | None = None,
-    raise_on_status: bool = True,
 ) -> requests.Session:
     """A ``requests.Session`` with retrying adapters and a descriptive User-Agent.
+
+    A 429/5xx status still answered after the last retry is returned as that last response, not
+    raised, so :class:`HttpClient` knows its status.
 
     Parameters
     ----------
@@ -149,10 +151,6 @@ def make_session(
         User-Agent prefix.
     mailto : str, optional
         Contact e-mail appended to the User-Agent (Crossref's "polite pool" asks for it).
-    raise_on_status : bool
-        True: a 429/5xx status still answered after the last retry raises
-        ``requests.exceptions.RetryError``; False: that last response is returned (``HttpClient``
-        then knows its status).
     """
     retry_cls = type("CappedRetry", (_CappedRetry,), {"retry_after_max_s": float(retry_after_max_s)})
     retry = retry_cls(
@@ -164,7 +162,7 @@ def make_session(
         status_forcelist=RETRY_STATUSES,
         allowed_methods=("GET", "HEAD"),
         respect_retry_after_header=True,
-        raise_on_status=raise_on_status,
+        raise_on_status=False,
     )
     session = requests.Session()
     for prefix in ("http://", "https://"):
@@ -258,8 +256,7 @@ class HttpClient:
         self.prefix_headers = {
             (p if p.endswith("/") else p + "/"): dict(h) for p, h in (prefix_headers or {}).items()
         }
-        self.session = session or make_session(retries, backoff_s, retry_after_max_s, mailto=mailto,
-                                               raise_on_status=False)
+        self.session = session or make_session(retries, backoff_s, retry_after_max_s, mailto=mailto)
         self.stats = {"requests": 0, "cache_hits": 0, "bytes": 0}
         self._last_request_s: dict[str, float] = {}
         self._lock = threading.Lock()
