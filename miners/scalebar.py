@@ -611,11 +611,10 @@ def find_bar_candidates(image: np.ndarray) -> list[dict]:
     height, width = gray.shape
     masks = [("light", gray >= BRIGHT_MIN), ("dark", gray <= DARK_MAX)]
     if arr.ndim == 3:
-        a16 = arr.astype(np.int16)
-        chroma = a16.max(axis=2) - a16.min(axis=2)
+        chroma = _chroma(arr)
         # a coloured bar is measured on the chroma image: its grey level may be the ground's
         # (a yellow bar on a light image), its chroma stands out on any grey ground
-        masks.append(("colour", chroma >= COLOUR_MIN_CHROMA, np.clip(chroma, 0, 255).astype(np.uint8)))
+        masks.append(("colour", chroma >= COLOUR_MIN_CHROMA, chroma))
     # near-saturated levels: a pure white (black) bar over bright (dark) particles or texture
     # is glued to them at the levels above, not at these
     masks += [("light", gray >= SATURATED_LIGHT_MIN), ("dark", gray <= SATURATED_DARK_MAX)]
@@ -936,8 +935,7 @@ def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple
     elif bar["polarity"] == "dark":
         masks = [(dark, 0.0, "dark"), (window >= 215, 15.0, "light")]
     else:
-        sub = arr[wr0:wr1, wc0:wc1].astype(np.int16)
-        chroma = sub.max(axis=2) - sub.min(axis=2)
+        chroma = _chroma(arr[wr0:wr1, wc0:wc1])
         # coloured glyphs are told from the ground by their chroma, not their grey level
         masks = [(chroma >= COLOUR_MIN_CHROMA * 0.8, 0.0, "colour", chroma),
                  (dark, 10.0, "dark"), (light, 10.0, "light")]
@@ -1044,9 +1042,19 @@ def _ocr_label(gray: np.ndarray, arr: np.ndarray, box: tuple[int, int, int, int]
     dark one). Other text is read from ``gray`` (uint8 (H, W)).
     """
     if text_polarity == "colour" and arr.ndim == 3:
-        rgb = arr[..., :3].astype(np.int16)
-        return _ocr_box((rgb.max(axis=2) - rgb.min(axis=2)).astype(np.uint8), box, "light", **kwargs)
+        # the chroma of a window around the box only (it holds _ocr_box's padded crop: same text)
+        r0, c0, r1, c1 = box
+        margin = (r1 - r0) // 4 + 2
+        wr0, wc0 = max(0, r0 - margin), max(0, c0 - margin)
+        window = _chroma(arr[wr0:r1 + margin, wc0:c1 + margin])
+        return _ocr_box(window, (r0 - wr0, c0 - wc0, r1 - wr0, c1 - wc0), "light", **kwargs)
     return _ocr_box(gray, box, text_polarity, **kwargs)
+
+
+def _chroma(arr: np.ndarray) -> np.ndarray:
+    """Colour saturation of an (H, W, 3+) uint8 image: max - min of R, G, B, uint8 (H, W)."""
+    rgb = arr[..., :3]
+    return rgb.max(axis=2) - rgb.min(axis=2)
 
 
 def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from miners.images import to_rgb
+from miners.scalebar import NM_PER_PX_RANGE, NM_PER_UNIT
 
 FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf")
 LABELS = (
@@ -24,8 +25,6 @@ LABELS = (
 )
 
 
-NM_PER_LABEL_UNIT = {"nm": 1.0, "µm": 1000.0, "Å": 0.1}
-MIN_NM_PER_PX = 0.005  # finest pixel size drawn (atomic-resolution STEM); the reader's lower bound
 
 
 @dataclass
@@ -102,9 +101,10 @@ def make_synthetic_case(background: np.ndarray, rng: np.random.Generator) -> Syn
     height, width = base.shape[:2]
     value, unit, text = LABELS[rng.integers(len(LABELS))]
     bar_px = int(rng.integers(max(20, width // 12), max(21, width // 3)))
-    # no micrograph has pixels under MIN_NM_PER_PX (a "10 Å" bar over 220 px would be 0.045 Å/px):
-    # such a bar is shortened (no extra random draw, so every other case stays as it was)
-    bar_px = min(bar_px, int(value * NM_PER_LABEL_UNIT[unit] / MIN_NM_PER_PX))
+    # no micrograph has pixels finer than the reader's bound, NM_PER_PX_RANGE[0] (a "10 Å" bar over
+    # 220 px would be 0.045 Å/px): such a bar is shortened (no extra random draw, so every other
+    # case stays as it was)
+    bar_px = min(bar_px, int(value * NM_PER_UNIT[unit] / NM_PER_PX_RANGE[0]))
     font_px = int(rng.integers(max(11, height // 40), max(12, height // 16)))
     thickness = int(rng.integers(2, max(3, font_px // 2)))
     margin = font_px * 2 + 10
@@ -141,7 +141,7 @@ def make_synthetic_case(background: np.ndarray, rng: np.random.Generator) -> Syn
         Image.fromarray(image).save(buffer, format="JPEG", quality=jpeg_quality)
         image = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
     params = dict(font=font, font_px=font_px, thickness_px=thickness, colour=tuple(colour),
-                  box_colour=None if box is None else tuple(box), ticks=bool(ticks),
+                  box_colour=None if box is None else tuple(box), ticks=ticks,
                   text_above=bool(text_above), noise_sigma=noise_sigma, jpeg_quality=jpeg_quality)
     return SyntheticCase(image=image, value=float(value), unit=unit, text=text, bar_px=bar_px,
                          bar_bbox=bbox, params=params)
