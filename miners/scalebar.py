@@ -698,8 +698,10 @@ def _measure_bar(gray: np.ndarray, comp: np.ndarray, sl: tuple[slice, slice],
     # rows outside the body may hold end ticks only: little fill away from the ends
     inner = comp[:, int(0.15 * w):max(int(0.85 * w), int(0.15 * w) + 1)]
     other = np.ones(h, dtype=bool)
-    # the rows next to the body may be anti-aliased (two on each side of a blurred thick bar)
-    blur_rows = 2 if thickness >= 4 else 1
+    # the rows next to the body may be anti-aliased: two on each side of a blurred thick bar,
+    # or of a 3-row bar whose half-level edge row was doubled by resampling (a figure re-rendered
+    # from a PDF at ~0.8x)
+    blur_rows = 2 if thickness >= 3 else 1
     other[max(0, start - blur_rows):stop + blur_rows] = False
     if other.any() and inner[other].mean() > 0.25:
         log.debug("component at %s: filled outside the bar rows", sl)

@@ -98,6 +98,14 @@ def test_demo_article_runs_end_to_end(segmenter, tmp_path):
     report = run_demo(tmp_path / "demo", segmenter=segmenter)
     kinds = [p["kind"] for p in report["panels"]]
     assert len(kinds) == 4 and kinds.count("em") >= 2
+    # each micrograph's own bar is read (b: a 1000 nm bar whose half-level top row the PDF
+    # rendering doubled); expected: the annotated EMPS bar (tests/data/scalebars.json: 124, 205
+    # and 176 px) times the panel's scale in the figure (476 px wide from 766, 598 and 775), +-2 %
+    scales = {p["label"]: (p["nm_per_px"], p["scale_source"]) for p in report["panels"] if p["kind"] == "em"}
+    expected = {"a": 100 / (124 * 476 / 766), "b": 1000 / (205 * 476 / 598), "c": 200 / (176 * 476 / 775)}
+    assert {label: source for label, (_, source) in scales.items()} == dict.fromkeys(expected, "image")
+    for label, nm_per_px in expected.items():
+        assert scales[label][0] == pytest.approx(nm_per_px, rel=0.02), label
     with Database(report["db"]) as db:
         article = db.conn.execute("SELECT doi, title FROM articles").fetchone()
     assert article[0] == "10.5555/idx.demo.2026"
