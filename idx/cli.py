@@ -35,7 +35,7 @@ def json_option(func):
 
 def segmenter_options(func):
     """The options of every command that segments: ``--mc-samples``, ``--tu``, ``--no-filter``,
-    ``--no-tta``, ``--weights``, ``--device``."""
+    ``--no-tta``, ``--min-size``, ``--weights``, ``--device``."""
     func = click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
                         help="Monte-Carlo dropout samples T (1: dropout off).")(func)
     func = click.option("--tu", default=None, type=float,
@@ -46,6 +46,10 @@ def segmenter_options(func):
     func = click.option("--no-tta", is_flag=True,
                         help="Plain Monte-Carlo samples without flipped / transposed views (the shipped "
                         "filter was tuned with them).")(func)
+    func = click.option("--min-size", type=click.IntRange(1), default=None,
+                        help="Smallest particle kept, in pixels of the 512 x 512 working image "
+                        "(default: the weights' card; 128 for the shipped weights). Lower it for "
+                        "small particles in a large field.")(func)
     func = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                         help="BPartIS state dict (ours, or the published seg-model.pt).")(func)
     return click.option("--device", default="cpu", show_default=True,

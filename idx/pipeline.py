@@ -280,12 +280,12 @@ class Extractor:
     """Runs the per-figure stages with one segmenter (loaded once)."""
 
     def __init__(self, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,
-                 filter=True, split=True, read_labels=True, tta=None):
+                 filter=True, split=True, read_labels=True, tta=None, min_instance_px=None):
         if segmenter is None:
             from models.infer import ParticleSegmenter
 
             segmenter = ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
-                                          tu=tu, filter=filter, tta=tta)
+                                          tu=tu, filter=filter, tta=tta, min_instance_px=min_instance_px)
         self.segmenter = segmenter
         self.split, self.read_labels = split, read_labels
 
@@ -373,7 +373,7 @@ def assign_caption_labels(panels: list[dict], caption_labels: list[str]) -> None
 
 def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,
             filter=True, caption=None, split=True, progress=True, figure_dir=None,
-            tta=None) -> Extraction:
+            tta=None, min_instance_px=None) -> Extraction:
     """Find, segment and measure the particles of the EM panels in ``source``.
 
     Parameters
@@ -383,7 +383,8 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
         Elsevier / Springer XML) or a folder of them.
     segmenter : models.ParticleSegmenter, optional
         Reuse a loaded model; otherwise one is made from ``weights``, ``device``, ``mc_samples``,
-        ``tu``, ``filter`` and ``tta`` (None: as the weights' card says).
+        ``tu``, ``filter``, ``tta`` and ``min_instance_px`` (the smallest particle kept, px of the
+        512 x 512 working image); None: as the weights' card says.
     caption : str, optional
         Caption of an image or array source (gives panel techniques and stated scales).
     split : bool
@@ -395,7 +396,8 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
         A list of :class:`PanelResult` (one per panel, EM or not) with ``.particles`` (all
         particles as one DataFrame) and ``.to_db(path)``.
     """
-    extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta)
+    extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta,
+                          min_instance_px=min_instance_px)
     results = []
     bar = tqdm(desc="panels", unit="panel", disable=not progress)
     for figure in iter_sources(source, caption, figure_dir):
@@ -408,7 +410,7 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
 
 def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu", mc_samples=30,
                   tu=None, filter=True, caption=None, split=True, progress=True,
-                  figure_dir=None, tta=None) -> dict:
+                  figure_dir=None, tta=None, min_instance_px=None) -> dict:
     """Run the pipeline on ``source`` (or, if None, on the figures crawled into the database) and
     store each panel as soon as it is measured, in its own transaction.
 
@@ -423,7 +425,8 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     """
     from idx.db import Database
 
-    extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta)
+    extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta,
+                          min_instance_px=min_instance_px)
     counts = {"figures": 0, "panels": 0, "skipped": 0, "em_panels": 0, "particles": 0}
     panel_dir = default_panel_dir(db_path)
     with Database(db_path) as db:

@@ -210,3 +210,31 @@ def test_segment_command_follows_the_card_and_no_tta_turns_augmentation_off(tmp_
     tta = json.loads(default.stdout)["params"]["tta"]
     assert tta == tuned_params().get("tta", False) and json.loads(plain.stdout)["params"]["tta"] is False
     assert Image.open(tmp_path / "labels.png").size == (128, 96)
+
+
+def test_min_size_option_keeps_small_particles_the_default_size_would_drop(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from idx.cli import cli
+
+    # 169 bright disks of ~60 px area on a dark 512 x 512 ground (the working size: no resampling)
+    rng = np.random.default_rng(3)
+    image = np.full((512, 512), 50, np.uint8)
+    yy, xx = np.ogrid[:512, :512]
+    for cy in range(30, 512, 40):
+        for cx in range(30, 512, 40):
+            image[(yy - cy - rng.integers(-5, 6)) ** 2 + (xx - cx - rng.integers(-5, 6)) ** 2 < 20] = 200
+    path = tmp_path / "small.png"
+    Image.fromarray(image).save(path)
+    counts = {}
+    for min_size in (16, 1000):
+        result = CliRunner().invoke(cli, ["segment", str(path), "--mc-samples", "2", "--json",
+                                          "--min-size", str(min_size)])
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout)
+        assert payload["params"]["min_instance_px"] == min_size
+        counts[min_size] = payload["count"]
+    assert counts[16] >= 0.8 * 169 and counts[1000] == 0
