@@ -9,9 +9,12 @@
   numbers, so they reward a filter that throws away true particles (the first weights' sweep chose
   t_u = 0.004 by AP50 + mean IoU, keeping half the particles at recall 0.51, one grid step from a
   cliff, and size distributions measured worse than at 0.0125).
-  With those clustering thresholds the learned instance filter (:mod:`models.instance_filter`) is
-  fitted on the same validation maps; its probability threshold is chosen by the protocol AP of
-  out-of-fold predictions (5 folds grouped by source article), then the trees are refitted on all.
+  With that seed threshold the learned instance filter (:mod:`models.instance_filter`) is
+  fitted on the same validation maps (``filter``); its probability threshold is chosen by the
+  protocol AP of out-of-fold predictions (5 folds grouped by source article), then the trees are
+  refitted on all. It is fitted once per minimum instance size of ``MIN_PX_GRID`` and the size of
+  the best out-of-fold AP is kept: the learned filter is the default, and it can drop small
+  fragments itself where the t_u filter needs a size cut.
 * ``report``: on the test split, the three published rows are measured with the same code:
   discriminative (T = 1, dropout off), Bayesian (T = 30), Bayesian + filter (tuned t_u), plus the
   published t_u and the learned filter.
@@ -144,27 +147,51 @@ class MapCache:
 
     def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int) -> tuple:
         """``(gt, labels, seed, mi, sigma, grey)`` of one image at the working size."""
+        return self.instances_by_min_px(data_dir, stem, seed_threshold, (min_px,))[min_px]
+
+    def instances_by_min_px(self, data_dir, stem: str, seed_threshold: float, min_px_grid) -> dict:
+        """``{min_px: (gt, labels, seed, mi, sigma, grey)}``: one set of maps clustered with each
+        minimum instance size (the maps are computed or read once)."""
         sample = load_sample(data_dir, stem)
         emb, sig, seed, mi = self.maps(stem, sample.image)
-        labels = cluster_instances(torch.from_numpy(emb), torch.from_numpy(sig), torch.from_numpy(seed),
-                                   seed_threshold, min_px).numpy()
-        return sample.instances, labels, seed, mi, sig, grey_image(sample.image)
+        grey = grey_image(sample.image)
+        return {min_px: (sample.instances,
+                         cluster_instances(torch.from_numpy(emb), torch.from_numpy(sig), torch.from_numpy(seed),
+                                           seed_threshold, min_px).numpy(), seed, mi, sig, grey)
+                for min_px in min_px_grid}
 
 
-def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_threshold, min_px,
+def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_threshold, min_px_grid=MIN_PX_GRID,
                 progress=True) -> dict:
     """Fit the learned filter on the validation images (threshold by out-of-fold AP) with the fit
-    split's instances added to every training side; returns the sweep-JSON entries."""
+    split's instances added to every training side, once per minimum instance size of
+    ``min_px_grid``; the size whose filter scores the best out-of-fold AP is chosen (the learned
+    filter is the default, so the size is chosen for it, not for the t_u filter of the sweep).
+    Returns the sweep-JSON entries, ``min_instance_px`` among them."""
     dois = read_dois(data_dir)
-    val = [cache.instances(data_dir, s, seed_threshold, min_px)
-           for s in tqdm(val_stems, desc="filter: validation", disable=not progress)]
-    extra = [labelled_features(*cache.instances(data_dir, s, seed_threshold, min_px))
-             for s in tqdm(fit_stems, desc="filter: fit split", disable=not progress)]
-    extra_x = np.concatenate([x for x, _ in extra]) if extra else np.zeros((0, len(FEATURES)))
-    extra_y = np.concatenate([y for _, y in extra]) if extra else np.zeros(0, bool)
-    model, table = fit_instance_filter(val, [dois.get(s, s) for s in val_stems], extra=(extra_x, extra_y))
-    val_true = [true_instances(gt, labels) for gt, labels, *_ in val]  # cheap: no features
-    return {"instance_filter": model.to_dict(), "by_filter_threshold": table,
+    min_px_grid = tuple(min_px_grid)
+    val = {min_px: [] for min_px in min_px_grid}
+    extra = {min_px: [] for min_px in min_px_grid}
+    for stem in tqdm(val_stems, desc="filter: validation", disable=not progress):
+        for min_px, item in cache.instances_by_min_px(data_dir, stem, seed_threshold, min_px_grid).items():
+            val[min_px].append(item)
+    for stem in tqdm(fit_stems, desc="filter: fit split", disable=not progress):
+        for min_px, item in cache.instances_by_min_px(data_dir, stem, seed_threshold, min_px_grid).items():
+            extra[min_px].append(labelled_features(*item))
+    fitted = {}
+    for min_px in min_px_grid:
+        extra_x = np.concatenate([x for x, _ in extra[min_px]]) if extra[min_px] else np.zeros((0, len(FEATURES)))
+        extra_y = np.concatenate([y for _, y in extra[min_px]]) if extra[min_px] else np.zeros(0, bool)
+        model, table = fit_instance_filter(val[min_px], [dois.get(s, s) for s in val_stems],
+                                           extra=(extra_x, extra_y))
+        fitted[min_px] = model, table, extra_y
+    best = {min_px: fitted[min_px][1][fitted[min_px][0].threshold] for min_px in min_px_grid}
+    min_px = select_params(best)
+    log.info("learned filter: min %s px chosen out of fold, %s", min_px, best)
+    model, table, extra_y = fitted[min_px]
+    val_true = [true_instances(gt, labels) for gt, labels, *_ in val[min_px]]  # cheap: no features
+    return {"instance_filter": model.to_dict(), "by_filter_threshold": table, "min_instance_px": min_px,
+            "by_filter_min_px": {str(k): v for k, v in best.items()},
             "filter_training": {"validation_images": len(val_stems), "fit_images": len(fit_stems),
                                 "instances": sum(map(len, val_true)) + len(extra_y),
                                 "true_instances": int(sum(map(np.sum, val_true)) + extra_y.sum())}}
@@ -360,9 +387,11 @@ def main(argv=None):
         parser.error(f"{sweep_path} was swept with tta={swept.get('tta', False)}; run --step sweep again "
                      "or match its --no-tta")
     if args.step in ("filter", "all"):
+        # the sweep's size was chosen for the t_u filter; the filter step re-chooses it for the
+        # learned filter (the default) and records the sweep's as tu_min_instance_px
+        swept.setdefault("tu_min_instance_px", swept["min_instance_px"])
         swept |= filter_step(cache, args.data, read_split(args.data, "val")[:args.limit],
-                             read_split(args.data, "fit")[:args.limit], swept["seed_threshold"],
-                             swept["min_instance_px"])
+                             read_split(args.data, "fit")[:args.limit], swept["seed_threshold"])
         sweep_path.write_text(json.dumps(swept, indent=1))
     if args.step in ("sweep", "filter", "all"):
         plot_sweep(swept, out)
