@@ -38,3 +38,12 @@ def test_shipped_instance_filter_is_the_one_the_recorded_sweep_fitted_and_chose(
     best = max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
     assert float(best) == shipped["threshold"] == sweep["instance_filter"]["threshold"]
     assert shipped == sweep["instance_filter"]
+
+
+def test_shipped_minimum_size_is_the_one_the_learned_filter_chose_out_of_fold():
+    sweep = json.loads(SWEEP.read_text())
+    card = json.loads((SWEEP.parents[2] / "models" / "weights" / "bpartis-emps.json").read_text())
+    by_size = {int(k): row for k, row in sweep["by_filter_min_px"].items()}
+    assert select_params(by_size) == sweep["min_instance_px"] == card["min_instance_px"]
+    best = sweep["by_filter_threshold"][str(sweep["instance_filter"]["threshold"])]
+    assert best == by_size[sweep["min_instance_px"]]
