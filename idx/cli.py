@@ -48,7 +48,7 @@ def segmenter_options(func):
                         "filter was tuned with them).")(func)
     func = click.option("--min-size", type=click.IntRange(1), default=None,
                         help="Smallest particle kept, in pixels of the 512 x 512 working image "
-                        "(default: the weights' card; 128 for the shipped weights). Lower it for "
+                        "(default: the weights' card; 16 for the shipped weights). Lower it for "
                         "small particles in a large field.")(func)
     func = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                         help="BPartIS state dict (ours, or the published seg-model.pt).")(func)
