@@ -69,7 +69,9 @@ def measure_run(folder: Path, db_path: Path, weights, mc_samples: int, tu, devic
     counts = extract_to_db(folder, db_path, segmenter=segmenter, progress=False)
     seconds = time.perf_counter() - start
     panels_bytes = folder_bytes(default_panel_dir(db_path))
-    return {"T": mc_samples, "tu": segmenter.tu, "load_s": load_s, "seconds": seconds, **counts,
+    params = segmenter.params
+    kind = {"learned": f"p>={params['filter_threshold']}", "mi": f"tu {segmenter.tu}"}.get(params["filter_kind"], "none")
+    return {"T": mc_samples, "filter": kind, "load_s": load_s, "seconds": seconds, **counts,
             "db_bytes": db_bytes(db_path), "panels_bytes": panels_bytes}
 
 
@@ -121,13 +123,13 @@ def main(argv=None) -> None:
     print(f"\nidx extract on {len(copies)} EMPS test images ({input_mb:.1f} MB of PNG), "
           f"device {args.device}, torch threads {torch.get_num_threads()}, weights "
           f"{args.weights or 'shipped'}")
-    header = (f"{'T':>3} {'t_u':>7} {'load s':>7} {'extract s':>10} {'img/min':>8} {'panels':>7} "
+    header = (f"{'T':>3} {'filter':>9} {'load s':>7} {'extract s':>10} {'img/min':>8} {'panels':>7} "
               f"{'EM':>4} {'particles':>10} {'DB MB':>7} {'panels MB':>10} {'DB MB/10k':>10} "
               f"{'total MB/10k':>13}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['T']:>3d} {r['tu']:>7.4f} {r['load_s']:>7.1f} {r['seconds']:>10.1f} "
+        print(f"{r['T']:>3d} {r['filter']:>9} {r['load_s']:>7.1f} {r['seconds']:>10.1f} "
               f"{60 * r['figures'] / r['seconds']:>8.2f} {r['panels']:>7d} {r['em_panels']:>4d} "
               f"{r['particles']:>10d} {r['db_bytes'] / MB:>7.2f} {r['panels_bytes'] / MB:>10.2f} "
               f"{per_10k(r['db_bytes'], r['particles']):>10.2f} "
