@@ -47,3 +47,29 @@ def test_shipped_minimum_size_is_the_one_the_learned_filter_chose_out_of_fold():
     assert select_params(by_size) == sweep["min_instance_px"] == card["min_instance_px"]
     best = sweep["by_filter_threshold"][str(sweep["instance_filter"]["threshold"])]
     assert best == by_size[sweep["min_instance_px"]]
+
+
+def test_map_cache_clusters_one_set_of_maps_at_each_minimum_size(emps_dir, tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from models.data import read_split
+    from models.tune import MapCache
+    from test_cluster import embed
+
+    # cached maps of three particles of 25, 64 and 196 px at the 512 x 512 working size
+    inst = torch.zeros(512, 512, dtype=torch.long)
+    inst[10:15, 10:15], inst[100:108, 100:108], inst[300:314, 200:214] = 1, 2, 3
+    emb, sigma, seed = embed(inst)
+    stem = read_split(emps_dir, "test")[0]
+    segmenter = SimpleNamespace(mc_samples=30, rng_seed=0, size=512, bf16=True, tta=True,
+                                predict_maps=None)  # calling it would fail: the maps must come from the cache
+    cache = MapCache(segmenter, "sha", tmp_path)
+    np.savez_compressed(tmp_path / f"{stem}.npz", emb=emb.numpy(), sigma=sigma.numpy(), seed=seed.numpy(),
+                        mi=np.zeros((512, 512), np.float32))
+    by_size = cache.instances_by_min_px(emps_dir, stem, 0.5, (16, 48, 128))
+    assert {size: int(item[1].max()) for size, item in by_size.items()} == {16: 3, 48: 2, 128: 1}
+    assert by_size[16][2] is by_size[128][2]  # one set of maps, clustered three times
+    assert (by_size[128][1] > 0).sum() == 196
