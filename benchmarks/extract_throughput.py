@@ -70,9 +70,9 @@ def measure_run(folder: Path, db_path: Path, weights, mc_samples: int, tu, devic
     seconds = time.perf_counter() - start
     panels_bytes = folder_bytes(default_panel_dir(db_path))
     params = segmenter.params
-    kind = {"learned": f"p>={params['filter_threshold']}", "mi": f"tu {segmenter.tu}"}.get(params["filter_kind"], "none")
-    return {"T": mc_samples, "filter": kind, "load_s": load_s, "seconds": seconds, **counts,
-            "db_bytes": db_bytes(db_path), "panels_bytes": panels_bytes}
+    applied = {"learned": f"p>={params['filter_threshold']}", "mi": f"tu {segmenter.tu}"}
+    return {"T": mc_samples, "filter": applied.get(params["filter_kind"], "none"), "load_s": load_s,
+            "seconds": seconds, **counts, "db_bytes": db_bytes(db_path), "panels_bytes": panels_bytes}
 
 
 def per_10k(n_bytes: int, particles: int) -> float:

@@ -178,14 +178,13 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_threshold,
     for stem in tqdm(fit_stems, desc="filter: fit split", disable=not progress):
         for min_px, item in cache.instances_by_min_px(data_dir, stem, seed_threshold, min_px_grid).items():
             extra[min_px].append(labelled_features(*item))
-    fitted = {}
+    fitted, best = {}, {}  # per size: (trees, table by threshold, fit-split targets); its chosen row
     for min_px in min_px_grid:
         extra_x = np.concatenate([x for x, _ in extra[min_px]]) if extra[min_px] else np.zeros((0, len(FEATURES)))
         extra_y = np.concatenate([y for _, y in extra[min_px]]) if extra[min_px] else np.zeros(0, bool)
         model, table = fit_instance_filter(val[min_px], [dois.get(s, s) for s in val_stems],
                                            extra=(extra_x, extra_y))
-        fitted[min_px] = model, table, extra_y
-    best = {min_px: fitted[min_px][1][fitted[min_px][0].threshold] for min_px in min_px_grid}
+        fitted[min_px], best[min_px] = (model, table, extra_y), table[model.threshold]
     min_px = select_params(best)
     log.info("learned filter: min %s px chosen out of fold, %s", min_px, best)
     model, table, extra_y = fitted[min_px]
