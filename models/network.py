@@ -6,6 +6,8 @@ Activations are ELU; decoder upsampling is bilinear interpolation followed by a 
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,9 +20,96 @@ ENCODER_DROPOUT_128 = 0.3
 BN_EPS = 1e-3
 
 
+def _elu_math(x: torch.Tensor) -> torch.Tensor:
+    """ELU written with ``exp`` (what the compiled kernels compute, in float32 registers)."""
+    return torch.where(x > 0, x, torch.exp(x) - 1)
+
+
+def _residual_elu_math(out: torch.Tensor, skip: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``ELU(out * scale + skip)``: the end of a residual block, dropout masks in ``scale``."""
+    return _elu_math(out * scale + skip)
+
+
+def _residual_elu_unscaled_math(out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    return _elu_math(out + skip)
+
+
+# Inductor-compiled versions of the three functions above (compile_kernels()), and whether the
+# code running now uses them (compiled_kernels()).
+_COMPILED: dict = {}
+_ACTIVE = False
+_COMPILE_FAILED = False
+
+
+def compile_kernels() -> bool:
+    """Compile (``torch.compile``, inductor, CPU) the ELU kernels used by inference, once per process.
+
+    PyTorch's own CPU ELU evaluates ``expm1`` and takes longer than a conv layer's matrix work in
+    bfloat16; each residual block also spends a pass on the dropout masks and one on the skip
+    addition. The compiled kernels compute ``exp`` in float32 registers and do masks, skip and
+    ELU in one pass. Compiling takes ~15 s on 2 cores the first time on a machine and ~1-3 s
+    later (inductor's on-disk cache).
+
+    Returns False, with a warning, when compiling fails (no C++ compiler, for one); the plain
+    kernels are used then.
+    """
+    global _COMPILE_FAILED
+    if _COMPILED or _COMPILE_FAILED:
+        return bool(_COMPILED)
+    import logging
+
+    try:
+        kernels = {fn.__name__: torch.compile(fn, dynamic=True)
+                   for fn in (_elu_math, _residual_elu_math, _residual_elu_unscaled_math)}
+        # Compile now, not mid-image: batch 1 and n (sizes of 1 are specialised), on tensors of a
+        # realistic size (inductor decides from the example sizes whether a loop runs in parallel).
+        with torch.no_grad():
+            for n in (1, 2):
+                x = torch.zeros(n, 16, 128, 128, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+                kernels["_elu_math"](x)
+                kernels["_residual_elu_math"](x, x, torch.ones(n, 16, 1, 1, dtype=torch.bfloat16))
+                kernels["_residual_elu_unscaled_math"](x, x)
+    except Exception as exc:  # inductor raises many kinds (missing compiler, codegen, ...)
+        logging.getLogger(__name__).warning(
+            "torch.compile of the ELU kernels failed (%s: %s); using PyTorch's ELU (slower)",
+            type(exc).__name__, str(exc).splitlines()[0][:160] if str(exc) else "")
+        _COMPILE_FAILED = True
+        return False
+    _COMPILED.update(kernels)
+    return True
+
+
+@contextlib.contextmanager
+def compiled_kernels(enabled: bool = True):
+    """Within the block, inference (no gradient) uses the kernels of :func:`compile_kernels`
+    (compiled on first use); yields whether they are in use. Training never does."""
+    global _ACTIVE
+    previous = _ACTIVE
+    _ACTIVE = bool(enabled) and compile_kernels()
+    try:
+        yield _ACTIVE
+    finally:
+        _ACTIVE = previous
+
+
 def _elu(x: torch.Tensor) -> torch.Tensor:
     """ELU, in place when no gradient is recorded (inference: saves a copy of every activation)."""
-    return F.elu(x, inplace=not torch.is_grad_enabled())
+    if torch.is_grad_enabled():
+        return F.elu(x)
+    if _ACTIVE:
+        return _COMPILED["_elu_math"](x)
+    return F.elu(x, inplace=True)
+
+
+def _residual_elu(out: torch.Tensor, skip: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``ELU(out * scale + skip)`` (``scale``: per-sample channel masks ``(B, C, 1, 1)``, or None)."""
+    if _ACTIVE and not torch.is_grad_enabled():
+        if scale is None:
+            return _COMPILED["_residual_elu_unscaled_math"](out, skip)
+        return _COMPILED["_residual_elu_math"](out, skip, scale)
+    if scale is not None:
+        out = out * scale if torch.is_grad_enabled() else out.mul_(scale)
+    return _elu(out + skip)
 
 
 class MCDropout2d(nn.Dropout2d):
@@ -38,16 +127,23 @@ class MCDropout2d(nn.Dropout2d):
         self.cursor = 0
 
     def forward(self, x):
-        if self.masks is None or not self.training:
+        masks = self.next_masks(x)
+        if masks is None:
             return super().forward(x)
+        return x.mul_(masks) if not torch.is_grad_enabled() else x * masks
+
+    def next_masks(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The next ``(B, C, 1, 1)`` replayed masks for the batch ``x`` (B, C, H, W), in ``x``'s dtype
+        and device; None when no masks are drawn or dropout is off (evaluation mode)."""
+        if self.masks is None or not self.training:
+            return None
         n = x.shape[0]
         masks = self.masks[self.cursor:self.cursor + n]
         if masks.shape[0] != n:
             raise RuntimeError(f"dropout mask bank exhausted: {self.masks.shape[0]} masks drawn, "
                                f"{self.cursor + n} samples asked for")
         self.cursor += n
-        masks = masks.to(device=x.device, dtype=x.dtype)[:, :, None, None]
-        return x.mul_(masks) if not torch.is_grad_enabled() else x * masks
+        return masks.to(device=x.device, dtype=x.dtype)[:, :, None, None]
 
 
 def draw_dropout_masks(model: nn.Module, n_samples: int, generator: torch.Generator | None = None):
@@ -65,8 +161,12 @@ def draw_dropout_masks(model: nn.Module, n_samples: int, generator: torch.Genera
 
 def cast_to_bfloat16(model: nn.Module) -> nn.Module:
     """Store every conv weight and bias (and fused kernel) in bfloat16, in place, so autocast does
-    not convert them again on every forward pass; batch-norm statistics stay float32."""
+    not convert them again on every forward pass; batch-norm statistics stay float32. The
+    down-samplers then hand bfloat16 on (:attr:`DownsamplerBlock.low_precision_stream`): a float32
+    residual stream would make every block add and convert across dtypes."""
     for module in model.modules():
+        if isinstance(module, DownsamplerBlock):
+            module.low_precision_stream = True
         if isinstance(module, nn.BatchNorm2d):
             continue
         for name, param in module._parameters.items():
@@ -80,7 +180,14 @@ def cast_to_bfloat16(model: nn.Module) -> nn.Module:
 
 
 class DownsamplerBlock(nn.Module):
-    """Strided 3x3 conv concatenated with 2x2 max-pool, then batch norm and ELU."""
+    """Strided 3x3 conv concatenated with 2x2 max-pool, then batch norm and ELU.
+
+    ``low_precision_stream`` (set by :func:`cast_to_bfloat16`, inference only): the pooled half
+    takes the conv's (autocast) dtype, so the block's output and the residual stream of the blocks
+    after it stay in bfloat16 instead of being promoted to float32 by the concatenation.
+    """
+
+    low_precision_stream = False
 
     def __init__(self, n_in: int, n_out: int):
         super().__init__()
@@ -91,6 +198,8 @@ class DownsamplerBlock(nn.Module):
     def forward(self, x):  # (B, n_in, H, W) -> (B, n_out, ceil(H/2), ceil(W/2))
         conv = self.conv(x)
         pool = self.pool(x)
+        if self.low_precision_stream:
+            pool = pool.to(conv.dtype)
         return _elu(self.bn(torch.cat([conv, pool], 1)))
 
 
@@ -109,13 +218,23 @@ class NonBottleneck1D(nn.Module):
         self.dropout = MCDropout2d(dropout, c)
 
     def forward(self, x):  # (B, C, H, W) -> (B, C, H, W)
+        return self.merge(self.branch(x), x)
+
+    def branch(self, x):
+        """The residual branch up to its dropout (the same for every Monte-Carlo sample)."""
         out = _elu(self.conv3x1_1(x))
         out = _elu(self.bn1(self.conv1x3_1(out)))
         out = _elu(self.conv3x1_2(out))
-        out = self.bn2(self.conv1x3_2(out))
+        return self.bn2(self.conv1x3_2(out))
+
+    def merge(self, out, x):
+        """Dropout on the branch ``out``, then ``ELU(out + x)``; may overwrite ``out``."""
         if self.dropout.p > 0:
-            out = self.dropout(out)
-        return _elu(out + x)
+            masks = self.dropout.next_masks(out)  # Monte-Carlo replay: fused with the skip below
+            if masks is None:
+                out = self.dropout(out)
+            return _residual_elu(out, x, masks)
+        return _residual_elu(out, x)
 
 
 # _UPSAMPLE_TAPS[a][d, r]: weight of input offset r (-1, 0, 1) in the bilinear 2x upsampled sample
@@ -278,20 +397,23 @@ class BPartIS(nn.Module):
         return torch.cat([decoder(features, sizes) for decoder in self.decoders], 1)
 
     def encode_head(self, x):
-        """Layers before the first dropout, run once for all Monte-Carlo samples.
+        """Everything before the first dropout, run once for all Monte-Carlo samples: the two
+        down-samplers and the branch of the first residual block (its dropout acts on the branch).
 
-        Returns ``(B, 64, H/4, W/4)`` features and the skip sizes for :meth:`forward_from_head`.
+        Returns ``head (B, 64, H/4, W/4)``, ``branch`` (same shape) and the skip sizes, for
+        :meth:`forward_from_head`.
         """
         sizes = [x.shape[-2:]]
         x = self.encoder.initial_block(x)
         sizes.append(x.shape[-2:])
         x = self.encoder.layers[0](x)
         sizes.append(x.shape[-2:])
-        return x, sizes
+        return x, self.encoder.layers[1].branch(x), sizes
 
-    def forward_from_head(self, head, sizes):  # (B, 64, H/4, W/4) -> (B, 5, H, W)
-        x = head
-        for layer in self.encoder.layers[1:]:
+    def forward_from_head(self, head, branch, sizes):  # (B, 64, H/4, W/4) x 2 -> (B, 5, H, W)
+        """The rest of :meth:`forward` after :meth:`encode_head`; ``branch`` may be overwritten."""
+        x = self.encoder.layers[1].merge(branch, head)
+        for layer in self.encoder.layers[2:]:
             x = layer(x)
         return torch.cat([decoder(x, sizes) for decoder in self.decoders], 1)
 

@@ -238,3 +238,12 @@ def test_min_size_option_keeps_small_particles_the_default_size_would_drop(tmp_p
         assert payload["params"]["min_instance_px"] == min_size
         counts[min_size] = payload["count"]
     assert counts[16] >= 0.8 * 169 and counts[1000] == 0
+
+
+def test_allocator_keeps_freed_memory_on_glibc():
+    import platform
+
+    from models.infer import keep_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected and keep_freed_memory() is expected

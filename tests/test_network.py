@@ -55,8 +55,8 @@ def test_head_tail_split_equals_full_forward():
     model = BPartIS().eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        head, sizes = model.encode_head(x)
-        assert torch.allclose(model.forward_from_head(head, sizes), model(x), atol=1e-5)
+        head, branch, sizes = model.encode_head(x)
+        assert torch.allclose(model.forward_from_head(head, branch, sizes), model(x), atol=1e-5)
 
 
 def test_coordinate_map_pixel_scale_is_independent_of_size():
@@ -131,3 +131,86 @@ def test_folded_copy_uses_fused_upsampling_and_keeps_the_state_dict():
     x = torch.rand(1, 3, 64, 40)  # 2x sizes at every decoder stage: the fused path runs
     with torch.no_grad():
         assert torch.allclose(folded(x), model(x), atol=1e-4)
+
+
+def _mc_maps(compile_kernels: bool, monkeypatch=None):
+    import numpy as np
+
+    from models.infer import ParticleSegmenter
+
+    torch.manual_seed(11)
+    model = BPartIS()
+    image = (np.random.default_rng(12).random((64, 64)) * 255).astype(np.uint8)
+    seg = ParticleSegmenter(model=model, mc_samples=4, size=64, bf16=True, compile=compile_kernels)
+    return seg, seg.predict_maps(image)
+
+
+def test_compiled_kernels_change_only_rounding():
+    """The compiled ELU / mask + skip + ELU kernels (the CLI default) against PyTorch's own, on
+    a bfloat16 Monte-Carlo pass with replayed dropout masks: the same maps to bfloat16 rounding
+    (a dropped mask or skip would move them by O(1))."""
+    plain_seg, plain = _mc_maps(False)
+    compiled_seg, compiled = _mc_maps(True)
+    assert compiled_seg.compile is True and plain_seg.compile is False
+    assert compiled_seg.params["compile"] is True
+    for a, b in zip(plain, compiled):
+        assert a.shape == b.shape
+        assert float((a - b).abs().max()) < 0.02
+    assert float(compiled[3].max()) > 0  # the samples differ: the masks were applied
+
+
+def test_compiled_kernels_leave_training_on_plain_autograd():
+    from models.network import compiled_kernels
+
+    torch.manual_seed(13)
+    model = BPartIS().train()
+    x = torch.rand(2, 3, 32, 32)
+    with compiled_kernels(True) as active:
+        torch.manual_seed(14)
+        inside = model(x)
+        inside.square().mean().backward()
+    grad_inside = model.encoder.initial_block.conv.weight.grad.clone()
+    model.zero_grad()
+    torch.manual_seed(14)
+    outside = model(x)
+    outside.square().mean().backward()
+    assert active is True
+    assert torch.equal(inside, outside)
+    assert torch.equal(grad_inside, model.encoder.initial_block.conv.weight.grad)
+
+
+def test_failed_compile_warns_once_and_falls_back(monkeypatch, caplog):
+    import models.network as network
+
+    monkeypatch.setattr(network, "_COMPILED", {})
+    monkeypatch.setattr(network, "_COMPILE_FAILED", False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level("WARNING", logger="models.network"):
+        seg, maps = _mc_maps(True)
+        assert network.compile_kernels() is False
+    warnings = [r for r in caplog.records if "torch.compile" in r.getMessage()]
+    assert len(warnings) == 1 and "no C++ compiler found" in warnings[0].getMessage()
+    assert seg.compile is False and all(torch.isfinite(m).all() for m in maps)
+
+
+def test_low_precision_stream_keeps_the_residual_blocks_in_bfloat16():
+    """After cast_to_bfloat16 the down-samplers hand bfloat16 on, so no block adds float32 to
+    bfloat16 (which cost a conversion pass per block); training models keep float32."""
+    from models.network import cast_to_bfloat16, fold_batchnorm
+
+    model = cast_to_bfloat16(fold_batchnorm(BPartIS())).to(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+             for m in model.encoder.layers]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    for h in hooks:
+        h.remove()
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert BPartIS().encoder.layers[0](torch.rand(1, 16, 32, 32)).dtype == torch.float32
