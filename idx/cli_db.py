@@ -216,8 +216,8 @@ def serve(database, port):
 @click.option("--no-split", is_flag=True, help="Treat each image as one panel.")
 @segmenter_options
 @json_option
-def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filter, no_tta, min_size, weights,
-            as_json):
+def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filter, no_tta, min_size,
+            compile_kernels, weights, as_json):
     """Extract particles from an image, figure, article file or folder into a database.
 
     Without SOURCE, the figures that `idx crawl` stored in the database are processed.
@@ -231,7 +231,8 @@ def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filte
 
     report = extract_to_db(source, db_path, weights=weights, device=device, mc_samples=mc_samples,
                            tu=tu, filter=not no_filter, caption=caption, split=not no_split,
-                           tta=False if no_tta else None, min_instance_px=min_size)
+                           tta=False if no_tta else None, min_instance_px=min_size,
+                           compile=compile_kernels)
     emit(report, as_json, text=(
         f"{report['figures']} figures, {report['panels']} panels stored "
         f"({report['em_panels']} EM, {report['particles']} particles), "

@@ -4,13 +4,14 @@ from idx.cli import cli, emit, json_option, segmenter_options  # noqa: F401
 import click  # noqa: E402
 
 
-def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min_size=None):
+def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min_size=None,
+                   compile_kernels=False):
     """A ParticleSegmenter from CLI options (imports torch)."""
     from models.infer import ParticleSegmenter
 
     return ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
                              tu=tu, filter=not no_filter, tta=False if no_tta else None,
-                             min_instance_px=min_size)
+                             min_instance_px=min_size, compile=compile_kernels)
 
 
 @cli.command()
@@ -19,7 +20,8 @@ def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the instance map (16-bit PNG) here; an overlay PNG is written beside it.")
 @json_option
-def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size, output, as_json):
+def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels, output,
+            as_json):
     """Segment the particles of one micrograph with BPartIS.
 
     \b
@@ -28,7 +30,8 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
     from miners.images import load_image
 
     array = load_image(image)
-    result = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size).segment(array)
+    result = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size,
+                            compile_kernels).segment(array)
     payload = {"image": image, **result.to_dict()}
     if output:
         from PIL import Image
@@ -69,7 +72,8 @@ def train(data, out, epochs, batch_size, crop, device, eval_every, init):
 @segmenter_options
 @click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
 @json_option
-def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, min_size, limit, as_json):
+def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels, limit,
+             as_json):
     """Evaluate BPartIS on an EMPS split with the published protocol (+ COCO mask AP).
 
     \b
@@ -80,7 +84,7 @@ def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, mi
 
     data = data or default_emps_dir()
     stems = read_split(data, split)[:limit]
-    segmenter = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size)
+    segmenter = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels)
     summary = evaluate_segmenter(segmenter, data, stems)
     summary.pop("per_image", None)
     text = "  ".join(f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float))
