@@ -5,14 +5,15 @@ temporary folder under /tmp, then runs ``idx.pipeline.extract_to_db(folder, db, 
 T in ``--mc-samples`` (30 and 10) into a fresh database each time: the whole pipeline (panel
 splitting, scale-bar OCR, BPartIS with Monte-Carlo dropout, measurements, database writes,
 panel crops saved beside the database). The model is loaded once per T before timing (its load
-time is reported apart), so images/minute is the steady-state rate of a long extraction.
+time, which includes compiling the ELU kernels as ``idx extract`` does unless ``--no-compile``,
+is reported apart), so images/minute is the steady-state rate of a long extraction.
 
 Sizes: the SQLite file (with any -wal/-shm left) and the ``<db>-panels`` folder; MB per 10 000
 particles divides each by the particles stored (1 MB = 10^6 bytes). The temporary folder is
 deleted at the end unless ``--keep``.
 
     nice -n 15 python benchmarks/extract_throughput.py [--weights W] [--images 20]
-        [--mc-samples 30 10] [--threads N] [--keep]
+        [--mc-samples 30 10] [--threads N] [--no-compile] [--keep]
 """
 from __future__ import annotations
 
@@ -57,13 +58,14 @@ def db_bytes(db_path: Path) -> int:
                if p.exists())
 
 
-def measure_run(folder: Path, db_path: Path, weights, mc_samples: int, tu, device: str) -> dict:
+def measure_run(folder: Path, db_path: Path, weights, mc_samples: int, tu, device: str,
+                compile_kernels: bool = True) -> dict:
     """Load the model, extract ``folder`` into ``db_path``; timings, counts and sizes."""
     from models.infer import ParticleSegmenter
 
     start = time.perf_counter()
     segmenter = ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
-                                  tu=tu)
+                                  tu=tu, compile=compile_kernels)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     counts = extract_to_db(folder, db_path, segmenter=segmenter, progress=False)
@@ -91,6 +93,8 @@ def main(argv=None) -> None:
                         help="published uncertainty filter at this t_u (default: the learned filter of the weights)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="PyTorch's own ELU kernels (idx extract --no-compile)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -110,7 +114,8 @@ def main(argv=None) -> None:
         rows = []
         for t in args.mc_samples:
             log.info("extracting with T = %d ...", t)
-            row = measure_run(folder, work / f"T{t}.db", args.weights, t, args.tu, args.device)
+            row = measure_run(folder, work / f"T{t}.db", args.weights, t, args.tu, args.device,
+                              not args.no_compile)
             log.info("T = %d: %.1f s, %d panels, %d particles", t, row["seconds"], row["panels"],
                      row["particles"])
             rows.append(row)
@@ -122,7 +127,7 @@ def main(argv=None) -> None:
 
     print(f"\nidx extract on {len(copies)} EMPS test images ({input_mb:.1f} MB of PNG), "
           f"device {args.device}, torch threads {torch.get_num_threads()}, weights "
-          f"{args.weights or 'shipped'}")
+          f"{args.weights or 'shipped'}, {'plain' if args.no_compile else 'compiled'} ELU kernels")
     header = (f"{'T':>3} {'filter':>9} {'load s':>7} {'extract s':>10} {'img/min':>8} {'panels':>7} "
               f"{'EM':>4} {'particles':>10} {'DB MB':>7} {'panels MB':>10} {'DB MB/10k':>10} "
               f"{'total MB/10k':>13}")

@@ -5,19 +5,26 @@
 Rows (end to end: model, clustering, uncertainty, filtering, at T = 30 and T = 10), each adding
 one speed-up to the row above:
   naive fp32 loop          : T separate fp32 forward passes of the whole network, dropout on
-  batched, head once, BN   : samples in batches of 10, layers before the first dropout run once,
+  batched, head once, BN   : samples in batches of 5, everything before the first dropout (the
+                             down-samplers and the first residual block's branch) run once,
                              batch norm folded into the convs (fp32)
   + bf16 autocast          : bfloat16 autocast (AMX), channels-last
   + fused upsample-conv    : "bilinear 2x + 3x3 conv" as one transposed conv (exact)
-  + bf16-stored weights    : weights kept in bfloat16
+  + bf16-stored weights    : weights kept in bfloat16 (residual stream still float32)
+  + bf16 residual stream   : the down-samplers hand bfloat16 on, so no block mixes dtypes
   + test-time augmentation : the samples cycle through the 8 flips / transposes (the default
                              path of weights whose card says ``tta``)
+  + allocator keeps memory : glibc malloc keeps freed activations for reuse (no page faults)
+  + compiled ELU kernels   : torch.compile'd ELU and mask + skip + ELU kernels (``--compile``,
+                             the default of the idx commands; compiled before timing)
 Every variant replays the same dropout masks (drawn per image from one seed), so up to the
-bf16-stored weights the differences in AP / AP50 come from arithmetic only; the last column is
-the largest of |dAP|, |dAP50| against the naive loop (target: within 0.005). The augmented row
-samples other views of the image, so its AP differs by design (measured on the whole splits in
-docs/benchmarks.md). Also the clustering share and the peak resident memory of
-segmenting one 2048 x 2048 image (a subprocess).
+bf16 residual stream the differences in AP / AP50 come from arithmetic only; the last column is
+the largest of |dAP|, |dAP50| against the naive loop (target: within 0.005), and for the compiled
+kernels against the row above them (the same samples). The augmented rows
+sample other views of the image, so their AP differs by design (measured on the whole splits in
+docs/benchmarks.md). The allocator setting cannot be undone in a process, so the rows without it
+run first for both T. Also the clustering share and the peak resident memory of segmenting one
+2048 x 2048 image with the idx commands' defaults (a subprocess).
 """
 from __future__ import annotations
 
@@ -45,7 +52,8 @@ from models.infer import (  # noqa: E402
     load_weights,
     prepare_image,
 )
-from models.network import BPartIS, draw_dropout_masks, interpret  # noqa: E402
+import models.infer  # noqa: E402
+from models.network import BPartIS, DownsamplerBlock, draw_dropout_masks, interpret  # noqa: E402
 
 
 @torch.no_grad()
@@ -95,13 +103,62 @@ import numpy as np, resource, torch, sys
 sys.path.insert(0, {str(ROOT)!r})
 torch.set_num_threads({threads})
 from models.infer import ParticleSegmenter
-seg = ParticleSegmenter(weights={weights!r}, mc_samples=30)
+seg = ParticleSegmenter(weights={weights!r}, mc_samples=30, compile=True)
 image = (np.random.default_rng(0).random((2048, 2048)) * 255).astype(np.uint8)
 seg.segment(image)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def time_variants(phase: str, t: int, weights, model, samples) -> list:
+    """Rows ``(T, variant, s / image, AP, AP50, max |d| vs naive)`` of one phase."""
+    make = lambda **kw: ParticleSegmenter(weights=weights, mc_samples=t, **kw)  # noqa: E731
+    if phase == "plain allocator":
+        autocast_only = without_fused_upsampling(make(bf16=False, tta=False))
+        autocast_only.bf16 = True  # autocast, weights converted on every pass
+        autocast_fused = make(bf16=False, tta=False)
+        autocast_fused.bf16 = True
+        float32_stream = make(tta=False)
+        for module in float32_stream.model.modules():
+            if isinstance(module, DownsamplerBlock):
+                module.low_precision_stream = False
+        bf16_stream = make(tta=False)
+        variants = {
+            "naive fp32 loop": lambda s, seg=bf16_stream: naive_segment(seg, model, s.image),
+            "batched, head once, BN folded (fp32)": make(bf16=False, tta=False),
+            "+ bf16 autocast, channels-last": autocast_only,
+            "+ fused upsample-conv": autocast_fused,
+            "+ bf16-stored weights": float32_stream,
+            "+ bf16 residual stream": bf16_stream,
+            "+ test-time augmentation": make(tta=True),
+        }
+    else:
+        models.infer.keep_freed_memory()
+        variants = {"+ allocator keeps freed memory": make(tta=True),
+                    "+ compiled ELU kernels (default)": make(tta=True, compile=True)}
+    rows, reference = [], None
+    for name, fn in variants.items():
+        if isinstance(fn, ParticleSegmenter):
+            fn = lambda s, seg=fn: seg.segment(s.image).labels  # noqa: E731
+        fn(samples[0])  # warm-up
+        seconds, metrics = [], []
+        for s in samples:
+            sec, labels = time_call(lambda fn=fn, s=s: fn(s), 1)
+            seconds.append(sec)
+            metrics.append(image_metrics(s.instances, labels))
+        ap = float(np.mean([m["AP"] for m in metrics]))
+        ap50 = float(np.mean([m["AP50"] for m in metrics]))
+        reference = reference if reference is not None else (ap, ap50)
+        rows.append((t, name, float(np.mean(seconds)), ap, ap50,
+                     max(abs(ap - reference[0]), abs(ap50 - reference[1]))))
+    if phase == "tuned allocator":  # clustering share of the default path
+        default = make(tta=True, compile=True)
+        maps = [default.predict_maps(s.image) for s in samples]
+        cl = np.mean([time_call(lambda m=m: cluster_instances(m[0], m[1], m[2]), 1)[0] for m in maps])
+        rows.append((t, "  of which clustering", float(cl), float("nan"), float("nan"), float("nan")))
+    return rows
 
 
 def main():
@@ -117,45 +174,16 @@ def main():
     samples = [load_sample(args.data, s) for s in stems]
     model = BPartIS()
     model.load_state_dict(load_weights(args.weights or DEFAULT_WEIGHTS))
+    models.infer.TUNE_ALLOCATOR = False
     rows = []
-    for t in (30, 10):
-        fp32 = ParticleSegmenter(weights=args.weights, mc_samples=t, bf16=False, tta=False)
-        autocast_only = without_fused_upsampling(ParticleSegmenter(weights=args.weights, mc_samples=t,
-                                                                   bf16=False, tta=False))
-        autocast_only.bf16 = True  # autocast, weights converted on every pass
-        autocast_fused = ParticleSegmenter(weights=args.weights, mc_samples=t, bf16=False, tta=False)
-        autocast_fused.bf16 = True
-        bf16_weights = ParticleSegmenter(weights=args.weights, mc_samples=t, tta=False)
-        default = ParticleSegmenter(weights=args.weights, mc_samples=t, tta=True)
-        variants = {
-            "naive fp32 loop": lambda s, seg=bf16_weights: naive_segment(seg, model, s.image),
-            "batched, head once, BN folded (fp32)": lambda s, seg=fp32: seg.segment(s.image).labels,
-            "+ bf16 autocast, channels-last": lambda s, seg=autocast_only: seg.segment(s.image).labels,
-            "+ fused upsample-conv": lambda s, seg=autocast_fused: seg.segment(s.image).labels,
-            "+ bf16-stored weights": lambda s, seg=bf16_weights: seg.segment(s.image).labels,
-            "+ test-time augmentation (default)": lambda s, seg=default: seg.segment(s.image).labels,
-        }
-        reference = None
-        for name, fn in variants.items():
-            fn(samples[0])  # warm-up
-            seconds, metrics = [], []
-            for s in samples:
-                sec, labels = time_call(lambda fn=fn, s=s: fn(s), 1)
-                seconds.append(sec)
-                metrics.append(image_metrics(s.instances, labels))
-            ap = float(np.mean([m["AP"] for m in metrics]))
-            ap50 = float(np.mean([m["AP50"] for m in metrics]))
-            reference = reference if reference is not None else (ap, ap50)
-            rows.append((t, name, float(np.mean(seconds)), ap, ap50,
-                         max(abs(ap - reference[0]), abs(ap50 - reference[1]))))
-        # clustering share of the default path
-        maps = [default.predict_maps(s.image) for s in samples]
-        cl = np.mean([time_call(lambda m=m: cluster_instances(m[0], m[1], m[2]), 1)[0] for m in maps])
-        rows.append((t, "  of which clustering", float(cl), float("nan"), float("nan"), float("nan")))
+    for phase in ("plain allocator", "tuned allocator"):
+        for t in (30, 10):
+            rows += time_variants(phase, t, args.weights, model, samples)
+    rows.sort(key=lambda row: -row[0])  # T = 30 first, in the order measured
     memory_mb = peak_memory_2048(args.weights, args.threads)
     print(f"BPartIS inference, {len(samples)} EMPS test images at 512 x 512, {args.threads} threads "
           f"({torch.get_num_threads()} used), torch {torch.__version__}")
-    print(f"{'T':>3}  {'variant':<40}{'s / image':>10}{'AP':>8}{'AP50':>8}{'max |d| vs naive':>18}")
+    print(f"{'T':>3}  {'variant':<40}{'s / image':>10}{'AP':>8}{'AP50':>8}{'max |d| vs ref':>18}")
     for t, name, sec, a, a50, d in rows:
         tail = "" if np.isnan(a) else f"{a:8.3f}{a50:8.3f}{d:18.4f}"
         print(f"{t:>3}  {name:<40}{sec:>10.2f}{tail}")
