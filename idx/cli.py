@@ -52,7 +52,7 @@ def segmenter_options(func):
                         "small particles in a large field.")(func)
     func = click.option("--compile/--no-compile", "compile_kernels", default=True, show_default=True,
                         help="CPU: compile the ELU kernels with torch.compile (~0.8 s less per image at "
-                        "T = 30 on 2 cores; a one-off ~15 s compile the first time on a machine, ~2 s "
+                        "T = 30 on 2 cores; a one-off ~16 s compile the first time on a machine, ~4 s "
                         "later).")(func)
     func = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                         help="BPartIS state dict (ours, or the published seg-model.pt).")(func)

@@ -239,7 +239,7 @@ class ParticleSegmenter:
     compile : bool
         CPU: ELU and residual kernels compiled by ``torch.compile`` (:func:`models.network.compile_kernels`):
         ~0.8 s less per image at T = 30 on 2 cores, for a one-off compile when the segmenter is made
-        (~15 s the first time on a machine, ~1-3 s afterwards). Worth it from a few images on; the
+        (~16 s the first time on a machine, ~4 s afterwards). Worth it from a few images on; the
         ``idx`` commands turn it on (``--no-compile`` turns it off). Falls back, with a warning,
         where compiling fails.
     """

@@ -47,7 +47,7 @@ def compile_kernels() -> bool:
     PyTorch's own CPU ELU evaluates ``expm1`` and takes longer than a conv layer's matrix work in
     bfloat16; each residual block also spends a pass on the dropout masks and one on the skip
     addition. The compiled kernels compute ``exp`` in float32 registers and do masks, skip and
-    ELU in one pass. Compiling takes ~15 s on 2 cores the first time on a machine and ~1-3 s
+    ELU in one pass. Compiling takes ~16 s on 2 cores the first time on a machine and ~4 s
     later (inductor's on-disk cache).
 
     Returns False, with a warning, when compiling fails (no C++ compiler, for one); the plain
