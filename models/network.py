@@ -93,7 +93,8 @@ def compiled_kernels(enabled: bool = True):
 
 
 def _elu(x: torch.Tensor) -> torch.Tensor:
-    """ELU, in place when no gradient is recorded (inference: saves a copy of every activation)."""
+    """ELU; without gradients the compiled kernel inside :func:`compiled_kernels`, else PyTorch's
+    in place (inference: saves a copy of every activation)."""
     if torch.is_grad_enabled():
         return F.elu(x)
     if _ACTIVE:
