@@ -48,8 +48,9 @@ def segmenter_options(func):
                         "filter was tuned with them).")(func)
     func = click.option("--min-size", type=click.IntRange(1), default=None,
                         help="Smallest particle kept, in pixels of the 512 x 512 working image "
-                        "(default: the weights' card; 16 for the shipped weights). Lower it for "
-                        "small particles in a large field.")(func)
+                        "(default: the weights' card; 16 for the shipped weights, 128 with --tu, the "
+                        "size each filter was tuned with). Lower it for small particles in a large "
+                        "field.")(func)
     func = click.option("--compile/--no-compile", "compile_kernels", default=True, show_default=True,
                         help="CPU: compile the ELU kernels with torch.compile (~0.8 s less per image at "
                         "T = 30 on 2 cores; a one-off ~16 s compile the first time on a machine, ~4 s "

@@ -268,8 +268,10 @@ class ParticleSegmenter:
         self.bf16, self.size = bf16, size
         self.seed_threshold = tuned.get("seed_threshold", SEED_THRESHOLD) if seed_threshold is None \
             else seed_threshold
-        self.min_instance_px = tuned.get("min_instance_px", MIN_INSTANCE_PX) if min_instance_px is None \
-            else min_instance_px
+        if min_instance_px is None:  # the size tuned with the filter in use: t_u's when tu is given
+            min_instance_px = tuned.get("tu_min_instance_px") if tu is not None else None
+            min_instance_px = min_instance_px or tuned.get("min_instance_px", MIN_INSTANCE_PX)
+        self.min_instance_px = min_instance_px
         self.rng_seed, self.tta = rng_seed, bool(tuned.get("tta", False) if tta is None else tta)
         self.compile = bool(compile) and self.device.type == "cpu" and compile_kernels()
         if self.device.type == "cpu" and TUNE_ALLOCATOR:
@@ -481,7 +483,8 @@ def drop_masked(labels: np.ndarray, mask: np.ndarray, max_fraction: float = 0.5)
 
 def tuned_params(weights=None) -> dict:
     """What was tuned on validation for ``weights``, from the JSON card beside them
-    (``bpartis-emps.json``): ``tu``, ``seed_threshold``, ``min_instance_px``, ``tta`` and ``instance_filter``
+    (``bpartis-emps.json``): ``tu``, ``seed_threshold``, ``min_instance_px`` (with the learned filter),
+    ``tu_min_instance_px`` (with the t_u filter, when it was tuned apart), ``tta`` and ``instance_filter``
     (an :class:`InstanceFilter` read from the file the card names); {} if there is no card."""
     import json
 
@@ -492,7 +495,8 @@ def tuned_params(weights=None) -> dict:
     try:
         data = json.loads(card.read_text())
         params = {k: type_(data[k]) for k, type_ in
-                  (("tu", float), ("seed_threshold", float), ("min_instance_px", int), ("tta", bool))
+                  (("tu", float), ("seed_threshold", float), ("min_instance_px", int),
+                   ("tu_min_instance_px", int), ("tta", bool))
                   if k in data}
     except (ValueError, TypeError) as exc:
         log.warning("%s: unreadable (%s); using the default thresholds", card, exc)

@@ -127,7 +127,8 @@ def test_segmenter_applies_the_filter_its_weights_name(tmp_path, emps_image, cap
     np.testing.assert_allclose(keep_all.scores, 1 / (1 + np.exp(-3.0)), rtol=1e-6)
     remove_all = ParticleSegmenter(weights_with_filter(tmp_path, -3.0), mc_samples=2).segment(emps_image)
     assert remove_all.count == 0 and remove_all.n_removed == unfiltered.count
-    explicit_tu = ParticleSegmenter(weights_with_filter(tmp_path, -3.0), mc_samples=2, tu=1.0)
+    explicit_tu = ParticleSegmenter(weights_with_filter(tmp_path, -3.0), mc_samples=2, tu=1.0,
+                                    min_instance_px=unfiltered.params["min_instance_px"])
     assert explicit_tu.params["filter_kind"] == "mi"
     assert explicit_tu.segment(emps_image).count == unfiltered.count  # MI never exceeds 1 nat
     (tmp_path / "w-filter.json").write_text("{broken")
