@@ -395,6 +395,34 @@ def _round_misread_zeros(value: float) -> float:
     return value
 
 
+# Leading significant digits of scale-bar values (x 10^k): the 1-2-5 series and the usual
+# in-betweens. Of the 313 labelled EMPS bars, 300 are 1, 2 or 5, then 3 (9), 4 (2), 2.5, 3.5.
+_SCALE_MANTISSAS = {"1", "15", "2", "25", "3", "35", "4", "5", "6", "7", "75", "8"}
+_BARE_MANTISSAS = {"1", "2", "3", "4", "5"}
+
+
+def _drop_stray_leading_digit(value: float) -> float:
+    """A two-digit label whose first digit is a stray: ``930`` -> 30, ``41`` -> 1, ``4200`` -> 200.
+
+    A bar end, tick or speck in front of the label is read as one more digit (``930 um`` for
+    ``30 µm``, ``S500nm`` for ``500 nm``). When an integer with two significant digits starts
+    with no usual scale-bar value (``_SCALE_MANTISSAS``: not 93, 41, 42, 55) and what follows its
+    first digit is 1, 2, 3, 4 or 5 (x 10^k), that is the label; other values are returned as they
+    are (``96``, ``250``, ``35``, ``0.5``).
+    """
+    if value != int(value) or value < 10:
+        return value
+    digits = str(int(value))
+    significant = digits.rstrip("0")
+    if len(significant) != 2 or significant in _SCALE_MANTISSAS:
+        return value
+    rest = digits[1:].lstrip("0")
+    if rest and rest.rstrip("0") in _BARE_MANTISSAS:
+        log.debug("scale bar: %s read as %s (a stray leading digit)", value, rest)
+        return float(rest)
+    return value
+
+
 def _is_round_value(value: float) -> bool:
     """True for values a scale bar is labelled with: at most 2 significant digits (2.5, 250, 0.1).
 
@@ -421,7 +449,7 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
             unit = "nm"
     if text_box is not None:
         value = _repair_digits(gray, text_box, _fix_ocr(text), value)
-    value = _round_misread_zeros(value)
+    value = _drop_stray_leading_digit(_round_misread_zeros(value))
     if not _is_round_value(value):
         log.debug("scale bar: %s is not a scale-bar value (more than 2 significant digits)", value)
         return bar, text, text_box, ocr_conf, None

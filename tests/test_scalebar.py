@@ -658,6 +658,36 @@ def test_blurred_zeros_read_as_6_8_9_become_round(value, expected):
     assert _round_misread_zeros(value) == expected
 
 
+@pytest.mark.parametrize("value, expected", [
+    # misread labels of the development splits: 30 um, 1 um, 200 nm, 500 nm
+    (930.0, 30.0), (41.0, 1.0), (4200.0, 200.0), (5500.0, 500.0),
+    # usual values, one-digit values, decimals, and two digits whose rest is no usual value stay
+    (35.0, 35.0), (250.0, 250.0), (150.0, 150.0), (75.0, 75.0), (20.0, 20.0), (5.0, 5.0),
+    (0.5, 0.5), (2.5, 2.5), (96.0, 96.0), (19.0, 19.0), (123.0, 123.0), (1000.0, 1000.0),
+])
+def test_a_stray_digit_in_front_of_a_label_is_dropped(value, expected):
+    from miners.scalebar import _drop_stray_leading_digit
+
+    assert _drop_stray_leading_digit(value) == expected
+
+
+@needs_tesseract
+@needs_emps
+@pytest.mark.parametrize("stem, text, value, unit, nm_per_px", [
+    ("8f9db31734", "930 um", 30.0, "µm", 196.08),  # a bar end read as a leading 9
+    ("ae843e9fc0", "41 um", 1.0, "µm", 7.299),
+    ("f485e2051b", "4200 nm", 200.0, "nm", 2.532),
+    ("ca780314cd", "S500nm", 500.0, "nm", 3.401),
+])
+def test_labels_with_a_stray_leading_digit_read_right(stem, text, value, unit, nm_per_px):
+    """Whole EMPS micrographs whose label tesseract reads with one digit too many in front (the
+    annotated nm/px beside each); before the repair they read 930 µm, 41 µm, 4200 nm, 5500 nm."""
+    result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
+    assert text in result.text
+    assert (result.value, result.unit) == (value, unit)
+    assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.02)
+
+
 @needs_tesseract
 @needs_emps
 @pytest.mark.parametrize("stem, rows, cols, value, nm_per_px", [
