@@ -349,7 +349,8 @@ def _read_label_chars(gray: np.ndarray, arr: np.ndarray, bar: dict) -> tuple | N
                 match = _BLURRED_LABEL_RE.fullmatch(text.strip())
                 if match is None:
                     continue
-                descender = _unit_has_descender(gray, tuple(box), bar["polarity"])
+                descender = _unit_has_descender(gray, tuple(box), bar["polarity"],
+                                                _digit_count(match.group(1)))
                 if descender is None:
                     continue
                 unit = "µm" if descender else "nm"
@@ -444,7 +445,7 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
     value, unit = parsed
     if unit == "µm" and text_box is not None and _DROPPED_MICRO_RE.search(text):
         # "20 nm" and "2.0 µm" both come out of tesseract as "20m"; a micro sign has a descender
-        if (_unit_has_descender(gray, text_box, bar["polarity"]) is False
+        if (_unit_has_descender(gray, text_box, bar["polarity"], _digit_count(_fix_ocr(text))) is False
                 and is_plausible_scale(value, "nm", bar["length_px"])):
             unit = "nm"
     if text_box is not None:
@@ -577,12 +578,47 @@ def _count_holes(glyph: np.ndarray) -> int:
     return n - 1
 
 
-def _unit_has_descender(gray: np.ndarray, box: tuple[int, int, int, int],
-                        bar_polarity: str) -> bool | None:
-    """True when a glyph right of the number reaches clearly below the digits' baseline (µ).
+def _join_broken_glyphs(boxes: list[tuple[slice, slice]]) -> list[tuple[slice, slice]]:
+    """Join the pieces of one character: boxes sharing at least half their columns that are
+    stacked and touching (a blurred ``2`` binarised into its upper and lower strokes) or span the
+    same rows (a slashed ``0`` cut in two), so one character gives one box. Other boxes that share
+    columns (an edge reaching over a letter) stay apart."""
+    boxes = list(boxes)
+    joined = True
+    while joined:
+        joined = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                (ra, ca), (rb, cb) = boxes[i], boxes[j]
+                overlap = min(ca.stop, cb.stop) - max(ca.start, cb.start)
+                narrow = min(ca.stop - ca.start, cb.stop - cb.start)
+                gap = max(ra.start, rb.start) - min(ra.stop, rb.stop)
+                stacked = -2 <= gap <= 1
+                halves = abs(ra.start - rb.start) <= 2 and abs(ra.stop - rb.stop) <= 2
+                if overlap >= 0.5 * narrow and (stacked or halves):
+                    boxes[i] = (slice(min(ra.start, rb.start), max(ra.stop, rb.stop)),
+                                slice(min(ca.start, cb.start), max(ca.stop, cb.stop)))
+                    del boxes[j]
+                    joined = True
+                    break
+            if joined:
+                break
+    return boxes
 
-    False when the two unit letters sit on the baseline (``nm``); None when they cannot be
-    isolated (touching glyphs, tiny text).
+
+def _digit_count(text: str) -> int | None:
+    """Digits of the first number in ``text`` (``"1.0m"`` -> 2, ``"200 nm"`` -> 3), or None."""
+    match = re.search(r"\d+(?:[.,]\d+)?", text)
+    return sum(ch.isdigit() for ch in match.group(0)) if match else None
+
+
+def _unit_has_descender(gray: np.ndarray, box: tuple[int, int, int, int],
+                        bar_polarity: str, n_digits: int | None = None) -> bool | None:
+    """True when the glyph right of the number reaches clearly below the digits' baseline (µ).
+
+    False when the unit's first letter sits on the baseline (``nm``); None when the letters
+    cannot be isolated (touching glyphs, tiny text) or, given ``n_digits`` (the OCR's), when a
+    different number of digit glyphs is found (text merged with the texture behind it).
     """
     r0, c0, r1, c1 = box
     height, width = gray.shape
@@ -596,27 +632,44 @@ def _unit_has_descender(gray: np.ndarray, box: tuple[int, int, int, int],
     dark = crop <= ground - max(GLYPH_CONTRAST / 2, (ground - crop.min()) / 2)
     ink = light if (crop.max() - ground) >= (ground - crop.min()) else dark
     labels, _ = ndimage.label(ink)
-    glyphs = [sl for sl in ndimage.find_objects(labels)
-              if sl is not None and sl[0].stop - sl[0].start >= 3]
-    if len(glyphs) < 3:
-        return None
+    glyphs = _join_broken_glyphs([sl for sl in ndimage.find_objects(labels) if sl is not None])
+    glyphs = [sl for sl in glyphs if sl[0].stop - sl[0].start >= 3]
     glyphs.sort(key=lambda sl: sl[1].start)
-    # digits reach the cap height (the highest tops); n, m and µ start at the x-height
-    heights = sorted((sl[0].stop - sl[0].start for sl in glyphs), reverse=True)
-    ref_h = float(np.median(heights[:3]))
-    top = min(sl[0].start for sl in glyphs if sl[0].stop - sl[0].start >= 0.6 * ref_h)
-    digits = [sl for sl in glyphs
-              if abs(sl[0].start - top) <= 2 and sl[0].stop - sl[0].start >= 0.7 * ref_h]
-    if not digits or ref_h < 5:
+
+    def height(sl):
+        return sl[0].stop - sl[0].start
+
+    # no bars or rules (flat), so the number is the leftmost glyph of text height
+    shapes = [sl for sl in glyphs if sl[1].stop - sl[1].start <= 3 * height(sl)]
+    if len(shapes) < 3:
         return None
-    cap_h = float(np.median([sl[0].stop - sl[0].start for sl in digits]))
+    tall = 0.5 * float(np.median([height(sl) for sl in shapes]))
+    first = next(i for i, sl in enumerate(shapes) if height(sl) >= tall)
+    # the digits: the glyphs level with the first (a decimal point or speck between is skipped);
+    # the first glyph of text height that is not level starts the unit. Particles or edges
+    # inside the OCR box (taller, elsewhere) do not set the cap height.
+    digits = [shapes[first]]
+    cap0, top = height(shapes[first]), shapes[first][0].start
+    for sl in shapes[first + 1:]:
+        if height(sl) < 0.5 * cap0:
+            continue
+        if abs(sl[0].start - top) <= max(2, 0.12 * cap0) and abs(height(sl) - cap0) <= 0.25 * cap0:
+            digits.append(sl)
+            continue
+        break
+    if n_digits is not None and len(digits) != n_digits:
+        return None
+    cap_h = float(np.median([height(sl) for sl in digits]))
     baseline = float(np.median([sl[0].stop for sl in digits]))
-    unit_glyphs = [sl for sl in glyphs if sl[1].start >= digits[-1][1].stop
-                   and top + 0.25 * cap_h <= sl[0].start < baseline - 0.3 * cap_h
-                   and sl[0].stop - sl[0].start >= 0.3 * cap_h][:2]
-    if len(unit_glyphs) < 2:  # the unit letters were not isolated: undecided
+    if cap_h < 5:
         return None
-    return any(sl[0].stop >= baseline + max(2.0, 0.15 * cap_h) for sl in unit_glyphs)
+    # n, m and µ start at the x-height; µ, the unit's first letter, reaches below the baseline
+    unit_glyphs = [sl for sl in shapes if digits[-1][1].stop <= sl[1].start <= digits[-1][1].stop + 2 * cap_h
+                   and top + 0.25 * cap_h <= sl[0].start < baseline - 0.3 * cap_h
+                   and height(sl) >= 0.3 * cap_h]
+    if not unit_glyphs:  # the unit letters were not isolated: undecided
+        return None
+    return unit_glyphs[0][0].stop >= baseline + max(2.0, 0.15 * cap_h)
 
 
 def find_bar_candidates(image: np.ndarray) -> list[dict]:

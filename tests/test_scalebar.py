@@ -671,6 +671,46 @@ def test_a_stray_digit_in_front_of_a_label_is_dropped(value, expected):
     assert _drop_stray_leading_digit(value) == expected
 
 
+def test_pieces_of_one_character_are_joined_and_neighbours_are_not():
+    from miners.scalebar import _join_broken_glyphs
+
+    def box(r0, r1, c0, c1):
+        return slice(r0, r1), slice(c0, c1)
+
+    def spans(boxes):
+        return sorted((b[0].start, b[0].stop, b[1].start, b[1].stop) for b in boxes)
+
+    # a "2" binarised into upper and lower strokes; a slashed "0" cut into left and right halves
+    assert spans(_join_broken_glyphs([box(5, 12, 8, 16), box(12, 17, 9, 16)])) == [(5, 17, 8, 16)]
+    assert spans(_join_broken_glyphs([box(2, 13, 15, 21), box(3, 14, 17, 24)])) == [(2, 14, 15, 24)]
+    # "n" beside an "m" fused with a particle edge reaching over the n: apart; so are two digits
+    apart = [box(5, 14, 43, 51), box(0, 14, 45, 58)]
+    assert spans(_join_broken_glyphs(apart)) == spans(apart)
+    digits = [box(1, 15, 8, 16), box(1, 15, 18, 26)]
+    assert spans(_join_broken_glyphs(digits)) == spans(digits)
+
+
+@needs_tesseract
+@needs_emps
+@pytest.mark.parametrize("stem, text, nm_per_px", [
+    ("83fd5c9288", "200m", 1.709),  # the "m" fused with a particle edge; the "n" decides
+    ("f98c5fb82a", "20m", 0.2247),  # particles inside the OCR box are taller than the digits
+])
+def test_dropped_micro_sign_settled_on_the_first_unit_letter(stem, text, nm_per_px):
+    """"200 nm" / "20 nm" labels that tesseract reads as "200m" / "20m": the unit's first
+    letter sits on the digits' baseline, so nm (they read as 200 µm / 20 µm before)."""
+    result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
+    assert result.text.startswith(text) and result.unit == "nm"
+    assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.02)
+
+
+@pytest.mark.parametrize("text, count", [("1.0m", 2), ("200 nm", 3), ("“200 im).", 3), ("nm", None)])
+def test_digit_count_of_the_label_number(text, count):
+    from miners.scalebar import _digit_count
+
+    assert _digit_count(text) == count
+
+
 @needs_tesseract
 @needs_emps
 @pytest.mark.parametrize("stem, text, value, unit, nm_per_px", [
