@@ -449,7 +449,7 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
                 and is_plausible_scale(value, "nm", bar["length_px"])):
             unit = "nm"
     if text_box is not None:
-        value = _repair_digits(gray, text_box, _fix_ocr(text), value)
+        value = _repair_digits(gray, text_box, _fix_ocr(text), value, bar["polarity"])
     value = _drop_stray_leading_digit(_round_misread_zeros(value))
     if not _is_round_value(value):
         log.debug("scale bar: %s is not a scale-bar value (more than 2 significant digits)", value)
@@ -485,7 +485,8 @@ def _text_glyphs(gray: np.ndarray, box: tuple[int, int, int, int],
     return labels, glyphs
 
 
-def _repair_digits(gray: np.ndarray, box: tuple[int, int, int, int], text: str, value: float) -> float:
+def _repair_digits(gray: np.ndarray, box: tuple[int, int, int, int], text: str, value: float,
+                   bar_polarity: str | None = None) -> float:
     """Put back what OCR loses in the number of a label, judged from the glyph shapes.
 
     - a dropped decimal point: ``1.0 µm`` read ``10 m``; a dot is a small blob on the digits'
@@ -493,7 +494,9 @@ def _repair_digits(gray: np.ndarray, box: tuple[int, int, int, int], text: str, 
     - ``0`` read as ``8`` (``208 nm``, a blurred serif 0): a digit glyph with one hole is no 8.
 
     Changes nothing unless every digit of the OCR number is matched by one isolated digit glyph
-    (tried with light and with dark text).
+    (tried with light and with dark text, the bar's polarity first: labels are mostly drawn like
+    their bar, and the gaps between bold dark digits can pass for light "digits" with a speck
+    between them, ``20 nm`` -> 2.0).
     """
     match = _SCALE_RE.search(text)
     if match is None:
@@ -502,7 +505,7 @@ def _repair_digits(gray: np.ndarray, box: tuple[int, int, int, int], text: str, 
     digits_text = re.sub(r"\D", "", number)
     if len(digits_text) < 2 or ("." in number or "," in number) and "8" not in digits_text:
         return value
-    for polarity in ("light", "dark"):
+    for polarity in (("dark", "light") if bar_polarity == "dark" else ("light", "dark")):
         labels, glyphs = _text_glyphs(gray, box, polarity)
         digit_glyphs = _number_glyphs(glyphs)
         if len(digit_glyphs) != len(digits_text):

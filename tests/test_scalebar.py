@@ -704,6 +704,17 @@ def test_dropped_micro_sign_settled_on_the_first_unit_letter(stem, text, nm_per_
     assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.02)
 
 
+@needs_tesseract
+@needs_emps
+def test_gaps_between_bold_dark_digits_give_no_decimal_point():
+    """EMPS fc9e19325c, a bold black "20 nm": read as light text, the gaps between the strokes
+    passed for two digits with a speck between them, so "20" became 2.0 (0.039 nm/px). The
+    bar's polarity (dark) is now tried first."""
+    result = read_scalebar(emps_crop("fc9e19325c", slice(None), slice(None)))
+    assert (result.value, result.unit) == (20.0, "nm")
+    assert result.nm_per_px == pytest.approx(0.3922, rel=0.02)
+
+
 @pytest.mark.parametrize("text, count", [("1.0m", 2), ("200 nm", 3), ("“200 im).", 3), ("nm", None)])
 def test_digit_count_of_the_label_number(text, count):
     from miners.scalebar import _digit_count
