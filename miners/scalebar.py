@@ -443,13 +443,14 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
         log.debug("scale bar: %r is a data-bar field, not a scale label", text)
         return bar, text, text_box, ocr_conf, None
     value, unit = parsed
+    fixed = _fix_ocr(text)
     if unit == "µm" and text_box is not None and _DROPPED_MICRO_RE.search(text):
         # "20 nm" and "2.0 µm" both come out of tesseract as "20m"; a micro sign has a descender
-        if (_unit_has_descender(gray, text_box, bar["polarity"], _digit_count(_fix_ocr(text))) is False
+        if (_unit_has_descender(gray, text_box, bar["polarity"], _digit_count(fixed)) is False
                 and is_plausible_scale(value, "nm", bar["length_px"])):
             unit = "nm"
     if text_box is not None:
-        value = _repair_digits(gray, text_box, _fix_ocr(text), value, bar["polarity"])
+        value = _repair_digits(gray, text_box, fixed, value, bar["polarity"])
     value = _drop_stray_leading_digit(_round_misread_zeros(value))
     if not _is_round_value(value):
         log.debug("scale bar: %s is not a scale-bar value (more than 2 significant digits)", value)
@@ -611,7 +612,7 @@ def _join_broken_glyphs(boxes: list[tuple[slice, slice]]) -> list[tuple[slice, s
 
 def _digit_count(text: str) -> int | None:
     """Digits of the first number in ``text`` (``"1.0m"`` -> 2, ``"200 nm"`` -> 3), or None."""
-    match = re.search(r"\d+(?:[.,]\d+)?", text)
+    match = re.search(_NUMBER, text)
     return sum(ch.isdigit() for ch in match.group(0)) if match else None
 
 

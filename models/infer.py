@@ -269,8 +269,8 @@ class ParticleSegmenter:
         self.seed_threshold = tuned.get("seed_threshold", SEED_THRESHOLD) if seed_threshold is None \
             else seed_threshold
         if min_instance_px is None:  # the size tuned with the filter in use: t_u's when tu is given
-            min_instance_px = tuned.get("tu_min_instance_px") if tu is not None else None
-            min_instance_px = min_instance_px or tuned.get("min_instance_px", MIN_INSTANCE_PX)
+            key = "tu_min_instance_px" if tu is not None and "tu_min_instance_px" in tuned else "min_instance_px"
+            min_instance_px = tuned.get(key, MIN_INSTANCE_PX)
         self.min_instance_px = min_instance_px
         self.rng_seed, self.tta = rng_seed, bool(tuned.get("tta", False) if tta is None else tta)
         self.compile = bool(compile) and self.device.type == "cpu" and compile_kernels()

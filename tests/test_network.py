@@ -133,7 +133,7 @@ def test_folded_copy_uses_fused_upsampling_and_keeps_the_state_dict():
         assert torch.allclose(folded(x), model(x), atol=1e-4)
 
 
-def _mc_maps(compile_kernels: bool, monkeypatch=None):
+def _mc_maps(compile_kernels: bool):
     import numpy as np
 
     from models.infer import ParticleSegmenter
