@@ -15,12 +15,13 @@ one speed-up to the row above:
   + test-time augmentation : the samples cycle through the 8 flips / transposes (the default
                              path of weights whose card says ``tta``)
   + allocator keeps memory : glibc malloc keeps freed activations for reuse (no page faults)
-  + compiled ELU kernels   : torch.compile'd ELU and mask + skip + ELU kernels (``--compile``,
-                             the default of the idx commands; compiled before timing)
+  + fused oneDNN graphs    : the passes traced and fused by oneDNN Graph, each conv writing
+                             its ELU / mask + skip + ELU (``--compile``, the default of the idx
+                             commands; traced in the warm-up image)
 Every variant replays the same dropout masks (drawn per image from one seed), so up to the
 bf16 residual stream the differences in AP / AP50 come from arithmetic only; the last column is
-the largest of |dAP|, |dAP50| against the naive loop (target: within 0.005), and for the compiled
-kernels against the row above them (the same samples). The augmented rows
+the largest of |dAP|, |dAP50| against the naive loop (target: within 0.005), and for the fused
+graphs against the row above them (the same samples). The augmented rows
 sample other views of the image, so their AP differs by design (measured on the whole splits in
 docs/benchmarks.md). The allocator setting cannot be undone in a process, so the rows without it
 run first for both T. Also the clustering share and the peak resident memory of segmenting one
@@ -137,7 +138,7 @@ def time_variants(phase: str, t: int, weights, model, samples) -> list:
     else:
         models.infer.keep_freed_memory()
         variants = {"+ allocator keeps freed memory": make(tta=True),
-                    "+ compiled ELU kernels (default)": make(tta=True, compile=True)}
+                    "+ fused oneDNN graphs (default)": make(tta=True, compile=True)}
     rows, reference = [], None
     for name, fn in variants.items():
         if isinstance(fn, ParticleSegmenter):

@@ -293,7 +293,7 @@ class Extractor:
     @property
     def run(self) -> dict:
         params = dict(getattr(self.segmenter, "params", {}))
-        params.pop("compile", None)  # how fast, not what: compiled and plain runs are one run
+        params.pop("compile", None)  # how fast, not what: fused and plain runs are one run
         params.update({"split": self.split, "pipeline": MODEL_VERSION})
         return {"model_version": MODEL_VERSION,
                 "weights_sha256": getattr(self.segmenter, "weights_sha256", None) or "in-memory",
@@ -386,8 +386,8 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
     segmenter : models.ParticleSegmenter, optional
         Reuse a loaded model; otherwise one is made from ``weights``, ``device``, ``mc_samples``,
         ``tu``, ``filter``, ``tta``, ``min_instance_px`` (the smallest particle kept, px of the
-        512 x 512 working image; None: as the weights' card says) and ``compile`` (compiled CPU
-        kernels, ~0.8 s less per panel after a one-off compile; see ``ParticleSegmenter``).
+        512 x 512 working image; None: as the weights' card says) and ``compile`` (fused CPU
+        graphs, ~1.4 s less per panel after a ~2 s trace; see ``ParticleSegmenter``).
     caption : str, optional
         Caption of an image or array source (gives panel techniques and stated scales).
     split : bool

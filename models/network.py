@@ -7,6 +7,9 @@ Activations are ELU; decoder upsampling is bilinear interpolation followed by a 
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -20,97 +23,23 @@ ENCODER_DROPOUT_128 = 0.3
 BN_EPS = 1e-3
 
 
-def _elu_math(x: torch.Tensor) -> torch.Tensor:
-    """ELU written with ``exp`` (what the compiled kernels compute, in float32 registers)."""
-    return torch.where(x > 0, x, torch.exp(x) - 1)
-
-
-def _residual_elu_math(out: torch.Tensor, skip: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``ELU(out * scale + skip)``: the end of a residual block, dropout masks in ``scale``."""
-    return _elu_math(out * scale + skip)
-
-
-def _residual_elu_unscaled_math(out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-    return _elu_math(out + skip)
-
-
-# Inductor-compiled versions of the three functions above (compile_kernels()), and whether the
-# code running now uses them (compiled_kernels()).
-_COMPILED: dict = {}
-_ACTIVE = False
-_COMPILE_FAILED = False
-
-
-def compile_kernels() -> bool:
-    """Compile (``torch.compile``, inductor, CPU) the ELU kernels used by inference, once per process.
-
-    PyTorch's own CPU ELU evaluates ``expm1`` and takes longer than a conv layer's matrix work in
-    bfloat16; each residual block also spends a pass on the dropout masks and one on the skip
-    addition. The compiled kernels compute ``exp`` in float32 registers and do masks, skip and
-    ELU in one pass. Compiling takes ~16 s on 2 cores the first time on a machine and ~4 s
-    later (inductor's on-disk cache).
-
-    Returns False, with a warning, when compiling fails (no C++ compiler, for one); the plain
-    kernels are used then.
-    """
-    global _COMPILE_FAILED
-    if _COMPILED or _COMPILE_FAILED:
-        return bool(_COMPILED)
-    import logging
-
-    try:
-        kernels = {fn.__name__: torch.compile(fn, dynamic=True)
-                   for fn in (_elu_math, _residual_elu_math, _residual_elu_unscaled_math)}
-        # Compile now, not mid-image: batch 1 and n (sizes of 1 are specialised), on tensors of a
-        # realistic size (inductor decides from the example sizes whether a loop runs in parallel).
-        with torch.no_grad():
-            for n in (1, 2):
-                x = torch.zeros(n, 16, 128, 128, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
-                kernels["_elu_math"](x)
-                kernels["_residual_elu_math"](x, x, torch.ones(n, 16, 1, 1, dtype=torch.bfloat16))
-                kernels["_residual_elu_unscaled_math"](x, x)
-    except Exception as exc:  # inductor raises many kinds (missing compiler, codegen, ...)
-        logging.getLogger(__name__).warning(
-            "torch.compile of the ELU kernels failed (%s: %s); using PyTorch's ELU (slower)",
-            type(exc).__name__, str(exc).splitlines()[0][:160] if str(exc) else "")
-        _COMPILE_FAILED = True
-        return False
-    _COMPILED.update(kernels)
-    return True
-
-
-@contextlib.contextmanager
-def compiled_kernels(enabled: bool = True):
-    """Within the block, inference (no gradient) uses the kernels of :func:`compile_kernels`
-    (compiled on first use); yields whether they are in use. Training never does."""
-    global _ACTIVE
-    previous = _ACTIVE
-    _ACTIVE = bool(enabled) and compile_kernels()
-    try:
-        yield _ACTIVE
-    finally:
-        _ACTIVE = previous
-
-
 def _elu(x: torch.Tensor) -> torch.Tensor:
-    """ELU; without gradients the compiled kernel inside :func:`compiled_kernels`, else PyTorch's
-    in place (inference: saves a copy of every activation)."""
-    if torch.is_grad_enabled():
+    """ELU: PyTorch's, in place at inference (saves a copy of every activation); out of place
+    with gradients and while tracing (the oneDNN Graph fuser only joins out-of-place ELUs to the
+    conv before them; see :class:`FusedGraphs`)."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing():
         return F.elu(x)
-    if _ACTIVE:
-        return _COMPILED["_elu_math"](x)
     return F.elu(x, inplace=True)
 
 
 def _residual_elu(out: torch.Tensor, skip: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """``ELU(out * scale + skip)`` (``scale``: per-sample channel masks ``(B, C, 1, 1)``, or None)."""
-    if _ACTIVE and not torch.is_grad_enabled():
-        if scale is None:
-            return _COMPILED["_residual_elu_unscaled_math"](out, skip)
-        return _COMPILED["_residual_elu_math"](out, skip, scale)
+    """``ELU(out * scale + skip)`` (``scale``: per-sample channel masks ``(B, C, 1, 1)``, or None);
+    may overwrite ``out`` at inference."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing():
+        return F.elu((out if scale is None else out * scale) + skip)
     if scale is not None:
-        out = out * scale if torch.is_grad_enabled() else out.mul_(scale)
-    return _elu(out + skip)
+        out.mul_(scale)
+    return F.elu(out.add_(skip), inplace=True)
 
 
 class MCDropout2d(nn.Dropout2d):
@@ -218,8 +147,8 @@ class NonBottleneck1D(nn.Module):
         self.bn2 = nn.BatchNorm2d(c, eps=BN_EPS)
         self.dropout = MCDropout2d(dropout, c)
 
-    def forward(self, x):  # (B, C, H, W) -> (B, C, H, W)
-        return self.merge(self.branch(x), x)
+    def forward(self, x, mask=None):  # (B, C, H, W) -> (B, C, H, W)
+        return self.merge(self.branch(x), x, mask)
 
     def branch(self, x):
         """The residual branch up to its dropout (the same for every Monte-Carlo sample)."""
@@ -228,14 +157,16 @@ class NonBottleneck1D(nn.Module):
         out = _elu(self.conv3x1_2(out))
         return self.bn2(self.conv1x3_2(out))
 
-    def merge(self, out, x):
-        """Dropout on the branch ``out``, then ``ELU(out + x)``; may overwrite ``out``."""
-        if self.dropout.p > 0:
-            masks = self.dropout.next_masks(out)  # Monte-Carlo replay: fused with the skip below
-            if masks is None:
+    def merge(self, out, x, mask=None):
+        """Dropout on the branch ``out``, then ``ELU(out + x)``; may overwrite ``out``.
+
+        ``mask`` (B, C, 1, 1): the dropout masks to apply (replayed Monte-Carlo samples); None:
+        the next ones of the dropout's bank, or plain dropout without a bank."""
+        if mask is None and self.dropout.p > 0:
+            mask = self.dropout.next_masks(out)  # Monte-Carlo replay: fused with the skip below
+            if mask is None:
                 out = self.dropout(out)
-            return _residual_elu(out, x, masks)
-        return _residual_elu(out, x)
+        return _residual_elu(out, x, mask)
 
 
 # _UPSAMPLE_TAPS[a][d, r]: weight of input offset r (-1, 0, 1) in the bilinear 2x upsampled sample
@@ -343,12 +274,9 @@ class Encoder(nn.Module):
         self.output_conv = nn.Conv2d(128, n_out_unused, 1, bias=True)
 
     def forward(self, x):  # (B, 3, H, W) -> (B, 128, H/8, W/8), [full, half, quarter] sizes
-        sizes = [x.shape[-2:]]
+        sizes = skip_sizes(*x.shape[-2:])
         x = self.initial_block(x)
-        sizes.append(x.shape[-2:])
-        x = self.layers[0](x)
-        sizes.append(x.shape[-2:])
-        for layer in self.layers[1:]:
+        for layer in self.layers:
             x = layer(x)
         return x, sizes
 
@@ -404,19 +332,129 @@ class BPartIS(nn.Module):
         Returns ``head (B, 64, H/4, W/4)``, ``branch`` (same shape) and the skip sizes, for
         :meth:`forward_from_head`.
         """
-        sizes = [x.shape[-2:]]
-        x = self.encoder.initial_block(x)
-        sizes.append(x.shape[-2:])
-        x = self.encoder.layers[0](x)
-        sizes.append(x.shape[-2:])
+        sizes = skip_sizes(*x.shape[-2:])
+        x = self.encoder.layers[0](self.encoder.initial_block(x))
         return x, self.encoder.layers[1].branch(x), sizes
 
-    def forward_from_head(self, head, branch, sizes):  # (B, 64, H/4, W/4) x 2 -> (B, 5, H, W)
-        """The rest of :meth:`forward` after :meth:`encode_head`; ``branch`` may be overwritten."""
-        x = self.encoder.layers[1].merge(branch, head)
+    def forward_from_head(self, head, branch, sizes, masks=None):  # (B, 64, H/4, W/4) x 2 -> (B, 5, H, W)
+        """The rest of :meth:`forward` after :meth:`encode_head`; ``branch`` may be overwritten.
+
+        ``masks``: one ``(B, C, 1, 1)`` dropout mask per encoder residual block
+        (:func:`next_dropout_masks`); None: each block's own (replayed bank or plain dropout).
+        """
+        blocks = iter(masks if masks is not None else [])
+        x = self.encoder.layers[1].merge(branch, head, next(blocks, None))
         for layer in self.encoder.layers[2:]:
-            x = layer(x)
+            x = layer(x, next(blocks, None)) if isinstance(layer, NonBottleneck1D) else layer(x)
         return torch.cat([decoder(x, sizes) for decoder in self.decoders], 1)
+
+
+def skip_sizes(height: int, width: int) -> list:
+    """The decoders' target sizes for an ``height`` x ``width`` input: full, half and quarter
+    (each down-sampler gives ceil(n / 2))."""
+    half = (-(-height // 2), -(-width // 2))
+    return [torch.Size((height, width)), torch.Size(half), torch.Size((-(-half[0] // 2), -(-half[1] // 2)))]
+
+
+def next_dropout_masks(model: BPartIS, like: torch.Tensor) -> list:
+    """The next ``(B, C, 1, 1)`` dropout masks of every encoder residual block for the batch
+    ``like`` (B = its length; its dtype and device): replayed from the banks of
+    :func:`draw_dropout_masks` where drawn and dropout is on, ones elsewhere."""
+    masks = []
+    for layer in model.encoder.layers:
+        if isinstance(layer, NonBottleneck1D):
+            mask = layer.dropout.next_masks(like) if layer.dropout.p > 0 else None
+            masks.append(mask if mask is not None else torch.ones(
+                like.shape[0], layer.dropout.channels, 1, 1, dtype=like.dtype, device=like.device))
+    return masks
+
+
+class _HeadPass(nn.Module):
+    def __init__(self, model: BPartIS):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        head, branch, _ = self.model.encode_head(x)
+        return head, branch
+
+
+class _TailPass(nn.Module):
+    def __init__(self, model: BPartIS, sizes: list):
+        super().__init__()
+        self.model, self.sizes = model, sizes
+
+    def forward(self, head, branch, masks: list):
+        return self.model.forward_from_head(head, branch, self.sizes, masks)
+
+
+class FusedGraphs:
+    """The inference passes of a folded model (:func:`fold_batchnorm`) as frozen TorchScript
+    traces run by PyTorch's oneDNN Graph fuser (CPU), one per input shape.
+
+    The fuser makes each conv write its ELU, or its dropout mask, skip addition and ELU, as it
+    stores its output (oneDNN post-ops), instead of a separate pass over memory for each; the
+    elementwise passes cost more than the bfloat16 matrix work in the 16- and 64-channel blocks.
+    Tracing a new shape takes ~2 s on 2 cores, and the first two runs of a trace are slower
+    (profiling). No compiler is needed. Where tracing or running fails, :meth:`head` and
+    :meth:`tail` log one warning and return None from then on: the caller runs the plain model.
+    """
+
+    MAX_GRAPHS = 8  # traces kept (a working size needs two, plus one per odd batch size)
+
+    def __init__(self, model: BPartIS):
+        self.model = model
+        self.graphs: OrderedDict = OrderedDict()
+        self.failed = False
+
+    def head(self, x: torch.Tensor):
+        """``(head, branch)`` of :meth:`BPartIS.encode_head` for ``x`` (B, 3, H, W), or None."""
+        return self._run(("head", tuple(x.shape), x.dtype), lambda: _HeadPass(self.model), (x,))
+
+    def tail(self, head: torch.Tensor, branch: torch.Tensor, sizes: list, masks: list):
+        """:meth:`BPartIS.forward_from_head` with explicit ``masks``, or None."""
+        key = ("tail", tuple(head.shape), head.dtype, tuple(tuple(s) for s in sizes))
+        return self._run(key, lambda: _TailPass(self.model, sizes), (head, branch, masks))
+
+    def _run(self, key, make, inputs):
+        if self.failed:
+            return None
+        try:
+            with _onednn_fusion():
+                graph = self.graphs.get(key)
+                if graph is None:
+                    modes = {module: module.training for module in self.model.modules()}
+                    try:  # freezing wants eval mode; the masks are inputs, so dropout's mode is moot
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")  # tracer warnings: one trace per shape
+                            graph = torch.jit.freeze(torch.jit.trace(make().eval(), inputs, check_trace=False))
+                    finally:
+                        for module, training in modes.items():
+                            module.training = training
+                    self.graphs[key] = graph
+                    while len(self.graphs) > self.MAX_GRAPHS:
+                        self.graphs.popitem(last=False)
+                self.graphs.move_to_end(key)
+                return graph(*inputs)
+        except Exception as exc:  # tracing / the fuser raise many kinds
+            logging.getLogger(__name__).warning(
+                "fused CPU graphs unavailable (%s: %s); running the plain model (slower)",
+                type(exc).__name__, str(exc).splitlines()[0][:160] if str(exc) else "")
+            self.failed = True
+            self.graphs.clear()
+            return None
+
+
+@contextlib.contextmanager
+def _onednn_fusion():
+    """PyTorch's oneDNN Graph fuser on for the TorchScript graphs run inside (a process-wide
+    switch, restored on exit)."""
+    previous = torch.jit.onednn_fusion_enabled()
+    torch.jit.enable_onednn_fusion(True)
+    try:
+        yield
+    finally:
+        torch.jit.enable_onednn_fusion(previous)
 
 
 def fold_batchnorm(model: BPartIS) -> BPartIS:

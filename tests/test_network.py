@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,8 +135,6 @@ def test_folded_copy_uses_fused_upsampling_and_keeps_the_state_dict():
 
 
 def _mc_maps(compile_kernels: bool):
-    import numpy as np
-
     from models.infer import ParticleSegmenter
 
     torch.manual_seed(11)
@@ -145,56 +144,47 @@ def _mc_maps(compile_kernels: bool):
     return seg, seg.predict_maps(image)
 
 
-def test_compiled_kernels_change_only_rounding():
-    """The compiled ELU / mask + skip + ELU kernels (the CLI default) against PyTorch's own, on
-    a bfloat16 Monte-Carlo pass with replayed dropout masks: the same maps to bfloat16 rounding
-    (a dropped mask or skip would move them by O(1))."""
+def test_fused_graphs_change_only_rounding():
+    """The traced, oneDNN-Graph-fused passes (the CLI default) against the plain model, on a
+    bfloat16 Monte-Carlo pass with replayed dropout masks: the same maps to bfloat16 rounding
+    (a dropped mask or skip would move them by O(1)), and the samples differ (masks applied)."""
     plain_seg, plain = _mc_maps(False)
-    compiled_seg, compiled = _mc_maps(True)
-    assert compiled_seg.compile is True and plain_seg.compile is False
-    assert compiled_seg.params["compile"] is True
-    for a, b in zip(plain, compiled):
+    fused_seg, fused = _mc_maps(True)
+    assert fused_seg.graphs is not None and not fused_seg.graphs.failed and len(fused_seg.graphs.graphs) == 2
+    assert plain_seg.graphs is None and fused_seg.params["compile"] is True
+    for a, b in zip(plain, fused):
         assert a.shape == b.shape
         assert float((a - b).abs().max()) < 0.02
-    assert float(compiled[3].max()) > 0  # the samples differ: the masks were applied
+    assert float(fused[3].max()) > 0  # the Monte-Carlo samples differ: the masks were applied
+    assert float((fused[3] - plain[3]).abs().max()) < 0.5 * float(plain[3].max())  # not the masks of other samples
 
 
-def test_compiled_kernels_leave_training_on_plain_autograd():
-    from models.network import compiled_kernels
+def test_fused_graphs_restore_module_modes_and_the_fuser_switch():
+    """Tracing puts the model in eval mode and turns the process-wide oneDNN Graph switch on;
+    both are put back, so training and other TorchScript code see nothing."""
+    from models.network import FusedGraphs, fold_batchnorm
 
-    torch.manual_seed(13)
-    model = BPartIS().train()
-    x = torch.rand(2, 3, 32, 32)
-    with compiled_kernels(True) as active:
-        torch.manual_seed(14)
-        inside = model(x)
-        inside.square().mean().backward()
-    grad_inside = model.encoder.initial_block.conv.weight.grad.clone()
-    model.zero_grad()
-    torch.manual_seed(14)
-    outside = model(x)
-    outside.square().mean().backward()
-    assert active is True
-    assert torch.equal(inside, outside)
-    assert torch.equal(grad_inside, model.encoder.initial_block.conv.weight.grad)
+    model = fold_batchnorm(BPartIS()).train()
+    graphs = FusedGraphs(model)
+    with torch.no_grad():
+        head, branch = graphs.head(torch.rand(2, 3, 32, 32))
+    assert head.shape == (2, 64, 8, 8) and branch.shape == head.shape
+    assert all(module.training for module in model.modules())
+    assert torch.jit.onednn_fusion_enabled() is False
 
 
-def test_failed_compile_warns_once_and_falls_back(monkeypatch, caplog):
-    import models.network as network
-
-    monkeypatch.setattr(network, "_COMPILED", {})
-    monkeypatch.setattr(network, "_COMPILE_FAILED", False)
-
+def test_failed_trace_warns_once_and_falls_back(monkeypatch, caplog):
     def broken(*args, **kwargs):
-        raise RuntimeError("no C++ compiler found")
+        raise RuntimeError("tracing is not supported here")
 
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(torch.jit, "trace", broken)
     with caplog.at_level("WARNING", logger="models.network"):
         seg, maps = _mc_maps(True)
-        assert network.compile_kernels() is False
-    warnings = [r for r in caplog.records if "torch.compile" in r.getMessage()]
-    assert len(warnings) == 1 and "no C++ compiler found" in warnings[0].getMessage()
-    assert seg.compile is False and all(torch.isfinite(m).all() for m in maps)
+        seg.predict_maps(np.zeros((64, 64), np.uint8))
+    warnings = [r for r in caplog.records if "fused CPU graphs" in r.getMessage()]
+    assert len(warnings) == 1 and "tracing is not supported here" in warnings[0].getMessage()
+    assert seg.graphs.failed and all(torch.isfinite(m).all() for m in maps)
+    assert float(maps[3].max()) > 0
 
 
 def test_low_precision_stream_keeps_the_residual_blocks_in_bfloat16():

@@ -147,7 +147,7 @@ def test_extract_cli_json_and_rerun(tmp_path):
     assert report["panels"] == 1
     again = json.loads(CliRunner().invoke(cli, args).stdout)
     assert again["panels"] == 0 and again["skipped"] == 1
-    # compiled kernels (the default) or not is how fast, not what: the same run, nothing added
+    # fused graphs (the default) or not is how fast, not what: the same run, nothing added
     plain = json.loads(CliRunner().invoke(cli, [*args, "--no-compile"]).stdout)
     assert plain["panels"] == 0 and plain["skipped"] == 1 and plain["run_id"] == report["run_id"]
     bad = CliRunner().invoke(cli, ["extract", str(image), "--db", str(db_path), "--weights",
