@@ -942,8 +942,8 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
             parsed = parse_scale_text(_fix_ocr(text)) if text else None
             if parsed is not None and not _is_round_value(parsed[0]):
                 odd.append((text, box, conf))  # another binarisation may read the digits right
-            elif text and parse_scale_text(text) is not None:
-                return text, box, conf  # read cleanly, no repair needed
+            elif parsed is not None and parse_scale_text(text) == parsed:
+                return text, box, conf  # read cleanly, no repair needed ("2 pm" is a repair)
             elif parsed is not None:
                 repaired.append((conf, text))
             elif text and conf > best[2]:
@@ -1176,7 +1176,7 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
             return "", 0.0
         level = (ground + ink_level) / 2.0
         ink = crop >= level if text_polarity == "light" else crop <= level
-        ink = _drop_border_blobs(ink)
+        ink = _drop_border_blobs(ink, rule_px=max(12, 2 * (r1 - r0)))
         # soft ink (keeps anti-aliasing) with ground blobs at the border removed
         soft = np.clip((crop.astype(float) - ground) / (ink_level - ground), 0, 1)
         soft[(crop >= level if text_polarity == "light" else crop <= level) & ~ink] = 0.0
@@ -1213,7 +1213,7 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
 
 def _fix_ocr(text: str) -> str:
     """Undo common tesseract misreadings in a scale label (``pm``/``ym``/``jim`` -> ``µm``, O -> 0)."""
-    t = unicodedata.normalize("NFC", text).replace("\u03bc", "µ")
+    t = unicodedata.normalize("NFC", text).replace("\u03bc", "µ").replace("_", " ")  # "_": the bar
     t = re.sub(r"(?<=\d)[Oo](?=\d|\s|[nµu])", "0", t)
     t = re.sub(r"\b[Oo](?=[.,]\d)", "0", t)
     t = re.sub(r"(?<=\d)[lI|](?=\d)", "1", t)
@@ -1256,8 +1256,26 @@ def _side_ground(soft: np.ndarray, ink: np.ndarray) -> np.ndarray:
     return out & ~ndimage.binary_dilation(ink)
 
 
-def _drop_border_blobs(ink: np.ndarray) -> np.ndarray:
-    """Ink mask without the blobs touching the crop border (ground bleeding into the crop)."""
+def _drop_border_blobs(ink: np.ndarray, rule_px: int | None = None) -> np.ndarray:
+    """Ink mask without the blobs touching the crop border (ground bleeding into the crop).
+
+    With ``rule_px``, a glyph joined to such a blob only through a horizontal rule of ``rule_px``
+    or more (the bar under a label, touched by the descender of a "µ") is kept: with the rules
+    cut out, the pieces of dropped blobs that no longer touch the border come back.
+    """
+    keep = _drop_border_blobs_once(ink)
+    if rule_px is None or rule_px >= ink.shape[1]:
+        return keep
+    rules = ndimage.binary_opening(ink & ~keep, structure=np.ones((1, rule_px), dtype=bool))
+    if not rules.any():
+        return keep
+    rules = ndimage.binary_dilation(rules, structure=np.ones((3, 3), dtype=bool))
+    labels, _ = ndimage.label(ink & ~keep & ~rules)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return keep | ((labels > 0) & ~np.isin(labels, border))
+
+
+def _drop_border_blobs_once(ink: np.ndarray) -> np.ndarray:
     labels, _ = ndimage.label(ink)
     border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])))
     keep = ink.copy()
