@@ -64,6 +64,8 @@ MAX_STACKED_PAIRS = 1  # two-line label guesses OCRed per bar (each is one tesse
 MAX_OCR_CALLS = 10  # tesseract calls per image (~0.1 s each): bounds the time of a hard panel
 MAX_CANDIDATES = 4  # bars whose neighbourhood is OCRed
 MAX_FAINT_CANDIDATES = 2  # faint bars (last route) whose neighbourhood is OCRed
+TEXT_REACH_PX = 30  # rows above and below a bar searched for its label, at least
+FAR_TEXT_REACH_PX = 45  # ... searched again when nothing was read there (short bar, tall label)
 OCR_TEXT_HEIGHT_PX = 36  # text is rescaled to about this height before OCR
 LABEL_CHARS = "0123456789.nmuµ"  # characters of a scale label (tesseract whitelist)
 MIN_OCR_CONF = 20.0  # tesseract word confidence (0-100) under which a reading is dropped
@@ -246,6 +248,12 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
         if tesseract_ok:
             text, text_box, ocr_conf = _read_text_near(gray, arr, bar, ocr_budget)
         parsed = parse_scale_text(_fix_ocr(text)) if text else None
+        if parsed is None and tesseract_ok and 0.7 * bar["length_px"] < FAR_TEXT_REACH_PX:
+            # a short bar under a tall label: the label's top lies beyond the first window
+            far = _read_text_near(gray, arr, bar, ocr_budget, FAR_TEXT_REACH_PX)
+            far_parsed = parse_scale_text(_fix_ocr(far[0])) if far[0] else None
+            if far_parsed is not None:
+                (text, text_box, ocr_conf), parsed = far, far_parsed
         readings.append((bar, text, text_box, ocr_conf, parsed))
     readings = [_check_reading(gray, r) for r in readings]
     read = [r for r in readings if r[4] is not None]
@@ -899,15 +907,17 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
-                    ocr_budget: list[int] | None = None) -> tuple[str, tuple | None, float]:
+                    ocr_budget: list[int] | None = None,
+                    min_reach: int = TEXT_REACH_PX) -> tuple[str, tuple | None, float]:
     """OCR the label next to a bar: ``(text, text_bbox, confidence 0-100)``.
 
     ``ocr_budget`` is a one-item list of the tesseract calls still allowed for the image; it is
-    decremented here, and nothing more is OCRed once it reaches 0.
+    decremented here, and nothing more is OCRed once it reaches 0. ``min_reach``: see
+    :func:`_text_line_boxes`.
     """
     if ocr_budget is None:
         ocr_budget = [MAX_OCR_CALLS]
-    boxes = _text_line_boxes(gray, arr, bar)
+    boxes = _text_line_boxes(gray, arr, bar, min_reach)
     best = ("", None, 0.0)
     odd = []  # readings whose value is not a scale-bar value ("208 nm" for 200 nm): last resort
     for *box, text_polarity in boxes[:3]:
@@ -1003,13 +1013,15 @@ def _stacked_pairs(boxes: list[tuple]) -> list[tuple]:
     return pairs
 
 
-def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict) -> list[tuple[int, int, int, int]]:
-    """Candidate text-line boxes around a bar, nearest and best aligned first."""
+def _text_line_boxes(gray: np.ndarray, arr: np.ndarray, bar: dict,
+                     min_reach: int = TEXT_REACH_PX) -> list[tuple[int, int, int, int]]:
+    """Candidate text-line boxes around a bar, nearest and best aligned first; glyphs are looked
+    for up to 0.7 bar lengths (at least ``min_reach`` px, at most 140) above and below it."""
     height, width = gray.shape
     r0, c0, r1, c1 = bar["bbox"]
     cr0, _, cr1, _ = bar["component"]
     length = c1 - c0
-    reach_v = int(np.clip(0.7 * length, 30, 140))
+    reach_v = int(np.clip(0.7 * length, min_reach, 140))
     reach_h = int(np.clip(1.5 * length + 40, 60, 500))
     wr0, wr1 = max(0, cr0 - reach_v), min(height, cr1 + reach_v)
     wc0, wc1 = max(0, c0 - reach_h), min(width, c1 + reach_h)

@@ -931,3 +931,18 @@ def test_labels_whose_micro_sign_touches_the_bar_read_right(stem, value, unit, n
     result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
     assert (result.value, result.unit) == (value, unit)
     assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.02)
+
+
+@needs_tesseract
+@needs_emps
+@pytest.mark.parametrize("stem, value, unit, nm_per_px", [
+    ("f068954421", 30.0, "nm", 0.7317),  # bold "30 nm", 27 px tall, 27 px over a 41 px bar
+    ("9c68e03e41", 500.0, "nm", 14.286),  # "500 nm" over a 35 px bar; another bar had won
+])
+def test_a_tall_label_over_a_short_bar_is_found(stem, value, unit, nm_per_px):
+    """Glyphs were looked for 0.7 bar lengths (at least 30 px) from a bar, so the top of a tall
+    label over a short bar lay outside the window: nothing was read. A bar whose window read
+    nothing is now searched again 45 px out."""
+    result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
+    assert (result.value, result.unit) == (value, unit)
+    assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.03)
