@@ -54,6 +54,7 @@ MIN_CONTRAST = 35  # grey levels between a bar and the pixels above and below it
 EDGE_ROWS = 3  # rows next to a thick bar looked at for its contrast with the ground
 BLURRED_EDGE_PENALTY = 0.9  # score factor of a bar whose contrast shows only past its edge rows
 BLUR_END_PX = 2  # extra columns a thick (>= 4 rows) bar's ends may fade over, each side
+MAX_END_SHIFT_PX = 3.5  # sub-pixel ends may move the length this far from the component's (px)
 GLYPH_CONTRAST = 50  # grey levels between a glyph and the ground in its box
 ADAPTIVE_GLYPH_CONTRAST = 50  # grey levels between text and the window's median, second glyph pass
 # pixel sizes a micrograph can have, nm/px: 0.005 (atomic-resolution STEM) to 20 000 (20 µm/px: a
@@ -894,7 +895,7 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
     left_edge = c0 - 0.5 if left is None else left
     right_edge = c1 - 0.5 if right is None else right
     length = right_edge - left_edge
-    if abs(length - (c1 - c0)) > 2.0 + 2 * blur_px:
+    if abs(length - (c1 - c0)) > MAX_END_SHIFT_PX + 2 * blur_px:
         return float(c1 - c0)
     return float(length)
 

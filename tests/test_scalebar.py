@@ -946,3 +946,29 @@ def test_a_tall_label_over_a_short_bar_is_found(stem, value, unit, nm_per_px):
     result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
     assert (result.value, result.unit) == (value, unit)
     assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.03)
+
+
+def test_a_blurred_bar_seen_in_one_row_keeps_its_faded_ends():
+    """A 3-row bar blurred so that only its middle row passes the bar level: its ends fade over
+    ~1.5 px each side, so the half-contrast length is 2-3 px longer than the component. That
+    used to be taken for a stray crossing and the component's length kept (25 px for a 28 px
+    bar, 12 % short)."""
+    from miners.scalebar import _subpixel_length
+
+    gray = np.zeros((5, 40))
+    gray[2, 10:31] = 200.0
+    gray[2, [7, 8, 9]] = [41.0, 102.0, 156.0]
+    gray[2, [31, 32, 33]] = [175.0, 126.0, 65.0]
+    length = _subpixel_length(gray, 2, 3, 10, 31, 200.0)
+    assert length == pytest.approx(31.867 - 8.343, abs=0.01)  # half-contrast crossings
+    assert length - 21 > 2.0  # past the old 2 px limit
+
+
+@needs_tesseract
+@needs_emps
+@pytest.mark.parametrize("stem, nm_per_px", [("427ebc9e15", 3.5714), ("47286679c2", 3.5714)])
+def test_thin_blurred_bars_under_slashed_zero_labels_measure_right(stem, nm_per_px):
+    """Two EMPS micrographs with a blurred 28 px bar over a "100 nm" label: 4.0 nm/px before."""
+    result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
+    assert (result.value, result.unit) == (100.0, "nm")
+    assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.05)
