@@ -67,6 +67,7 @@ MAX_CANDIDATES = 4  # bars whose neighbourhood is OCRed
 MAX_FAINT_CANDIDATES = 2  # faint bars (last route) whose neighbourhood is OCRed
 TEXT_REACH_PX = 30  # rows above and below a bar searched for its label, at least
 FAR_TEXT_REACH_PX = 45  # ... searched again when nothing was read there (short bar, tall label)
+MAX_FAR_OCR_CALLS = 4  # tesseract calls of that second search per image (not the first's budget)
 OCR_TEXT_HEIGHT_PX = 36  # text is rescaled to about this height before OCR
 LABEL_CHARS = "0123456789.nmuµ"  # characters of a scale label (tesseract whitelist)
 MIN_OCR_CONF = 20.0  # tesseract word confidence (0-100) under which a reading is dropped
@@ -243,6 +244,7 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
     candidates = find_bar_candidates(arr)
     tesseract_ok = _tesseract_available()
     ocr_budget = [MAX_OCR_CALLS]  # tesseract calls left for this image (about 0.1 s each)
+    far_budget = [MAX_FAR_OCR_CALLS]  # the second, farther label search has its own
     readings = []
     for bar in candidates[:MAX_CANDIDATES]:
         text, text_box, ocr_conf = ("", None, 0.0)
@@ -251,7 +253,7 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
         parsed = parse_scale_text(_fix_ocr(text)) if text else None
         if parsed is None and tesseract_ok and 0.7 * bar["length_px"] < FAR_TEXT_REACH_PX:
             # a short bar under a tall label: the label's top lies beyond the first window
-            far = _read_text_near(gray, arr, bar, ocr_budget, FAR_TEXT_REACH_PX)
+            far = _read_text_near(gray, arr, bar, far_budget, FAR_TEXT_REACH_PX)
             far_parsed = parse_scale_text(_fix_ocr(far[0])) if far[0] else None
             if far_parsed is not None:
                 (text, text_box, ocr_conf), parsed = far, far_parsed

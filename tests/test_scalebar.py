@@ -972,3 +972,29 @@ def test_thin_blurred_bars_under_slashed_zero_labels_measure_right(stem, nm_per_
     result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
     assert (result.value, result.unit) == (100.0, "nm")
     assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.05)
+
+
+def test_the_far_label_search_has_its_own_ocr_budget(monkeypatch):
+    """The second, farther search of a short bar's label spends its own tesseract calls: taken
+    from the image's budget, it left none for the right bar (synthetic case 186 went unread)."""
+    import miners.scalebar as scalebar
+
+    calls = []
+
+    def fake_read(gray, arr, bar, budget, min_reach=scalebar.TEXT_REACH_PX):
+        calls.append((min_reach, budget[0], budget))
+        budget[0] -= 2
+        return "", None, 0.0
+
+    monkeypatch.setattr(scalebar, "_read_text_near", fake_read)
+    monkeypatch.setattr(scalebar, "_tesseract_available", lambda: True)
+    monkeypatch.setattr(scalebar, "_read_text_first", lambda *args: None)
+    monkeypatch.setattr(scalebar, "_read_label_chars", lambda *args: None)
+    image = np.full((200, 300), 120, dtype=np.uint8)
+    image[180:184, 20:60] = 255  # a 40-px bar: 0.7 x 40 < 45 px
+    scalebar.read_scalebar(image)
+    near = [c for c in calls if c[0] == scalebar.TEXT_REACH_PX]
+    far = [c for c in calls if c[0] == scalebar.FAR_TEXT_REACH_PX]
+    assert near and far
+    assert near[0][1] == scalebar.MAX_OCR_CALLS and far[0][1] == scalebar.MAX_FAR_OCR_CALLS
+    assert all(c[2] is not near[0][2] for c in far)
