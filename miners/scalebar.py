@@ -250,11 +250,11 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
         text, text_box, ocr_conf = ("", None, 0.0)
         if tesseract_ok:
             text, text_box, ocr_conf = _read_text_near(gray, arr, bar, ocr_budget)
-        parsed = parse_scale_text(_fix_ocr(text)) if text else None
+        parsed = _parse_label(text)
         if parsed is None and tesseract_ok and 0.7 * bar["length_px"] < FAR_TEXT_REACH_PX:
             # a short bar under a tall label: the label's top lies beyond the first window
             far = _read_text_near(gray, arr, bar, far_budget, FAR_TEXT_REACH_PX)
-            far_parsed = parse_scale_text(_fix_ocr(far[0])) if far[0] else None
+            far_parsed = _parse_label(far[0])
             if far_parsed is not None:
                 (text, text_box, ocr_conf), parsed = far, far_parsed
         readings.append((bar, text, text_box, ocr_conf, parsed))
@@ -282,7 +282,7 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
             text, text_box, ocr_conf = _read_text_near(gray, arr, bar, ocr_budget)
             if text_box is not None and _boxes_overlap(text_box, bar["bbox"]):
                 continue  # a stroke of the label itself taken for a faint bar
-            parsed = parse_scale_text(_fix_ocr(text)) if text else None
+            parsed = _parse_label(text)
             reading = _check_reading(gray, (bar, text, text_box, ocr_conf, parsed))
             if reading[4] is not None:
                 read = [reading]
@@ -939,7 +939,7 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
                 ocr_budget[0] -= 1
                 wider = _widen_box(box, gray.shape)
                 wide_text, wide_conf = _ocr_label(gray, arr, wider, mode)
-                if parse_scale_text(_fix_ocr(wide_text)) is not None:
+                if _parse_label(wide_text) is not None:
                     box, text, conf = wider, wide_text, wide_conf
             elif (text and text_polarity is not None and not extended
                   and _NUMBER_ONLY_RE.fullmatch(text) and ocr_budget[0] > 0):
@@ -950,9 +950,9 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
                 extended = True  # once a box: the calls left may be needed by stacked lines
                 longer = _extend_box_right(box, gray.shape)
                 long_text, long_conf = _ocr_label(gray, arr, longer, mode)
-                if parse_scale_text(_fix_ocr(long_text)) is not None:
+                if _parse_label(long_text) is not None:
                     box, text, conf = longer, long_text, long_conf
-            parsed = parse_scale_text(_fix_ocr(text)) if text else None
+            parsed = _parse_label(text)
             if parsed is not None and not _is_round_value(parsed[0]):
                 odd.append((text, box, conf))  # another binarisation may read the digits right
             elif parsed is not None and parse_scale_text(text) == parsed:
@@ -974,7 +974,7 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
         ocr_budget[0] -= 1
         text, conf = _ocr_label(gray, arr, tuple(rect), text_polarity, n_lines=2)
         text = " ".join(text.split())
-        if text and parse_scale_text(_fix_ocr(text)) is not None:
+        if _parse_label(text) is not None:
             return text, tuple(rect), conf
     return best
 
@@ -1226,6 +1226,11 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
     return text, (float(np.mean(confs)) if confs else 0.0)
 
 
+def _parse_label(text: str) -> tuple[float, str] | None:
+    """``(value, unit)`` an OCR text reads as once :func:`_fix_ocr` has repaired it, or None."""
+    return parse_scale_text(_fix_ocr(text)) if text else None
+
+
 def _fix_ocr(text: str) -> str:
     """Undo common tesseract misreadings in a scale label (``pm``/``ym``/``jim`` -> ``µm``, O -> 0)."""
     t = unicodedata.normalize("NFC", text).replace("\u03bc", "µ").replace("_", " ")  # "_": the bar
@@ -1281,13 +1286,18 @@ def _drop_border_blobs(ink: np.ndarray, rule_px: int | None = None) -> np.ndarra
     keep = _drop_border_blobs_once(ink)
     if rule_px is None or rule_px >= ink.shape[1]:
         return keep
-    rules = ndimage.binary_opening(ink & ~keep, structure=np.ones((1, rule_px), dtype=bool))
+    rules = _rules(ink & ~keep, rule_px)
     if not rules.any():
         return keep
-    rules = ndimage.binary_dilation(rules, structure=np.ones((3, 3), dtype=bool))
     labels, _ = ndimage.label(ink & ~keep & ~rules)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     return keep | ((labels > 0) & ~np.isin(labels, border))
+
+
+def _rules(ink: np.ndarray, min_px: int) -> np.ndarray:
+    """Horizontal ink runs of ``min_px`` or more (bars, frames), grown by a pixel all round."""
+    runs = ndimage.binary_opening(ink, structure=np.ones((1, min_px), dtype=bool))
+    return ndimage.binary_dilation(runs, structure=np.ones((3, 3), dtype=bool))
 
 
 def _drop_border_blobs_once(ink: np.ndarray) -> np.ndarray:
@@ -1456,9 +1466,7 @@ def _drop_specks(ink_image: np.ndarray) -> np.ndarray | None:
     ink = hat >= max(30.0, float(np.median(hat)) + 6.0 * noise)
     # long horizontal runs are bars or frames, not glyphs; left in, tesseract takes a bar under
     # the label for part of a word and the word box swallows it
-    long_runs = ndimage.binary_opening(ink, structure=np.ones((1, MIN_RULE_PX), dtype=bool))
-    long_runs = ndimage.binary_dilation(long_runs, structure=np.ones((3, 3), dtype=bool))
-    ink &= ~long_runs
+    ink &= ~_rules(ink, MIN_RULE_PX)
     labels, _ = ndimage.label(ink)
     keep = np.zeros_like(ink)
     n_glyphs = 0
@@ -1565,7 +1573,7 @@ def _labels_from_words(words: list[dict]) -> list[dict]:
         groups = [[word]] + ([[word, after[0]]] if after else [])
         for group in reversed(groups):  # number + unit word first: "1" alone is no label
             text = " ".join(o["text"] for o in group)
-            parsed = parse_scale_text(_fix_ocr(text))
+            parsed = _parse_label(text)
             if parsed is None or _RAW_FIELD_UNIT_RE.search(text):
                 continue
             confs = [o["conf"] for o in group]

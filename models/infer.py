@@ -369,8 +369,7 @@ class ParticleSegmenter:
             if fused is not None:
                 return fused
         with self._autocast():
-            head, branch, _ = self.model.encode_head(views)
-        return head, branch
+            return self.model.encode_head(views)
 
     def _run_tail(self, head: torch.Tensor, branch: torch.Tensor, sizes) -> torch.Tensor:
         """Raw ``(n, 5, S, S)`` outputs of the samples whose heads and branches are given, with

@@ -45,9 +45,10 @@ def _residual_elu(out: torch.Tensor, skip: torch.Tensor, scale: torch.Tensor | N
 class MCDropout2d(nn.Dropout2d):
     """``nn.Dropout2d`` that can replay channel masks drawn in advance (Monte-Carlo inference).
 
-    With no masks set it is exactly ``nn.Dropout2d``. After :func:`draw_dropout_masks`, each call
-    takes the next ``B`` rows of its ``(T, C)`` mask bank, so the T Monte-Carlo samples get the
-    same masks whether they run one at a time or in batches of any size.
+    As a module it is exactly ``nn.Dropout2d``. After :func:`draw_dropout_masks`, each
+    :meth:`next_masks` call takes the next ``B`` rows of its ``(T, C)`` mask bank, so the T
+    Monte-Carlo samples get the same masks whether they run one at a time or in batches of any
+    size (the residual blocks apply them, :meth:`NonBottleneck1D.merge`).
     """
 
     def __init__(self, p: float, channels: int):
@@ -55,12 +56,6 @@ class MCDropout2d(nn.Dropout2d):
         self.channels = channels
         self.masks: torch.Tensor | None = None  # (T, C) float: 0 or 1 / (1 - p)
         self.cursor = 0
-
-    def forward(self, x):
-        masks = self.next_masks(x)
-        if masks is None:
-            return super().forward(x)
-        return x.mul_(masks) if not torch.is_grad_enabled() else x * masks
 
     def next_masks(self, x: torch.Tensor) -> torch.Tensor | None:
         """The next ``(B, C, 1, 1)`` replayed masks for the batch ``x`` (B, C, H, W), in ``x``'s dtype
@@ -329,12 +324,11 @@ class BPartIS(nn.Module):
         """Everything before the first dropout, run once for all Monte-Carlo samples: the two
         down-samplers and the branch of the first residual block (its dropout acts on the branch).
 
-        Returns ``head (B, 64, H/4, W/4)``, ``branch`` (same shape) and the skip sizes, for
-        :meth:`forward_from_head`.
+        Returns ``head (B, 64, H/4, W/4)`` and ``branch`` (same shape) for
+        :meth:`forward_from_head`, whose skip sizes are :func:`skip_sizes` of ``x``'s.
         """
-        sizes = skip_sizes(*x.shape[-2:])
         x = self.encoder.layers[0](self.encoder.initial_block(x))
-        return x, self.encoder.layers[1].branch(x), sizes
+        return x, self.encoder.layers[1].branch(x)
 
     def forward_from_head(self, head, branch, sizes, masks=None):  # (B, 64, H/4, W/4) x 2 -> (B, 5, H, W)
         """The rest of :meth:`forward` after :meth:`encode_head`; ``branch`` may be overwritten.
@@ -375,8 +369,7 @@ class _HeadPass(nn.Module):
         self.model = model
 
     def forward(self, x):
-        head, branch, _ = self.model.encode_head(x)
-        return head, branch
+        return self.model.encode_head(x)
 
 
 class _TailPass(nn.Module):
