@@ -843,6 +843,8 @@ def _measure_bar(gray: np.ndarray, comp: np.ndarray, sl: tuple[slice, slice],
         return None
     uniformity = 1.0 - min(1.0, float(gray[r0:r1, inner_cols].std()) / 40.0)
     length_px = _subpixel_length(gray, r0, r1, c0, c1, bar_value)
+    if polarity == "light":
+        length_px = _outlined_length(gray, r0, r1, c0, c1, bar_value) or length_px
     aspect = w / thickness
     shape_score = min(1.0, aspect / 8.0) * (0.6 if thickness == 1 else 1.0)
     position_score = 0.8 + 0.2 * (r0 / height)  # bars sit low more often than high
@@ -858,6 +860,11 @@ def _measure_bar(gray: np.ndarray, comp: np.ndarray, sl: tuple[slice, slice],
     }
 
 
+SHOULDER_PX = 3  # columns past a bar end's near ground looked at for a farther ground
+SHOULDER_SHARE = 0.4  # the near ground is a shoulder when this near the bar, as a share of the
+# farther ground's contrast
+
+
 def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
                      bar_value: float) -> float:
     """Distance between the half-contrast crossings at both bar ends, px."""
@@ -866,7 +873,8 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
     # a blurred thick bar fades over several columns, and its saturated core (the component)
     # is shorter than the drawn bar: look farther out for the ground, walk farther, allow more
     blur_px = BLUR_END_PX if r1 - r0 >= 4 else 0
-    lo, hi = max(0, c0 - 3 - blur_px), min(width, c1 + 3 + blur_px)
+    lo = max(0, c0 - 3 - blur_px - SHOULDER_PX)
+    hi = min(width, c1 + 3 + blur_px + SHOULDER_PX)
     profile = gray[rows, lo:hi].astype(float).mean(axis=0)
 
     def crossing(inside: int, outside: int) -> float | None:
@@ -878,11 +886,21 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
         b, g = bar_value, profile[far - lo]
         if abs(b - g) < MIN_CONTRAST / 2:
             return None
+        walk = 5 + blur_px
+        # a "shoulder": the end fades through a few columns much nearer the bar's level than the
+        # ground's beyond them (a dark bar ending in dark grey, ed3547f3da); the bar ends where
+        # the profile crosses half-way to that ground
+        beyond = [profile[x - lo] for x in range(far + step, far + (SHOULDER_PX + 1) * step, step)
+                  if lo <= x < hi]
+        if beyond:
+            g_beyond = float(np.median(beyond))
+            if abs(g - b) <= SHOULDER_SHARE * abs(g_beyond - b):
+                g, walk = g_beyond, walk + SHOULDER_PX
         mid = (b + g) / 2.0
         # walk outward from two pixels inside the last bar pixel (a low-contrast bar's component
         # takes in its anti-aliased end columns) until the profile crosses mid
         x = inside - 2 * step
-        for _ in range(5 + blur_px):
+        for _ in range(walk):
             v0, v1 = profile[x - lo], profile[x + step - lo] if lo <= x + step < hi else g
             if (v0 - mid) * (v1 - mid) <= 0 and v0 != v1:
                 return x + step * (v0 - mid) / (v0 - v1) + 0.0
@@ -900,6 +918,60 @@ def _subpixel_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
     if abs(length - (c1 - c0)) > MAX_END_SHIFT_PX + 2 * blur_px:
         return float(c1 - c0)
     return float(length)
+
+
+OUTLINE_MAX = DARK_MAX + 30  # grey level an outline round a light bar reaches at most
+OUTLINE_REACH_PX = 6  # columns past a bar end searched for its outline
+OUTLINE_MAX_PX = 4.0  # widest stroke taken for an outline (a label box's margin is wider)
+
+
+def _outlined_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
+                     bar_value: float) -> float | None:
+    """Length of a light bar drawn with a dark outline (a white rectangle with a black stroke)
+    between the middles of the stroke at its two ends, as drawing programs place a rectangle's
+    edges; None when there is no outline.
+
+    The half-level ends of :func:`_subpixel_length` are the body's inner edges, short by the
+    stroke width (``b3e7900e39``: 96 px body, 101 px outer edge). A sharpening halo
+    (a grey undershoot beside a bar) is not an outline: the frame must be dark (``OUTLINE_MAX``),
+    far from both body and ground (2 ``MIN_CONTRAST``), above, below and at both ends.
+    """
+    height, width = gray.shape
+    if r1 - r0 < 3 or r0 < 10 or r1 + 10 > height:
+        return None
+    inner = slice(c0 + (c1 - c0) // 8, c1 - (c1 - c0) // 8)
+    g = gray.astype(float)
+    frames = [g[r0 - 4:r0, inner].min(axis=0), g[r1:r1 + 4, inner].min(axis=0)]
+    frame = float(np.median(np.concatenate(frames)))
+    # ground right past the stroke on both sides: a filled label box round the bar is no outline
+    grounds = [float(np.median(g[r0 - 10:r0 - 5, inner])), float(np.median(g[r1 + 5:r1 + 10, inner]))]
+    if (frame > OUTLINE_MAX or min(grounds) - frame < 2 * MIN_CONTRAST
+            or bar_value - frame < 2 * MIN_CONTRAST
+            or min(float(np.mean(f <= frame + MIN_CONTRAST)) for f in frames) < 0.8):
+        return None
+    rows = slice(r0 + 1, r1 - 1)
+    ends = []
+    for edge, step in ((c0, -1), (c1 - 1, 1)):
+        cols = [edge + step * k for k in range(OUTLINE_REACH_PX + 4)]
+        if min(cols) < 0 or max(cols) >= width:
+            return None
+        profile = g[rows, cols].mean(axis=0)
+        dip = int(np.argmin(profile[:OUTLINE_REACH_PX]))
+        low, end_ground = float(profile[dip]), float(profile[-2:].mean())
+        if low > frame + MIN_CONTRAST or end_ground - low < 2 * MIN_CONTRAST:
+            return None
+        inner_mid, outer_mid = (bar_value + low) / 2.0, (low + end_ground) / 2.0
+        inside = [k for k in range(dip) if profile[k] >= inner_mid]
+        outside = [k for k in range(dip + 1, len(cols)) if profile[k] >= outer_mid]
+        if not inside or not outside:
+            return None
+        a, b = inside[-1], outside[0]  # last body column, first ground column
+        x_in = a + (profile[a] - inner_mid) / (profile[a] - profile[a + 1])
+        x_out = b - 1 + (outer_mid - profile[b - 1]) / (profile[b] - profile[b - 1])
+        if x_out - x_in > OUTLINE_MAX_PX:  # a box's margin, not a stroke
+            return None
+        ends.append(edge + step * (x_in + x_out) / 2.0)  # the stroke's middle
+    return float(ends[1] - ends[0])
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -934,6 +1006,16 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
                 return odd[0] if odd else best
             ocr_budget[0] -= 1
             text, conf = _ocr_label(gray, arr, box, mode)
+            if (mode in ("light", "dark") and _GARBLED_LABEL_RE.search(text)
+                    and _parse_label(text) is None
+                    and not _UNIT_ONLY_RE.fullmatch(text) and not _NUMBER_ONLY_RE.fullmatch(text)
+                    and ocr_budget[0] > 0 and _cleaning_changes(gray, box, mode)):
+                # a label garbled (a digit or an "m" left), not a part of one: once more
+                # without specks and bar rims
+                ocr_budget[0] -= 1
+                clean_text, clean_conf = _ocr_label(gray, arr, box, mode, clean=True)
+                if _parse_label(clean_text) is not None:
+                    text, conf = clean_text, clean_conf
             if text and _UNIT_ONLY_RE.fullmatch(text) and ocr_budget[0] > 0:
                 # the unit alone: the number touches a particle and was left out of the line box
                 ocr_budget[0] -= 1
@@ -979,6 +1061,7 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
     return best
 
 
+_GARBLED_LABEL_RE = re.compile(r"[0-9m]")
 _UNIT_ONLY_RE = re.compile(r"[^\w]*(?:nm|µm|um|pm|mm)[^\w]*", re.IGNORECASE)
 
 
@@ -1159,10 +1242,58 @@ def _chroma(arr: np.ndarray) -> np.ndarray:
     return rgb.max(axis=2) - rgb.min(axis=2)
 
 
+def _label_crop(gray: np.ndarray, box: tuple[int, int, int, int],
+                text_polarity: str | None = None, clean: bool = False) -> np.ndarray | None:
+    """The padded crop of ``box`` that :func:`_ocr_box` gives tesseract, before scaling: float
+    (H, W), dark text (0) on white (1); None when it holds no contrast to read."""
+    height, width = gray.shape
+    r0, c0, r1, c1 = box
+    pad = max(2, (r1 - r0) // 4)
+    crop = gray[max(0, r0 - pad):min(height, r1 + pad), max(0, c0 - pad):min(width, c1 + pad)]
+    if crop.size == 0:
+        return None
+    # dark text on light ground
+    lo, hi = np.percentile(crop, [5, 95])
+    if hi - lo < 20:
+        return None
+    norm = np.clip((crop.astype(float) - lo) / (hi - lo), 0, 1)
+    if text_polarity in ("light", "dark"):
+        ground = float(np.median(crop))
+        ink_level = float(np.percentile(crop, 97 if text_polarity == "light" else 3))
+        if abs(ink_level - ground) < 20:
+            return None
+        level = (ground + ink_level) / 2.0
+        raw = crop >= level if text_polarity == "light" else crop <= level
+        ink = _drop_border_blobs(raw, rule_px=max(12, 2 * (r1 - r0)))
+        # soft ink (keeps anti-aliasing) with ground blobs at the border removed
+        soft = np.clip((crop.astype(float) - ground) / (ink_level - ground), 0, 1)
+        if clean:
+            # their anti-aliased rims too (a bar's edge left in reads as "," or "_"), and specks
+            soft[ndimage.binary_dilation(raw & ~ink, iterations=2) & ~ink] = 0.0
+            ink = _drop_specks_of(ink)
+        soft[raw & ~ink] = 0.0
+        # ground of a third grey beyond the text's (the image left or right of a white label
+        # box) would come out as a grey band tesseract reads as "1" ("1100 nm")
+        soft[_side_ground(soft, ink)] = 0.0
+        return 1.0 - soft
+    return 1.0 - norm if np.median(norm) < 0.5 else norm
+
+
+def _cleaning_changes(gray: np.ndarray, box: tuple[int, int, int, int], text_polarity: str) -> bool:
+    """Whether ``clean`` changes the crop :func:`_ocr_box` reads (else a second call is wasted)."""
+    plain = _label_crop(gray, box, text_polarity)
+    return plain is not None and not np.array_equal(
+        plain, _label_crop(gray, box, text_polarity, clean=True))
+
+
 def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
              text_polarity: str | None = None, n_lines: int = 1,
-             label_chars: bool = False) -> tuple[str, float]:
+             label_chars: bool = False, clean: bool = False) -> tuple[str, float]:
     """OCR one box of ``n_lines`` text lines: ``(text, mean word confidence 0-100)``.
+
+    ``clean`` (binarised crops only) also erases the anti-aliased rims of the ground blobs
+    removed at the crop's border and ink specks (:func:`_drop_specks_of`): a second try where
+    the first reading did not parse (a serif "5 µm" read "(Sym ,").
 
     ``label_chars`` limits tesseract to the characters of a scale label (``LABEL_CHARS``): a
     blurred ``nm`` then cannot come out as ``sun`` or ``ne``.
@@ -1173,34 +1304,10 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
     import pytesseract
     from PIL import Image
 
-    height, width = gray.shape
-    r0, c0, r1, c1 = box
-    pad = max(2, (r1 - r0) // 4)
-    crop = gray[max(0, r0 - pad):min(height, r1 + pad), max(0, c0 - pad):min(width, c1 + pad)]
-    if crop.size == 0:
+    norm = _label_crop(gray, box, text_polarity, clean)
+    if norm is None:
         return "", 0.0
-    # dark text on light ground, scaled to a comfortable text height
-    lo, hi = np.percentile(crop, [5, 95])
-    if hi - lo < 20:
-        return "", 0.0
-    norm = np.clip((crop.astype(float) - lo) / (hi - lo), 0, 1)
-    if text_polarity in ("light", "dark"):
-        ground = float(np.median(crop))
-        ink_level = float(np.percentile(crop, 97 if text_polarity == "light" else 3))
-        if abs(ink_level - ground) < 20:
-            return "", 0.0
-        level = (ground + ink_level) / 2.0
-        ink = crop >= level if text_polarity == "light" else crop <= level
-        ink = _drop_border_blobs(ink, rule_px=max(12, 2 * (r1 - r0)))
-        # soft ink (keeps anti-aliasing) with ground blobs at the border removed
-        soft = np.clip((crop.astype(float) - ground) / (ink_level - ground), 0, 1)
-        soft[(crop >= level if text_polarity == "light" else crop <= level) & ~ink] = 0.0
-        # ground of a third grey beyond the text's (the image left or right of a white label
-        # box) would come out as a grey band tesseract reads as "1" ("1100 nm")
-        soft[_side_ground(soft, ink)] = 0.0
-        norm = 1.0 - soft
-    elif np.median(norm) < 0.5:
-        norm = 1.0 - norm
+    r0, _, r1, _ = box
     scale = np.clip(OCR_TEXT_HEIGHT_PX * n_lines / max(1, r1 - r0), 1.0, 6.0)
     img = Image.fromarray((norm * 255).astype(np.uint8))
     if scale > 1.05:
@@ -1274,6 +1381,19 @@ def _side_ground(soft: np.ndarray, ink: np.ndarray) -> np.ndarray:
             if rows[-1] - rows[0] + 1 >= 0.9 * h:
                 out |= part
     return out & ~ndimage.binary_dilation(ink)
+
+
+SPECK_FRACTION = 0.015  # ink blobs under this share of the largest glyph's area are specks
+
+
+def _drop_specks_of(ink: np.ndarray) -> np.ndarray:
+    """Ink mask without blobs under ``SPECK_FRACTION`` of the largest blob's area (texture
+    specks beside a label, read as "(" or ","); a decimal point is larger than that."""
+    labels, n = ndimage.label(ink)
+    if n < 2:
+        return ink
+    areas = ndimage.sum(ink, labels, range(1, n + 1))
+    return ink & ~np.isin(labels, 1 + np.flatnonzero(areas < SPECK_FRACTION * areas.max()))
 
 
 def _drop_border_blobs(ink: np.ndarray, rule_px: int | None = None) -> np.ndarray:

@@ -998,3 +998,85 @@ def test_the_far_label_search_has_its_own_ocr_budget(monkeypatch):
     assert near and far
     assert near[0][1] == scalebar.MAX_OCR_CALLS and far[0][1] == scalebar.MAX_FAR_OCR_CALLS
     assert all(c[2] is not near[0][2] for c in far)
+
+
+def test_an_outlined_bar_is_measured_to_the_middle_of_its_stroke():
+    """A white bar drawn with a 3-px black stroke on grey ground: the half-level ends of the
+    white body are one stroke width short of the rectangle as drawn (to the stroke's middle)."""
+    from miners.scalebar import _outlined_length
+
+    gray = np.full((40, 140), 200, dtype=np.uint8)
+    gray[15:25, 17:123] = 30  # stroke: 3 px round a body of 100 x 4 px
+    gray[18:22, 20:120] = 250
+    bars = [b for b in find_bar_candidates(gray) if b["polarity"] == "light"]
+    assert len(bars) == 1
+    # body 100 px, outline 3 px each end: the stroke's middle 103 px apart
+    assert bars[0]["length_px"] == pytest.approx(103.0, abs=0.3)
+    assert _outlined_length(gray, 18, 22, 20, 120, 250.0) == pytest.approx(103.0, abs=0.1)
+
+
+def test_a_sharpening_halo_is_no_outline():
+    """A white bar with a grey undershoot beside it (unsharp masking) keeps its own length."""
+    from miners.scalebar import _outlined_length
+
+    gray = np.full((40, 140), 200, dtype=np.uint8)
+    gray[16:24, 18:122] = 150  # halo 2 px wide, 50 grey levels under the ground
+    gray[18:22, 20:120] = 250
+    assert _outlined_length(gray, 18, 22, 20, 120, 250.0) is None
+    bars = [b for b in find_bar_candidates(gray) if b["polarity"] == "light"]
+    assert bars[0]["length_px"] == pytest.approx(100.0, abs=1.0)  # not 102-104
+
+
+def test_a_black_label_box_round_a_white_bar_is_no_outline():
+    """Synthetic case 49 (seed 0): a white bar in a filled black box with text above it in the
+    box; taking the box for an outline made the bar 90.5 px for 84."""
+    from miners.scalebar import _outlined_length
+
+    gray = np.full((60, 160), 170, dtype=np.uint8)
+    gray[10:44, 12:142] = 0  # the box: text rows above the bar, 6-px margins round it
+    gray[34:38, 30:124] = 250
+    assert _outlined_length(gray, 34, 38, 30, 124, 250.0) is None
+    gray[30:44, 12:142] = 170  # box only round the bar, 8 px margin at the ends: still no stroke
+    gray[30:42, 22:132] = 0
+    gray[34:38, 30:124] = 250
+    assert _outlined_length(gray, 34, 38, 30, 124, 250.0) is None
+
+
+def test_specks_beside_a_label_are_dropped_and_decimal_points_kept():
+    from miners.scalebar import _drop_specks_of
+
+    ink = np.zeros((40, 120), dtype=bool)
+    ink[5:35, 10:30] = True  # a digit, 600 px
+    ink[31:35, 34:38] = True  # a decimal point, 16 px (2.7 %)
+    ink[30:32, 100:102] = True  # a speck, 4 px (0.7 %)
+    out = _drop_specks_of(ink)
+    assert out[31:35, 34:38].all() and out[5:35, 10:30].all()
+    assert not out[30:32, 100:102].any()
+
+
+@needs_tesseract
+@needs_emps
+@pytest.mark.parametrize("stem, value, unit, nm_per_px", [
+    ("a1e18db01a", 5.0, "µm", 19.305),  # serif "5 µm": specks and the bar's rim read "(Sym ,"
+    ("b3e7900e39", 100.0, "nm", 0.9901),  # outlined bar: 96 px body, 101 px drawn
+])
+def test_serif_label_beside_specks_and_an_outlined_bar_read_right(stem, value, unit, nm_per_px):
+    """Whole EMPS micrographs that read 5.4 µm, and 1.043 nm/px (5.4 % off), before."""
+    result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
+    assert (result.value, result.unit) == (value, unit)
+    assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.03)
+
+
+def test_a_bar_end_fading_through_a_shoulder_is_measured_to_the_ground():
+    """EMPS ed3547f3da's dark bar (~38) ends in three columns of dark grey (~71) before the
+    ground (~170): the half level between bar and that near grey cut it 3 px short (32.8 px for
+    36); half-way to the ground beyond the shoulder gives the drawn end. A plain end is kept."""
+    from miners.scalebar import _subpixel_length
+
+    gray = np.full((5, 60), 170.0)
+    gray[2, 10:40] = 38.0
+    gray[2, 40:43] = 71.0  # shoulder
+    length = _subpixel_length(gray, 2, 3, 10, 40, 38.0)
+    assert length == pytest.approx(42.333 - 9.5, abs=0.02)  # half-level crossings 9.5, 42.33
+    gray[2, 40:43] = 170.0
+    assert _subpixel_length(gray, 2, 3, 10, 40, 38.0) == pytest.approx(30.0, abs=0.3)
