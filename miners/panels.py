@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from idx.errors import ImageError
 from miners.images import as_uint8, to_gray
+from miners.ocr import image_to_data
 
 log = logging.getLogger(__name__)
 
@@ -887,7 +888,7 @@ def _ocr_batch(crops: list[np.ndarray | None]) -> list[str | None]:
     config = ("--psm 6 -c tessedit_char_whitelist="
               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789()")
     try:
-        data = pytesseract.image_to_data(sheet, config=config, output_type=pytesseract.Output.DICT)
+        data = image_to_data(sheet, config=config)
     except (pytesseract.TesseractError, OSError) as exc:
         log.warning("tesseract failed on panel labels (%s); labels not read", exc)
         return out

@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from idx.errors import ImageError
 from miners.images import as_uint8, to_gray
+from miners.ocr import image_to_data
 
 log = logging.getLogger(__name__)
 
@@ -937,32 +938,33 @@ def _outlined_length(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int,
     far from both body and ground (2 ``MIN_CONTRAST``), above, below and at both ends.
     """
     height, width = gray.shape
-    if r1 - r0 < 3 or r0 < 10 or r1 + 10 > height:
+    reach = OUTLINE_REACH_PX + 4
+    if r1 - r0 < 3 or r0 < 10 or r1 + 10 > height or c0 < reach or c1 + reach > width:
         return None
-    inner = slice(c0 + (c1 - c0) // 8, c1 - (c1 - c0) // 8)
-    g = gray.astype(float)
-    frames = [g[r0 - 4:r0, inner].min(axis=0), g[r1:r1 + 4, inner].min(axis=0)]
+    # a window round the bar, in its own coordinates: bar rows 10..10 + (r1 - r0), columns
+    # reach..reach + (c1 - c0)
+    g = gray[r0 - 10:r1 + 10, c0 - reach:c1 + reach].astype(float)
+    top, bottom, left, right = 10, 10 + r1 - r0, reach, reach + c1 - c0
+    inner = slice(left + (c1 - c0) // 8, right - (c1 - c0) // 8)
+    frames = [g[top - 4:top, inner].min(axis=0), g[bottom:bottom + 4, inner].min(axis=0)]
     frame = float(np.median(np.concatenate(frames)))
     # ground right past the stroke on both sides: a filled label box round the bar is no outline
-    grounds = [float(np.median(g[r0 - 10:r0 - 5, inner])), float(np.median(g[r1 + 5:r1 + 10, inner]))]
+    grounds = [float(np.median(g[:5, inner])), float(np.median(g[-5:, inner]))]
     if (frame > OUTLINE_MAX or min(grounds) - frame < 2 * MIN_CONTRAST
             or bar_value - frame < 2 * MIN_CONTRAST
             or min(float(np.mean(f <= frame + MIN_CONTRAST)) for f in frames) < 0.8):
         return None
-    rows = slice(r0 + 1, r1 - 1)
+    rows = slice(top + 1, bottom - 1)
     ends = []
-    for edge, step in ((c0, -1), (c1 - 1, 1)):
-        cols = [edge + step * k for k in range(OUTLINE_REACH_PX + 4)]
-        if min(cols) < 0 or max(cols) >= width:
-            return None
-        profile = g[rows, cols].mean(axis=0)
+    for edge, step in ((left, -1), (right - 1, 1)):
+        profile = g[rows, [edge + step * k for k in range(reach)]].mean(axis=0)
         dip = int(np.argmin(profile[:OUTLINE_REACH_PX]))
         low, end_ground = float(profile[dip]), float(profile[-2:].mean())
         if low > frame + MIN_CONTRAST or end_ground - low < 2 * MIN_CONTRAST:
             return None
         inner_mid, outer_mid = (bar_value + low) / 2.0, (low + end_ground) / 2.0
         inside = [k for k in range(dip) if profile[k] >= inner_mid]
-        outside = [k for k in range(dip + 1, len(cols)) if profile[k] >= outer_mid]
+        outside = [k for k in range(dip + 1, reach) if profile[k] >= outer_mid]
         if not inside or not outside:
             return None
         a, b = inside[-1], outside[0]  # last body column, first ground column
@@ -1319,8 +1321,7 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
         psm = "--psm 7" if n_lines == 1 else "--psm 6"  # one line, or a uniform block
         if label_chars:
             psm += f" -c tessedit_char_whitelist={LABEL_CHARS}"
-        data = pytesseract.image_to_data(framed, config=psm, output_type=pytesseract.Output.DICT,
-                                         timeout=OCR_TIMEOUT_S)
+        data = image_to_data(framed, config=psm, timeout=OCR_TIMEOUT_S)
     except (RuntimeError, pytesseract.TesseractError) as exc:
         log.warning("tesseract failed on a scale-bar label (%s)", exc)
         return "", 0.0
@@ -1646,9 +1647,7 @@ def _ocr_sparse_words(band: np.ndarray, scale: float = 1.0) -> list[dict]:
     framed = Image.new("L", (img.width + 2 * pad, img.height + 2 * pad), ground)
     framed.paste(img, (pad, pad))
     try:
-        data = pytesseract.image_to_data(framed, config="--psm 11",
-                                         output_type=pytesseract.Output.DICT,
-                                         timeout=2 * OCR_TIMEOUT_S)
+        data = image_to_data(framed, config="--psm 11", timeout=2 * OCR_TIMEOUT_S)
     except (RuntimeError, pytesseract.TesseractError) as exc:
         log.warning("tesseract failed on a label band (%s)", exc)
         return []

@@ -225,8 +225,10 @@ def ocr_words(page, dpi: int = OCR_DPI) -> list[dict]:
     try:
         import pytesseract
 
+        from miners.ocr import image_to_data
+
         image = page.to_image(resolution=dpi).original.convert("L")
-        data = pytesseract.image_to_data(image, config="--psm 3", output_type=pytesseract.Output.DICT)
+        data = image_to_data(image, config="--psm 3")
     except (ImportError, OSError, RuntimeError) as exc:
         log.warning("page %s is a scan without text and OCR is unavailable (%s); install tesseract-ocr",
                     page.page_number, exc)
