@@ -224,9 +224,9 @@ def test_real_micrographs_without_bar(stem):
 def test_labelled_set_accuracy():
     """Value, unit and nm/px within 5 % on the annotated images (all splits).
 
-    The issue's target is 90 %; measured 79.2 % over all 168 measured images (tune 96 %,
-    held 94 %, fresh 74 %, fresh2 65 %: docs/bench/scalebar.md), so this guards against
-    regressions at 75 %.
+    The issue's target is 90 %; measured 90.9 % over the 296 measured images and no detection
+    on the 63 bar-less ones (twelfth round, docs/bench/scalebar.md), so this guards against
+    regressions at 88 % (about 8 images lost) and any false detection.
     """
     from miners.images import load_image
 
@@ -237,8 +237,8 @@ def test_labelled_set_accuracy():
         ok.append(result.found and result.value == item["value"] and result.unit == item["unit"]
                   and abs(result.nm_per_px / true - 1) <= 0.05)
     false = [read_scalebar(load_image(EMPS / f"{i['stem']}.png")).found for i in labelled(False)]
-    assert sum(false) <= 1
-    assert np.mean(ok) >= 0.75
+    assert sum(false) == 0
+    assert np.mean(ok) >= 0.88
 
 
 # ---- fixes from the tuning half of the labelled set ------------------------------------------
@@ -1059,9 +1059,11 @@ def test_specks_beside_a_label_are_dropped_and_decimal_points_kept():
 @pytest.mark.parametrize("stem, value, unit, nm_per_px", [
     ("a1e18db01a", 5.0, "µm", 19.305),  # serif "5 µm": specks and the bar's rim read "(Sym ,"
     ("b3e7900e39", 100.0, "nm", 0.9901),  # outlined bar: 96 px body, 101 px drawn
+    ("ed3547f3da", 5.0, "nm", 0.1389),  # dark bar ending in a dark-grey shoulder: 32.8 px for 36
 ])
-def test_serif_label_beside_specks_and_an_outlined_bar_read_right(stem, value, unit, nm_per_px):
-    """Whole EMPS micrographs that read 5.4 µm, and 1.043 nm/px (5.4 % off), before."""
+def test_serif_label_outlined_bar_and_shoulder_end_read_right(stem, value, unit, nm_per_px):
+    """Whole EMPS micrographs that read 5.4 µm, 1.043 nm/px (5.4 % off) and 0.152 nm/px (9.6 %
+    off) before."""
     result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
     assert (result.value, result.unit) == (value, unit)
     assert result.nm_per_px == pytest.approx(nm_per_px, rel=0.03)
