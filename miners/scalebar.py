@@ -1008,14 +1008,16 @@ def _read_text_near(gray: np.ndarray, arr: np.ndarray, bar: dict,
                 return odd[0] if odd else best
             ocr_budget[0] -= 1
             text, conf = _ocr_label(gray, arr, box, mode)
-            if (mode in ("light", "dark") and _GARBLED_LABEL_RE.search(text)
-                    and _parse_label(text) is None
-                    and not _UNIT_ONLY_RE.fullmatch(text) and not _NUMBER_ONLY_RE.fullmatch(text)
-                    and ocr_budget[0] > 0 and _cleaning_changes(gray, box, mode)):
+            cleaned = (_label_crop(gray, box, mode, clean=True)
+                       if (mode in ("light", "dark") and _GARBLED_LABEL_RE.search(text)
+                           and _parse_label(text) is None and not _UNIT_ONLY_RE.fullmatch(text)
+                           and not _NUMBER_ONLY_RE.fullmatch(text) and ocr_budget[0] > 0)
+                       else None)
+            if cleaned is not None:
                 # a label garbled (a digit or an "m" left), not a part of one: once more
                 # without specks and bar rims
                 ocr_budget[0] -= 1
-                clean_text, clean_conf = _ocr_label(gray, arr, box, mode, clean=True)
+                clean_text, clean_conf = _ocr_crop(cleaned, box[2] - box[0])
                 if _parse_label(clean_text) is not None:
                     text, conf = clean_text, clean_conf
             if text and _UNIT_ONLY_RE.fullmatch(text) and ocr_budget[0] > 0:
@@ -1247,7 +1249,13 @@ def _chroma(arr: np.ndarray) -> np.ndarray:
 def _label_crop(gray: np.ndarray, box: tuple[int, int, int, int],
                 text_polarity: str | None = None, clean: bool = False) -> np.ndarray | None:
     """The padded crop of ``box`` that :func:`_ocr_box` gives tesseract, before scaling: float
-    (H, W), dark text (0) on white (1); None when it holds no contrast to read."""
+    (H, W), dark text (0) on white (1); None when it holds no contrast to read.
+
+    ``clean`` (binarised crops only) also erases the anti-aliased rims of the ground blobs
+    removed at the crop's border and ink specks (:func:`_drop_specks_of`): a second try where
+    the first reading did not parse (a serif "5 µm" read "(Sym ,"). It returns None as well when
+    there is nothing to erase (the crop would be the one already read).
+    """
     height, width = gray.shape
     r0, c0, r1, c1 = box
     pad = max(2, (r1 - r0) // 4)
@@ -1259,43 +1267,37 @@ def _label_crop(gray: np.ndarray, box: tuple[int, int, int, int],
     if hi - lo < 20:
         return None
     norm = np.clip((crop.astype(float) - lo) / (hi - lo), 0, 1)
-    if text_polarity in ("light", "dark"):
-        ground = float(np.median(crop))
-        ink_level = float(np.percentile(crop, 97 if text_polarity == "light" else 3))
-        if abs(ink_level - ground) < 20:
-            return None
-        level = (ground + ink_level) / 2.0
-        raw = crop >= level if text_polarity == "light" else crop <= level
-        ink = _drop_border_blobs(raw, rule_px=max(12, 2 * (r1 - r0)))
-        # soft ink (keeps anti-aliasing) with ground blobs at the border removed
-        soft = np.clip((crop.astype(float) - ground) / (ink_level - ground), 0, 1)
-        if clean:
-            # their anti-aliased rims too (a bar's edge left in reads as "," or "_"), and specks
-            soft[ndimage.binary_dilation(raw & ~ink, iterations=2) & ~ink] = 0.0
-            ink = _drop_specks_of(ink)
+    if text_polarity not in ("light", "dark"):
+        return 1.0 - norm if np.median(norm) < 0.5 else norm
+    ground = float(np.median(crop))
+    ink_level = float(np.percentile(crop, 97 if text_polarity == "light" else 3))
+    if abs(ink_level - ground) < 20:
+        return None
+    level = (ground + ink_level) / 2.0
+    raw = crop >= level if text_polarity == "light" else crop <= level
+    ink = _drop_border_blobs(raw, rule_px=max(12, 2 * (r1 - r0)))
+    # soft ink (keeps anti-aliasing) with ground blobs at the border removed
+    soft = np.clip((crop.astype(float) - ground) / (ink_level - ground), 0, 1)
+
+    def text_only(soft: np.ndarray, ink: np.ndarray) -> np.ndarray:
         soft[raw & ~ink] = 0.0
         # ground of a third grey beyond the text's (the image left or right of a white label
         # box) would come out as a grey band tesseract reads as "1" ("1100 nm")
         soft[_side_ground(soft, ink)] = 0.0
         return 1.0 - soft
-    return 1.0 - norm if np.median(norm) < 0.5 else norm
 
-
-def _cleaning_changes(gray: np.ndarray, box: tuple[int, int, int, int], text_polarity: str) -> bool:
-    """Whether ``clean`` changes the crop :func:`_ocr_box` reads (else a second call is wasted)."""
-    plain = _label_crop(gray, box, text_polarity)
-    return plain is not None and not np.array_equal(
-        plain, _label_crop(gray, box, text_polarity, clean=True))
+    if not clean:
+        return text_only(soft, ink)
+    cleaned = soft.copy()
+    cleaned[ndimage.binary_dilation(raw & ~ink, iterations=2) & ~ink] = 0.0  # the blobs' rims
+    out = text_only(cleaned, _drop_specks_of(ink))
+    return None if np.array_equal(out, text_only(soft, ink)) else out
 
 
 def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
              text_polarity: str | None = None, n_lines: int = 1,
-             label_chars: bool = False, clean: bool = False) -> tuple[str, float]:
+             label_chars: bool = False) -> tuple[str, float]:
     """OCR one box of ``n_lines`` text lines: ``(text, mean word confidence 0-100)``.
-
-    ``clean`` (binarised crops only) also erases the anti-aliased rims of the ground blobs
-    removed at the crop's border and ink specks (:func:`_drop_specks_of`): a second try where
-    the first reading did not parse (a serif "5 µm" read "(Sym ,").
 
     ``label_chars`` limits tesseract to the characters of a scale label (``LABEL_CHARS``): a
     blurred ``nm`` then cannot come out as ``sun`` or ``ne``.
@@ -1303,14 +1305,20 @@ def _ocr_box(gray: np.ndarray, box: tuple[int, int, int, int],
     ``text_polarity`` ``"light"`` or ``"dark"`` binarises the crop at the level between text and
     ground first (clean on textured ground); None OCRs the contrast-stretched grey crop.
     """
+    norm = _label_crop(gray, box, text_polarity)
+    if norm is None:
+        return "", 0.0
+    return _ocr_crop(norm, box[2] - box[0], n_lines, label_chars)
+
+
+def _ocr_crop(norm: np.ndarray, line_h: int, n_lines: int = 1,
+              label_chars: bool = False) -> tuple[str, float]:
+    """tesseract on a :func:`_label_crop` of ``n_lines`` lines ``line_h`` px high in all:
+    ``(text, mean word confidence 0-100)``."""
     import pytesseract
     from PIL import Image
 
-    norm = _label_crop(gray, box, text_polarity, clean)
-    if norm is None:
-        return "", 0.0
-    r0, _, r1, _ = box
-    scale = np.clip(OCR_TEXT_HEIGHT_PX * n_lines / max(1, r1 - r0), 1.0, 6.0)
+    scale = np.clip(OCR_TEXT_HEIGHT_PX * n_lines / max(1, line_h), 1.0, 6.0)
     img = Image.fromarray((norm * 255).astype(np.uint8))
     if scale > 1.05:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
