@@ -6,6 +6,12 @@ import torch
 from models.network import SIGMA_SCALE
 
 SEED_THRESHOLD = 0.5  # a pixel can seed an instance when its seed probability exceeds this
+# a pixel can join an instance when its seed probability exceeds this. Fixed at 0.5 as in the
+# published clustering (SpatialEmbeddings / BPartIS: the foreground is seed > 0.5, seeds are taken
+# above a separate, higher threshold); the seed map is trained to phi inside instances, so 0.5 is
+# where a pixel's own Gaussian score says "inside". Tying it to a raised seed threshold cut the
+# instances' rims (validation, shipped weights: learned-filter AP 0.610 -> 0.634 with it decoupled)
+FOREGROUND_THRESHOLD = 0.5
 PHI_THRESHOLD = 0.5  # a pixel joins an instance when its Gaussian score exceeds this
 MIN_INSTANCE_PX = 16  # proposals smaller than this (pixels at the working resolution) are dropped
 MIN_UNCLAIMED_FRACTION = 0.5  # a proposal mostly claimed by earlier instances is dropped
@@ -14,12 +20,14 @@ MIN_UNCLAIMED_FRACTION = 0.5  # a proposal mostly claimed by earlier instances i
 @torch.no_grad()
 def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.Tensor,
                       seed_threshold: float = SEED_THRESHOLD,
-                      min_instance_px: int = MIN_INSTANCE_PX) -> torch.Tensor:
+                      min_instance_px: int = MIN_INSTANCE_PX,
+                      foreground_threshold: float = FOREGROUND_THRESHOLD) -> torch.Tensor:
     """Greedy clustering of pixel embeddings around the strongest remaining seeds.
 
-    Take the highest remaining seed above ``seed_threshold``, use its embedding as the centre and its
-    sigma as the bandwidth, assign every pixel with phi > 0.5, remove them, repeat. Proposals smaller
-    than ``min_instance_px`` or mostly already claimed are dropped.
+    Among the foreground pixels (seed > ``foreground_threshold``), take the highest remaining seed
+    above ``seed_threshold``, use its embedding as the centre and its sigma as the bandwidth, assign
+    every foreground pixel with phi > 0.5, remove them, repeat. Proposals smaller than
+    ``min_instance_px`` or mostly already claimed are dropped.
 
     Parameters
     ----------
@@ -35,7 +43,7 @@ def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.
         raise ValueError(f"embedding must be (2, H, W), got {tuple(embedding.shape)}")
     height, width = seed.shape
     labels = torch.zeros(height * width, dtype=torch.int32)
-    mask = (seed > seed_threshold).reshape(-1)
+    mask = (seed > foreground_threshold).reshape(-1)
     if int(mask.sum()) < min_instance_px:
         return labels.view(height, width)
     where = mask.nonzero().squeeze(1)  # (N,) flat index of candidate pixels

@@ -126,12 +126,17 @@ def validation_metrics(model, stems, data_dir, device):
 
 
 def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, device="cpu",
-          eval_every=5, seed=0, threads=None, bf16=True, init=None):
+          eval_every=5, seed=0, threads=None, bf16=True, init=None, schedule="poly",
+          snapshot_every=SNAPSHOT_EVERY):
     """Train (or resume) a BPartIS model; writes ``last.pt``, ``best.pt``, ``log.csv``, ``loss.png``.
 
     ``out_dir/last.pt`` (model, optimiser, epoch) is resumed when present; otherwise ``init``
     (a state dict, e.g. the shipped weights) warm-starts the model with a fresh optimiser.
+    ``schedule``: "poly" (power 0.9 over ``epochs``) or "constant" (for weight averaging, with
+    ``snapshot_every=1``; see :mod:`models.average`).
     """
+    if schedule not in ("poly", "constant"):
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}: use 'poly' or 'constant'")
     if threads:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
@@ -166,7 +171,7 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
     n_batches = len(fit) // batch_size
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.time()
-        epoch_lr = lr * (1 - (epoch - 1) / epochs) ** 0.9  # poly decay
+        epoch_lr = lr * (1 - (epoch - 1) / epochs) ** 0.9 if schedule == "poly" else lr
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr
         rng = np.random.default_rng(seed * 100_003 + epoch)
@@ -189,10 +194,10 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
             csv.writer(fh).writerow([row.get(c, "") for c in LOG_COLUMNS])
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch, "best": best, "epochs": epochs, "crop": crop,
-                 "batch_size": batch_size, "lr": lr, "bf16": bf16}
+                 "batch_size": batch_size, "lr": lr, "bf16": bf16, "schedule": schedule}
         torch.save(state, out_dir / "last.tmp")
         (out_dir / "last.tmp").replace(last)
-        if epoch % SNAPSHOT_EVERY == 0:
+        if snapshot_every and epoch % snapshot_every == 0:
             torch.save(model.state_dict(), out_dir / "snapshots" / f"epoch{epoch:04d}.pt")
         plot_log(log_path, out_dir / "loss.png")
         log.info("epoch %d: %s", epoch, {k: (round(v, 4) if isinstance(v, float) else v)
@@ -215,10 +220,15 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--fp32", action="store_true", help="no bfloat16 autocast in training")
     parser.add_argument("--init", default=None, help="warm-start from these weights (new run folder)")
+    parser.add_argument("--schedule", choices=["poly", "constant"], default="poly",
+                        help="learning rate: poly decay over --epochs, or constant (weight averaging)")
+    parser.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
+                        help="keep the weights every N epochs in snapshots/ (0: never)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(args.data, args.out, args.epochs, args.batch_size, args.crop, args.lr, args.device,
-          args.eval_every, threads=args.threads, bf16=not args.fp32, init=args.init)
+          args.eval_every, threads=args.threads, bf16=not args.fp32, init=args.init,
+          schedule=args.schedule, snapshot_every=args.snapshot_every)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def mc_labels(segmenter: ParticleSegmenter, image: np.ndarray):
 
 FILTER_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FILTER_FOLDS = 5
-SEED_GRID = (0.5, 0.6, 0.7)
+SEED_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_PX_GRID = (16, 48, 128)
 
 
@@ -141,8 +141,10 @@ class MapCache:
             with np.load(path) as data:
                 return tuple(data[k] for k in ("emb", "sigma", "seed", "mi"))
         maps = tuple(m.numpy().astype(np.float32) for m in self.segmenter.predict_maps(image))
-        if path is not None:
-            np.savez_compressed(path, **dict(zip(("emb", "sigma", "seed", "mi"), maps)))
+        if path is not None:  # written whole, then renamed: a stopped run leaves no half file
+            partial = path.with_name(path.stem + ".partial.npz")
+            np.savez_compressed(partial, **dict(zip(("emb", "sigma", "seed", "mi"), maps)))
+            partial.replace(path)
         return maps
 
     def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int) -> tuple:

@@ -43,3 +43,19 @@ def test_small_proposals_and_low_seeds_are_dropped():
     labels = cluster_instances(emb, sigma, seed, min_instance_px=16)
     assert labels.max() == 1 and (labels[inst == 1] == 0).all()
     assert cluster_instances(emb, sigma, seed * 0.4).max() == 0
+
+
+def test_rim_pixels_below_the_seed_threshold_still_join_their_instance():
+    # the seed map falls towards an instance's rim; seeds need a high score, joining needs only
+    # the foreground's 0.5 (published clustering), so a raised seed threshold keeps whole masks
+    inst = torch.zeros(32, 32, dtype=torch.long)
+    inst[8:24, 8:24] = 1
+    emb, sigma, seed = embed(inst)
+    seed[8:24, 8:24] = 0.55
+    seed[12:20, 12:20] = 0.95  # the core
+    seed[8, 8:24] = 0.45  # top row: not foreground
+    labels = cluster_instances(emb, sigma, seed, seed_threshold=0.9)
+    assert labels.max() == 1
+    assert (labels[9:24, 8:24] == 1).all() and (labels[8] == 0).all()
+    tied = cluster_instances(emb, sigma, seed, seed_threshold=0.9, foreground_threshold=0.9)
+    assert int((tied == 1).sum()) == 64  # only the core when the foreground is tied to the seeds

@@ -73,3 +73,21 @@ def test_map_cache_clusters_one_set_of_maps_at_each_minimum_size(emps_dir, tmp_p
     assert {size: int(item[1].max()) for size, item in by_size.items()} == {16: 3, 48: 2, 128: 1}
     assert by_size[16][2] is by_size[128][2]  # one set of maps, clustered three times
     assert (by_size[128][1] > 0).sum() == 196
+
+
+def test_map_cache_writes_whole_files_only(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from models.tune import MapCache
+
+    maps = tuple(torch.full(shape, 0.5) for shape in ((2, 8, 8), (2, 8, 8), (8, 8), (8, 8)))
+    segmenter = SimpleNamespace(mc_samples=30, rng_seed=0, size=8, bf16=True, tta=True,
+                                predict_maps=lambda image: maps)
+    cache = MapCache(segmenter, "sha", tmp_path)
+    first = cache.maps("a", np.zeros((8, 8, 3), np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "meta.json"]  # no partial file left
+    segmenter.predict_maps = None  # a second call must read the file
+    assert all(np.array_equal(a, b) for a, b in zip(first, cache.maps("a", None)))
