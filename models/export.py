@@ -55,7 +55,8 @@ def main(argv=None):
     tu = args.tu if args.tu is not None else sweep.get("tu")
     if tu is None:
         parser.error("give --tu or --sweep")
-    extra = {k: sweep[k] for k in ("seed_threshold", "min_instance_px", "tu_min_instance_px", "tta")
+    extra = {k: sweep[k] for k in ("seed_threshold", "min_instance_px", "tu_seed_threshold", "tu_min_instance_px",
+                                   "tta")
              if k in sweep}
     print(export_weights(args.checkpoint, tu, args.out, extra | json.loads(args.extra),
                          sweep.get("instance_filter")))

@@ -268,12 +268,16 @@ class ParticleSegmenter:
         self.mc_samples, self.filter = mc_samples, filter and mc_samples > 1
         self.instance_filter: InstanceFilter | None = tuned.get("instance_filter") if tu is None else None
         self.bf16, self.size = bf16, size
-        self.seed_threshold = tuned.get("seed_threshold", SEED_THRESHOLD) if seed_threshold is None \
+        # the clustering tuned with the filter in use: the t_u sweep's when tu is given, else the
+        # learned filter's (also without a filter: --no-filter shows what the filter removed)
+        def tuned_value(name, default):
+            key = f"tu_{name}" if tu is not None and f"tu_{name}" in tuned else name
+            return tuned.get(key, default)
+
+        self.seed_threshold = tuned_value("seed_threshold", SEED_THRESHOLD) if seed_threshold is None \
             else seed_threshold
-        if min_instance_px is None:  # the size tuned with the filter in use: t_u's when tu is given
-            key = "tu_min_instance_px" if tu is not None and "tu_min_instance_px" in tuned else "min_instance_px"
-            min_instance_px = tuned.get(key, MIN_INSTANCE_PX)
-        self.min_instance_px = min_instance_px
+        self.min_instance_px = tuned_value("min_instance_px", MIN_INSTANCE_PX) if min_instance_px is None \
+            else min_instance_px
         self.rng_seed, self.tta = rng_seed, bool(tuned.get("tta", False) if tta is None else tta)
         self.compile = bool(compile) and self.device.type == "cpu"
         self.graphs = FusedGraphs(self.model) if self.compile else None
@@ -502,7 +506,8 @@ def drop_masked(labels: np.ndarray, mask: np.ndarray, max_fraction: float = 0.5)
 def tuned_params(weights=None) -> dict:
     """What was tuned on validation for ``weights``, from the JSON card beside them
     (``bpartis-emps.json``): ``tu``, ``seed_threshold``, ``min_instance_px`` (with the learned filter),
-    ``tu_min_instance_px`` (with the t_u filter, when it was tuned apart), ``tta`` and ``instance_filter``
+    ``tu_seed_threshold``, ``tu_min_instance_px`` (with the t_u filter, when they were tuned apart),
+    ``tta`` and ``instance_filter``
     (an :class:`InstanceFilter` read from the file the card names); {} if there is no card."""
     import json
 
@@ -514,7 +519,7 @@ def tuned_params(weights=None) -> dict:
         data = json.loads(card.read_text())
         params = {k: type_(data[k]) for k, type_ in
                   (("tu", float), ("seed_threshold", float), ("min_instance_px", int),
-                   ("tu_min_instance_px", int), ("tta", bool))
+                   ("tu_seed_threshold", float), ("tu_min_instance_px", int), ("tta", bool))
                   if k in data}
     except (ValueError, TypeError) as exc:
         log.warning("%s: unreadable (%s); using the default thresholds", card, exc)

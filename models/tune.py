@@ -62,7 +62,7 @@ def mc_labels(segmenter: ParticleSegmenter, image: np.ndarray):
     return labels, mi.numpy().astype(np.float32), seed.numpy()
 
 
-FILTER_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FILTER_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FILTER_FOLDS = 5
 SEED_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_PX_GRID = (16, 48, 128)
@@ -149,50 +149,54 @@ class MapCache:
 
     def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int) -> tuple:
         """``(gt, labels, seed, mi, sigma, grey)`` of one image at the working size."""
-        return self.instances_by_min_px(data_dir, stem, seed_threshold, (min_px,))[min_px]
+        return self.instances_by_params(data_dir, stem, [(seed_threshold, min_px)])[(seed_threshold, min_px)]
 
-    def instances_by_min_px(self, data_dir, stem: str, seed_threshold: float, min_px_grid) -> dict:
-        """``{min_px: (gt, labels, seed, mi, sigma, grey)}``: one set of maps clustered with each
-        minimum instance size (the maps are computed or read once)."""
+    def instances_by_params(self, data_dir, stem: str, params) -> dict:
+        """``{(seed threshold, min_px): (gt, labels, seed, mi, sigma, grey)}``: one set of maps
+        clustered with each pair of ``params`` (the maps are computed or read once)."""
         sample = load_sample(data_dir, stem)
         emb, sig, seed, mi = self.maps(stem, sample.image)
         grey = grey_image(sample.image)
-        return {min_px: (sample.instances,
-                         cluster_instances(torch.from_numpy(emb), torch.from_numpy(sig), torch.from_numpy(seed),
-                                           seed_threshold, min_px).numpy(), seed, mi, sig, grey)
-                for min_px in min_px_grid}
+        return {(st, mp): (sample.instances,
+                           cluster_instances(torch.from_numpy(emb), torch.from_numpy(sig), torch.from_numpy(seed),
+                                             st, mp).numpy(), seed, mi, sig, grey)
+                for st, mp in params}
 
 
-def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_threshold, min_px_grid=MIN_PX_GRID,
+def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_GRID, min_px_grid=MIN_PX_GRID,
                 progress=True) -> dict:
     """Fit the learned filter on the validation images (threshold by out-of-fold AP) with the fit
-    split's instances added to every training side, once per minimum instance size of
-    ``min_px_grid``; the size whose filter scores the best out-of-fold AP is chosen (the learned
-    filter is the default, so the size is chosen for it, not for the t_u filter of the sweep).
-    Returns the sweep-JSON entries, ``min_instance_px`` among them."""
+    split's instances added to every training side, once per clustering set-up (seed threshold of
+    ``seed_grid`` x minimum instance size of ``min_px_grid``); the set-up whose filter scores the
+    best out-of-fold AP is chosen. The learned filter is the default, so its clustering is chosen
+    for it, not taken from the t_u sweep (with the published foreground rule the t_u filter wants
+    seed > 0.9, which on validation ties with lower seeds under the learned filter and misses
+    small particles). Returns the sweep-JSON entries, ``seed_threshold`` and ``min_instance_px``
+    among them."""
     dois = read_dois(data_dir)
-    min_px_grid = tuple(min_px_grid)
-    val = {min_px: [] for min_px in min_px_grid}
-    extra = {min_px: [] for min_px in min_px_grid}
+    grid = [(st, mp) for st in seed_grid for mp in min_px_grid]
+    val = {key: [] for key in grid}
+    extra = {key: [] for key in grid}
     for stem in tqdm(val_stems, desc="filter: validation", disable=not progress):
-        for min_px, item in cache.instances_by_min_px(data_dir, stem, seed_threshold, min_px_grid).items():
-            val[min_px].append(item)
+        for key, item in cache.instances_by_params(data_dir, stem, grid).items():
+            val[key].append(item)
     for stem in tqdm(fit_stems, desc="filter: fit split", disable=not progress):
-        for min_px, item in cache.instances_by_min_px(data_dir, stem, seed_threshold, min_px_grid).items():
-            extra[min_px].append(labelled_features(*item))
-    fitted, best = {}, {}  # per size: (trees, table by threshold, fit-split targets); its chosen row
-    for min_px in min_px_grid:
-        extra_x = np.concatenate([x for x, _ in extra[min_px]]) if extra[min_px] else np.zeros((0, len(FEATURES)))
-        extra_y = np.concatenate([y for _, y in extra[min_px]]) if extra[min_px] else np.zeros(0, bool)
-        model, table = fit_instance_filter(val[min_px], [dois.get(s, s) for s in val_stems],
+        for key, item in cache.instances_by_params(data_dir, stem, grid).items():
+            extra[key].append(labelled_features(*item))
+    fitted, best = {}, {}  # per set-up: (trees, table by threshold, fit-split targets); its chosen row
+    for key in grid:
+        extra_x = np.concatenate([x for x, _ in extra[key]]) if extra[key] else np.zeros((0, len(FEATURES)))
+        extra_y = np.concatenate([y for _, y in extra[key]]) if extra[key] else np.zeros(0, bool)
+        model, table = fit_instance_filter(val[key], [dois.get(s, s) for s in val_stems],
                                            extra=(extra_x, extra_y))
-        fitted[min_px], best[min_px] = (model, table, extra_y), table[model.threshold]
-    min_px = select_params(best)
-    log.info("learned filter: min %s px chosen out of fold, %s", min_px, best)
-    model, table, extra_y = fitted[min_px]
-    val_true = [true_instances(gt, labels) for gt, labels, *_ in val[min_px]]  # cheap: no features
-    return {"instance_filter": model.to_dict(), "by_filter_threshold": table, "min_instance_px": min_px,
-            "by_filter_min_px": {str(k): v for k, v in best.items()},
+        fitted[key], best[key] = (model, table, extra_y), table[model.threshold]
+    seed_threshold, min_px = select_params(best)
+    log.info("learned filter: seed > %s, min %s px chosen out of fold, %s", seed_threshold, min_px, best)
+    model, table, extra_y = fitted[(seed_threshold, min_px)]
+    val_true = [true_instances(gt, labels) for gt, labels, *_ in val[(seed_threshold, min_px)]]
+    return {"instance_filter": model.to_dict(), "by_filter_threshold": table,
+            "seed_threshold": seed_threshold, "min_instance_px": min_px,
+            "by_filter_params": {f"seed>{st} min_px={mp}": row for (st, mp), row in best.items()},
             "filter_training": {"validation_images": len(val_stems), "fit_images": len(fit_stems),
                                 "instances": sum(map(len, val_true)) + len(extra_y),
                                 "true_instances": int(sum(map(np.sum, val_true)) + extra_y.sum())}}
@@ -263,15 +267,25 @@ def select_params(table: dict):
 
 def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_threshold=None,
            min_instance_px=None, instance_filter: InstanceFilter | None = None,
-           cache: MapCache | None = None, tta: bool = True) -> dict:
+           cache: MapCache | None = None, tta: bool = True, tu_seed_threshold=None,
+           tu_min_instance_px=None) -> dict:
     """The three BPartIS rows of the published table on ``stems``, plus the published t_u and,
-    given ``instance_filter``, the learned filter."""
+    given ``instance_filter``, the learned filter. The learned filter's row clusters with
+    ``seed_threshold`` and ``min_instance_px`` (chosen with it); the rows without a filter or with
+    t_u cluster with ``tu_seed_threshold`` and ``tu_min_instance_px`` (what the t_u sweep chose,
+    over t_u = 1, no filter, too; default: the others), as ``ParticleSegmenter`` does."""
+    from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD
+
+    seed_threshold = SEED_THRESHOLD if seed_threshold is None else seed_threshold
+    min_instance_px = MIN_INSTANCE_PX if min_instance_px is None else min_instance_px
+    tu_seed_threshold = seed_threshold if tu_seed_threshold is None else tu_seed_threshold
+    tu_min_instance_px = min_instance_px if tu_min_instance_px is None else tu_min_instance_px
+    params = {"seed_threshold": seed_threshold, "min_instance_px": min_instance_px,
+              "tu_seed_threshold": tu_seed_threshold, "tu_min_instance_px": tu_min_instance_px}
     rows = {"discriminative": [], "bayesian": [], "bayesian_filter": [], "bayesian_filter_published_tu": [],
             "bayesian_learned_filter": []}
-    single = ParticleSegmenter(model=model, mc_samples=1, filter=False, seed_threshold=seed_threshold,
-                               min_instance_px=min_instance_px)
-    seed_threshold, min_instance_px = single.seed_threshold, single.min_instance_px  # None: defaults
-    params = {"seed_threshold": seed_threshold, "min_instance_px": min_instance_px}
+    single = ParticleSegmenter(model=model, mc_samples=1, filter=False, seed_threshold=tu_seed_threshold,
+                               min_instance_px=tu_min_instance_px)
     if cache is None:
         cache = MapCache(ParticleSegmenter(model=model, mc_samples=mc_samples, filter=False, tta=tta), "")
     for stem in tqdm(stems, desc="test", disable=not progress):
@@ -279,15 +293,17 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
         gt = sample.instances
         labels, _, seed = mc_labels(single, sample.image)
         rows["discriminative"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
-        _, labels, seed, mi, sig, grey = cache.instances(data_dir, stem, seed_threshold, min_instance_px)
+        setups = [(tu_seed_threshold, tu_min_instance_px), (seed_threshold, min_instance_px)]
+        by_setup = cache.instances_by_params(data_dir, stem, dict.fromkeys(setups))
+        _, labels, seed, mi, sig, grey = by_setup[setups[0]]
         rows["bayesian"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
+        for name, t in (("bayesian_filter", tu), ("bayesian_filter_published_tu", TU_PUBLISHED)):
+            kept, _, _ = filter_instances(labels, mi, t)
+            rows[name].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
         if instance_filter is not None:
+            labels = by_setup[setups[1]][1]
             kept, p = instance_filter.apply(labels, instance_features(labels, seed, mi, sig, grey))
             rows["bayesian_learned_filter"].append(image_metrics(gt, kept, p))
-        kept, _, _ = filter_instances(labels, mi, tu)
-        rows["bayesian_filter"].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
-        kept, _, _ = filter_instances(labels, mi, TU_PUBLISHED)
-        rows["bayesian_filter_published_tu"].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
     return {name: _mean(r) for name, r in rows.items() if r} | {"n_images": len(stems), "tu": tu,
                                                                  "tta": cache.segmenter.tta, **params}
 
@@ -388,16 +404,19 @@ def main(argv=None):
         parser.error(f"{sweep_path} was swept with tta={swept.get('tta', False)}; run --step sweep again "
                      "or match its --no-tta")
     if args.step in ("filter", "all"):
-        # the sweep's size was chosen for the t_u filter; the filter step re-chooses it for the
-        # learned filter (the default) and records the sweep's as tu_min_instance_px
+        # the sweep's clustering was chosen for the t_u filter; the filter step re-chooses it for
+        # the learned filter (the default) and records the sweep's as tu_seed_threshold and
+        # tu_min_instance_px
+        swept.setdefault("tu_seed_threshold", swept["seed_threshold"])
         swept.setdefault("tu_min_instance_px", swept["min_instance_px"])
         swept |= filter_step(cache, args.data, read_split(args.data, "val")[:args.limit],
-                             read_split(args.data, "fit")[:args.limit], swept["seed_threshold"])
+                             read_split(args.data, "fit")[:args.limit])
         sweep_path.write_text(json.dumps(swept, indent=1))
     if args.step in ("sweep", "filter", "all"):
         plot_sweep(swept, out)
     if args.step in ("report", "all"):
-        params = {k: swept[k] for k in ("seed_threshold", "min_instance_px")}
+        params = {k: swept[k] for k in ("seed_threshold", "min_instance_px", "tu_seed_threshold",
+                                        "tu_min_instance_px") if k in swept}
         if "instance_filter" in swept:
             params["instance_filter"] = InstanceFilter.from_dict(swept["instance_filter"])
         tu = swept["tu"] if args.tu is None else args.tu

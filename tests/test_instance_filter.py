@@ -9,7 +9,7 @@ from PIL import Image
 
 from models.instance_filter import FEATURES, InstanceFilter, apply_filter, fit_filter, instance_features
 from models.infer import DEFAULT_WEIGHTS, ParticleSegmenter, tuned_params
-from models.tune import fit_instance_filter
+from models.tune import FILTER_GRID, fit_instance_filter
 
 
 def disk(shape, cy, cx, r):
@@ -119,7 +119,9 @@ def weights_with_filter(tmp_path, value, threshold=0.5):
 
 
 def test_segmenter_applies_the_filter_its_weights_name(tmp_path, emps_image, caplog):
-    unfiltered = ParticleSegmenter(mc_samples=2, filter=False).segment(emps_image)
+    card = tuned_params()  # without a filter the t_u clustering is used: take the learned filter's
+    unfiltered = ParticleSegmenter(mc_samples=2, filter=False, seed_threshold=card["seed_threshold"],
+                                   min_instance_px=card["min_instance_px"]).segment(emps_image)
     assert unfiltered.count > 10
     keep_all = ParticleSegmenter(weights_with_filter(tmp_path, 3.0), mc_samples=2).segment(emps_image)
     assert keep_all.params["filter_kind"] == "learned"
@@ -128,7 +130,8 @@ def test_segmenter_applies_the_filter_its_weights_name(tmp_path, emps_image, cap
     remove_all = ParticleSegmenter(weights_with_filter(tmp_path, -3.0), mc_samples=2).segment(emps_image)
     assert remove_all.count == 0 and remove_all.n_removed == unfiltered.count
     explicit_tu = ParticleSegmenter(weights_with_filter(tmp_path, -3.0), mc_samples=2, tu=1.0,
-                                    min_instance_px=unfiltered.params["min_instance_px"])
+                                    min_instance_px=unfiltered.params["min_instance_px"],
+                                    seed_threshold=unfiltered.params["seed_threshold"])
     assert explicit_tu.params["filter_kind"] == "mi"
     assert explicit_tu.segment(emps_image).count == unfiltered.count  # MI never exceeds 1 nat
     (tmp_path / "w-filter.json").write_text("{broken")
@@ -144,7 +147,7 @@ def test_extra_training_instances_join_every_fold_but_are_never_scored():
     extra_x = np.concatenate([instance_features(p, s, m, sg, g) for _, p, s, m, sg, g in extra_images])
     extra_y = np.concatenate([np.arange(1, p.max() + 1) <= 6 for _, p, *_ in extra_images])
     model, table = fit_instance_filter(val, [f"doi{i // 2}" for i in range(6)], extra=(extra_x, extra_y))
-    assert set(table) == {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}
+    assert set(table) == set(FILTER_GRID)
     gt, pred, seed, mi, sigma, grey = synthetic_image(np.random.default_rng(7))
     keep = model.keep(instance_features(pred, seed, mi, sigma, grey))
     assert keep[:6].sum() >= 5 and keep[6:].sum() <= 1

@@ -40,16 +40,21 @@ def test_shipped_instance_filter_is_the_one_the_recorded_sweep_fitted_and_chose(
     assert shipped == sweep["instance_filter"]
 
 
-def test_shipped_minimum_size_is_the_one_the_learned_filter_chose_out_of_fold():
+def test_shipped_clustering_is_the_one_the_learned_filter_chose_out_of_fold():
     sweep = json.loads(SWEEP.read_text())
     card = json.loads((SWEEP.parents[2] / "models" / "weights" / "bpartis-emps.json").read_text())
-    by_size = {int(k): row for k, row in sweep["by_filter_min_px"].items()}
-    assert select_params(by_size) == sweep["min_instance_px"] == card["min_instance_px"]
-    best = sweep["by_filter_threshold"][str(sweep["instance_filter"]["threshold"])]
-    assert best == by_size[sweep["min_instance_px"]]
+    by_params = {tuple(float(part.split("=")[-1].split(">")[-1]) for part in k.split()): row
+                 for k, row in sweep["by_filter_params"].items()}  # "seed>0.7 min_px=16" -> (0.7, 16.0)
+    chosen = select_params(by_params)
+    assert chosen == (sweep["seed_threshold"], sweep["min_instance_px"])
+    assert chosen == (card["seed_threshold"], card["min_instance_px"])
+    assert sweep["by_filter_threshold"][str(sweep["instance_filter"]["threshold"])] == by_params[chosen]
+    # the t_u route keeps what the t_u sweep chose
+    assert (card["tu_seed_threshold"], card["tu_min_instance_px"]) == \
+        (sweep["tu_seed_threshold"], sweep["tu_min_instance_px"])
 
 
-def test_map_cache_clusters_one_set_of_maps_at_each_minimum_size(emps_dir, tmp_path):
+def test_map_cache_clusters_one_set_of_maps_with_each_setup(emps_dir, tmp_path):
     from types import SimpleNamespace
 
     import numpy as np
@@ -69,10 +74,11 @@ def test_map_cache_clusters_one_set_of_maps_at_each_minimum_size(emps_dir, tmp_p
     cache = MapCache(segmenter, "sha", tmp_path)
     np.savez_compressed(tmp_path / f"{stem}.npz", emb=emb.numpy(), sigma=sigma.numpy(), seed=seed.numpy(),
                         mi=np.zeros((512, 512), np.float32))
-    by_size = cache.instances_by_min_px(emps_dir, stem, 0.5, (16, 48, 128))
-    assert {size: int(item[1].max()) for size, item in by_size.items()} == {16: 3, 48: 2, 128: 1}
-    assert by_size[16][2] is by_size[128][2]  # one set of maps, clustered three times
-    assert (by_size[128][1] > 0).sum() == 196
+    by_setup = cache.instances_by_params(emps_dir, stem, [(0.5, 16), (0.5, 48), (0.5, 128), (0.99, 16)])
+    assert {key: int(item[1].max()) for key, item in by_setup.items()} == \
+        {(0.5, 16): 3, (0.5, 48): 2, (0.5, 128): 1, (0.99, 16): 3}
+    assert by_setup[(0.5, 16)][2] is by_setup[(0.5, 128)][2]  # one set of maps, clustered four times
+    assert (by_setup[(0.5, 128)][1] > 0).sum() == 196
 
 
 def test_map_cache_writes_whole_files_only(tmp_path):

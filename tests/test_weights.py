@@ -14,24 +14,36 @@ def test_shipped_weights_load_strict_and_match_their_card():
     params = tuned_params()
     shipped_filter = json.loads((DEFAULT_WEIGHTS.parent / card["instance_filter"]).read_text())
     assert params.pop("instance_filter").to_dict() == shipped_filter
-    assert params == {k: card[k] for k in ("tu", "seed_threshold", "min_instance_px", "tu_min_instance_px", "tta")
-                      if k in card}
+    keys = ("tu", "seed_threshold", "min_instance_px", "tu_seed_threshold", "tu_min_instance_px", "tta")
+    assert params == {k: card[k] for k in keys if k in card}
     segmenter = ParticleSegmenter(mc_samples=2)
     assert segmenter.tu == card["tu"] and segmenter.min_instance_px == card["min_instance_px"]
     assert segmenter.tta == card.get("tta", False) and segmenter.params["tta"] == segmenter.tta
     assert segmenter.params["filter_kind"] == "learned"
 
 
-def test_tu_route_takes_the_minimum_size_it_was_tuned_with():
-    """--tu uses the size the t_u sweep chose (the card's tu_min_instance_px, the sweep's record),
-    the default learned filter its own; an explicit size wins over both."""
+def test_tu_route_takes_the_clustering_it_was_tuned_with(tmp_path):
+    """--tu uses the seed threshold and size the t_u sweep chose (the card's tu_* values), the
+    default learned filter (and --no-filter) its own; an explicit value wins over both."""
+    import shutil
+
+    weights = tmp_path / "w.pt"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
     card = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
-    sweep = json.loads((DEFAULT_WEIGHTS.parents[2] / "docs" / "bpartis" / "sweep.json").read_text())
-    assert card["tu_min_instance_px"] == sweep["tu_min_instance_px"] != card["min_instance_px"]
-    by_tu = ParticleSegmenter(mc_samples=2, tu=card["tu"])
-    assert by_tu.params["filter_kind"] == "mi" and by_tu.min_instance_px == card["tu_min_instance_px"]
-    assert ParticleSegmenter(mc_samples=2).min_instance_px == card["min_instance_px"]
-    assert ParticleSegmenter(mc_samples=2, tu=card["tu"], min_instance_px=20).min_instance_px == 20
+    shutil.copy(DEFAULT_WEIGHTS.parent / card["instance_filter"], tmp_path / card["instance_filter"])
+    weights.with_suffix(".json").write_text(json.dumps(
+        {"tu": 0.02, "seed_threshold": 0.7, "min_instance_px": 16, "tu_seed_threshold": 0.9,
+         "tu_min_instance_px": 128, "instance_filter": card["instance_filter"]}))
+    by_tu = ParticleSegmenter(weights, mc_samples=2, tu=0.02)
+    assert by_tu.params["filter_kind"] == "mi"
+    assert (by_tu.seed_threshold, by_tu.min_instance_px) == (0.9, 128)
+    default = ParticleSegmenter(weights, mc_samples=2)
+    assert default.params["filter_kind"] == "learned"
+    assert (default.seed_threshold, default.min_instance_px) == (0.7, 16)
+    unfiltered = ParticleSegmenter(weights, mc_samples=2, filter=False)  # the same instances, unfiltered
+    assert (unfiltered.seed_threshold, unfiltered.min_instance_px) == (0.7, 16)
+    explicit = ParticleSegmenter(weights, mc_samples=2, tu=0.02, min_instance_px=20, seed_threshold=0.6)
+    assert (explicit.seed_threshold, explicit.min_instance_px) == (0.6, 20)
 
 
 @pytest.mark.slow
