@@ -40,9 +40,9 @@ def average_state_dicts(states: list[dict]) -> dict:
 
 
 def recompute_batch_norm(model: BPartIS, data_dir, crop: int = EVAL_SIZE, batch_size: int = 4,
-                         seed: int = 0, limit: int | None = None) -> BPartIS:
+                         seed: int = 0) -> BPartIS:
     """Measure the batch-norm running statistics of ``model`` again on augmented fit images."""
-    stems = read_split(data_dir, "fit")[:limit]
+    stems = read_split(data_dir, "fit")
     samples = [load_sample(data_dir, s, EVAL_SIZE) for s in stems]
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     images = [x for x, _ in iterate_batches(samples, min(batch_size, len(samples)), crop, rng, generator)]
@@ -51,11 +51,11 @@ def recompute_batch_norm(model: BPartIS, data_dir, crop: int = EVAL_SIZE, batch_
     return model
 
 
-def average_checkpoints(paths, data_dir, out, crop: int = EVAL_SIZE, limit: int | None = None) -> Path:
+def average_checkpoints(paths, data_dir, out, crop: int = EVAL_SIZE) -> Path:
     """Average ``paths`` (state dicts or run checkpoints), re-measure batch norm, save a state dict."""
     model = BPartIS()
     model.load_state_dict(average_state_dicts([load_weights(p) for p in paths]))
-    recompute_batch_norm(model, data_dir, crop, limit=limit)
+    recompute_batch_norm(model, data_dir, crop)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)

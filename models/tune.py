@@ -271,9 +271,11 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
            tu_min_instance_px=None) -> dict:
     """The three BPartIS rows of the published table on ``stems``, plus the published t_u and,
     given ``instance_filter``, the learned filter. The learned filter's row clusters with
-    ``seed_threshold`` and ``min_instance_px`` (chosen with it); the rows without a filter or with
-    t_u cluster with ``tu_seed_threshold`` and ``tu_min_instance_px`` (what the t_u sweep chose,
-    over t_u = 1, no filter, too; default: the others), as ``ParticleSegmenter`` does."""
+    ``seed_threshold`` and ``min_instance_px`` (chosen with it); the published rows (no filter,
+    t_u) cluster with ``tu_seed_threshold`` and ``tu_min_instance_px``, what the t_u sweep chose
+    (its grid includes t_u = 1, no filter; default: the others). ``ParticleSegmenter`` with
+    ``filter=False`` keeps the learned filter's clustering instead, so that ``--no-filter``
+    shows what the filter removed."""
     from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD
 
     seed_threshold = SEED_THRESHOLD if seed_threshold is None else seed_threshold

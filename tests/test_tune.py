@@ -1,5 +1,6 @@
 """Threshold selection of models.tune (the full sweep is measured by `python -m models.tune`)."""
 import json
+import re
 from pathlib import Path
 
 from models.tune import select_params
@@ -43,8 +44,10 @@ def test_shipped_instance_filter_is_the_one_the_recorded_sweep_fitted_and_chose(
 def test_shipped_clustering_is_the_one_the_learned_filter_chose_out_of_fold():
     sweep = json.loads(SWEEP.read_text())
     card = json.loads((SWEEP.parents[2] / "models" / "weights" / "bpartis-emps.json").read_text())
-    by_params = {tuple(float(part.split("=")[-1].split(">")[-1]) for part in k.split()): row
-                 for k, row in sweep["by_filter_params"].items()}  # "seed>0.7 min_px=16" -> (0.7, 16.0)
+    setup = re.compile(r"seed>([\d.]+) min_px=(\d+)")  # "seed>0.7 min_px=16" -> (0.7, 16)
+    by_params = {(float(m[1]), int(m[2])): row for k, row in sweep["by_filter_params"].items()
+                 if (m := setup.fullmatch(k))}
+    assert len(by_params) == len(sweep["by_filter_params"]) > 1
     chosen = select_params(by_params)
     assert chosen == (sweep["seed_threshold"], sweep["min_instance_px"])
     assert chosen == (card["seed_threshold"], card["min_instance_px"])
