@@ -45,9 +45,9 @@ def recompute_batch_norm(model: BPartIS, data_dir, crop: int = EVAL_SIZE, batch_
     stems = read_split(data_dir, "fit")
     samples = [load_sample(data_dir, s, EVAL_SIZE) for s in stems]
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    images = [x for x, _ in iterate_batches(samples, min(batch_size, len(samples)), crop, rng, generator)]
-    with torch.no_grad():
-        update_bn(images, model)
+    batches = iterate_batches(samples, min(batch_size, len(samples)), crop, rng, generator)
+    with torch.no_grad():  # one batch at a time: the 310 augmented 512-px images are ~1 GB at once
+        update_bn((images for images, _ in batches), model)
     return model
 
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 LEARNING_RATE = 3e-4
 JITTER = 0.3
 SNAPSHOT_EVERY = 5
+SCHEDULES = ("poly", "constant")  # learning rate: poly decay (power 0.9) over the run, or constant
 
 
 def iterate_batches(samples, batch_size, crop, rng, generator):
@@ -135,8 +136,8 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
     ``schedule``: "poly" (power 0.9 over ``epochs``) or "constant" (for weight averaging, with
     ``snapshot_every=1``; see :mod:`models.average`).
     """
-    if schedule not in ("poly", "constant"):
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}: use 'poly' or 'constant'")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
     if threads:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
@@ -220,7 +221,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--fp32", action="store_true", help="no bfloat16 autocast in training")
     parser.add_argument("--init", default=None, help="warm-start from these weights (new run folder)")
-    parser.add_argument("--schedule", choices=["poly", "constant"], default="poly",
+    parser.add_argument("--schedule", choices=SCHEDULES, default="poly",
                         help="learning rate: poly decay over --epochs, or constant (weight averaging)")
     parser.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
                         help="keep the weights every N epochs in snapshots/ (0: never)")

@@ -66,6 +66,8 @@ FILTER_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FILTER_FOLDS = 5
 SEED_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_PX_GRID = (16, 48, 128)
+# tuned clustering settings; the t_u route's own values are stored under "tu_" + the name
+CLUSTERING_KEYS = ("seed_threshold", "min_instance_px")
 
 
 def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True, tta=True) -> dict:
@@ -409,16 +411,15 @@ def main(argv=None):
         # the sweep's clustering was chosen for the t_u filter; the filter step re-chooses it for
         # the learned filter (the default) and records the sweep's as tu_seed_threshold and
         # tu_min_instance_px
-        swept.setdefault("tu_seed_threshold", swept["seed_threshold"])
-        swept.setdefault("tu_min_instance_px", swept["min_instance_px"])
+        for key in CLUSTERING_KEYS:
+            swept.setdefault(f"tu_{key}", swept[key])
         swept |= filter_step(cache, args.data, read_split(args.data, "val")[:args.limit],
                              read_split(args.data, "fit")[:args.limit])
         sweep_path.write_text(json.dumps(swept, indent=1))
     if args.step in ("sweep", "filter", "all"):
         plot_sweep(swept, out)
     if args.step in ("report", "all"):
-        params = {k: swept[k] for k in ("seed_threshold", "min_instance_px", "tu_seed_threshold",
-                                        "tu_min_instance_px") if k in swept}
+        params = {k: swept[k] for key in CLUSTERING_KEYS for k in (key, f"tu_{key}") if k in swept}
         if "instance_filter" in swept:
             params["instance_filter"] = InstanceFilter.from_dict(swept["instance_filter"])
         tu = swept["tu"] if args.tu is None else args.tu
