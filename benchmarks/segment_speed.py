@@ -18,6 +18,9 @@ one speed-up to the row above:
   + fused oneDNN graphs    : the passes traced and fused by oneDNN Graph, each conv writing
                              its ELU / mask + skip + ELU (``--compile``, the default of the idx
                              commands; traced in the warm-up image)
+  + zoom rule (default)    : the card's rule: a T = 1 pass, and images of small particles
+                             segmented at 2x the working size (every row above: zoom 1)
+  zoom 2 on every image    : ``--zoom 2``, the cost of a zoomed image
 Every variant replays the same dropout masks (drawn per image from one seed), so up to the
 bf16 residual stream the differences in AP / AP50 come from arithmetic only; the last column is
 the largest of |dAP|, |dAP50| against the naive loop (target: within 0.005), and for the fused
@@ -25,7 +28,7 @@ graphs against the row above them (the same samples). The augmented rows
 sample other views of the image, so their AP differs by design (measured on the whole splits in
 docs/benchmarks.md). The allocator setting cannot be undone in a process, so the rows without it
 run first for both T. Also the clustering share and the peak resident memory of segmenting one
-2048 x 2048 image with the idx commands' defaults (a subprocess).
+2048 x 2048 image with the idx commands' defaults (a subprocess), at zoom 1 and 2.
 """
 from __future__ import annotations
 
@@ -98,14 +101,14 @@ def time_call(fn, repeats):
     return float(np.median(times)), result
 
 
-def peak_memory_2048(weights: str | None, threads: int, compile: bool = True) -> float:
+def peak_memory_2048(weights: str | None, threads: int, compile: bool = True, zoom: int = 1) -> float:
     """Peak resident memory (MB) of a fresh process segmenting one 2048 x 2048 image at T = 30."""
     code = f"""
 import numpy as np, resource, torch, sys
 sys.path.insert(0, {str(ROOT)!r})
 torch.set_num_threads({threads})
 from models.infer import ParticleSegmenter
-seg = ParticleSegmenter(weights={weights!r}, mc_samples=30, compile={compile!r})
+seg = ParticleSegmenter(weights={weights!r}, mc_samples=30, compile={compile!r}, zoom={zoom!r})
 image = (np.random.default_rng(0).random((2048, 2048)) * 255).astype(np.uint8)
 seg.segment(image)
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so it would report this
@@ -119,7 +122,7 @@ print(int(hwm[0]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru
 
 def time_variants(phase: str, t: int, weights, model, samples) -> list:
     """Rows ``(T, variant, s / image, AP, AP50, max |d| vs naive)`` of one phase."""
-    make = lambda **kw: ParticleSegmenter(weights=weights, mc_samples=t, **kw)  # noqa: E731
+    make = lambda **kw: ParticleSegmenter(weights=weights, mc_samples=t, **({"zoom": 1} | kw))  # noqa: E731
     if phase == "plain allocator":
         autocast_only = without_fused_upsampling(make(bf16=False, tta=False))
         autocast_only.bf16 = True  # autocast, weights converted on every pass
@@ -142,7 +145,9 @@ def time_variants(phase: str, t: int, weights, model, samples) -> list:
     else:
         models.infer.keep_freed_memory()
         variants = {"+ allocator keeps freed memory": make(tta=True),
-                    "+ fused oneDNN graphs (default)": make(tta=True, compile=True)}
+                    "+ fused oneDNN graphs": make(tta=True, compile=True),
+                    "+ zoom rule (default)": make(tta=True, compile=True, zoom=None),
+                    "zoom 2 on every image": make(tta=True, compile=True, zoom=2)}
     rows, reference = [], None
     for name, fn in variants.items():
         if isinstance(fn, ParticleSegmenter):
@@ -187,6 +192,7 @@ def main():
     rows.sort(key=lambda row: -row[0])  # T = 30 first, in the order measured
     memory_mb = peak_memory_2048(args.weights, args.threads)
     plain_memory_mb = peak_memory_2048(args.weights, args.threads, compile=False)
+    zoom_memory_mb = peak_memory_2048(args.weights, args.threads, zoom=2)
     print(f"BPartIS inference, {len(samples)} EMPS test images at 512 x 512, {args.threads} threads "
           f"({torch.get_num_threads()} used), torch {torch.__version__}")
     print(f"{'T':>3}  {'variant':<40}{'s / image':>10}{'AP':>8}{'AP50':>8}{'max |d| vs ref':>18}")
@@ -194,10 +200,11 @@ def main():
         tail = "" if np.isnan(a) else f"{a:8.3f}{a50:8.3f}{d:18.4f}"
         print(f"{t:>3}  {name:<40}{sec:>10.2f}{tail}")
     print(f"peak resident memory, one 2048 x 2048 image at T = 30: {memory_mb:.0f} MB "
-          f"(plain model, --no-compile: {plain_memory_mb:.0f} MB)")
+          f"(plain model, --no-compile: {plain_memory_mb:.0f} MB; --zoom 2: {zoom_memory_mb:.0f} MB)")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "peak_mb_2048": memory_mb,
-                                               "plain_peak_mb_2048": plain_memory_mb}, indent=1))
+                                               "plain_peak_mb_2048": plain_memory_mb,
+                                               "zoom2_peak_mb_2048": zoom_memory_mb}, indent=1))
 
 
 if __name__ == "__main__":

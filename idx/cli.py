@@ -35,7 +35,7 @@ def json_option(func):
 
 def segmenter_options(func):
     """The options of every command that segments: ``--mc-samples``, ``--tu``, ``--no-filter``,
-    ``--no-tta``, ``--min-size``, ``--compile/--no-compile``, ``--weights``, ``--device``."""
+    ``--no-tta``, ``--min-size``, ``--zoom``, ``--compile/--no-compile``, ``--weights``, ``--device``."""
     func = click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
                         help="Monte-Carlo dropout samples T (1: dropout off).")(func)
     func = click.option("--tu", default=None, type=float,
@@ -51,6 +51,10 @@ def segmenter_options(func):
                         "(default: the weights' card; 16 for the shipped weights, 128 with --tu, the "
                         "size each filter was tuned with). Lower it for small particles in a large "
                         "field.")(func)
+    func = click.option("--zoom", type=click.Choice(["auto", "1", "2"]), default="auto", show_default=True,
+                        help="Segment at 2x the 512 x 512 working size (2), not (1), or where a first "
+                        "quick pass finds small particles (auto: the weights' card's rule; 1 with "
+                        "--tu). 2 costs ~4x the time.")(func)
     func = click.option("--compile/--no-compile", "compile_kernels", default=True, show_default=True,
                         help="CPU: run the network as traced graphs fused by oneDNN Graph (conv + ELU "
                         "in one pass; ~1.4 s less per image at T = 30 on 2 cores, after a ~2 s trace "

@@ -4,14 +4,19 @@ from idx.cli import cli, emit, json_option, segmenter_options  # noqa: F401
 import click  # noqa: E402
 
 
+def zoom_value(zoom: str | None):
+    """``--zoom`` -> ParticleSegmenter's ``zoom`` (None: the card's rule)."""
+    return None if zoom in (None, "auto") else int(zoom)
+
+
 def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min_size=None,
-                   compile_kernels=False):
+                   compile_kernels=False, zoom=None):
     """A ParticleSegmenter from CLI options (imports torch)."""
     from models.infer import ParticleSegmenter
 
     return ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
                              tu=tu, filter=not no_filter, tta=False if no_tta else None,
-                             min_instance_px=min_size, compile=compile_kernels)
+                             min_instance_px=min_size, compile=compile_kernels, zoom=zoom_value(zoom))
 
 
 @cli.command()
@@ -20,7 +25,7 @@ def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the instance map (16-bit PNG) here; an overlay PNG is written beside it.")
 @json_option
-def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels, output,
+def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, compile_kernels, output,
             as_json):
     """Segment the particles of one micrograph with BPartIS.
 
@@ -31,7 +36,7 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
 
     array = load_image(image)
     result = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size,
-                            compile_kernels).segment(array)
+                            compile_kernels, zoom).segment(array)
     payload = {"image": image, **result.to_dict()}
     if output:
         from PIL import Image
@@ -72,8 +77,8 @@ def train(data, out, epochs, batch_size, crop, device, eval_every, init):
 @segmenter_options
 @click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
 @json_option
-def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels, limit,
-             as_json):
+def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, compile_kernels,
+             limit, as_json):
     """Evaluate BPartIS on an EMPS split with the published protocol (+ COCO mask AP).
 
     \b
@@ -84,7 +89,8 @@ def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, mi
 
     data = data or default_emps_dir()
     stems = read_split(data, split)[:limit]
-    segmenter = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels)
+    segmenter = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels,
+                               zoom)
     summary = evaluate_segmenter(segmenter, data, stems)
     summary.pop("per_image", None)
     text = "  ".join(f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float))

@@ -56,8 +56,8 @@ def main(argv=None):
     if tu is None:
         parser.error("give --tu or --sweep")
     extra = {k: sweep[k] for k in ("seed_threshold", "min_instance_px", "tu_seed_threshold", "tu_min_instance_px",
-                                   "tta")
-             if k in sweep}
+                                   "tta", "zoom_below_px")
+             if sweep.get(k) is not None}
     print(export_weights(args.checkpoint, tu, args.out, extra | json.loads(args.extra),
                          sweep.get("instance_filter")))
 

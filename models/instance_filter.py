@@ -14,7 +14,9 @@ to the other instances of the same image:
 * size and shape: log area, log (area / the image's median instance area), extent (area / bbox
   area), whether the instance touches the image border, log bandwidth (mean exp(10 s));
 * appearance: grey-level contrast against the background pixels (z-score), grey-level spread inside;
-* context: log number of instances in the image.
+* context: log number of instances in the image, log of the zoom it was segmented at (an image of
+  small particles is segmented at 2x the working size: areas and bandwidths are put back in
+  working-size units, and the trees can still tell the two apart).
 
 The trees live in a JSON file beside the weights, named by their card (``instance_filter``), so
 nothing is pickled. Fitting and threshold selection: :func:`models.tune.fit_instance_filter`.
@@ -29,12 +31,12 @@ from scipy import ndimage
 from models.network import SIGMA_SCALE
 
 FEATURES = ("log_mi", "log_mi_rel", "seed_mean", "seed_max", "seed_frac", "log_area", "log_area_rel",
-            "extent", "border", "log_bandwidth", "contrast_z", "grey_std", "log_n")
+            "extent", "border", "log_bandwidth", "contrast_z", "grey_std", "log_n", "log_zoom")
 EPS = 1e-6
 
 
 def instance_features(labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigma: np.ndarray,
-                      grey: np.ndarray) -> np.ndarray:
+                      grey: np.ndarray, zoom: float = 1.0) -> np.ndarray:
     """Per-instance features (see the module docstring), in the order of :data:`FEATURES`.
 
     Parameters
@@ -44,6 +46,10 @@ def instance_features(labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigm
     mi : (H, W) float, mutual information (nats)
     sigma : (2, H, W) float, raw mean sigma channels (exp(10 s) = 1 / (2 sigma^2))
     grey : (H, W) float or uint8, the image at the same size
+    zoom : float
+        How many times the working size the maps are (1, or 2 for an image of small particles):
+        areas are divided by zoom^2 and bandwidths (1 / (2 sigma^2), in coordinate units that do not
+        change with the image size) multiplied by zoom^2, so both read in working-size units.
 
     Returns
     -------
@@ -85,7 +91,8 @@ def instance_features(labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigm
     grey_mean = mean_of(grey_fg, True)
     grey_std = np.sqrt(np.maximum(mean_of(grey_fg ** 2, True) - grey_mean ** 2, 0.0)) / spread
     log_mi = np.log(mean_mi + EPS)
-    log_area = np.log(safe_area)
+    log_zoom = float(np.log(zoom))
+    log_area = np.log(safe_area) - 2 * log_zoom
     columns = {
         "log_mi": log_mi,
         "log_mi_rel": log_mi - np.median(log_mi),
@@ -96,10 +103,11 @@ def instance_features(labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigm
         "log_area_rel": log_area - np.median(log_area),
         "extent": area / box_area,
         "border": border.astype(np.float64),
-        "log_bandwidth": np.log(bandwidth + EPS),
+        "log_bandwidth": np.log(bandwidth + EPS) + 2 * log_zoom,
         "contrast_z": (grey_mean - float(np.median(bg))) / spread,
         "grey_std": grey_std,
         "log_n": np.full(n, np.log(n)),
+        "log_zoom": np.full(n, log_zoom),
     }
     return np.stack([columns[name] for name in FEATURES], axis=1)
 

@@ -38,6 +38,8 @@ from models.infer import (
     DEFAULT_WEIGHTS,
     ParticleSegmenter,
     file_sha256,
+    ZOOM,
+    compact_labels,
     filter_instances,
     grey_image,
     load_weights,
@@ -66,6 +68,9 @@ FILTER_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FILTER_FOLDS = 5
 SEED_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_PX_GRID = (16, 48, 128)
+# zoom rule: images whose T = 1 typical instance area (px at 512) is below this are segmented at 2x
+# (0: never); chosen by the learned filter's out-of-fold AP with its clustering
+ZOOM_GRID = (0, 400, 800, 1200, 1600, 2400)
 # tuned clustering settings; the t_u route's own values are stored under "tu_" + the name
 CLUSTERING_KEYS = ("seed_threshold", "min_instance_px")
 
@@ -135,46 +140,80 @@ class MapCache:
                 raise ValueError(f"{self.folder} holds maps of other weights or settings "
                                  f"({path.read_text().strip()}); give another --cache folder")
             path.write_text(json.dumps(meta))
+        self._areas = None
 
-    def maps(self, stem: str, image: np.ndarray) -> tuple[np.ndarray, ...]:
-        """``embedding (2, S, S), sigma (2, S, S), seed (S, S), mi (S, S)`` float32 for ``stem``."""
-        path = self.folder / f"{stem}.npz" if self.folder else None
+    def maps(self, stem: str, image: np.ndarray, zoom: int = 1) -> tuple[np.ndarray, ...]:
+        """``embedding (2, S, S), sigma (2, S, S), seed (S, S), mi (S, S)`` float32 for ``stem``
+        (S: the working size times ``zoom``; zoomed maps sit in ``folder/zoom{zoom}/``)."""
+        folder = self.folder if zoom == 1 or self.folder is None else self.folder / f"zoom{zoom}"
+        path = folder / f"{stem}.npz" if folder else None
         if path is not None and path.exists():
             with np.load(path) as data:
                 return tuple(data[k] for k in ("emb", "sigma", "seed", "mi"))
-        maps = tuple(m.numpy().astype(np.float32) for m in self.segmenter.predict_maps(image))
+        maps = tuple(m.numpy().astype(np.float32) for m in self.segmenter.predict_maps(image, zoom))
         if path is not None:  # written whole, then renamed: a stopped run leaves no half file
+            folder.mkdir(exist_ok=True)
             partial = path.with_name(path.stem + ".partial.npz")
             np.savez_compressed(partial, **dict(zip(("emb", "sigma", "seed", "mi"), maps)))
             partial.replace(path)
         return maps
 
-    def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int) -> tuple:
-        """``(gt, labels, seed, mi, sigma, grey)`` of one image at the working size."""
-        return self.instances_by_params(data_dir, stem, [(seed_threshold, min_px)])[(seed_threshold, min_px)]
+    def typical_area(self, stem: str, image: np.ndarray, seed_threshold: float, min_px: int) -> float | None:
+        """:meth:`ParticleSegmenter.typical_instance_area` of ``stem`` clustered with these
+        settings (memoised in ``folder/typical_area.json``)."""
+        key = f"{stem} {seed_threshold} {min_px}"
+        path = self.folder / "typical_area.json" if self.folder else None
+        if self._areas is None:
+            self._areas = json.loads(path.read_text()) if path is not None and path.exists() else {}
+        if key not in self._areas:
+            segmenter = self.segmenter
+            saved = segmenter.seed_threshold, segmenter.min_instance_px
+            segmenter.seed_threshold, segmenter.min_instance_px = seed_threshold, min_px
+            try:
+                self._areas[key] = segmenter.typical_instance_area(image)
+            finally:
+                segmenter.seed_threshold, segmenter.min_instance_px = saved
+            if path is not None:
+                path.write_text(json.dumps(self._areas))
+        return self._areas[key]
 
-    def instances_by_params(self, data_dir, stem: str, params) -> dict:
-        """``{(seed threshold, min_px): (gt, labels, seed, mi, sigma, grey)}``: one set of maps
-        clustered with each pair of ``params`` (the maps are computed or read once)."""
+    def zoom_for(self, data_dir, stem: str, seed_threshold: float, min_px: int, zoom_below_px) -> int:
+        """The zoom :class:`ParticleSegmenter` would choose for ``stem`` under ``zoom_below_px``."""
+        if not zoom_below_px:
+            return 1
+        area = self.typical_area(stem, load_sample(data_dir, stem).image, seed_threshold, min_px)
+        return ZOOM if area is not None and area < zoom_below_px else 1
+
+    def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int, zoom: int = 1) -> tuple:
+        """``(gt, labels, seed, mi, sigma, grey, zoom)`` of one image (see :meth:`instances_by_params`)."""
+        return self.instances_by_params(data_dir, stem, [(seed_threshold, min_px)], zoom)[(seed_threshold, min_px)]
+
+    def instances_by_params(self, data_dir, stem: str, params, zoom: int = 1) -> dict:
+        """``{(seed threshold, min_px): (gt, labels, seed, mi, sigma, grey, zoom)}``: one set of
+        maps clustered with each pair of ``params`` (the maps are computed or read once). ``gt``
+        is at the evaluation size (512); the rest at the working size times ``zoom`` (``min_px``
+        is in working-size pixels, as for :class:`ParticleSegmenter`)."""
         sample = load_sample(data_dir, stem)
-        emb, sig, seed, mi = self.maps(stem, sample.image)
-        grey = grey_image(sample.image)
+        emb, sig, seed, mi = self.maps(stem, sample.image, zoom)
+        grey = grey_image(sample.image if zoom == 1 else self.segmenter.working_rgb(sample.image, zoom))
         return {(st, mp): (sample.instances,
                            cluster_instances(torch.from_numpy(emb), torch.from_numpy(sig), torch.from_numpy(seed),
-                                             st, mp).numpy(), seed, mi, sig, grey)
+                                             st, mp * zoom ** 2).numpy(), seed, mi, sig, grey, zoom)
                 for st, mp in params}
 
 
 def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_GRID, min_px_grid=MIN_PX_GRID,
-                progress=True) -> dict:
+                progress=True, zoom_grid=ZOOM_GRID) -> dict:
     """Fit the learned filter on the validation images (threshold by out-of-fold AP) with the fit
     split's instances added to every training side, once per clustering set-up (seed threshold of
     ``seed_grid`` x minimum instance size of ``min_px_grid``); the set-up whose filter scores the
     best out-of-fold AP is chosen. The learned filter is the default, so its clustering is chosen
     for it, not taken from the t_u sweep (with the published foreground rule the t_u filter wants
     seed > 0.9, which on validation ties with lower seeds under the learned filter and misses
-    small particles). Returns the sweep-JSON entries, ``seed_threshold`` and ``min_instance_px``
-    among them."""
+    small particles). With that clustering the zoom rule is chosen the same way from
+    ``zoom_grid`` (images whose T = 1 typical (area-weighted median) instance area is below it are segmented at 2x; 0:
+    never). Returns the sweep-JSON entries, ``seed_threshold``, ``min_instance_px`` and
+    ``zoom_below_px`` among them."""
     dois = read_dois(data_dir)
     grid = [(st, mp) for st in seed_grid for mp in min_px_grid]
     val = {key: [] for key in grid}
@@ -194,26 +233,71 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
         fitted[key], best[key] = (model, table, extra_y), table[model.threshold]
     seed_threshold, min_px = select_params(best)
     log.info("learned filter: seed > %s, min %s px chosen out of fold, %s", seed_threshold, min_px, best)
-    model, table, extra_y = fitted[(seed_threshold, min_px)]
-    val_true = [true_instances(gt, labels) for gt, labels, *_ in val[(seed_threshold, min_px)]]
+    # then the zoom rule, with that clustering: images of small particles segmented at 2x
+    by_zoom = {0: best[(seed_threshold, min_px)]}
+    fitted_zoom = {0: (fitted[(seed_threshold, min_px)], val[(seed_threshold, min_px)])}
+    for below in [b for b in zoom_grid if b]:
+        items = {}
+        for stem in tqdm(val_stems + fit_stems, desc=f"filter: zoom below {below} px", disable=not progress):
+            zoom = cache.zoom_for(data_dir, stem, seed_threshold, min_px, below)
+            items[stem] = cache.instances(data_dir, stem, seed_threshold, min_px, zoom) if zoom > 1 else None
+        val_items = [items[s] or v for s, v in zip(val_stems, val[(seed_threshold, min_px)])]
+        extra_x, extra_y = [], []
+        for stem, plain in zip(fit_stems, extra[(seed_threshold, min_px)]):
+            x, y = labelled_features(*items[stem]) if items[stem] else plain
+            extra_x.append(x)
+            extra_y.append(y)
+        model, table = fit_instance_filter(val_items, [dois.get(s, s) for s in val_stems],
+                                           extra=(np.concatenate(extra_x), np.concatenate(extra_y)))
+        by_zoom[below] = table[model.threshold]
+        fitted_zoom[below] = ((model, table, np.concatenate(extra_y)), val_items)
+    zoom_below = select_params(by_zoom)
+    log.info("learned filter: zoom below %s px chosen out of fold, %s", zoom_below, by_zoom)
+    (model, table, extra_y), val_items = fitted_zoom[zoom_below]
+    val_true = [true_instances(gt, labels) for gt, labels, *_ in val_items]
     return {"instance_filter": model.to_dict(), "by_filter_threshold": table,
-            "seed_threshold": seed_threshold, "min_instance_px": min_px,
+            "seed_threshold": seed_threshold, "min_instance_px": min_px, "zoom_below_px": zoom_below or None,
             "by_filter_params": {f"seed>{st} min_px={mp}": row for (st, mp), row in best.items()},
+            "by_zoom_below_px": {str(b): row for b, row in by_zoom.items()},
             "filter_training": {"validation_images": len(val_stems), "fit_images": len(fit_stems),
                                 "instances": sum(map(len, val_true)) + len(extra_y),
                                 "true_instances": int(sum(map(np.sum, val_true)) + extra_y.sum())}}
 
 
 def true_instances(gt: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(K,) bool: each predicted instance has IoU > 0.5 with a ground-truth one (such pairs are
-    one to one)."""
-    iou = match_instances(gt, labels)  # (G, P)
-    return iou.max(0) > 0.5 if iou.shape[0] else np.zeros(iou.shape[1], bool)
+    """(K,) bool: each predicted instance (labels 1..K, at ``gt``'s size or a multiple) has IoU
+    > 0.5 with a ground-truth one (such pairs are one to one) once brought to ``gt``'s size."""
+    n = int(labels.max()) if labels.size else 0
+    small = at_size(labels, gt.shape)
+    iou = match_instances(gt, small)  # (G, P'): P' the labels left at gt's size
+    found = iou.max(0) > 0.5 if iou.shape[0] else np.zeros(iou.shape[1], bool)
+    out = np.zeros(n, bool)
+    out[np.unique(small[small > 0]) - 1] = found
+    return out
 
 
-def labelled_features(gt, labels, seed, mi, sigma, grey) -> tuple[np.ndarray, np.ndarray]:
+def at_size(labels: np.ndarray, shape) -> np.ndarray:
+    """``labels`` resized (nearest) to ``shape``, label values kept (tiny instances may vanish)."""
+    if labels.shape == tuple(shape):
+        return labels
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(labels.astype(np.int32)).resize(shape[::-1], Image.NEAREST))
+
+
+def protocol_metrics(gt: np.ndarray, labels: np.ndarray, scores: np.ndarray | None) -> dict:
+    """:func:`image_metrics` of ``labels`` (1..K, ``scores`` one per label) at ``gt``'s size, as
+    ``ParticleSegmenter.segment`` returns them."""
+    if labels.shape != gt.shape:
+        values = np.zeros(int(labels.max())) if scores is None else np.asarray(scores)
+        labels, values = compact_labels(at_size(labels, gt.shape), values)
+        scores = None if scores is None else values
+    return image_metrics(gt, labels, scores)
+
+
+def labelled_features(gt, labels, seed, mi, sigma, grey, zoom=1) -> tuple[np.ndarray, np.ndarray]:
     """Instance features (K, F) and :func:`true_instances` (K,) of one image."""
-    return instance_features(labels, seed, mi, sigma, grey), true_instances(gt, labels)
+    return instance_features(labels, seed, mi, sigma, grey, zoom), true_instances(gt, labels)
 
 
 def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, folds: int = FILTER_FOLDS,
@@ -227,7 +311,8 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
 
     Parameters
     ----------
-    instances : list of (gt, labels, seed, mi, sigma, grey) per validation image at the working size
+    instances : list of (gt, labels, seed, mi, sigma, grey, zoom) per validation image
+        (:meth:`MapCache.instances_by_params`)
     groups : list of str, one per image
     extra : (features (N, F), targets (N,) bool), optional
         Instances of other images (the fit split), always on the training side.
@@ -252,7 +337,7 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
         rows = []
         for (gt, labels, *_), p in zip(instances, probability):
             keep = p >= threshold
-            rows.append(image_metrics(gt, apply_filter(labels, keep), p[keep]))
+            rows.append(protocol_metrics(gt, apply_filter(labels, keep), p[keep]))
         table[threshold] = _mean(rows)
     best = select_params(table)
     log.info("learned filter: threshold %s chosen out of fold, %s", best, table[best])
@@ -270,12 +355,13 @@ def select_params(table: dict):
 def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_threshold=None,
            min_instance_px=None, instance_filter: InstanceFilter | None = None,
            cache: MapCache | None = None, tta: bool = True, tu_seed_threshold=None,
-           tu_min_instance_px=None) -> dict:
+           tu_min_instance_px=None, zoom_below_px=None) -> dict:
     """The three BPartIS rows of the published table on ``stems``, plus the published t_u and,
     given ``instance_filter``, the learned filter. The learned filter's row clusters with
     ``seed_threshold`` and ``min_instance_px`` (chosen with it); the published rows (no filter,
     t_u) cluster with ``tu_seed_threshold`` and ``tu_min_instance_px``, what the t_u sweep chose
-    (its grid includes t_u = 1, no filter; default: the others). ``ParticleSegmenter`` with
+    (its grid includes t_u = 1, no filter; default: the others); it also zooms as the filter step
+    chose (``zoom_below_px``), the others do not. ``ParticleSegmenter`` with
     ``filter=False`` keeps the learned filter's clustering instead, so that ``--no-filter``
     shows what the filter removed."""
     from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD
@@ -285,7 +371,8 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
     tu_seed_threshold = seed_threshold if tu_seed_threshold is None else tu_seed_threshold
     tu_min_instance_px = min_instance_px if tu_min_instance_px is None else tu_min_instance_px
     params = {"seed_threshold": seed_threshold, "min_instance_px": min_instance_px,
-              "tu_seed_threshold": tu_seed_threshold, "tu_min_instance_px": tu_min_instance_px}
+              "tu_seed_threshold": tu_seed_threshold, "tu_min_instance_px": tu_min_instance_px,
+              "zoom_below_px": zoom_below_px}
     rows = {"discriminative": [], "bayesian": [], "bayesian_filter": [], "bayesian_filter_published_tu": [],
             "bayesian_learned_filter": []}
     single = ParticleSegmenter(model=model, mc_samples=1, filter=False, seed_threshold=tu_seed_threshold,
@@ -299,15 +386,18 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
         rows["discriminative"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
         setups = [(tu_seed_threshold, tu_min_instance_px), (seed_threshold, min_instance_px)]
         by_setup = cache.instances_by_params(data_dir, stem, dict.fromkeys(setups))
-        _, labels, seed, mi, sig, grey = by_setup[setups[0]]
+        _, labels, seed, mi, sig, grey, _ = by_setup[setups[0]]
         rows["bayesian"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
         for name, t in (("bayesian_filter", tu), ("bayesian_filter_published_tu", TU_PUBLISHED)):
             kept, _, _ = filter_instances(labels, mi, t)
             rows[name].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
         if instance_filter is not None:
-            labels = by_setup[setups[1]][1]
-            kept, p = instance_filter.apply(labels, instance_features(labels, seed, mi, sig, grey))
-            rows["bayesian_learned_filter"].append(image_metrics(gt, kept, p))
+            zoom = cache.zoom_for(data_dir, stem, seed_threshold, min_instance_px, zoom_below_px)
+            item = by_setup[setups[1]] if zoom == 1 else \
+                cache.instances(data_dir, stem, seed_threshold, min_instance_px, zoom)
+            _, labels, *maps, zoom = item
+            kept, p = instance_filter.apply(labels, instance_features(labels, *maps, zoom))
+            rows["bayesian_learned_filter"].append(protocol_metrics(gt, kept, p))
     return {name: _mean(r) for name, r in rows.items() if r} | {"n_images": len(stems), "tu": tu,
                                                                  "tta": cache.segmenter.tta, **params}
 
@@ -422,6 +512,7 @@ def main(argv=None):
         params = {k: swept[k] for key in CLUSTERING_KEYS for k in (key, f"tu_{key}") if k in swept}
         if "instance_filter" in swept:
             params["instance_filter"] = InstanceFilter.from_dict(swept["instance_filter"])
+            params["zoom_below_px"] = swept.get("zoom_below_px")
         tu = swept["tu"] if args.tu is None else args.tu
         result = report(model, args.data, read_split(args.data, "test")[:args.limit], tu, cache=cache,
                         **params)

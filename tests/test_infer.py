@@ -247,3 +247,53 @@ def test_allocator_keeps_freed_memory_on_glibc():
 
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is expected and keep_freed_memory() is expected
+
+
+def small_disks_image(rng, r2=20, step=40, size=512):
+    """Bright disks (~60 px of area for r2 = 20) on a regular grid, jittered, on a dark ground."""
+    image = np.full((size, size), 50, np.uint8)
+    yy, xx = np.ogrid[:size, :size]
+    n = 0
+    for cy in range(step // 2 + 5, size - 5, step):
+        for cx in range(step // 2 + 5, size - 5, step):
+            image[(yy - cy - rng.integers(-2, 3)) ** 2 + (xx - cx - rng.integers(-2, 3)) ** 2 < r2] = 200
+            n += 1
+    return image, n
+
+
+def test_zoom_rule_segments_small_particles_at_twice_the_working_size():
+    rng = np.random.default_rng(3)
+    small, n_small = small_disks_image(rng)  # 169 disks of ~60 px
+    large, n_large = small_disks_image(rng, r2=400, step=100)  # 25 disks of ~1,250 px
+    auto = ParticleSegmenter(mc_samples=2, zoom=None)
+    auto.zoom_below_px = 200  # the rule, whatever the card holds
+    assert auto.typical_instance_area(small) < 200 < auto.typical_instance_area(large)
+    assert auto.choose_zoom(small) == 2 and auto.choose_zoom(large) == 1
+    assert auto.params["zoom"] == "2 below 200 px"
+    zoomed = ParticleSegmenter(mc_samples=2, zoom=2).segment(small)
+    assert zoomed.labels.shape == small.shape and zoomed.params["zoom"] == 2
+    assert abs(zoomed.count - n_small) <= 0.05 * n_small  # one instance per disk, at 2x as at 1x
+    assert ParticleSegmenter(mc_samples=2, zoom=1).choose_zoom(small) == 1
+    # the t_u route was tuned without zoom: no rule unless --zoom 2
+    assert ParticleSegmenter(mc_samples=2, tu=0.02).choose_zoom(small) == 1
+    assert ParticleSegmenter(mc_samples=2, tu=0.02, zoom=2).choose_zoom(small) == 2
+    with pytest.raises(ValueError, match="zoom must be"):
+        ParticleSegmenter(mc_samples=2, zoom=3)
+
+
+def test_zoom_option_reaches_the_segmenter(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from idx.cli import cli
+
+    path = tmp_path / "disks.png"
+    Image.fromarray(small_disks_image(np.random.default_rng(0), size=128)[0]).save(path)
+    runs = {zoom: CliRunner().invoke(cli, ["segment", str(path), "--mc-samples", "2", "--json", "--zoom", zoom])
+            for zoom in ("1", "2")}
+    assert all(r.exit_code == 0 for r in runs.values()), [r.output for r in runs.values()]
+    assert [json.loads(r.stdout)["params"]["zoom"] for r in runs.values()] == [1, 2]
+    bad = CliRunner().invoke(cli, ["segment", str(path), "--zoom", "3"])
+    assert bad.exit_code == 2 and "'3' is not one of" in bad.output

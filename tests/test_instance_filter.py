@@ -62,6 +62,27 @@ def test_features_measure_each_instance_in_label_order():
                              np.zeros((2, 8, 8)), np.zeros((8, 8))).shape == (0, len(FEATURES))
 
 
+def test_features_of_a_zoomed_image_read_in_working_size_units():
+    from models.network import SIGMA_SCALE
+
+    gt, pred, seed, mi, sigma, grey = synthetic_image(np.random.default_rng(4))
+    plain = instance_features(pred, seed, mi, sigma, grey)
+    # the same image segmented at twice the size: 4x the pixels, and (coordinates do not change
+    # with the size) a 2x wider Gaussian, i.e. a quarter of the bandwidth exp(10 s)
+    up = lambda a: np.kron(a, np.ones((2, 2), a.dtype))  # noqa: E731
+    sigma2 = np.stack([up(c) for c in sigma]) - np.log(4.0) / SIGMA_SCALE
+    zoomed = instance_features(up(pred), up(seed), up(mi), sigma2, up(grey), zoom=2)
+    col = FEATURES.index("log_zoom")
+    np.testing.assert_allclose(zoomed[:, col], np.log(2.0))
+    np.testing.assert_allclose(plain[:, col], 0.0)
+    other = [i for i in range(len(FEATURES)) if i != col]
+    np.testing.assert_allclose(zoomed[:, other], plain[:, other], atol=1e-4)  # log(bandwidth + 1e-6)
+    # without the zoom the areas would read 4x too large
+    unscaled = instance_features(up(pred), up(seed), up(mi), sigma2, up(grey))
+    area = FEATURES.index("log_area")
+    np.testing.assert_allclose(unscaled[:, area] - plain[:, area], np.log(4.0))
+
+
 def test_exported_trees_give_scikit_learns_probabilities_and_survive_json():
     from sklearn.ensemble import HistGradientBoostingClassifier
 

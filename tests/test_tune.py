@@ -51,7 +51,11 @@ def test_shipped_clustering_is_the_one_the_learned_filter_chose_out_of_fold():
     chosen = select_params(by_params)
     assert chosen == (sweep["seed_threshold"], sweep["min_instance_px"])
     assert chosen == (card["seed_threshold"], card["min_instance_px"])
-    assert sweep["by_filter_threshold"][str(sweep["instance_filter"]["threshold"])] == by_params[chosen]
+    # then the zoom rule, with that clustering, by the same out-of-fold AP
+    by_zoom = {int(k): row for k, row in sweep["by_zoom_below_px"].items()}
+    assert by_zoom[0] == by_params[chosen] and len(by_zoom) > 1
+    assert select_params(by_zoom) == (sweep["zoom_below_px"] or 0) == (card.get("zoom_below_px") or 0)
+    assert sweep["by_filter_threshold"][str(sweep["instance_filter"]["threshold"])] == by_zoom[select_params(by_zoom)]
     # the t_u route keeps what the t_u sweep chose
     assert (card["tu_seed_threshold"], card["tu_min_instance_px"]) == \
         (sweep["tu_seed_threshold"], sweep["tu_min_instance_px"])
@@ -94,9 +98,60 @@ def test_map_cache_writes_whole_files_only(tmp_path):
 
     maps = tuple(torch.full(shape, 0.5) for shape in ((2, 8, 8), (2, 8, 8), (8, 8), (8, 8)))
     segmenter = SimpleNamespace(mc_samples=30, rng_seed=0, size=8, bf16=True, tta=True,
-                                predict_maps=lambda image: maps)
+                                predict_maps=lambda image, zoom=1: maps)
     cache = MapCache(segmenter, "sha", tmp_path)
     first = cache.maps("a", np.zeros((8, 8, 3), np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "meta.json"]  # no partial file left
     segmenter.predict_maps = None  # a second call must read the file
     assert all(np.array_equal(a, b) for a, b in zip(first, cache.maps("a", None)))
+
+
+def test_zoomed_predictions_are_scored_at_the_ground_truths_size():
+    import numpy as np
+
+    from models.tune import protocol_metrics, true_instances
+
+    gt = np.zeros((64, 64), np.int32)
+    gt[2:10, 2:10], gt[20:30, 20:26], gt[40:60, 40:60] = 1, 2, 3
+    zoomed = np.kron(gt, np.ones((2, 2), np.int32))  # the prediction, made at twice the size
+    zoomed[100:110, 10:20] = 4  # a false instance
+    zoomed[0:1, 126:127] = 5  # one pixel at 2x: gone at 1x, so it cannot count as found
+    assert true_instances(gt, zoomed).tolist() == [True, True, True, False, False]
+    metrics = protocol_metrics(gt, zoomed, np.array([0.9, 0.8, 0.7, 0.6, 0.5]))
+    assert metrics["n_pred"] == 4 and metrics["n_gt"] == 3  # the vanished instance is not predicted
+    index = int(np.argmin(np.abs(np.linspace(0, 0.95, 20) - 0.5)))
+    assert metrics["precision"][index] == 0.75 and metrics["recall"][index] == 1.0
+
+
+def test_map_cache_keeps_zoomed_maps_apart_and_remembers_typical_areas(emps_dir, tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from models.data import read_split
+    from models.tune import MapCache
+    from test_cluster import embed
+
+    stem = read_split(emps_dir, "test")[0]
+    inst = torch.zeros(1024, 1024, dtype=torch.long)  # particles of 16, 36 and 100 px at 512
+    inst[10:18, 10:18], inst[200:212, 200:212], inst[600:620, 400:420] = 1, 2, 3
+    emb, sigma, seed = embed(inst)
+    calls = []
+    segmenter = SimpleNamespace(mc_samples=30, rng_seed=0, size=512, bf16=True, tta=True,
+                                predict_maps=lambda image, zoom=1: calls.append(zoom) or (emb, sigma, seed,
+                                                                                         torch.zeros(1024, 1024)),
+                                working_rgb=lambda image, zoom=1: np.zeros((512 * zoom, 512 * zoom, 3), np.uint8),
+                                typical_instance_area=lambda image: calls.append("area") or 50.0,
+                                seed_threshold=0.5, min_instance_px=16)
+    cache = MapCache(segmenter, "sha", tmp_path)
+    gt, labels, *_, zoom = cache.instances(emps_dir, stem, 0.5, 16, zoom=2)
+    assert zoom == 2 and gt.shape == (512, 512) and labels.shape == (1024, 1024)
+    assert int(labels.max()) == 3  # 16 px at 512 = 64 px at 1024: kept at --min-size 16
+    assert int(cache.instances(emps_dir, stem, 0.5, 17, zoom=2)[1].max()) == 2
+    assert (tmp_path / "zoom2" / f"{stem}.npz").exists() and not (tmp_path / f"{stem}.npz").exists()
+    assert calls == [2]  # computed once, then read from zoom2/
+    assert [cache.zoom_for(emps_dir, stem, 0.6, 16, below) for below in (0, 40, 60)] == [1, 1, 2]
+    assert calls == [2, "area"]  # one T = 1 pass, remembered
+    assert MapCache(segmenter, "sha", tmp_path).typical_area(stem, None, 0.6, 16) == 50.0
+    assert calls == [2, "area"]  # read back from typical_area.json
