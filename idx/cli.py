@@ -54,7 +54,7 @@ def segmenter_options(func):
     func = click.option("--zoom", type=click.Choice(["auto", "1", "2"]), default="auto", show_default=True,
                         help="Segment at 2x the 512 x 512 working size (2), not (1), or where a first "
                         "quick pass finds small particles (auto: the weights' card's rule; 1 with "
-                        "--tu). 2 costs ~4x the time.")(func)
+                        "--tu). 2 costs ~6x the time.")(func)
     func = click.option("--compile/--no-compile", "compile_kernels", default=True, show_default=True,
                         help="CPU: run the network as traced graphs fused by oneDNN Graph (conv + ELU "
                         "in one pass; ~1.4 s less per image at T = 30 on 2 cores, after a ~2 s trace "

@@ -253,7 +253,7 @@ class ParticleSegmenter:
         the plain model where tracing fails.
     zoom : int, optional
         1 or 2: segment at ``zoom`` x the working size (2 finds particles of a few pixels across
-        at 512 x 512 that 1 misses; it costs ~4x). None (default): the weights' card decides per
+        at 512 x 512 that 1 misses; it costs ~6x). None (default): the weights' card decides per
         image (``zoom_below_px``: zoom 2 where a T = 1 pass finds a typical instance area below
         it, :meth:`typical_instance_area`, else 1); 1 without a card or with ``tu`` (the t_u
         route was tuned without zoom).
@@ -311,7 +311,7 @@ class ParticleSegmenter:
                 "size": self.size,
                 "seed_threshold": self.seed_threshold, "min_instance_px": self.min_instance_px,
                 "zoom": self.zoom if self.zoom is not None else
-                f"{ZOOM} below {self.zoom_below_px} px" if self.zoom_below_px else 1,
+                f"{ZOOM} below {self.zoom_below_px:g} px" if self.zoom_below_px else 1,
                 "bf16": self.bf16, "tta": self.tta, "compile": self.compile}
 
     def _set_mode(self, mc: bool) -> None:
