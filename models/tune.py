@@ -211,9 +211,9 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     for it, not taken from the t_u sweep (with the published foreground rule the t_u filter wants
     seed > 0.9, which on validation ties with lower seeds under the learned filter and misses
     small particles). With that clustering the zoom rule is chosen the same way from
-    ``zoom_grid`` (images whose T = 1 typical (area-weighted median) instance area is below it are segmented at 2x; 0:
-    never). Returns the sweep-JSON entries, ``seed_threshold``, ``min_instance_px`` and
-    ``zoom_below_px`` among them."""
+    ``zoom_grid``: images whose T = 1 typical (area-weighted median) instance area is below it
+    are segmented at 2x; 0: never. Returns the sweep-JSON entries, ``seed_threshold``,
+    ``min_instance_px`` and ``zoom_below_px`` among them."""
     dois = read_dois(data_dir)
     grid = [(st, mp) for st in seed_grid for mp in min_px_grid]
     val = {key: [] for key in grid}
