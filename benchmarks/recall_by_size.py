@@ -57,9 +57,9 @@ def main():
     zoomed = 0
     for stem in tqdm(stems, desc=args.split):
         sample = load_sample(args.data, stem)
-        zoomed += segmenters["zoom rule"].choose_zoom(sample.image) == 2
         for name, segmenter in segmenters.items():
             result = segmenter.segment(sample.image)
+            zoomed += name == "zoom rule" and result.zoom > 1
             counts[name] += found_by_bin(sample.instances, result.labels)
             metrics[name].append(image_metrics(sample.instances, result.labels, result.scores))
     rule = segmenters["zoom rule"].zoom_below_px

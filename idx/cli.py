@@ -52,6 +52,7 @@ def segmenter_options(func):
                         "size each filter was tuned with). Lower it for small particles in a large "
                         "field.")(func)
     func = click.option("--zoom", type=click.Choice(["auto", "1", "2"]), default="auto", show_default=True,
+                        callback=lambda ctx, param, value: None if value == "auto" else int(value),
                         help="Segment at 2x the 512 x 512 working size (2), not (1), or where a first "
                         "quick pass finds small particles (auto: the weights' card's rule; 1 with "
                         "--tu). 2 costs ~6x the time.")(func)

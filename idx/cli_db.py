@@ -227,13 +227,12 @@ def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filte
         idx extract paper.pdf --db particles.db
         idx extract figures/ --db particles.db --mc-samples 10 --json
     """
-    from idx.cli_models import zoom_value
     from idx.pipeline import extract_to_db
 
     report = extract_to_db(source, db_path, weights=weights, device=device, mc_samples=mc_samples,
                            tu=tu, filter=not no_filter, caption=caption, split=not no_split,
                            tta=False if no_tta else None, min_instance_px=min_size,
-                           compile=compile_kernels, zoom=zoom_value(zoom))
+                           compile=compile_kernels, zoom=zoom)
     emit(report, as_json, text=(
         f"{report['figures']} figures, {report['panels']} panels stored "
         f"({report['em_panels']} EM, {report['particles']} particles), "

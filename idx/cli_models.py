@@ -4,11 +4,6 @@ from idx.cli import cli, emit, json_option, segmenter_options  # noqa: F401
 import click  # noqa: E402
 
 
-def zoom_value(zoom: str | None):
-    """``--zoom`` -> ParticleSegmenter's ``zoom`` (None: the card's rule)."""
-    return None if zoom in (None, "auto") else int(zoom)
-
-
 def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min_size=None,
                    compile_kernels=False, zoom=None):
     """A ParticleSegmenter from CLI options (imports torch)."""
@@ -16,7 +11,7 @@ def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min
 
     return ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
                              tu=tu, filter=not no_filter, tta=False if no_tta else None,
-                             min_instance_px=min_size, compile=compile_kernels, zoom=zoom_value(zoom))
+                             min_instance_px=min_size, compile=compile_kernels, zoom=zoom)
 
 
 @cli.command()

@@ -158,6 +158,7 @@ class Segmentation:
     seed : (H, W) float32, mean seed probability
     instance_uncertainty : (K,) float32, mean MI of each kept instance (index i -> label i + 1)
     n_removed : instances dropped by the filter (learned or uncertainty threshold)
+    zoom : the working-size factor the image was segmented at (1, or 2 for small particles)
     scores : (K,) float32, confidence of each kept instance, for ranking: the learned filter's
         probability that it is a true particle, else its mean seed probability
     """
@@ -169,13 +170,14 @@ class Segmentation:
     n_removed: int = 0
     params: dict = field(default_factory=dict)
     scores: np.ndarray | None = None
+    zoom: int = 1
 
     @property
     def count(self) -> int:
         return int(self.labels.max())
 
     def to_dict(self) -> dict:
-        return {"count": self.count, "n_removed": self.n_removed, "shape": list(self.labels.shape),
+        return {"count": self.count, "n_removed": self.n_removed, "shape": list(self.labels.shape), "zoom": self.zoom,
                 "instance_uncertainty": [round(float(u), 6) for u in self.instance_uncertainty],
                 "params": self.params}
 
@@ -357,17 +359,20 @@ class ParticleSegmenter:
         return rgb
 
     @torch.no_grad()
-    def typical_instance_area(self, image: np.ndarray) -> float | None:
+    def typical_instance_area(self, image: np.ndarray, seed_threshold: float | None = None,
+                              min_instance_px: int | None = None) -> float | None:
         """Area-weighted median instance area (px at the working size): the area of the instance
         that holds the median instance pixel, from one deterministic pass (T = 1, no dropout, no
-        test-time augmentation) clustered as :meth:`segment` does; None if it finds none.
+        test-time augmentation) clustered as :meth:`segment` does (or with the given
+        ``seed_threshold`` and ``min_instance_px``); None if it finds none.
 
         Weighted by area, a few fragments beside one large particle do not make the image look
         like one of small particles (the plain median did: on EMPS train images such images lost
         up to 0.9 AP when zoomed)."""
         embedding, sigma, seed, _ = self._maps(self.working_rgb(image), [1], mc=False)[1]
-        labels = cluster_instances(embedding.cpu(), sigma.cpu(), seed.cpu(), self.seed_threshold,
-                                   self.min_instance_px)
+        labels = cluster_instances(embedding.cpu(), sigma.cpu(), seed.cpu(),
+                                   self.seed_threshold if seed_threshold is None else seed_threshold,
+                                   self.min_instance_px if min_instance_px is None else min_instance_px)
         areas = np.bincount(labels.flatten().numpy())[1:]
         areas = np.sort(areas[areas > 0])
         if not len(areas):
@@ -471,7 +476,7 @@ class ParticleSegmenter:
                                                               lambda: self.working_rgb(array, zoom), zoom)
         per_instance = np.stack([inst_mi, scores], axis=1)  # (K, 2) follows the labels
         if (height, width) != labels.shape:
-            labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+            labels = resize_labels(labels, (height, width))
             mi_np = np.asarray(Image.fromarray(mi_np).resize((width, height), Image.BILINEAR))
             seed_np = np.asarray(Image.fromarray(seed_np).resize((width, height), Image.BILINEAR))
             labels, per_instance = compact_labels(labels, per_instance)  # tiny instances may vanish
@@ -479,7 +484,7 @@ class ParticleSegmenter:
             labels, keep = drop_masked(labels, np.asarray(exclude_mask, dtype=bool))
             per_instance = per_instance[keep]
         inst_mi, scores = per_instance[:, 0].astype(np.float32), per_instance[:, 1].astype(np.float32)
-        return Segmentation(labels.astype(np.int32), mi_np, seed_np, inst_mi, removed, self.params, scores)
+        return Segmentation(labels.astype(np.int32), mi_np, seed_np, inst_mi, removed, self.params, scores, zoom)
 
     def filter_labels(self, labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigma: np.ndarray,
                       working_rgb, zoom: int = 1):
@@ -533,6 +538,14 @@ def filter_instances(labels: np.ndarray, mi: np.ndarray, tu: float | None):
     if tu is not None:
         keep &= mean_mi <= tu
     return apply_filter(labels, keep), mean_mi[keep], int((counts > 0).sum() - keep.sum())
+
+
+def resize_labels(labels: np.ndarray, shape) -> np.ndarray:
+    """Instance map ``labels`` resized (nearest neighbour) to ``shape`` (H, W), label values kept;
+    instances too small for the new size may vanish (:func:`compact_labels` renumbers)."""
+    if labels.shape == tuple(shape):
+        return labels
+    return np.asarray(Image.fromarray(labels.astype(np.int32)).resize(tuple(shape)[::-1], Image.NEAREST))
 
 
 def compact_labels(labels: np.ndarray, values: np.ndarray):

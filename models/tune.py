@@ -44,6 +44,7 @@ from models.infer import (
     grey_image,
     load_weights,
     mean_per_instance,
+    resize_labels,
 )
 from models.network import BPartIS
 from models.instance_filter import FEATURES, InstanceFilter, apply_filter, fit_filter, instance_features
@@ -158,21 +159,16 @@ class MapCache:
             partial.replace(path)
         return maps
 
-    def typical_area(self, stem: str, image: np.ndarray, seed_threshold: float, min_px: int) -> float | None:
+    def typical_area(self, data_dir, stem: str, seed_threshold: float, min_px: int) -> float | None:
         """:meth:`ParticleSegmenter.typical_instance_area` of ``stem`` clustered with these
-        settings (memoised in ``folder/typical_area.json``)."""
+        settings (memoised in ``folder/typical_area.json``; the image is read only when missing)."""
         key = f"{stem} {seed_threshold} {min_px}"
         path = self.folder / "typical_area.json" if self.folder else None
         if self._areas is None:
             self._areas = json.loads(path.read_text()) if path is not None and path.exists() else {}
         if key not in self._areas:
-            segmenter = self.segmenter
-            saved = segmenter.seed_threshold, segmenter.min_instance_px
-            segmenter.seed_threshold, segmenter.min_instance_px = seed_threshold, min_px
-            try:
-                self._areas[key] = segmenter.typical_instance_area(image)
-            finally:
-                segmenter.seed_threshold, segmenter.min_instance_px = saved
+            self._areas[key] = self.segmenter.typical_instance_area(load_sample(data_dir, stem).image,
+                                                                    seed_threshold, min_px)
             if path is not None:
                 path.write_text(json.dumps(self._areas))
         return self._areas[key]
@@ -181,7 +177,7 @@ class MapCache:
         """The zoom :class:`ParticleSegmenter` would choose for ``stem`` under ``zoom_below_px``."""
         if not zoom_below_px:
             return 1
-        area = self.typical_area(stem, load_sample(data_dir, stem).image, seed_threshold, min_px)
+        area = self.typical_area(data_dir, stem, seed_threshold, min_px)
         return ZOOM if area is not None and area < zoom_below_px else 1
 
     def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int, zoom: int = 1) -> tuple:
@@ -234,19 +230,17 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     seed_threshold, min_px = select_params(best)
     log.info("learned filter: seed > %s, min %s px chosen out of fold, %s", seed_threshold, min_px, best)
     # then the zoom rule, with that clustering: images of small particles segmented at 2x
-    by_zoom = {0: best[(seed_threshold, min_px)]}
-    fitted_zoom = {0: (fitted[(seed_threshold, min_px)], val[(seed_threshold, min_px)])}
-    for below in [b for b in zoom_grid if b]:
-        items = {}
+    chosen = (seed_threshold, min_px)
+    by_zoom = {0: best[chosen]}
+    fitted_zoom = {0: (fitted[chosen], val[chosen])}
+    zoomed = {}  # stem -> its zoomed validation item, or its zoomed fit-split (features, targets)
+    for below in sorted(b for b in zoom_grid if b):  # ascending: a stem zoomed stays zoomed
         for stem in tqdm(val_stems + fit_stems, desc=f"filter: zoom below {below} px", disable=not progress):
-            zoom = cache.zoom_for(data_dir, stem, seed_threshold, min_px, below)
-            items[stem] = cache.instances(data_dir, stem, seed_threshold, min_px, zoom) if zoom > 1 else None
-        val_items = [items[s] or v for s, v in zip(val_stems, val[(seed_threshold, min_px)])]
-        extra_x, extra_y = [], []
-        for stem, plain in zip(fit_stems, extra[(seed_threshold, min_px)]):
-            x, y = labelled_features(*items[stem]) if items[stem] else plain
-            extra_x.append(x)
-            extra_y.append(y)
+            if stem not in zoomed and cache.zoom_for(data_dir, stem, *chosen, below) > 1:
+                item = cache.instances(data_dir, stem, *chosen, ZOOM)
+                zoomed[stem] = item if stem in val_stems else labelled_features(*item)
+        val_items = [zoomed.get(s, plain) for s, plain in zip(val_stems, val[chosen])]
+        extra_x, extra_y = zip(*(zoomed.get(s, plain) for s, plain in zip(fit_stems, extra[chosen])))
         model, table = fit_instance_filter(val_items, [dois.get(s, s) for s in val_stems],
                                            extra=(np.concatenate(extra_x), np.concatenate(extra_y)))
         by_zoom[below] = table[model.threshold]
@@ -268,7 +262,7 @@ def true_instances(gt: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(K,) bool: each predicted instance (labels 1..K, at ``gt``'s size or a multiple) has IoU
     > 0.5 with a ground-truth one (such pairs are one to one) once brought to ``gt``'s size."""
     n = int(labels.max()) if labels.size else 0
-    small = at_size(labels, gt.shape)
+    small = resize_labels(labels, gt.shape)
     iou = match_instances(gt, small)  # (G, P'): P' the labels left at gt's size
     found = iou.max(0) > 0.5 if iou.shape[0] else np.zeros(iou.shape[1], bool)
     out = np.zeros(n, bool)
@@ -276,21 +270,12 @@ def true_instances(gt: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def at_size(labels: np.ndarray, shape) -> np.ndarray:
-    """``labels`` resized (nearest) to ``shape``, label values kept (tiny instances may vanish)."""
-    if labels.shape == tuple(shape):
-        return labels
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(labels.astype(np.int32)).resize(shape[::-1], Image.NEAREST))
-
-
 def protocol_metrics(gt: np.ndarray, labels: np.ndarray, scores: np.ndarray | None) -> dict:
     """:func:`image_metrics` of ``labels`` (1..K, ``scores`` one per label) at ``gt``'s size, as
     ``ParticleSegmenter.segment`` returns them."""
     if labels.shape != gt.shape:
         values = np.zeros(int(labels.max())) if scores is None else np.asarray(scores)
-        labels, values = compact_labels(at_size(labels, gt.shape), values)
+        labels, values = compact_labels(resize_labels(labels, gt.shape), values)
         scores = None if scores is None else values
     return image_metrics(gt, labels, scores)
 

@@ -142,7 +142,7 @@ def test_map_cache_keeps_zoomed_maps_apart_and_remembers_typical_areas(emps_dir,
                                 predict_maps=lambda image, zoom=1: calls.append(zoom) or (emb, sigma, seed,
                                                                                          torch.zeros(1024, 1024)),
                                 working_rgb=lambda image, zoom=1: np.zeros((512 * zoom, 512 * zoom, 3), np.uint8),
-                                typical_instance_area=lambda image: calls.append("area") or 50.0,
+                                typical_instance_area=lambda image, *thresholds: calls.append("area") or 50.0,
                                 seed_threshold=0.5, min_instance_px=16)
     cache = MapCache(segmenter, "sha", tmp_path)
     gt, labels, *_, zoom = cache.instances(emps_dir, stem, 0.5, 16, zoom=2)
@@ -153,5 +153,5 @@ def test_map_cache_keeps_zoomed_maps_apart_and_remembers_typical_areas(emps_dir,
     assert calls == [2]  # computed once, then read from zoom2/
     assert [cache.zoom_for(emps_dir, stem, 0.6, 16, below) for below in (0, 40, 60)] == [1, 1, 2]
     assert calls == [2, "area"]  # one T = 1 pass, remembered
-    assert MapCache(segmenter, "sha", tmp_path).typical_area(stem, None, 0.6, 16) == 50.0
+    assert MapCache(segmenter, "sha", tmp_path).typical_area(emps_dir, stem, 0.6, 16) == 50.0
     assert calls == [2, "area"]  # read back from typical_area.json
