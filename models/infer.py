@@ -541,11 +541,40 @@ def filter_instances(labels: np.ndarray, mi: np.ndarray, tu: float | None):
 
 
 def resize_labels(labels: np.ndarray, shape) -> np.ndarray:
-    """Instance map ``labels`` resized (nearest neighbour) to ``shape`` (H, W), label values kept;
-    instances too small for the new size may vanish (:func:`compact_labels` renumbers)."""
-    if labels.shape == tuple(shape):
+    """Instance map ``labels`` resized to ``shape`` (H, W), label values kept; instances too small
+    for the new size may vanish (:func:`compact_labels` renumbers).
+
+    Enlarging is nearest neighbour. Shrinking is a majority vote: each output pixel covers a block
+    of k x k source pixels (the map is first enlarged by nearest neighbour to k times the output
+    size, k the smallest integer at least the shrink factor) and takes the instance holding the
+    most of them, when that is at least half the block. Nearest-neighbour shrinking samples one
+    pixel per block, off its centre (PIL takes the lower right of each 2 x 2 block): a 1024-px map of
+    a zoomed image brought to 512 px moved every mask by half a source pixel (a quarter of an
+    output pixel). Scored at 512 px on the shipped card's cached maps, the EMPS images the zoom
+    rule sends to 2x went from AP75 0.764 to 0.799 and mean IoU 0.789 to 0.803 (7 validation
+    images), 0.836 to 0.860 and 0.808 to 0.820 (25 test images); see the model card."""
+    shape = tuple(int(s) for s in shape)
+    if labels.shape == shape:
         return labels
-    return np.asarray(Image.fromarray(labels.astype(np.int32)).resize(tuple(shape)[::-1], Image.NEAREST))
+    labels = np.asarray(labels).astype(np.int32)
+    factors = [max(1, int(np.ceil(src / dst))) for src, dst in zip(labels.shape, shape)]
+    if factors == [1, 1]:
+        return np.asarray(Image.fromarray(labels).resize(shape[::-1], Image.NEAREST))
+    (kh, kw), (h, w) = factors, shape
+    if labels.shape != (h * kh, w * kw):  # enlarging by nearest neighbour loses nothing
+        labels = np.asarray(Image.fromarray(labels).resize((w * kw, h * kh), Image.NEAREST))
+    n = kh * kw
+    block = np.sort(labels.reshape(h, kh, w, kw).transpose(0, 2, 1, 3).reshape(h, w, n), axis=-1)
+    # the mode of each sorted block: the length of the run of equal labels ending at each place
+    place = np.arange(n)
+    starts = np.ones(block.shape, bool)
+    starts[..., 1:] = block[..., 1:] != block[..., :-1]
+    run = place - np.maximum.accumulate(np.where(starts, place, 0), axis=-1) + 1
+    run[block == 0] = 0  # background never wins; ties go to the lower label
+    longest = run.argmax(-1)[..., None]
+    best = np.take_along_axis(block, longest, -1)[..., 0]
+    best[2 * np.take_along_axis(run, longest, -1)[..., 0] < n] = 0
+    return best
 
 
 def compact_labels(labels: np.ndarray, values: np.ndarray):

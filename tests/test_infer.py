@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from idx.errors import ImageError, WeightsError
-from models.infer import ParticleSegmenter, drop_masked, filter_instances, load_weights
+from models.infer import ParticleSegmenter, drop_masked, filter_instances, load_weights, resize_labels
 from models.network import BPartIS
 from tests.test_network import layout_checkpoint
 
@@ -110,6 +111,36 @@ def test_drop_masked_removes_instances_on_the_scale_bar():
     mask[8:10, :] = True
     out, keep = drop_masked(labels, mask)
     assert out.max() == 1 and keep.tolist() == [True, False]
+
+
+def disks(shape, centres, radius):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for k, (cy, cx) in enumerate(centres, 1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2] = k
+    return labels
+
+
+def test_shrinking_a_label_map_keeps_each_mask_in_place():
+    """A zoomed image's 1024-px map brought to 512 px: nearest neighbour (PIL) moved every mask by
+    half a source pixel; the majority vote keeps centroids and areas, and every label."""
+    big = disks((1024, 1024), [(300.5, 200.5), (700.5, 640.5)], 60)
+    small = resize_labels(big, (512, 512))
+    truth = disks((512, 512), [(150, 100), (350, 320)], 30)
+    for k in (1, 2):
+        ys, xs = np.nonzero(small == k)
+        assert abs(ys.mean() - np.nonzero(truth == k)[0].mean()) < 0.05
+        assert abs(xs.mean() - np.nonzero(truth == k)[1].mean()) < 0.05
+        assert abs(len(ys) / np.pi / 30 ** 2 - 1) < 0.02
+    nearest = np.asarray(Image.fromarray(big).resize((512, 512), Image.NEAREST))
+    assert abs(np.nonzero(nearest == 1)[0].mean() - np.nonzero(truth == 1)[0].mean()) > 0.2  # the shift it fixes
+    # a block goes to the instance with most of its pixels when that is at least half of it
+    block = np.array([[1, 1, 2, 0], [1, 2, 0, 0]], np.int32)
+    assert resize_labels(block, (1, 2)).tolist() == [[1, 0]]
+    # any shrink factor, also with one side enlarged; enlarging stays nearest neighbour
+    assert resize_labels(big, (700, 300)).shape == (700, 300)
+    assert set(np.unique(resize_labels(big, (333, 2000)))) == {0, 1, 2}
+    assert np.array_equal(resize_labels(truth, (1024, 1024))[::2, ::2], truth)
 
 
 def test_monte_carlo_samples_do_not_depend_on_the_batch_size(monkeypatch):
