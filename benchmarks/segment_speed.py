@@ -79,7 +79,8 @@ def naive_segment(seg: ParticleSegmenter, model: BPartIS, image: np.ndarray) -> 
     pm = p.mean(0)
     ent = lambda q: -(q * q.log() + (1 - q) * (1 - q).log())  # noqa: E731
     mi = (ent(pm) - ent(p).mean(0)).clamp(min=0).numpy()
-    labels = cluster_instances(emb, sig, pm, seg.seed_threshold, seg.min_instance_px).numpy()
+    labels = cluster_instances(emb, sig, pm, seg.seed_threshold, seg.min_instance_px, seg.foreground_threshold,
+                               seg.phi_threshold).numpy()
     return seg.filter_labels(labels, pm.numpy(), mi, sig.numpy(), lambda: rgb)[0]
 
 

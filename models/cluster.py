@@ -12,7 +12,11 @@ SEED_THRESHOLD = 0.5  # a pixel can seed an instance when its seed probability e
 # where a pixel's own Gaussian score says "inside". Tying it to a raised seed threshold cut the
 # instances' rims (validation, shipped weights: learned-filter AP 0.610 -> 0.634 with it decoupled)
 FOREGROUND_THRESHOLD = 0.5
-PHI_THRESHOLD = 0.5  # a pixel joins an instance when its Gaussian score exceeds this
+# a pixel joins an instance when its Gaussian score exceeds this: 0.5 as published. The weights'
+# card may set both this and the foreground threshold lower for the learned filter's route (chosen
+# on validation, :func:`models.tune.filter_step`): an under-trained seed map and Gaussians fall
+# below 0.5 a little inside the particles' edges, so masks at 0.5 came out small
+PHI_THRESHOLD = 0.5
 MIN_INSTANCE_PX = 16  # proposals smaller than this (pixels at the working resolution) are dropped
 MIN_UNCLAIMED_FRACTION = 0.5  # a proposal mostly claimed by earlier instances is dropped
 
@@ -21,12 +25,13 @@ MIN_UNCLAIMED_FRACTION = 0.5  # a proposal mostly claimed by earlier instances i
 def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.Tensor,
                       seed_threshold: float = SEED_THRESHOLD,
                       min_instance_px: int = MIN_INSTANCE_PX,
-                      foreground_threshold: float = FOREGROUND_THRESHOLD) -> torch.Tensor:
+                      foreground_threshold: float = FOREGROUND_THRESHOLD,
+                      phi_threshold: float = PHI_THRESHOLD) -> torch.Tensor:
     """Greedy clustering of pixel embeddings around the strongest remaining seeds.
 
     Among the foreground pixels (seed > ``foreground_threshold``), take the highest remaining seed
     above ``seed_threshold``, use its embedding as the centre and its sigma as the bandwidth, assign
-    every foreground pixel with phi > 0.5, remove them, repeat. Proposals smaller than
+    every foreground pixel with phi > ``phi_threshold``, remove them, repeat. Proposals smaller than
     ``min_instance_px`` or mostly already claimed are dropped.
 
     Parameters
@@ -52,10 +57,10 @@ def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.
     scores = seed.reshape(-1)[where].float().clone()  # (N,), zeroed when claimed
     unclaimed = torch.ones(where.numel(), dtype=torch.bool)
     assigned = torch.zeros(where.numel(), dtype=torch.int32)
-    # phi > 0.5 needs |e_x - c_x| < sqrt(ln 2 / s_x): only pixels in that x-window are scored
+    # phi > p needs |e_x - c_x| < sqrt(ln(1 / p) / s_x): only pixels in that x-window are scored
     order = torch.argsort(emb[0])
     x_sorted = emb[0][order].contiguous()
-    log2 = float(torch.log(torch.tensor(1.0 / PHI_THRESHOLD)))
+    log_inverse = float(torch.log(torch.tensor(1.0 / phi_threshold)))
     n_unclaimed, count = where.numel(), 0
     while n_unclaimed >= min_instance_px:
         best = int(torch.argmax(scores))
@@ -63,12 +68,12 @@ def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.
             break
         center = emb[:, best:best + 1]  # (2, 1)
         s = bandwidth[:, best:best + 1]  # (2, 1)
-        half_width = (log2 / float(s[0, 0])) ** 0.5
+        half_width = (log_inverse / float(s[0, 0])) ** 0.5
         lo = int(torch.searchsorted(x_sorted, float(center[0, 0]) - half_width))
         hi = int(torch.searchsorted(x_sorted, float(center[0, 0]) + half_width, right=True))
         window = order[lo:hi]  # (n,) candidate pixels
         phi = torch.exp(-(((emb[:, window] - center) ** 2) * s).sum(0))  # (n,)
-        proposal = window[phi > PHI_THRESHOLD]
+        proposal = window[phi > phi_threshold]
         if proposal.numel() == 0:
             proposal = torch.tensor([best])
         fresh = unclaimed[proposal]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from idx.errors import ImageError, WeightsError
-from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD, cluster_instances
+from models.cluster import FOREGROUND_THRESHOLD, MIN_INSTANCE_PX, PHI_THRESHOLD, SEED_THRESHOLD, cluster_instances
 from models.instance_filter import InstanceFilter, apply_filter, instance_features
 from models.network import (
     BPartIS,
@@ -293,6 +293,13 @@ class ParticleSegmenter:
             else seed_threshold
         self.min_instance_px = tuned_value("min_instance_px", MIN_INSTANCE_PX) if min_instance_px is None \
             else min_instance_px
+        # the mask thresholds (foreground seed, phi) were lowered on validation for the learned
+        # filter's route only: the t_u route keeps the published 0.5 unless its card says otherwise
+        def mask_value(name, default):
+            return tuned.get(f"tu_{name}", default) if tu is not None else tuned.get(name, default)
+
+        self.foreground_threshold = mask_value("foreground_threshold", FOREGROUND_THRESHOLD)
+        self.phi_threshold = mask_value("phi_threshold", PHI_THRESHOLD)
         self.rng_seed, self.tta = rng_seed, bool(tuned.get("tta", False) if tta is None else tta)
         if zoom not in (None, 1, ZOOM):
             raise ValueError(f"zoom must be 1, {ZOOM} or None (the card's rule), got {zoom!r}")
@@ -312,6 +319,7 @@ class ParticleSegmenter:
                 "filter_threshold": self.instance_filter.threshold if kind == "learned" else None,
                 "size": self.size,
                 "seed_threshold": self.seed_threshold, "min_instance_px": self.min_instance_px,
+                "foreground_threshold": self.foreground_threshold, "phi_threshold": self.phi_threshold,
                 "zoom": self.zoom if self.zoom is not None else
                 f"{ZOOM} below {self.zoom_below_px:g} px" if self.zoom_below_px else 1,
                 "bf16": self.bf16, "tta": self.tta, "compile": self.compile}
@@ -363,8 +371,9 @@ class ParticleSegmenter:
                               min_instance_px: int | None = None) -> float | None:
         """Area-weighted median instance area (px at the working size): the area of the instance
         that holds the median instance pixel, from one deterministic pass (T = 1, no dropout, no
-        test-time augmentation) clustered as :meth:`segment` does (or with the given
-        ``seed_threshold`` and ``min_instance_px``); None if it finds none.
+        test-time augmentation) clustered with the segmenter's (or the given) ``seed_threshold``
+        and ``min_instance_px`` and the published mask thresholds (0.5: the zoom rule was chosen
+        with them); None if it finds none.
 
         Weighted by area, a few fragments beside one large particle do not make the image look
         like one of small particles (the plain median did: on EMPS train images such images lost
@@ -469,8 +478,9 @@ class ParticleSegmenter:
         zoom = self.choose_zoom(array)
         embedding, sigma, seed, mi = self.predict_maps(array, zoom)
         seed_np = seed.cpu().numpy().astype(np.float32)
-        labels = cluster_instances(embedding.cpu(), sigma.cpu(), seed.cpu(),
-                                   self.seed_threshold, self.min_instance_px * zoom ** 2).numpy()
+        labels = cluster_instances(embedding.cpu(), sigma.cpu(), seed.cpu(), self.seed_threshold,
+                                   self.min_instance_px * zoom ** 2, self.foreground_threshold,
+                                   self.phi_threshold).numpy()
         mi_np = mi.cpu().numpy().astype(np.float32)
         labels, inst_mi, scores, removed = self.filter_labels(labels, seed_np, mi_np, sigma.cpu().numpy(),
                                                               lambda: self.working_rgb(array, zoom), zoom)
@@ -604,7 +614,8 @@ def tuned_params(weights=None) -> dict:
     """What was tuned on validation for ``weights``, from the JSON card beside them
     (``bpartis-emps.json``): ``tu``, ``seed_threshold``, ``min_instance_px`` (with the learned filter),
     ``tu_seed_threshold``, ``tu_min_instance_px`` (with the t_u filter, when they were tuned apart),
-    ``tta``, ``zoom_below_px`` and ``instance_filter``
+    ``foreground_threshold``, ``phi_threshold`` (the mask thresholds with the learned filter;
+    ``tu_``-prefixed for the t_u route), ``tta``, ``zoom_below_px`` and ``instance_filter``
     (an :class:`InstanceFilter` read from the file the card names); {} if there is no card."""
     import json
 
@@ -617,7 +628,8 @@ def tuned_params(weights=None) -> dict:
         params = {k: type_(data[k]) for k, type_ in
                   (("tu", float), ("seed_threshold", float), ("min_instance_px", int),
                    ("tu_seed_threshold", float), ("tu_min_instance_px", int), ("tta", bool),
-                   ("zoom_below_px", float))
+                   ("zoom_below_px", float), ("foreground_threshold", float), ("phi_threshold", float),
+                   ("tu_foreground_threshold", float), ("tu_phi_threshold", float))
                   if k in data}
     except (ValueError, TypeError) as exc:
         log.warning("%s: unreadable (%s); using the default thresholds", card, exc)

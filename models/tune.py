@@ -14,7 +14,9 @@
   protocol AP of out-of-fold predictions (5 folds grouped by source article), then the trees are
   refitted on all. It is fitted once per minimum instance size of ``MIN_PX_GRID`` and the size of
   the best out-of-fold AP is kept: the learned filter is the default, and it can drop small
-  fragments itself where the t_u filter needs a size cut.
+  fragments itself where the t_u filter needs a size cut. With that clustering the zoom rule
+  (``ZOOM_GRID``) and then the mask thresholds (``MASK_GRID``: foreground seed and phi, published
+  0.5) are chosen the same way.
 * ``report``: on the test split, the three published rows are measured with the same code:
   discriminative (T = 1, dropout off), Bayesian (T = 30), Bayesian + filter (tuned t_u), plus the
   published t_u and the learned filter.
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.cluster import cluster_instances
+from models.cluster import FOREGROUND_THRESHOLD, PHI_THRESHOLD, cluster_instances
 from models.data import default_emps_dir, load_sample, read_dois, read_split
 from models.evaluate import THRESHOLDS, image_metrics, match_instances, summarise
 from models.infer import (
@@ -60,8 +62,8 @@ METRICS = ("AP", "AP50", "AP75", "mean_IoU", "coco_AP")
 def mc_labels(segmenter: ParticleSegmenter, image: np.ndarray):
     """Unfiltered instance map and MI map at the working size, plus the mean seed."""
     embedding, sigma, seed, mi = segmenter.predict_maps(image)
-    labels = cluster_instances(embedding, sigma, seed, segmenter.seed_threshold,
-                               segmenter.min_instance_px).numpy()
+    labels = cluster_instances(embedding, sigma, seed, segmenter.seed_threshold, segmenter.min_instance_px,
+                               segmenter.foreground_threshold, segmenter.phi_threshold).numpy()
     return labels, mi.numpy().astype(np.float32), seed.numpy()
 
 
@@ -72,8 +74,14 @@ MIN_PX_GRID = (16, 48, 128)
 # zoom rule: images whose T = 1 typical instance area (px at 512) is below this are segmented at 2x
 # (0: never); chosen by the learned filter's out-of-fold AP with its clustering
 ZOOM_GRID = (0, 400, 800, 1200, 1600, 2400)
+# mask thresholds (foreground seed, phi; published 0.5 and 0.5): with the chosen clustering and
+# zoom rule, chosen last by the learned filter's out-of-fold AP. Masks at 0.5 came out small (a
+# fraction of a pixel inside the true edge, EMPS train and test): the network's seed map and
+# Gaussians fall below 0.5 a little inside the particles' edges
+MASK_GRID = tuple((fg, phi) for fg in (0.4, 0.45, 0.5) for phi in (0.4, 0.45, 0.5))
 # tuned clustering settings; the t_u route's own values are stored under "tu_" + the name
-CLUSTERING_KEYS = ("seed_threshold", "min_instance_px")
+CLUSTERING_KEYS = ("seed_threshold", "min_instance_px", "foreground_threshold", "phi_threshold")
+MASK_DEFAULTS = {"foreground_threshold": FOREGROUND_THRESHOLD, "phi_threshold": PHI_THRESHOLD}
 
 
 def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True, tta=True) -> dict:
@@ -113,7 +121,7 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True,
             if t > 1:
                 kept, _, _ = filter_instances(labels, mi.numpy(), best_tu)
                 by_t_filtered[t].append(image_metrics(gt, kept, mean_per_instance(kept, seed.numpy())))
-    return {"tu": best_tu, "seed_threshold": seed_threshold, "min_instance_px": min_px, "tta": tta,
+    return {"tu": best_tu, "seed_threshold": seed_threshold, "min_instance_px": min_px, "tta": tta, **MASK_DEFAULTS,
             "by_tu": {tu: table[(seed_threshold, min_px, tu)] for tu in tu_grid},
             "by_cluster_params": {f"seed>{st} min_px={mp}": table[(st, mp, best_tu)] for st, mp in grid},
             "by_T": {t: _mean(rows) for t, rows in by_t.items()},
@@ -180,26 +188,30 @@ class MapCache:
         area = self.typical_area(data_dir, stem, seed_threshold, min_px)
         return ZOOM if area is not None and area < zoom_below_px else 1
 
-    def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int, zoom: int = 1) -> tuple:
+    def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int, zoom: int = 1,
+                  mask=(FOREGROUND_THRESHOLD, PHI_THRESHOLD)) -> tuple:
         """``(gt, labels, seed, mi, sigma, grey, zoom)`` of one image (see :meth:`instances_by_params`)."""
-        return self.instances_by_params(data_dir, stem, [(seed_threshold, min_px)], zoom)[(seed_threshold, min_px)]
+        return self.instances_by_params(data_dir, stem, [(seed_threshold, min_px)], zoom,
+                                        mask)[(seed_threshold, min_px)]
 
-    def instances_by_params(self, data_dir, stem: str, params, zoom: int = 1) -> dict:
+    def instances_by_params(self, data_dir, stem: str, params, zoom: int = 1,
+                            mask=(FOREGROUND_THRESHOLD, PHI_THRESHOLD)) -> dict:
         """``{(seed threshold, min_px): (gt, labels, seed, mi, sigma, grey, zoom)}``: one set of
-        maps clustered with each pair of ``params`` (the maps are computed or read once). ``gt``
-        is at the evaluation size (512); the rest at the working size times ``zoom`` (``min_px``
-        is in working-size pixels, as for :class:`ParticleSegmenter`)."""
+        maps clustered with each pair of ``params`` (the maps are computed or read once) and the
+        mask thresholds ``mask`` (foreground seed, phi). ``gt`` is at the evaluation size (512);
+        the rest at the working size times ``zoom`` (``min_px`` is in working-size pixels, as for
+        :class:`ParticleSegmenter`)."""
         sample = load_sample(data_dir, stem)
         emb, sig, seed, mi = self.maps(stem, sample.image, zoom)
         grey = grey_image(sample.image if zoom == 1 else self.segmenter.working_rgb(sample.image, zoom))
         return {(st, mp): (sample.instances,
                            cluster_instances(torch.from_numpy(emb), torch.from_numpy(sig), torch.from_numpy(seed),
-                                             st, mp * zoom ** 2).numpy(), seed, mi, sig, grey, zoom)
+                                             st, mp * zoom ** 2, *mask).numpy(), seed, mi, sig, grey, zoom)
                 for st, mp in params}
 
 
 def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_GRID, min_px_grid=MIN_PX_GRID,
-                progress=True, zoom_grid=ZOOM_GRID) -> dict:
+                progress=True, zoom_grid=ZOOM_GRID, mask_grid=MASK_GRID) -> dict:
     """Fit the learned filter on the validation images (threshold by out-of-fold AP) with the fit
     split's instances added to every training side, once per clustering set-up (seed threshold of
     ``seed_grid`` x minimum instance size of ``min_px_grid``); the set-up whose filter scores the
@@ -208,8 +220,9 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     seed > 0.9, which on validation ties with lower seeds under the learned filter and misses
     small particles). With that clustering the zoom rule is chosen the same way from
     ``zoom_grid``: images whose T = 1 typical (area-weighted median) instance area is below it
-    are segmented at 2x; 0: never. Returns the sweep-JSON entries, ``seed_threshold``,
-    ``min_instance_px`` and ``zoom_below_px`` among them."""
+    are segmented at 2x; 0: never. Last, with both, the mask thresholds (foreground seed, phi)
+    from ``mask_grid``. Returns the sweep-JSON entries, ``seed_threshold``, ``min_instance_px``,
+    ``zoom_below_px``, ``foreground_threshold`` and ``phi_threshold`` among them."""
     dois = read_dois(data_dir)
     grid = [(st, mp) for st in seed_grid for mp in min_px_grid]
     val = {key: [] for key in grid}
@@ -247,10 +260,30 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
         fitted_zoom[below] = ((model, table, np.concatenate(extra_y)), val_items)
     zoom_below = select_params(by_zoom)
     log.info("learned filter: zoom below %s px chosen out of fold, %s", zoom_below, by_zoom)
-    (model, table, extra_y), val_items = fitted_zoom[zoom_below]
+    # then the mask thresholds, with that clustering and zoom rule
+    published = (FOREGROUND_THRESHOLD, PHI_THRESHOLD)
+    zooms = {stem: cache.zoom_for(data_dir, stem, *chosen, zoom_below) for stem in val_stems + fit_stems}
+    by_mask, fitted_mask = {published: by_zoom[zoom_below]}, {published: fitted_zoom[zoom_below]}
+    for mask in (m for m in mask_grid if tuple(m) != published):
+        mask = tuple(mask)
+        val_items = [cache.instances(data_dir, stem, *chosen, zooms[stem], mask)
+                     for stem in tqdm(val_stems, desc=f"filter: masks {mask}", disable=not progress)]
+        extra_x, extra_y = zip(*(labelled_features(*cache.instances(data_dir, stem, *chosen, zooms[stem], mask))
+                                 for stem in tqdm(fit_stems, desc=f"filter: masks {mask}, fit split",
+                                                  disable=not progress)))
+        model, table = fit_instance_filter(val_items, [dois.get(s, s) for s in val_stems],
+                                           extra=(np.concatenate(extra_x), np.concatenate(extra_y)))
+        by_mask[mask] = table[model.threshold]
+        fitted_mask[mask] = ((model, table, np.concatenate(extra_y)), val_items)
+    foreground, phi = select_params(by_mask)
+    log.info("learned filter: mask thresholds foreground > %s, phi > %s chosen out of fold, %s", foreground, phi,
+             by_mask)
+    (model, table, extra_y), val_items = fitted_mask[(foreground, phi)]
     val_true = [true_instances(gt, labels) for gt, labels, *_ in val_items]
     return {"instance_filter": model.to_dict(), "by_filter_threshold": table,
             "seed_threshold": seed_threshold, "min_instance_px": min_px, "zoom_below_px": zoom_below or None,
+            "foreground_threshold": foreground, "phi_threshold": phi,
+            "by_mask_thresholds": {f"foreground>{fg} phi>{p}": row for (fg, p), row in by_mask.items()},
             "by_filter_params": {f"seed>{st} min_px={mp}": row for (st, mp), row in best.items()},
             "by_zoom_below_px": {str(b): row for b, row in by_zoom.items()},
             "filter_training": {"validation_images": len(val_stems), "fit_images": len(fit_stems),
@@ -340,13 +373,16 @@ def select_params(table: dict):
 def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_threshold=None,
            min_instance_px=None, instance_filter: InstanceFilter | None = None,
            cache: MapCache | None = None, tta: bool = True, tu_seed_threshold=None,
-           tu_min_instance_px=None, zoom_below_px=None) -> dict:
+           tu_min_instance_px=None, zoom_below_px=None, foreground_threshold=FOREGROUND_THRESHOLD,
+           phi_threshold=PHI_THRESHOLD, tu_foreground_threshold=FOREGROUND_THRESHOLD,
+           tu_phi_threshold=PHI_THRESHOLD) -> dict:
     """The three BPartIS rows of the published table on ``stems``, plus the published t_u and,
     given ``instance_filter``, the learned filter. The learned filter's row clusters with
     ``seed_threshold`` and ``min_instance_px`` (chosen with it); the published rows (no filter,
     t_u) cluster with ``tu_seed_threshold`` and ``tu_min_instance_px``, what the t_u sweep chose
     (its grid includes t_u = 1, no filter; default: the others); it also zooms as the filter step
-    chose (``zoom_below_px``), the others do not. ``ParticleSegmenter`` with
+    chose (``zoom_below_px``) and with its mask thresholds (``foreground_threshold``,
+    ``phi_threshold``), the others with theirs (``tu_``). ``ParticleSegmenter`` with
     ``filter=False`` keeps the learned filter's clustering instead, so that ``--no-filter``
     shows what the filter removed."""
     from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD
@@ -357,7 +393,10 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
     tu_min_instance_px = min_instance_px if tu_min_instance_px is None else tu_min_instance_px
     params = {"seed_threshold": seed_threshold, "min_instance_px": min_instance_px,
               "tu_seed_threshold": tu_seed_threshold, "tu_min_instance_px": tu_min_instance_px,
-              "zoom_below_px": zoom_below_px}
+              "zoom_below_px": zoom_below_px, "foreground_threshold": foreground_threshold,
+              "phi_threshold": phi_threshold, "tu_foreground_threshold": tu_foreground_threshold,
+              "tu_phi_threshold": tu_phi_threshold}
+    tu_mask, mask = (tu_foreground_threshold, tu_phi_threshold), (foreground_threshold, phi_threshold)
     rows = {"discriminative": [], "bayesian": [], "bayesian_filter": [], "bayesian_filter_published_tu": [],
             "bayesian_learned_filter": []}
     single = ParticleSegmenter(model=model, mc_samples=1, filter=False, seed_threshold=tu_seed_threshold,
@@ -370,7 +409,7 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
         labels, _, seed = mc_labels(single, sample.image)
         rows["discriminative"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
         setups = [(tu_seed_threshold, tu_min_instance_px), (seed_threshold, min_instance_px)]
-        by_setup = cache.instances_by_params(data_dir, stem, dict.fromkeys(setups))
+        by_setup = cache.instances_by_params(data_dir, stem, dict.fromkeys(setups), 1, tu_mask)
         _, labels, seed, mi, sig, grey, _ = by_setup[setups[0]]
         rows["bayesian"].append(image_metrics(gt, labels, mean_per_instance(labels, seed)))
         for name, t in (("bayesian_filter", tu), ("bayesian_filter_published_tu", TU_PUBLISHED)):
@@ -378,8 +417,8 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
             rows[name].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
         if instance_filter is not None:
             zoom = cache.zoom_for(data_dir, stem, seed_threshold, min_instance_px, zoom_below_px)
-            item = by_setup[setups[1]] if zoom == 1 else \
-                cache.instances(data_dir, stem, seed_threshold, min_instance_px, zoom)
+            item = by_setup[setups[1]] if zoom == 1 and mask == tu_mask else \
+                cache.instances(data_dir, stem, seed_threshold, min_instance_px, zoom, mask)
             _, labels, *maps, zoom = item
             kept, p = instance_filter.apply(labels, instance_features(labels, *maps, zoom))
             rows["bayesian_learned_filter"].append(protocol_metrics(gt, kept, p))
@@ -484,10 +523,10 @@ def main(argv=None):
                      "or match its --no-tta")
     if args.step in ("filter", "all"):
         # the sweep's clustering was chosen for the t_u filter; the filter step re-chooses it for
-        # the learned filter (the default) and records the sweep's as tu_seed_threshold and
-        # tu_min_instance_px
+        # the learned filter (the default) and records the sweep's as tu_seed_threshold,
+        # tu_min_instance_px and the published mask thresholds (tu_foreground_threshold, tu_phi_threshold)
         for key in CLUSTERING_KEYS:
-            swept.setdefault(f"tu_{key}", swept[key])
+            swept.setdefault(f"tu_{key}", swept.get(key, MASK_DEFAULTS.get(key)))
         swept |= filter_step(cache, args.data, read_split(args.data, "val")[:args.limit],
                              read_split(args.data, "fit")[:args.limit])
         sweep_path.write_text(json.dumps(swept, indent=1))

@@ -59,3 +59,19 @@ def test_rim_pixels_below_the_seed_threshold_still_join_their_instance():
     assert (labels[9:24, 8:24] == 1).all() and (labels[8] == 0).all()
     tied = cluster_instances(emb, sigma, seed, seed_threshold=0.9, foreground_threshold=0.9)
     assert int((tied == 1).sum()) == 64  # only the core when the foreground is tied to the seeds
+
+
+def test_a_lower_phi_threshold_takes_in_an_uncertain_rim():
+    # rim pixels whose embeddings miss the centre a little (phi = 0.45, as an under-trained
+    # network gives near the edges) join at phi > 0.4, not at the published 0.5
+    inst = torch.zeros(32, 32, dtype=torch.long)
+    inst[8:24, 8:24] = 1
+    emb, sigma, seed = embed(inst)
+    bandwidth = float(torch.exp(sigma[0, 0, 0] * SIGMA_SCALE))
+    miss = (float(torch.log(torch.tensor(1 / 0.45))) / bandwidth) ** 0.5
+    rim = (inst == 1) & ~torch.nn.functional.pad(torch.ones(14, 14, dtype=torch.bool), (9, 9, 9, 9))
+    emb[0, rim] += miss
+    seed[rim] = 0.7  # the seed falls towards the edge: the core seeds the instance
+    core = int((inst == 1).sum() - rim.sum())
+    assert int((cluster_instances(emb, sigma, seed) == 1).sum()) == core
+    assert int((cluster_instances(emb, sigma, seed, phi_threshold=0.4) == 1).sum()) == int((inst == 1).sum())

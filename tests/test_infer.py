@@ -328,3 +328,28 @@ def test_zoom_option_reaches_the_segmenter(tmp_path):
     assert [json.loads(r.stdout)["params"]["zoom"] for r in runs.values()] == [1, 2]
     bad = CliRunner().invoke(cli, ["segment", str(path), "--zoom", "3"])
     assert bad.exit_code == 2 and "'3' is not one of" in bad.output
+
+
+def test_card_mask_thresholds_reach_the_learned_filter_route_only(tmp_path):
+    import json
+    import shutil
+
+    from models.infer import DEFAULT_WEIGHTS
+
+    weights = tmp_path / "w.pt"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    card = {"tu": 0.02, "seed_threshold": 0.6, "min_instance_px": 16, "foreground_threshold": 0.4,
+            "phi_threshold": 0.45, "tu_foreground_threshold": 0.5, "tu_phi_threshold": 0.5}
+    weights.with_suffix(".json").write_text(json.dumps(card))
+    image, _ = small_disks_image(np.random.default_rng(1), r2=150, step=64, size=256)
+    lowered = ParticleSegmenter(weights, mc_samples=2, zoom=1)
+    assert (lowered.foreground_threshold, lowered.phi_threshold) == (0.4, 0.45)
+    assert lowered.params["phi_threshold"] == 0.45
+    tu_route = ParticleSegmenter(weights, mc_samples=2, tu=0.02)
+    assert (tu_route.foreground_threshold, tu_route.phi_threshold) == (0.5, 0.5)
+    weights.with_suffix(".json").write_text(json.dumps({k: card[k] for k in ("tu", "seed_threshold")}))
+    published = ParticleSegmenter(weights, mc_samples=2, zoom=1)
+    assert (published.foreground_threshold, published.phi_threshold) == (0.5, 0.5)
+    # the same maps clustered with lower thresholds give each particle a larger mask
+    wide, narrow = lowered.segment(image), published.segment(image)
+    assert (wide.labels > 0).sum() > (narrow.labels > 0).sum() > 0

@@ -55,10 +55,19 @@ def test_shipped_clustering_is_the_one_the_learned_filter_chose_out_of_fold():
     by_zoom = {int(k): row for k, row in sweep["by_zoom_below_px"].items()}
     assert by_zoom[0] == by_params[chosen] and len(by_zoom) > 1
     assert select_params(by_zoom) == (sweep["zoom_below_px"] or 0) == (card.get("zoom_below_px") or 0)
-    assert sweep["by_filter_threshold"][str(sweep["instance_filter"]["threshold"])] == by_zoom[select_params(by_zoom)]
-    # the t_u route keeps what the t_u sweep chose
+    # last the mask thresholds, with that clustering and zoom rule
+    mask = re.compile(r"foreground>([\d.]+) phi>([\d.]+)")
+    by_mask = {(float(m[1]), float(m[2])): row for k, row in sweep["by_mask_thresholds"].items()
+               if (m := mask.fullmatch(k))}
+    assert len(by_mask) == len(sweep["by_mask_thresholds"]) > 1 and by_mask[(0.5, 0.5)] == by_zoom[select_params(by_zoom)]
+    chosen_mask = select_params(by_mask)
+    assert chosen_mask == (sweep["foreground_threshold"], sweep["phi_threshold"]) == \
+        (card["foreground_threshold"], card["phi_threshold"])
+    assert sweep["by_filter_threshold"][str(sweep["instance_filter"]["threshold"])] == by_mask[chosen_mask]
+    # the t_u route keeps what the t_u sweep chose, and the published mask thresholds
     assert (card["tu_seed_threshold"], card["tu_min_instance_px"]) == \
         (sweep["tu_seed_threshold"], sweep["tu_min_instance_px"])
+    assert (card["tu_foreground_threshold"], card["tu_phi_threshold"]) == (0.5, 0.5)
 
 
 def test_map_cache_clusters_one_set_of_maps_with_each_setup(emps_dir, tmp_path):
