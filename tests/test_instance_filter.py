@@ -154,7 +154,12 @@ def test_segmenter_applies_the_filter_its_weights_name(tmp_path, emps_image, cap
                                     min_instance_px=unfiltered.params["min_instance_px"],
                                     seed_threshold=unfiltered.params["seed_threshold"])
     assert explicit_tu.params["filter_kind"] == "mi"
-    assert explicit_tu.segment(emps_image).count == unfiltered.count  # MI never exceeds 1 nat
+    # the t_u route clusters with its own (published) mask thresholds; t_u = 1 removes none of it
+    tu_unfiltered = ParticleSegmenter(mc_samples=2, filter=False, tu=1.0,
+                                      min_instance_px=unfiltered.params["min_instance_px"],
+                                      seed_threshold=unfiltered.params["seed_threshold"]).segment(emps_image)
+    assert tu_unfiltered.params["phi_threshold"] == explicit_tu.params["phi_threshold"] == 0.5
+    assert explicit_tu.segment(emps_image).count == tu_unfiltered.count > 10  # MI never exceeds 1 nat
     (tmp_path / "w-filter.json").write_text("{broken")
     with caplog.at_level(logging.WARNING):
         assert "instance_filter" not in tuned_params(tmp_path / "w.pt")
