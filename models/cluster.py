@@ -6,16 +6,17 @@ import torch
 from models.network import SIGMA_SCALE
 
 SEED_THRESHOLD = 0.5  # a pixel can seed an instance when its seed probability exceeds this
-# a pixel can join an instance when its seed probability exceeds this. Fixed at 0.5 as in the
+# a pixel can join an instance when its seed probability exceeds this. 0.5 by default, as in the
 # published clustering (SpatialEmbeddings / BPartIS: the foreground is seed > 0.5, seeds are taken
-# above a separate, higher threshold); the seed map is trained to phi inside instances, so 0.5 is
+# above a separate, higher threshold; see PHI_THRESHOLD for the card's own value); the seed map is trained to phi inside instances, so 0.5 is
 # where a pixel's own Gaussian score says "inside". Tying it to a raised seed threshold cut the
 # instances' rims (validation, shipped weights: learned-filter AP 0.610 -> 0.634 with it decoupled)
 FOREGROUND_THRESHOLD = 0.5
 # a pixel joins an instance when its Gaussian score exceeds this: 0.5 as published. The weights'
 # card may set both this and the foreground threshold lower for the learned filter's route (chosen
-# on validation, :func:`models.tune.filter_step`): an under-trained seed map and Gaussians fall
-# below 0.5 a little inside the particles' edges, so masks at 0.5 came out small
+# on validation, :func:`models.tune.filter_step`; the shipped card: 0.4 and 0.4): the seed map and
+# Gaussians of our weights fall below 0.5 a little inside the particles' edges, so masks at 0.5
+# came out small (about half a pixel, EMPS train and test)
 PHI_THRESHOLD = 0.5
 MIN_INSTANCE_PX = 16  # proposals smaller than this (pixels at the working resolution) are dropped
 MIN_UNCLAIMED_FRACTION = 0.5  # a proposal mostly claimed by earlier instances is dropped
