@@ -55,10 +55,10 @@ def main(argv=None):
     tu = args.tu if args.tu is not None else sweep.get("tu")
     if tu is None:
         parser.error("give --tu or --sweep")
-    extra = {k: sweep[k] for k in ("seed_threshold", "min_instance_px", "tu_seed_threshold", "tu_min_instance_px",
-                                   "tta", "zoom_below_px", "foreground_threshold", "phi_threshold",
-                                   "tu_foreground_threshold", "tu_phi_threshold")
-             if sweep.get(k) is not None}
+    from models.tune import CLUSTERING_KEYS
+
+    keys = [k for key in CLUSTERING_KEYS for k in (key, f"tu_{key}")] + ["tta", "zoom_below_px"]
+    extra = {k: sweep[k] for k in keys if sweep.get(k) is not None}
     print(export_weights(args.checkpoint, tu, args.out, extra | json.loads(args.extra),
                          sweep.get("instance_filter")))
 

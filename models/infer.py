@@ -284,22 +284,20 @@ class ParticleSegmenter:
         self.instance_filter: InstanceFilter | None = tuned.get("instance_filter") if tu is None else None
         self.bf16, self.size = bf16, size
         # the clustering tuned with the filter in use: the t_u sweep's when tu is given, else the
-        # learned filter's (also without a filter: --no-filter shows what the filter removed)
-        def tuned_value(name, default):
-            key = f"tu_{name}" if tu is not None and f"tu_{name}" in tuned else name
-            return tuned.get(key, default)
+        # learned filter's (also without a filter: --no-filter shows what the filter removed). A
+        # card without the t_u route's own value lends it the learned filter's, except for the
+        # mask thresholds (lowered for the learned filter only): there the t_u route keeps 0.5
+        def tuned_value(name, default, lent=True):
+            if tu is not None and (f"tu_{name}" in tuned or not lent):
+                return tuned.get(f"tu_{name}", default)
+            return tuned.get(name, default)
 
         self.seed_threshold = tuned_value("seed_threshold", SEED_THRESHOLD) if seed_threshold is None \
             else seed_threshold
         self.min_instance_px = tuned_value("min_instance_px", MIN_INSTANCE_PX) if min_instance_px is None \
             else min_instance_px
-        # the mask thresholds (foreground seed, phi) were lowered on validation for the learned
-        # filter's route only: the t_u route keeps the published 0.5 unless its card says otherwise
-        def mask_value(name, default):
-            return tuned.get(f"tu_{name}", default) if tu is not None else tuned.get(name, default)
-
-        self.foreground_threshold = mask_value("foreground_threshold", FOREGROUND_THRESHOLD)
-        self.phi_threshold = mask_value("phi_threshold", PHI_THRESHOLD)
+        self.foreground_threshold = tuned_value("foreground_threshold", FOREGROUND_THRESHOLD, lent=False)
+        self.phi_threshold = tuned_value("phi_threshold", PHI_THRESHOLD, lent=False)
         self.rng_seed, self.tta = rng_seed, bool(tuned.get("tta", False) if tta is None else tta)
         if zoom not in (None, 1, ZOOM):
             raise ValueError(f"zoom must be 1, {ZOOM} or None (the card's rule), got {zoom!r}")

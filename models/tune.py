@@ -233,48 +233,46 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     for stem in tqdm(fit_stems, desc="filter: fit split", disable=not progress):
         for key, item in cache.instances_by_params(data_dir, stem, grid).items():
             extra[key].append(labelled_features(*item))
-    fitted, best = {}, {}  # per set-up: (trees, table by threshold, fit-split targets); its chosen row
+    groups = [dois.get(s, s) for s in val_stems]
+
+    def fit_setup(val_items, extra_pairs):
+        """The filter fitted out of fold on one set-up's items (validation items; fit-split
+        (features, targets) pairs): its chosen row, and ((trees, table by threshold, fit-split
+        targets), validation items)."""
+        extra_x = np.concatenate([x for x, _ in extra_pairs]) if extra_pairs else np.zeros((0, len(FEATURES)))
+        extra_y = np.concatenate([y for _, y in extra_pairs]) if extra_pairs else np.zeros(0, bool)
+        model, table = fit_instance_filter(val_items, groups, extra=(extra_x, extra_y))
+        return table[model.threshold], ((model, table, extra_y), val_items)
+
+    best, fitted = {}, {}  # per set-up: its chosen row; what fit_setup returns with it
     for key in grid:
-        extra_x = np.concatenate([x for x, _ in extra[key]]) if extra[key] else np.zeros((0, len(FEATURES)))
-        extra_y = np.concatenate([y for _, y in extra[key]]) if extra[key] else np.zeros(0, bool)
-        model, table = fit_instance_filter(val[key], [dois.get(s, s) for s in val_stems],
-                                           extra=(extra_x, extra_y))
-        fitted[key], best[key] = (model, table, extra_y), table[model.threshold]
+        best[key], fitted[key] = fit_setup(val[key], extra[key])
     seed_threshold, min_px = select_params(best)
     log.info("learned filter: seed > %s, min %s px chosen out of fold, %s", seed_threshold, min_px, best)
     # then the zoom rule, with that clustering: images of small particles segmented at 2x
     chosen = (seed_threshold, min_px)
-    by_zoom = {0: best[chosen]}
-    fitted_zoom = {0: (fitted[chosen], val[chosen])}
+    by_zoom, fitted_zoom = {0: best[chosen]}, {0: fitted[chosen]}
     zoomed = {}  # stem -> its zoomed validation item, or its zoomed fit-split (features, targets)
     for below in sorted(b for b in zoom_grid if b):  # ascending: a stem zoomed stays zoomed
         for stem in tqdm(val_stems + fit_stems, desc=f"filter: zoom below {below} px", disable=not progress):
             if stem not in zoomed and cache.zoom_for(data_dir, stem, *chosen, below) > 1:
                 item = cache.instances(data_dir, stem, *chosen, ZOOM)
                 zoomed[stem] = item if stem in val_stems else labelled_features(*item)
-        val_items = [zoomed.get(s, plain) for s, plain in zip(val_stems, val[chosen])]
-        extra_x, extra_y = zip(*(zoomed.get(s, plain) for s, plain in zip(fit_stems, extra[chosen])))
-        model, table = fit_instance_filter(val_items, [dois.get(s, s) for s in val_stems],
-                                           extra=(np.concatenate(extra_x), np.concatenate(extra_y)))
-        by_zoom[below] = table[model.threshold]
-        fitted_zoom[below] = ((model, table, np.concatenate(extra_y)), val_items)
+        by_zoom[below], fitted_zoom[below] = fit_setup(
+            [zoomed.get(s, plain) for s, plain in zip(val_stems, val[chosen])],
+            [zoomed.get(s, plain) for s, plain in zip(fit_stems, extra[chosen])])
     zoom_below = select_params(by_zoom)
     log.info("learned filter: zoom below %s px chosen out of fold, %s", zoom_below, by_zoom)
     # then the mask thresholds, with that clustering and zoom rule
     published = (FOREGROUND_THRESHOLD, PHI_THRESHOLD)
     zooms = {stem: cache.zoom_for(data_dir, stem, *chosen, zoom_below) for stem in val_stems + fit_stems}
     by_mask, fitted_mask = {published: by_zoom[zoom_below]}, {published: fitted_zoom[zoom_below]}
-    for mask in (m for m in mask_grid if tuple(m) != published):
-        mask = tuple(mask)
-        val_items = [cache.instances(data_dir, stem, *chosen, zooms[stem], mask)
-                     for stem in tqdm(val_stems, desc=f"filter: masks {mask}", disable=not progress)]
-        extra_x, extra_y = zip(*(labelled_features(*cache.instances(data_dir, stem, *chosen, zooms[stem], mask))
-                                 for stem in tqdm(fit_stems, desc=f"filter: masks {mask}, fit split",
-                                                  disable=not progress)))
-        model, table = fit_instance_filter(val_items, [dois.get(s, s) for s in val_stems],
-                                           extra=(np.concatenate(extra_x), np.concatenate(extra_y)))
-        by_mask[mask] = table[model.threshold]
-        fitted_mask[mask] = ((model, table, np.concatenate(extra_y)), val_items)
+    for mask in (tuple(m) for m in mask_grid if tuple(m) != published):
+        by_mask[mask], fitted_mask[mask] = fit_setup(
+            [cache.instances(data_dir, stem, *chosen, zooms[stem], mask)
+             for stem in tqdm(val_stems, desc=f"filter: masks {mask}", disable=not progress)],
+            [labelled_features(*cache.instances(data_dir, stem, *chosen, zooms[stem], mask))
+             for stem in tqdm(fit_stems, desc=f"filter: masks {mask}, fit split", disable=not progress)])
     foreground, phi = select_params(by_mask)
     log.info("learned filter: mask thresholds foreground > %s, phi > %s chosen out of fold, %s", foreground, phi,
              by_mask)
