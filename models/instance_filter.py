@@ -16,7 +16,16 @@ to the other instances of the same image:
 * appearance: grey-level contrast against the background pixels (z-score), grey-level spread inside;
 * context: log number of instances in the image, log of the zoom it was segmented at (an image of
   small particles is segmented at 2x the working size: areas and bandwidths are put back in
-  working-size units, and the trees can still tell the two apart).
+  working-size units, and the trees can still tell the two apart);
+* lettering and fragments (thirteenth session; text, panel letters, scale bars and partial
+  particles were most of the false positives left on images with few particles): solidity (area /
+  convex hull area; letters are not convex), filled fraction (area / area with holes filled: a,
+  b, d, e, o, 0, 6, 8, 9), log elongation (major / minor axis: scale bars, strokes), the
+  centroid's distance to the nearest image corner (panel letters) and to the nearest edge, the
+  fraction of pixels at the image's extreme grey levels (overlaid lettering is pure black or
+  white), log edge sharpness (mean grey gradient on the instance's rim / the image's median
+  gradient), and how the instance's size sits among the image's: z-score of log area, fraction
+  of instances within a factor of 2 in area (particles come in populations; a letter is alone).
 
 The trees live in a JSON file beside the weights, named by their card (``instance_filter``), so
 nothing is pickled. Fitting and threshold selection: :func:`models.tune.fit_instance_filter`.
@@ -31,8 +40,11 @@ from scipy import ndimage
 from models.network import SIGMA_SCALE
 
 FEATURES = ("log_mi", "log_mi_rel", "seed_mean", "seed_max", "seed_frac", "log_area", "log_area_rel",
-            "extent", "border", "log_bandwidth", "contrast_z", "grey_std", "log_n", "log_zoom")
+            "extent", "border", "log_bandwidth", "contrast_z", "grey_std", "log_n", "log_zoom",
+            "solidity", "filled", "log_elongation", "corner_dist", "edge_dist", "saturated", "log_rim_gradient",
+            "area_z", "area_peers")
 EPS = 1e-6
+SATURATED = 3 / 255  # grey levels within this fraction of the image's range of its min or max
 
 
 def instance_features(labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigma: np.ndarray,
@@ -93,7 +105,8 @@ def instance_features(labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigm
     log_mi = np.log(mean_mi + EPS)
     log_zoom = float(np.log(zoom))
     log_area = np.log(safe_area) - 2 * log_zoom
-    columns = {
+    columns = _lettering_features(labels, n, grey, area, log_area)
+    columns |= {
         "log_mi": log_mi,
         "log_mi_rel": log_mi - np.median(log_mi),
         "seed_mean": seed_mean,
@@ -110,6 +123,42 @@ def instance_features(labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigm
         "log_zoom": np.full(n, log_zoom),
     }
     return np.stack([columns[name] for name in FEATURES], axis=1)
+
+
+def _lettering_features(labels, n, grey, area, log_area) -> dict:
+    """The shape, position, grey-level and size-population cues of the thirteenth session (module
+    docstring): {name: (n,) float64}. Every one reads the same at any zoom of the image."""
+    from skimage.measure import regionprops
+
+    h, w = labels.shape
+    shape = np.zeros((n, 5))
+    shape[:, :2] = 1.0
+    corners = np.array([[0, 0], [0, w], [h, 0], [h, w]], np.float64)
+    for region in regionprops(labels):
+        k = region.label - 1
+        cy, cx = region.centroid
+        shape[k] = (region.solidity, region.area / max(region.area_filled, 1),
+                    np.log((region.axis_major_length + 1) / (region.axis_minor_length + 1)),
+                    np.hypot(corners[:, 0] - cy, corners[:, 1] - cx).min() / np.hypot(h, w),
+                    min(cy, cx, h - cy, w - cx) / min(h, w))
+    foreground = labels > 0
+    flat = labels[foreground]
+    low, high = float(grey.min()), float(grey.max())
+    tolerance = SATURATED * (high - low)
+    saturated = (grey >= high - tolerance) | (grey <= low + tolerance)
+    gradient = np.hypot(ndimage.sobel(grey, 0), ndimage.sobel(grey, 1))
+    rim = foreground & (ndimage.grey_erosion(labels, size=3) != labels)
+    rim_px = np.bincount(labels[rim], minlength=n + 1)[1:]
+    rim_gradient = np.bincount(labels[rim], weights=gradient[rim], minlength=n + 1)[1:] / np.maximum(rim_px, 1)
+    ordered = np.sort(log_area)
+    peers = (np.searchsorted(ordered, log_area + np.log(2), "left")
+             - np.searchsorted(ordered, log_area - np.log(2), "right"))
+    return {"solidity": shape[:, 0], "filled": shape[:, 1], "log_elongation": shape[:, 2],
+            "corner_dist": shape[:, 3], "edge_dist": shape[:, 4],
+            "saturated": np.bincount(flat, weights=saturated[foreground], minlength=n + 1)[1:] / np.maximum(area, 1),
+            "log_rim_gradient": np.log(rim_gradient / max(float(np.median(gradient)), 1e-3) + 1e-3),
+            "area_z": (log_area - log_area.mean()) / (log_area.std() + 0.1),
+            "area_peers": peers / n}
 
 
 @dataclass
@@ -182,21 +231,28 @@ HGB_PARAMS = {"max_iter": 100, "learning_rate": 0.05, "max_leaf_nodes": 7, "min_
 
 
 def fit_filter(features: np.ndarray, is_true: np.ndarray, threshold: float = 0.5, random_state: int = 0,
-               **params) -> InstanceFilter:
+               columns=None, **params) -> InstanceFilter:
     """Fit the trees (balanced classes) on instances and export them.
 
     Parameters
     ----------
     features : (N, F) float, rows from :func:`instance_features` of many images
     is_true : (N,) bool, the instance matches a ground-truth particle at IoU > 0.5
+    columns : sequence of int, optional
+        Fit on these columns only (to compare feature sets); the trees still read whole rows.
     params : overrides of :data:`HGB_PARAMS`
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    x = np.nan_to_num(np.asarray(features, np.float64))
+    columns = np.arange(x.shape[1]) if columns is None else np.asarray(columns, np.int64)
     model = HistGradientBoostingClassifier(**(HGB_PARAMS | params), class_weight="balanced",
                                            early_stopping=False, random_state=random_state)
-    model.fit(np.nan_to_num(np.asarray(features, np.float64)), np.asarray(is_true, bool))
-    return export_trees(model, threshold)
+    model.fit(x[:, columns], np.asarray(is_true, bool))
+    fitted = export_trees(model, threshold)
+    for tree in fitted.trees:  # split features back to whole-row columns
+        tree["feature"] = columns[tree["feature"]]
+    return fitted
 
 
 def export_trees(model, threshold: float) -> InstanceFilter:
