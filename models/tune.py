@@ -516,6 +516,11 @@ def plot_sweep(result: dict, out: Path) -> list[Path]:
     return paths
 
 
+def _grid(text: str | None, parse) -> tuple | None:
+    """``"0.5,0.6"`` -> ``(0.5, 0.6)`` with ``parse`` per item; None stays None (the default grid)."""
+    return None if text is None else tuple(parse(item) for item in text.split(",") if item.strip())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--weights", default=None)
@@ -529,6 +534,12 @@ def main(argv=None):
                         help="folder for the T = 30 maps of the filter step and the report (reused)")
     parser.add_argument("--no-tta", action="store_true",
                         help="plain Monte-Carlo samples, no flips / transposes (test-time augmentation)")
+    parser.add_argument("--seed-grid", default=None, help="filter step: seed thresholds, e.g. 0.5,0.6")
+    parser.add_argument("--min-px-grid", default=None, help="filter step: minimum instance sizes, e.g. 16,48")
+    parser.add_argument("--zoom-grid", default=None, help="filter step: zoom-rule areas (0: never), e.g. 0,1200")
+    parser.add_argument("--mask-grid", default=None,
+                        help="filter step: foreground/phi pairs, e.g. 0.5/0.5,0.4/0.4 (the published 0.5/0.5 "
+                             "is always scored)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -559,8 +570,12 @@ def main(argv=None):
         # tu_min_instance_px and the published mask thresholds (tu_foreground_threshold, tu_phi_threshold)
         for key in CLUSTERING_KEYS:
             swept.setdefault(f"tu_{key}", swept.get(key, MASK_DEFAULTS.get(key)))
+        grids = {"seed_grid": _grid(args.seed_grid, float), "min_px_grid": _grid(args.min_px_grid, int),
+                 "zoom_grid": _grid(args.zoom_grid, int),
+                 "mask_grid": _grid(args.mask_grid, lambda pair: tuple(map(float, pair.split("/"))))}
         swept |= filter_step(cache, args.data, read_split(args.data, "val")[:args.limit],
-                             read_split(args.data, "fit")[:args.limit])
+                             read_split(args.data, "fit")[:args.limit],
+                             **{name: grid for name, grid in grids.items() if grid is not None})
         sweep_path.write_text(json.dumps(swept, indent=1))
     if args.step == "features":
         stems = read_split(args.data, "val")[:args.limit] + read_split(args.data, "fit")[:args.limit]

@@ -3,6 +3,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from models.tune import select_params
 
 SWEEP = Path(__file__).resolve().parents[1] / "docs" / "bpartis" / "sweep.json"
@@ -164,3 +166,27 @@ def test_map_cache_keeps_zoomed_maps_apart_and_remembers_typical_areas(emps_dir,
     assert calls == [2, "area"]  # one T = 1 pass, remembered
     assert MapCache(segmenter, "sha", tmp_path).typical_area(emps_dir, stem, 0.6, 16) == 50.0
     assert calls == [2, "area"]  # read back from typical_area.json
+
+
+def test_filter_step_grids_come_from_the_command_line(tmp_path, monkeypatch):
+    import models.tune as tune
+    from tests.conftest import EMPS
+
+    if not (EMPS / "train.csv").exists():
+        pytest.skip("EMPS not found")
+    (tmp_path / "sweep.json").write_text(SWEEP.read_text())
+    seen = {}
+
+    def fake_filter_step(cache, data_dir, val_stems, fit_stems, **grids):
+        seen.update(grids, n_val=len(val_stems))
+        return {}
+
+    monkeypatch.setattr(tune, "filter_step", fake_filter_step)
+    monkeypatch.setattr(tune, "plot_sweep", lambda swept, out: [])
+    tune.main(["--step", "filter", "--out", str(tmp_path), "--limit", "3", "--seed-grid", "0.5,0.6",
+               "--min-px-grid", "16", "--zoom-grid", "0,1200", "--mask-grid", "0.5/0.5,0.4/0.4"])
+    assert seen == {"seed_grid": (0.5, 0.6), "min_px_grid": (16,), "zoom_grid": (0, 1200),
+                    "mask_grid": ((0.5, 0.5), (0.4, 0.4)), "n_val": 3}
+    seen.clear()
+    tune.main(["--step", "filter", "--out", str(tmp_path), "--limit", "3"])
+    assert seen == {"n_val": 3}  # the module's default grids
