@@ -366,7 +366,7 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
 
 
 # feature sets compared by feature_step: the thirteenth session added the lettering cues
-FEATURE_SETS = {"23 cues (thirteenth session)": FEATURES, "14 cues (twelfth session)": FEATURES[:14]}
+FEATURE_SETS = {"22 cues (thirteenth session)": FEATURES, "14 cues (twelfth session)": FEATURES[:14]}
 
 
 def feature_step(cache: MapCache, data_dir, stems, card: dict, feature_sets=None, progress=True) -> dict:
