@@ -74,11 +74,10 @@ def test_lettering_features_tell_letters_bars_and_loners_from_particles():
     for k, (cy, cx) in enumerate([(60, 60), (60, 110), (110, 60), (110, 110)], 1):  # 4 particles
         rr, cc = draw_disk((cy, cx), 15, shape=shape)
         labels[rr, cc] = k
-        grey[rr, cc] = 60.0 + 20 * ((rr // 3) % 2)  # darker than the support, textured, soft rim
+        grey[rr, cc] = 60.0 + 20 * ((rr // 3) % 2)  # darker than the support, textured, low-contrast rim
     labels[4:20, 4:20] = 5  # an "o" panel letter in the corner, pure white on the grey
     labels[9:15, 9:15] = 0
     grey[labels == 5] = 255.0
-    grey[0, 0] = 0.0  # the image's darkest level
     labels[170:176, 100:190] = 6  # a scale bar
     grey[170:176, 100:190] = 255.0
     labels[150:158, 20:22] = 7  # an L-shaped stroke
