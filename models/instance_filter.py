@@ -242,13 +242,13 @@ def fit_filter(features: np.ndarray, is_true: np.ndarray, threshold: float = 0.5
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     x = np.nan_to_num(np.asarray(features, np.float64))
-    columns = np.arange(x.shape[1]) if columns is None else np.asarray(columns, np.int64)
     model = HistGradientBoostingClassifier(**(HGB_PARAMS | params), class_weight="balanced",
                                            early_stopping=False, random_state=random_state)
-    model.fit(x[:, columns], np.asarray(is_true, bool))
+    model.fit(x if columns is None else x[:, columns], np.asarray(is_true, bool))
     fitted = export_trees(model, threshold)
-    for tree in fitted.trees:  # split features back to whole-row columns
-        tree["feature"] = columns[tree["feature"]]
+    if columns is not None:
+        for tree in fitted.trees:  # split features back to whole-row columns
+            tree["feature"] = np.asarray(columns, np.int64)[tree["feature"]]
     return fitted
 
 

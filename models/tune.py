@@ -318,7 +318,7 @@ def labelled_features(gt, labels, seed, mi, sigma, grey, zoom=1) -> tuple[np.nda
 
 def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, folds: int = FILTER_FOLDS,
                         extra: tuple[np.ndarray, np.ndarray] | None = None,
-                        columns=None) -> tuple[InstanceFilter, dict]:
+                        columns=None, labelled: list | None = None) -> tuple[InstanceFilter, dict]:
     """Fit the learned instance filter and choose its probability threshold on validation images.
 
     The threshold is chosen by the protocol AP of out-of-fold predictions: validation images are
@@ -335,6 +335,8 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
         Instances of other images (the fit split), always on the training side.
     columns : sequence of int, optional
         The feature columns the trees may use (:func:`feature_step`); default all.
+    labelled : list of (features, targets), optional
+        :func:`labelled_features` of each item, when the caller has them already.
 
     Returns
     -------
@@ -342,7 +344,9 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
     """
     from sklearn.model_selection import GroupKFold
 
-    features, targets = map(list, zip(*(labelled_features(*item) for item in instances)))
+    if labelled is None:
+        labelled = [labelled_features(*item) for item in instances]
+    features, targets = map(list, zip(*labelled))
     extra_x, extra_y = extra if extra is not None else (np.zeros((0, len(FEATURES))), np.zeros(0, bool))
     probability = [None] * len(instances)
     splitter = GroupKFold(min(folds, len(set(groups))))
@@ -385,9 +389,11 @@ def feature_step(cache: MapCache, data_dir, stems, card: dict, feature_sets=None
     items = [cache.instances(data_dir, stem, *setup, cache.zoom_for(data_dir, stem, *setup, card.get("zoom_below_px")),
                              mask) for stem in tqdm(stems, desc="features: train images", disable=not progress)]
     groups = [dois.get(s, s) for s in stems]
+    labelled = [labelled_features(*item) for item in items]  # every set reads the same columns
     out = {}
     for name, names in (feature_sets or FEATURE_SETS).items():
-        model, table = fit_instance_filter(items, groups, columns=[FEATURES.index(f) for f in names])
+        model, table = fit_instance_filter(items, groups, columns=[FEATURES.index(f) for f in names],
+                                           labelled=labelled)
         out[name] = {"threshold": model.threshold, "metrics": table[model.threshold], "by_threshold": table}
         log.info("feature set %s: out of fold over %d train images, p >= %s, %s", name, len(stems),
                  model.threshold, table[model.threshold])
