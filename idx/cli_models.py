@@ -52,17 +52,27 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
 @click.option("--eval-every", default=5, show_default=True, help="Validation AP every N epochs (0: never).")
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Warm-start from these weights (e.g. the shipped ones) in a new run folder.")
-def train(data, out, epochs, batch_size, crop, device, eval_every, init):
+@click.option("--lr", default=3e-4, show_default=True, help="Adam learning rate (peak of the schedule).")
+@click.option("--schedule", type=click.Choice(["poly", "constant"]), default="poly", show_default=True,
+              help="Poly decay over --epochs, or constant (for weight averaging).")
+@click.option("--snapshot-every", default=5, show_default=True, help="Keep the weights every N epochs (0: never).")
+@click.option("--augment", type=click.Choice(["published", "em"]), default="published", show_default=True,
+              help="published: flips, turns, crops, colour jitter; em: also mosaics, gamma, blur, noise.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
+def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, schedule, snapshot_every, augment,
+          threads):
     """Train BPartIS on EMPS (resumable; a checkpoint every epoch).
 
     \b
         idx train --data ../shared/data/emps --out runs/bpartis --epochs 200
+        idx train --init models/weights/bpartis-emps.pt --crop 512 --batch-size 4 --lr 1e-4 --augment em
     """
     from models.data import default_emps_dir
     from models.train import train as run_training
 
-    run_training(data or default_emps_dir(), out, epochs, batch_size, crop, device=device,
-                 eval_every=eval_every, init=init)
+    run_training(data or default_emps_dir(), out, epochs, batch_size, crop, lr=lr, device=device,
+                 eval_every=eval_every, threads=threads, init=init, schedule=schedule,
+                 snapshot_every=snapshot_every, augmentation=augment)
 
 
 @cli.command()

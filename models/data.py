@@ -134,3 +134,56 @@ def colour_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) 
     yiq = torch.stack([yiq[:, 0], i, q], 1)
     x = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
     return x.clamp(0.0, 1.0)
+
+
+# "em" augmentation (beyond the published set): the ways micrographs of different articles differ
+MOSAIC_P = 0.25  # a training image is 2 x 2 other images at half size (smaller particles, more scenes)
+GAMMA_P, GAMMA_RANGE = 0.3, (0.67, 1.5)
+BLUR_P, BLUR_SIGMA = 0.3, (0.5, 1.5)  # px of the training crop (focus, compression)
+NOISE_P, NOISE_STD = 0.3, (0.01, 0.06)  # Gaussian shot-like noise, in [0, 1] grey units
+
+
+def mosaic(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Four ``(image (c, c, 3), labels (c, c))`` pairs as one ``(c, c)`` pair: each shrunk to half
+    size (area average for the image, nearest for the labels) in one quadrant, labels renumbered."""
+    crop = pairs[0][1].shape[0]
+    half = crop // 2
+    image = np.zeros((crop, crop, 3), np.uint8)
+    labels = np.zeros((crop, crop), np.int32)
+    offset = 0
+    for k, (im, lab) in enumerate(pairs[:4]):
+        r, c = (k // 2) * half, (k % 2) * half
+        image[r:r + half, c:c + half] = np.asarray(Image.fromarray(im).resize((half, half), Image.BOX))
+        small = np.asarray(Image.fromarray(lab.astype(np.int32)).resize((half, half), Image.NEAREST))
+        labels[r:r + half, c:c + half] = np.where(small > 0, small + offset, 0)
+        offset += int(lab.max())
+    return image, relabel(labels)
+
+
+def em_degrade(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per image of ``(B, 3, H, W)`` in [0, 1], each with its own chance: a gamma curve, a Gaussian
+    blur, additive Gaussian noise (in that order, as a detector would add noise after the optics)."""
+    out = []
+    for image in x:
+        def chance(p):
+            return torch.rand(1, generator=generator).item() < p
+
+        def uniform(lo, hi):
+            return lo + (hi - lo) * torch.rand(1, generator=generator).item()
+
+        if chance(GAMMA_P):
+            image = image.clamp_min(0).pow(uniform(*GAMMA_RANGE))
+        if chance(BLUR_P):
+            sigma = uniform(*BLUR_SIGMA)
+            radius = int(np.ceil(3 * sigma))
+            t = torch.arange(-radius, radius + 1, dtype=image.dtype)
+            kernel = torch.exp(-t ** 2 / (2 * sigma ** 2))
+            kernel = kernel / kernel.sum()
+            padded = torch.nn.functional.pad(image[None], (radius, radius, radius, radius), mode="reflect")
+            image = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+            image = torch.nn.functional.conv2d(image, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
+        if chance(NOISE_P):
+            noise = torch.randn(image.shape[1:], generator=generator, dtype=image.dtype)
+            image = image + uniform(*NOISE_STD) * noise  # the same noise in each channel (grey)
+        out.append(image.clamp(0.0, 1.0))
+    return torch.stack(out)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.data import (EVAL_SIZE, augment, colour_jitter, default_emps_dir, load_sample,
-                         read_split, to_tensor)
+from models.data import (EVAL_SIZE, MOSAIC_P, augment, colour_jitter, default_emps_dir, em_degrade,
+                         load_sample, mosaic, read_split, to_tensor)
 from models.loss import SpatialEmbeddingLoss
 from models.network import BPartIS
 
@@ -26,14 +26,31 @@ LEARNING_RATE = 3e-4
 JITTER = 0.3
 SNAPSHOT_EVERY = 5
 SCHEDULES = ("poly", "constant")  # learning rate: poly decay (power 0.9) over the run, or constant
+# "published": flips, 90-degree turns, half-size crops scaled up, colour jitter (the paper's set);
+# "em": also 2 x 2 mosaics of half-size images, gamma, blur and noise (models.data)
+AUGMENTATIONS = ("published", "em")
 
 
-def iterate_batches(samples, batch_size, crop, rng, generator):
-    """Yield ``(images (B, 3, crop, crop), instances (B, crop, crop) int64)`` over a shuffled epoch."""
+def iterate_batches(samples, batch_size, crop, rng, generator, augmentation="published"):
+    """Yield ``(images (B, 3, crop, crop), instances (B, crop, crop) int64)`` over a shuffled epoch.
+
+    ``augmentation``: one of :data:`AUGMENTATIONS`.
+    """
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}: use one of {', '.join(AUGMENTATIONS)}")
+    em = augmentation == "em"
     order = rng.permutation(len(samples))
     for start in range(0, len(order) - batch_size + 1, batch_size):
-        pairs = [augment(samples[i], crop, rng) for i in order[start:start + batch_size]]
+        pairs = []
+        for i in order[start:start + batch_size]:
+            if em and rng.random() < MOSAIC_P:
+                others = rng.choice(len(samples), 3, replace=False)
+                pairs.append(mosaic([augment(samples[j], crop, rng) for j in (i, *others)]))
+            else:
+                pairs.append(augment(samples[i], crop, rng))
         images = colour_jitter(to_tensor(np.stack([p[0] for p in pairs])), JITTER, generator)
+        if em:
+            images = em_degrade(images, generator)
         instances = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
         yield images, instances
 
@@ -106,7 +123,8 @@ def plot_log(log_path: Path, png_path: Path, snapshot_metrics: Path | None = Non
         for column, style in (("AP50", "o-"), ("mean_IoU", "s-"), ("AP", "^-"), ("coco_AP", "d-")):
             axes[1].plot(snap["epoch"], snap[column], style, label=f"{column} (snapshots)")
     axes[1].set(xlabel="epoch", ylabel="validation (T = 1)", ylim=(0, 1))
-    axes[1].legend()
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
@@ -128,13 +146,14 @@ def validation_metrics(model, stems, data_dir, device):
 
 def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, device="cpu",
           eval_every=5, seed=0, threads=None, bf16=True, init=None, schedule="poly",
-          snapshot_every=SNAPSHOT_EVERY):
+          snapshot_every=SNAPSHOT_EVERY, augmentation="published"):
     """Train (or resume) a BPartIS model; writes ``last.pt``, ``best.pt``, ``log.csv``, ``loss.png``.
 
     ``out_dir/last.pt`` (model, optimiser, epoch) is resumed when present; otherwise ``init``
     (a state dict, e.g. the shipped weights) warm-starts the model with a fresh optimiser.
     ``schedule``: "poly" (power 0.9 over ``epochs``) or "constant" (for weight averaging, with
-    ``snapshot_every=1``; see :mod:`models.average`).
+    ``snapshot_every=1``; see :mod:`models.average`). ``augmentation``: "published" or "em"
+    (:func:`iterate_batches`); a resumed run keeps the one it was started with.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
@@ -158,6 +177,7 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state.get("best", -1.0)
+        augmentation = state.get("augmentation", "published")
         log.info("resumed from %s at epoch %d", last, start_epoch)
     elif init:
         from models.infer import load_weights
@@ -177,7 +197,7 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
             group["lr"] = epoch_lr
         rng = np.random.default_rng(seed * 100_003 + epoch)
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        loader = iterate_batches(fit, batch_size, crop, rng, generator)
+        loader = iterate_batches(fit, batch_size, crop, rng, generator, augmentation)
         train_terms = train_one_epoch(model, loader, optimizer, loss_fn, device, total=n_batches,
                                       bf16=bf16)
         row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_terms[0],
@@ -195,7 +215,8 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
             csv.writer(fh).writerow([row.get(c, "") for c in LOG_COLUMNS])
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch, "best": best, "epochs": epochs, "crop": crop,
-                 "batch_size": batch_size, "lr": lr, "bf16": bf16, "schedule": schedule}
+                 "batch_size": batch_size, "lr": lr, "bf16": bf16, "schedule": schedule,
+                 "augmentation": augmentation}
         torch.save(state, out_dir / "last.tmp")
         (out_dir / "last.tmp").replace(last)
         if snapshot_every and epoch % snapshot_every == 0:
@@ -225,11 +246,14 @@ def main(argv=None):
                         help="learning rate: poly decay over --epochs, or constant (weight averaging)")
     parser.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
                         help="keep the weights every N epochs in snapshots/ (0: never)")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default="published",
+                        help="published: the paper's flips, turns, crops and colour jitter; em: also "
+                             "mosaics of half-size images, gamma, blur and noise")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(args.data, args.out, args.epochs, args.batch_size, args.crop, args.lr, args.device,
           args.eval_every, threads=args.threads, bf16=not args.fp32, init=args.init,
-          schedule=args.schedule, snapshot_every=args.snapshot_every)
+          schedule=args.schedule, snapshot_every=args.snapshot_every, augmentation=args.augment)
 
 
 if __name__ == "__main__":

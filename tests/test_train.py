@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.data import augment, colour_jitter, load_sample, read_split, relabel
+import models.data as data
+from models.data import augment, colour_jitter, em_degrade, load_sample, mosaic, read_split, relabel
 from models.loss import SpatialEmbeddingLoss
 from models.network import BPartIS
 from models.train import iterate_batches, train, train_one_epoch
@@ -70,6 +71,68 @@ def test_colour_jitter_stays_in_range_and_changes_values():
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1 and not torch.allclose(x, y)
 
 
+def test_mosaic_shrinks_four_images_into_quadrants_with_their_own_instances():
+    pairs = []
+    for k in range(4):  # image k: a bright square (instance 1) and a dim bar (instance 2)
+        image = np.zeros((64, 64, 3), np.uint8)
+        labels = np.zeros((64, 64), np.int32)
+        image[8 + k:24 + k, 8:24], labels[8 + k:24 + k, 8:24] = 250, 1
+        image[40:44, 10:60], labels[40:44, 10:60] = 120, 2
+        pairs.append((image, labels))
+    image, labels = mosaic(pairs)
+    assert image.shape == (64, 64, 3) and labels.shape == (64, 64)
+    assert labels.max() == 8 and set(np.unique(labels)) == set(range(9))  # 2 per quadrant, renumbered
+    for k, (r, c) in enumerate([(0, 0), (0, 32), (32, 0), (32, 32)]):
+        quadrant = labels[r:r + 32, c:c + 32]
+        ids = set(np.unique(quadrant)) - {0}
+        assert len(ids) == 2  # no instance crosses into another quadrant
+        square = min(ids, key=lambda i: abs((quadrant == i).sum() - 64))
+        assert (quadrant == square).sum() == 64  # 16 x 16 -> 8 x 8
+        rows = np.nonzero((quadrant == square).any(1))[0]
+        assert rows[0] == (8 + k) // 2  # placed where the square was, at half scale
+        bright = image[r:r + 32, c:c + 32, 0][quadrant == square]
+        assert np.median(bright) == 250 and bright.min() >= 125  # image follows labels (a rim row
+        # of an odd-placed square averages two source rows)
+
+
+def test_em_degradation_is_seeded_blurs_and_adds_noise(monkeypatch):
+    x = torch.zeros(2, 3, 32, 32)
+    x[:, :, :, 16:] = 1.0  # a vertical step edge
+    x = x * 0.8 + 0.1
+    for name in ("GAMMA_P", "BLUR_P", "NOISE_P"):
+        monkeypatch.setattr(data, name, 0.0)
+    assert torch.equal(em_degrade(x, torch.Generator().manual_seed(0)), x)  # nothing drawn: unchanged
+    monkeypatch.setattr(data, "BLUR_P", 1.0)
+    blurred = em_degrade(x, torch.Generator().manual_seed(0))
+    assert 0.1 < blurred[0, 0, 5, 15] < 0.9 and blurred[0, 0, 5, 0] == pytest.approx(0.1)  # the edge spreads
+    assert torch.allclose(blurred[..., 0, :], blurred[..., 31, :])  # reflect padding: rows stay equal
+    monkeypatch.setattr(data, "BLUR_P", 0.0)
+    monkeypatch.setattr(data, "NOISE_P", 1.0)
+    noisy = em_degrade(x, torch.Generator().manual_seed(1))
+    assert torch.equal(noisy, em_degrade(x, torch.Generator().manual_seed(1)))
+    assert 0.005 < (noisy - x)[0, 0].std() < 0.07 and torch.equal(noisy[:, 0], noisy[:, 2])  # grey noise
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    monkeypatch.setattr(data, "NOISE_P", 0.0)
+    monkeypatch.setattr(data, "GAMMA_P", 1.0)
+    curved = em_degrade(x, torch.Generator().manual_seed(2))
+    assert torch.equal(curved[x == 0.1] > 0, torch.ones_like(curved[x == 0.1], dtype=torch.bool))
+    assert not torch.allclose(curved, x) and torch.all(curved[x == 0.9] <= 1)
+
+
+def test_em_augmentation_batches_keep_images_and_instances_aligned(tmp_path):
+    root = fake_emps(tmp_path / "emps")
+    samples = [load_sample(root, s, 64) for s in read_split(root, "train")]
+    rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    for _ in range(4):
+        images, instances = next(iterate_batches(samples, 4, 64, rng, generator, "em"))
+        dark = images.mean(1) < 0.5  # the disks are dark (60 on 190), well past any jitter or noise
+        inside = instances > 0
+        agree = (dark == inside).float().mean()
+        assert agree > 0.9, agree
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
+        next(iterate_batches(samples, 4, 64, rng, generator, "mixup"))
+
+
 def test_relabel_numbers_instances_consecutively():
     labels = np.array([[0, 5, 5], [9, 0, 2]])
     assert relabel(labels).tolist() == [[0, 2, 2], [3, 0, 1]]
@@ -98,3 +161,26 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     log = pd.read_csv(out / "log.csv")
     assert log["epoch"].tolist() == [1, 2]
     assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(out / "last.pt", weights_only=False)["augmentation"] == "published"
+
+
+def test_idx_train_runs_an_epoch_with_the_chosen_schedule_and_augmentation(tmp_path):
+    from click.testing import CliRunner
+
+    from idx.cli import cli
+
+    root = fake_emps(tmp_path / "emps")
+    out = tmp_path / "run"
+    threads = torch.get_num_threads()
+    result = CliRunner().invoke(cli, ["train", "--data", str(root), "--out", str(out), "--epochs", "1",
+                                      "--batch-size", "2", "--crop", "32", "--eval-every", "0", "--lr", "2e-4",
+                                      "--schedule", "constant", "--augment", "em", "--snapshot-every", "1",
+                                      "--threads", "1"])
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(threads)  # the rest of the suite keeps its threads
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "last.pt", weights_only=False)
+    assert (state["epoch"], state["lr"], state["schedule"], state["augmentation"], state["crop"]) == (
+        1, 2e-4, "constant", "em", 32)
+    assert pd.read_csv(out / "log.csv")["lr"].tolist() == [2e-4]
+    assert (out / "snapshots" / "epoch0001.pt").exists()
