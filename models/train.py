@@ -43,7 +43,7 @@ def iterate_batches(samples, batch_size, crop, rng, generator, augmentation="pub
     for start in range(0, len(order) - batch_size + 1, batch_size):
         pairs = []
         for i in order[start:start + batch_size]:
-            if em and rng.random() < MOSAIC_P:
+            if em and len(samples) >= 4 and rng.random() < MOSAIC_P:  # (another image may repeat)
                 others = rng.choice(len(samples), 3, replace=False)
                 pairs.append(mosaic([augment(samples[j], crop, rng) for j in (i, *others)]))
             else:
@@ -157,6 +157,8 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
+    if augmentation not in AUGMENTATIONS:  # before minutes of loading, not at the first batch
+        raise ValueError(f"unknown augmentation {augmentation!r}: use one of {', '.join(AUGMENTATIONS)}")
     if threads:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)

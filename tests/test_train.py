@@ -131,6 +131,9 @@ def test_em_augmentation_batches_keep_images_and_instances_aligned(tmp_path):
         assert agree > 0.9, agree
     with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
         next(iterate_batches(samples, 4, 64, rng, generator, "mixup"))
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
+        train(root, tmp_path / "run", epochs=1, augmentation="mixup")
+    assert not (tmp_path / "run").exists()  # refused before any folder or loading
 
 
 def test_relabel_numbers_instances_consecutively():
