@@ -9,8 +9,9 @@ SEED_THRESHOLD = 0.5  # a pixel can seed an instance when its seed probability e
 # a pixel can join an instance when its seed probability exceeds this. 0.5 by default, as in the
 # published clustering (SpatialEmbeddings / BPartIS: the foreground is seed > 0.5, seeds are taken
 # above a separate, higher threshold; see PHI_THRESHOLD for the card's own value); the seed map is
-# trained to phi inside instances, so 0.5 is where a pixel's own Gaussian score says "inside". Tying it to a raised seed threshold cut the
-# instances' rims (validation, shipped weights: learned-filter AP 0.610 -> 0.634 with it decoupled)
+# trained to phi inside instances, so 0.5 is where a pixel's own Gaussian score says "inside".
+# Tying it to a raised seed threshold cut the instances' rims (validation, shipped weights:
+# learned-filter AP 0.610 -> 0.634 with it decoupled)
 FOREGROUND_THRESHOLD = 0.5
 # a pixel joins an instance when its Gaussian score exceeds this: 0.5 as published. The weights'
 # card may set both this and the foreground threshold lower for the learned filter's route (chosen

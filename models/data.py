@@ -163,14 +163,14 @@ def mosaic(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
 def em_degrade(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Per image of ``(B, 3, H, W)`` in [0, 1], each with its own chance: a gamma curve, a Gaussian
     blur, additive Gaussian noise (in that order, as a detector would add noise after the optics)."""
+    def uniform(lo, hi):
+        return lo + (hi - lo) * torch.rand(1, generator=generator).item()
+
+    def chance(p):
+        return uniform(0.0, 1.0) < p
+
     out = []
     for image in x:
-        def chance(p):
-            return torch.rand(1, generator=generator).item() < p
-
-        def uniform(lo, hi):
-            return lo + (hi - lo) * torch.rand(1, generator=generator).item()
-
         if chance(GAMMA_P):
             image = image.clamp_min(0).pow(uniform(*GAMMA_RANGE))
         if chance(BLUR_P):

@@ -31,13 +31,18 @@ SCHEDULES = ("poly", "constant")  # learning rate: poly decay (power 0.9) over t
 AUGMENTATIONS = ("published", "em")
 
 
+def _check_choice(what: str, value: str, choices: tuple) -> None:
+    """Refuse ``value`` unless it is one of ``choices``, naming ``what`` and the choices."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}: use one of {', '.join(choices)}")
+
+
 def iterate_batches(samples, batch_size, crop, rng, generator, augmentation="published"):
     """Yield ``(images (B, 3, crop, crop), instances (B, crop, crop) int64)`` over a shuffled epoch.
 
     ``augmentation``: one of :data:`AUGMENTATIONS`.
     """
-    if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augmentation!r}: use one of {', '.join(AUGMENTATIONS)}")
+    _check_choice("augmentation", augmentation, AUGMENTATIONS)
     em = augmentation == "em"
     order = rng.permutation(len(samples))
     for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -155,10 +160,8 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
     ``snapshot_every=1``; see :mod:`models.average`). ``augmentation``: "published" or "em"
     (:func:`iterate_batches`); a resumed run keeps the one it was started with.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
-    if augmentation not in AUGMENTATIONS:  # before minutes of loading, not at the first batch
-        raise ValueError(f"unknown augmentation {augmentation!r}: use one of {', '.join(AUGMENTATIONS)}")
+    _check_choice("learning-rate schedule", schedule, SCHEDULES)
+    _check_choice("augmentation", augmentation, AUGMENTATIONS)  # before minutes of loading
     if threads:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
