@@ -55,12 +55,14 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
 @click.option("--lr", default=3e-4, show_default=True, help="Adam learning rate (peak of the schedule).")
 @click.option("--schedule", type=click.Choice(["poly", "constant"]), default="poly", show_default=True,
               help="Poly decay over --epochs, or constant (for weight averaging).")
-@click.option("--snapshot-every", default=5, show_default=True, help="Keep the weights every N epochs (0: never).")
+@click.option("--snapshot-every", default=5, show_default=True, help="Keep the weights every N epochs and at the last (0: never).")
 @click.option("--augment", type=click.Choice(["published", "em"]), default="published", show_default=True,
               help="published: flips, turns, crops, colour jitter; em: also mosaics, gamma, blur, noise.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Processes making the augmented batches (0: this one; a GPU run wants several).")
 def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, schedule, snapshot_every, augment,
-          threads):
+          threads, workers):
     """Train BPartIS on EMPS (resumable; a checkpoint every epoch).
 
     \b
@@ -72,7 +74,7 @@ def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, sch
 
     run_training(data or default_emps_dir(), out, epochs, batch_size, crop, lr=lr, device=device,
                  eval_every=eval_every, threads=threads, init=init, schedule=schedule,
-                 snapshot_every=snapshot_every, augmentation=augment)
+                 snapshot_every=snapshot_every, augmentation=augment, workers=workers)
 
 
 @cli.command()

@@ -13,7 +13,6 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.optim.swa_utils import update_bn
 
@@ -21,7 +20,7 @@ from idx.errors import IdxError
 from models.data import EVAL_SIZE, default_emps_dir, load_sample, read_split
 from models.infer import load_weights
 from models.network import BPartIS
-from models.train import iterate_batches
+from models.train import run_batches
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +43,7 @@ def recompute_batch_norm(model: BPartIS, data_dir, crop: int = EVAL_SIZE, batch_
     """Measure the batch-norm running statistics of ``model`` again on augmented fit images."""
     stems = read_split(data_dir, "fit")
     samples = [load_sample(data_dir, s, EVAL_SIZE) for s in stems]
-    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    batches = iterate_batches(samples, min(batch_size, len(samples)), crop, rng, generator)
+    batches = run_batches(samples, min(batch_size, len(samples)), crop, seed)
     with torch.no_grad():  # one batch at a time: the 310 augmented 512-px images are ~1 GB at once
         update_bn((images for images, _ in batches), model)
     return model

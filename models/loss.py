@@ -68,13 +68,14 @@ def image_loss(embedding, sigma, seed, instances, generator=None):
     idx = inst[fg] - 1  # (F,) instance index of each foreground pixel
     counts = torch.bincount(idx, minlength=n_instances).clamp(min=1).to(emb.dtype)  # (K,)
     emb_fg, sig_fg = emb[:, fg], sig[:, fg]  # (2, F), (S, F)
-    center = torch.zeros(2, n_instances, dtype=emb.dtype).index_add_(1, idx, emb_fg) / counts
-    s_mean = torch.zeros(N_SIGMA, n_instances, dtype=emb.dtype).index_add_(1, idx, sig_fg) / counts
+    like = dict(dtype=emb.dtype, device=emb.device)  # new tensors beside the outputs (CPU or GPU)
+    center = torch.zeros(2, n_instances, **like).index_add_(1, idx, emb_fg) / counts
+    s_mean = torch.zeros(N_SIGMA, n_instances, **like).index_add_(1, idx, sig_fg) / counts
     s_exp = torch.exp(s_mean * SIGMA_SCALE)  # (S, K), 1 / (2 sigma^2)
 
     # sigma smoothness: sigma inside each instance close to the instance mean
     sq = ((sig_fg - s_mean[:, idx].detach()) ** 2).mean(0)  # (F,)
-    smooth = (torch.zeros(n_instances, dtype=emb.dtype).index_add_(0, idx, sq) / counts).mean()
+    smooth = (torch.zeros(n_instances, **like).index_add_(0, idx, sq) / counts).mean()
 
     # seed: regress to phi of the own instance on foreground, to 0 on background
     phi_own = torch.exp(-(s_exp[:, idx] * (emb_fg - center[:, idx]) ** 2).sum(0))  # (F,)
@@ -83,8 +84,9 @@ def image_loss(embedding, sigma, seed, instances, generator=None):
 
     # Lovasz hinge on phi of (a sample of) the instances, all at once
     chosen = torch.arange(n_instances)
-    if n_instances > MAX_LOVASZ_INSTANCES:
+    if n_instances > MAX_LOVASZ_INSTANCES:  # drawn on the CPU (the generator's device), then moved
         chosen = torch.randperm(n_instances, generator=generator)[:MAX_LOVASZ_INSTANCES]
+    chosen = chosen.to(emb.device)
     dist = (s_exp[:, chosen, None] * (emb[:, None, :] - center[:, chosen, None]) ** 2).sum(0)
     phi = torch.exp(-dist)  # (K', N)
     labels = (inst[None, :] == (chosen[:, None] + 1)).to(emb.dtype)
@@ -98,7 +100,7 @@ class SpatialEmbeddingLoss(nn.Module):
     def forward(self, output, instances, return_terms=False):
         """``output`` (B, 5, H, W) raw network output; ``instances`` (B, H, W) int64."""
         embedding, sigma, seed = interpret(output.float())
-        totals = torch.zeros(3)
+        totals = torch.zeros(3, device=output.device)
         loss = output.sum() * 0.0
         for b in range(output.shape[0]):
             terms = image_loss(embedding[b], sigma[b], seed[b], instances[b])
@@ -106,5 +108,5 @@ class SpatialEmbeddingLoss(nn.Module):
             totals += torch.stack([t.detach() for t in terms])
         loss = loss / output.shape[0]
         if return_terms:
-            return loss, totals / output.shape[0]
+            return loss, (totals / output.shape[0]).cpu()
         return loss

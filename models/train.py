@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from models.data import (EVAL_SIZE, MOSAIC_P, augment, colour_jitter, default_emps_dir, em_degrade,
                          load_sample, mosaic, read_split, to_tensor)
+from idx.errors import IdxError
 from models.loss import SpatialEmbeddingLoss
 from models.network import BPartIS
 
@@ -37,27 +39,57 @@ def _check_choice(what: str, value: str, choices: tuple) -> None:
         raise ValueError(f"unknown {what} {value!r}: use one of {', '.join(choices)}")
 
 
-def iterate_batches(samples, batch_size, crop, rng, generator, augmentation="published"):
-    """Yield ``(images (B, 3, crop, crop), instances (B, crop, crop) int64)`` over a shuffled epoch.
+class RunBatches(torch.utils.data.Dataset):
+    """The batches of a run's ``epochs`` (an iterable of epoch numbers), epoch after epoch: item
+    ``i`` is batch ``i % per_epoch`` of the ``i // per_epoch``-th epoch, ``(images (B, 3, crop, crop),
+    instances (B, crop, crop) int64)``.
 
-    ``augmentation``: one of :data:`AUGMENTATIONS`.
+    Each epoch's order comes from ``(seed, epoch)`` and each batch's augmentation from its own
+    generators seeded by ``(seed, epoch, batch)``, so the batches are the same whether one process
+    makes them or a :class:`~torch.utils.data.DataLoader`'s workers do (:func:`run_batches`), and a
+    resumed run sees what an unbroken one would. ``augmentation``: one of :data:`AUGMENTATIONS`.
     """
-    _check_choice("augmentation", augmentation, AUGMENTATIONS)
-    em = augmentation == "em"
-    order = rng.permutation(len(samples))
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-        pairs = []
-        for i in order[start:start + batch_size]:
-            if em and len(samples) >= 4 and rng.random() < MOSAIC_P:  # (another image may repeat)
+
+    def __init__(self, samples, batch_size, crop, seed=0, epochs=(1,), augmentation="published"):
+        _check_choice("augmentation", augmentation, AUGMENTATIONS)
+        self.samples, self.batch_size, self.crop = samples, batch_size, crop
+        self.seed, self.epochs, self.em = seed, list(epochs), augmentation == "em"
+        self.per_epoch = len(samples) // batch_size
+
+    def __len__(self):
+        return len(self.epochs) * self.per_epoch
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        epoch, b = self.epochs[i // self.per_epoch], i % self.per_epoch
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
+        rng = np.random.default_rng([self.seed, epoch, b])
+        generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+        samples, crop, pairs = self.samples, self.crop, []
+        for k in order[b * self.batch_size:(b + 1) * self.batch_size]:
+            if self.em and len(samples) >= 4 and rng.random() < MOSAIC_P:  # (another image may repeat)
                 others = rng.choice(len(samples), 3, replace=False)
-                pairs.append(mosaic([augment(samples[j], crop, rng) for j in (i, *others)]))
+                pairs.append(mosaic([augment(samples[j], crop, rng) for j in (k, *others)]))
             else:
-                pairs.append(augment(samples[i], crop, rng))
+                pairs.append(augment(samples[k], crop, rng))
         images = colour_jitter(to_tensor(np.stack([p[0] for p in pairs])), JITTER, generator)
-        if em:
+        if self.em:
             images = em_degrade(images, generator)
         instances = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-        yield images, instances
+        return images, instances
+
+
+def run_batches(samples, batch_size, crop, seed=0, epochs=(1,), augmentation="published", workers=0,
+                pin_memory=False):
+    """Iterate over :class:`RunBatches`: in this process (``workers`` 0, the CPU default: on
+    2 cores the network needs both), or in ``workers`` processes started once for the whole run
+    (a GPU run, where one process cannot augment 512-px images as fast as the GPU trains)."""
+    batches = RunBatches(samples, batch_size, crop, seed, epochs, augmentation)
+    if not workers:
+        return (batches[i] for i in range(len(batches)))
+    return iter(torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
+                                            pin_memory=pin_memory, prefetch_factor=4))
 
 
 def train_one_epoch(model, loader, optimizer, loss_fn, device, total=None, bf16=True):
@@ -70,10 +102,10 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, total=None, bf16=
     sums, n = np.zeros(4), 0
     device_type = torch.device(device).type
     for images, instances in tqdm(loader, total=total, desc="train", leave=False):
-        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
             output = model(images)
-        loss, terms = loss_fn(output, instances.to(device), return_terms=True)
+        loss, terms = loss_fn(output, instances.to(device, non_blocking=True), return_terms=True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -151,19 +183,24 @@ def validation_metrics(model, stems, data_dir, device):
 
 def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, device="cpu",
           eval_every=5, seed=0, threads=None, bf16=True, init=None, schedule="poly",
-          snapshot_every=SNAPSHOT_EVERY, augmentation="published"):
+          snapshot_every=SNAPSHOT_EVERY, augmentation="published", workers=0):
     """Train (or resume) a BPartIS model; writes ``last.pt``, ``best.pt``, ``log.csv``, ``loss.png``.
 
     ``out_dir/last.pt`` (model, optimiser, epoch) is resumed when present; otherwise ``init``
     (a state dict, e.g. the shipped weights) warm-starts the model with a fresh optimiser.
     ``schedule``: "poly" (power 0.9 over ``epochs``) or "constant" (for weight averaging, with
     ``snapshot_every=1``; see :mod:`models.average`). ``augmentation``: "published" or "em"
-    (:func:`iterate_batches`); a resumed run keeps the one it was started with.
+    (:class:`RunBatches`); a resumed run keeps the one it was started with. ``workers``:
+    processes that make the batches (0: this one; see :func:`run_batches`).
     """
     _check_choice("learning-rate schedule", schedule, SCHEDULES)
     _check_choice("augmentation", augmentation, AUGMENTATIONS)  # before minutes of loading
     if threads:
         torch.set_num_threads(threads)
+    if torch.device(device).type == "cuda":
+        if not torch.cuda.is_available():
+            raise IdxError(f"--device {device}: this torch sees no CUDA GPU; train with --device cpu")
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its kernels once
     out_dir = Path(out_dir)
     (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
     fit_stems, val_stems = read_split(data_dir, "fit"), read_split(data_dir, "val")
@@ -195,16 +232,15 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
             csv.writer(fh).writerow(LOG_COLUMNS)
 
     n_batches = len(fit) // batch_size
+    batches = run_batches(fit, batch_size, crop, seed, range(start_epoch + 1, epochs + 1), augmentation,
+                          workers, pin_memory=torch.device(device).type == "cuda")
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.time()
         epoch_lr = lr * (1 - (epoch - 1) / epochs) ** 0.9 if schedule == "poly" else lr
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr
-        rng = np.random.default_rng(seed * 100_003 + epoch)
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        loader = iterate_batches(fit, batch_size, crop, rng, generator, augmentation)
-        train_terms = train_one_epoch(model, loader, optimizer, loss_fn, device, total=n_batches,
-                                      bf16=bf16)
+        train_terms = train_one_epoch(model, itertools.islice(batches, n_batches), optimizer, loss_fn,
+                                      device, total=n_batches, bf16=bf16)
         row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_terms[0],
                "instance": train_terms[1], "seed": train_terms[2], "smooth": train_terms[3]}
         if epoch % 4 == 0 or epoch == epochs:
@@ -224,9 +260,10 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
                  "augmentation": augmentation}
         torch.save(state, out_dir / "last.tmp")
         (out_dir / "last.tmp").replace(last)
-        if snapshot_every and epoch % snapshot_every == 0:
+        if snapshot_every and (epoch % snapshot_every == 0 or epoch == epochs):  # and the last
             torch.save(model.state_dict(), out_dir / "snapshots" / f"epoch{epoch:04d}.pt")
-        plot_log(log_path, out_dir / "loss.png")
+        if "val_loss" in row:  # every 4 epochs and at the end (a GPU epoch takes seconds)
+            plot_log(log_path, out_dir / "loss.png")
         log.info("epoch %d: %s", epoch, {k: (round(v, 4) if isinstance(v, float) else v)
                                          for k, v in row.items()})
         if not math.isfinite(train_terms[0]):
@@ -250,15 +287,18 @@ def main(argv=None):
     parser.add_argument("--schedule", choices=SCHEDULES, default="poly",
                         help="learning rate: poly decay over --epochs, or constant (weight averaging)")
     parser.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
-                        help="keep the weights every N epochs in snapshots/ (0: never)")
+                        help="keep the weights every N epochs and at the last in snapshots/ (0: never)")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default="published",
                         help="published: the paper's flips, turns, crops and colour jitter; em: also "
                              "mosaics of half-size images, gamma, blur and noise")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes making the augmented batches (0: this one; a GPU wants several)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(args.data, args.out, args.epochs, args.batch_size, args.crop, args.lr, args.device,
           args.eval_every, threads=args.threads, bf16=not args.fp32, init=args.init,
-          schedule=args.schedule, snapshot_every=args.snapshot_every, augmentation=args.augment)
+          schedule=args.schedule, snapshot_every=args.snapshot_every, augmentation=args.augment,
+          workers=args.workers)
 
 
 if __name__ == "__main__":

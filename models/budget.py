@@ -1,0 +1,132 @@
+"""Train BPartIS within a wall-clock budget: the full 512-px schedule on a lent GPU.
+
+A lent GPU machine runs one command for at most 10 minutes and cannot read ``../shared``. So:
+
+1. here, pack the EMPS training images at the working size into an ignored folder that travels
+   with the command (about 40 MB instead of 119 MB)::
+
+       python -m models.budget pack --out .gpu/emps512
+
+2. there, time an epoch, plan as many epochs as fit the budget (the poly schedule needs its
+   length in advance), train them, and copy the log, the plot and the snapshots to ``--out``
+   (the validation passes, every 4 epochs and at each snapshot, come on top of the budget)::
+
+       python -m models.budget run --data .gpu/emps512 --seconds 420 --out $OUT \\
+           --device cuda --workers 14 -- --crop 512 --batch-size 8
+
+   Everything after ``--`` goes to :mod:`models.train` unchanged (``--init``, ``--lr``,
+   ``--augment``, ...). The snapshots come back as state dicts; pick one on validation here
+   (``models.tune``), as for a CPU run.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from models.data import EVAL_SIZE, default_emps_dir, load_sample, read_split
+from models.train import main as train_main
+
+log = logging.getLogger(__name__)
+
+# the second of three is timed: the first pays for start-up (cuDNN's kernel search, workers), the last
+# for the validation pass every run ends with
+PROBE_EPOCHS = 3
+TIMED_EPOCH = 2
+SNAPSHOTS = 5  # snapshots brought back, evenly spread and always the last; each is a 9 MB state dict
+
+
+def pack_emps(src, out, splits=("train",), size: int = EVAL_SIZE) -> Path:
+    """Copy the images of ``splits`` (with ``metadata.csv`` and the split files) to ``out`` at
+    ``size`` x ``size``, as :func:`models.data.load_sample` reads them: loading a packed image
+    gives the same arrays as loading the original. Grey images are stored with one channel."""
+    src, out = Path(src), Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "segmaps").mkdir(exist_ok=True)
+    stems = []
+    for split in splits:
+        split_stems = read_split(src, split)
+        (out / f"{split}.csv").write_text("\n".join(split_stems) + "\n")
+        stems += split_stems
+    for stem in tqdm(stems, desc="pack", leave=False):
+        sample = load_sample(src, stem, size)
+        image = sample.image
+        grey = bool((image[..., 0] == image[..., 1]).all() and (image[..., 0] == image[..., 2]).all())
+        Image.fromarray(image[..., 0] if grey else image).save(out / "images" / f"{stem}.png", optimize=True)
+        Image.fromarray(sample.instances.astype(np.uint16)).save(out / "segmaps" / f"{stem}.png")
+    wanted = {f"{s}.png" for s in stems}
+    with open(src / "metadata.csv", newline="") as fh, open(out / "metadata.csv", "w", newline="") as dst:
+        reader = csv.DictReader(fh)
+        writer = csv.DictWriter(dst, reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(row for row in reader if row["filename"] in wanted)
+    return out
+
+
+def epoch_seconds(run_dir: Path, epoch: int) -> float:
+    """Seconds of ``epoch`` in ``run_dir/log.csv``."""
+    with open(run_dir / "log.csv", newline="") as fh:
+        return next(float(row["seconds"]) for row in csv.DictReader(fh) if int(row["epoch"]) == epoch)
+
+
+def plan_epochs(seconds: float, per_epoch: float, minimum: int = 1) -> int:
+    """How many epochs of ``per_epoch`` seconds fit in ``seconds`` (at least ``minimum``)."""
+    return max(minimum, int(seconds // max(per_epoch, 1e-6)))
+
+
+def run_budget(data, out, seconds: float, train_args=(), device="cuda", workers=0) -> dict:
+    """Probe the speed, train the planned epochs, copy the results to ``out``; returns the plan."""
+    common = ["--data", str(data), "--device", device, "--workers", str(workers)] + list(train_args)
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe"
+        train_main(common + ["--out", str(probe), "--epochs", str(PROBE_EPOCHS), "--eval-every", "0",
+                             "--snapshot-every", "0"])
+        per_epoch = epoch_seconds(probe, TIMED_EPOCH)
+        epochs = plan_epochs(seconds, per_epoch)
+        every = max(1, epochs // SNAPSHOTS)
+        log.info("%.1f s per epoch: %d epochs in %g s, a snapshot every %d", per_epoch, epochs, seconds, every)
+        run = Path(tmp) / "run"
+        train_main(common + ["--out", str(run), "--epochs", str(epochs), "--snapshot-every", str(every),
+                             "--eval-every", str(every)])
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("log.csv", "loss.png", "best.pt"):
+            if (run / name).exists():
+                shutil.copy(run / name, out / name)
+        snapshots = sorted((run / "snapshots").glob("epoch*.pt"))[-SNAPSHOTS:]
+        for path in snapshots:
+            shutil.copy(path, out / path.name)
+    return {"seconds_per_epoch": per_epoch, "epochs": epochs, "snapshot_every": every,
+            "snapshots": [p.name for p in snapshots]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    pack = commands.add_parser("pack", help="EMPS training images at 512 px in a folder that can travel")
+    pack.add_argument("--data", default=str(default_emps_dir()), help="EMPS folder")
+    pack.add_argument("--out", default=".gpu/emps512")
+    run = commands.add_parser("run", help="train as many epochs as fit --seconds")
+    run.add_argument("--data", default=".gpu/emps512", help="EMPS folder (packed or not)")
+    run.add_argument("--out", required=True, help="where the log, plot and snapshots go")
+    run.add_argument("--seconds", type=float, required=True, help="training time after the probe")
+    run.add_argument("--device", default="cuda")
+    run.add_argument("--workers", type=int, default=0, help="batch-making processes (models.train)")
+    run.add_argument("train_args", nargs="*", help="after --: more options for models.train")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.command == "pack":
+        print(pack_emps(args.data, args.out))
+    else:
+        print(run_budget(args.data, args.out, args.seconds, args.train_args, args.device, args.workers))
+
+
+if __name__ == "__main__":
+    main()
