@@ -68,8 +68,8 @@ class RunBatches(torch.utils.data.Dataset):
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         samples, crop, pairs = self.samples, self.crop, []
         for k in order[b * self.batch_size:(b + 1) * self.batch_size]:
-            if self.em and len(samples) >= 4 and rng.random() < MOSAIC_P:  # (another image may repeat)
-                others = rng.choice(len(samples), 3, replace=False)
+            if self.em and len(samples) >= 4 and rng.random() < MOSAIC_P:
+                others = rng.choice(np.delete(np.arange(len(samples)), k), 3, replace=False)
                 pairs.append(mosaic([augment(samples[j], crop, rng) for j in (k, *others)]))
             else:
                 pairs.append(augment(samples[k], crop, rng))
@@ -219,6 +219,9 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state.get("best", -1.0)
+        if state.get("augmentation", "published") != augmentation:
+            log.warning("%s was trained with augmentation %r: it goes on with it, not %r (a new --out "
+                        "starts a new run)", last, state.get("augmentation", "published"), augmentation)
         augmentation = state.get("augmentation", "published")
         log.info("resumed from %s at epoch %d", last, start_epoch)
     elif init:

@@ -164,6 +164,34 @@ def test_worker_processes_make_the_same_batches_as_one_process(tmp_path):
         assert not all(torch.equal(a[0], b[0]) for a, b in zip(alone[:per_epoch], alone[per_epoch:]))
 
 
+def test_em_mosaics_take_four_different_images(tmp_path, monkeypatch):
+    import models.train as train_module
+
+    root = fake_emps(tmp_path / "emps")
+    samples = [load_sample(root, s, 64) for s in read_split(root, "train")]
+    index = {id(sample): k for k, sample in enumerate(samples)}
+    groups = []
+    monkeypatch.setattr(train_module, "MOSAIC_P", 1.0)
+    monkeypatch.setattr(train_module, "augment", lambda sample, crop, rng: (
+        np.full((crop, crop, 3), index[id(sample)], np.uint8), np.zeros((crop, crop), np.int32)))
+    monkeypatch.setattr(train_module, "mosaic", lambda pairs: groups.append([int(p[0][0, 0, 0]) for p in pairs])
+                        or pairs[0])
+    list(run_batches(samples, 2, 16, epochs=range(1, 9), augmentation="em"))
+    assert len(groups) == 8 * len(samples)
+    assert all(len(set(group)) == 4 for group in groups)  # an image never fills two of its own quadrants
+
+
+def test_resuming_keeps_the_runs_augmentation_and_says_so(tmp_path, caplog):
+    root = fake_emps(tmp_path / "emps")
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    train(root, out, epochs=1, batch_size=2, crop=32, eval_every=0, augmentation="em", threads=1)
+    with caplog.at_level("WARNING", logger="models.train"):
+        train(root, out, epochs=2, batch_size=2, crop=32, eval_every=0, augmentation="published", threads=1)
+    torch.set_num_threads(threads)  # the rest of the suite keeps its threads
+    assert "trained with augmentation 'em': it goes on with it, not 'published'" in caplog.text
+    assert torch.load(out / "last.pt", weights_only=False)["augmentation"] == "em"
+
+
 def test_relabel_numbers_instances_consecutively():
     labels = np.array([[0, 5, 5], [9, 0, 2]])
     assert relabel(labels).tolist() == [[0, 2, 2], [3, 0, 1]]
