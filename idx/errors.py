@@ -5,6 +5,8 @@ Every error says what failed, on which input, and what to do next. The CLI turns
 """
 from __future__ import annotations
 
+import sys
+
 
 class IdxError(Exception):
     """Base class of every user-facing idx error."""
@@ -58,3 +60,16 @@ def _make_crawl_error(cls, message, kind, status, permanent):
 
 class DatabaseError(IdxError):
     """A database is not SQLite, is locked, read-only, or a query is invalid."""
+
+
+def run_module(main, argv=None) -> None:
+    """Run a ``python -m`` entry point as the ``idx`` CLI runs its commands: an :class:`IdxError`
+    ends it with one ``Error: ...`` line on stderr and exit status 1, not a traceback."""
+    try:
+        main(argv)
+    except IdxError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("Error: interrupted; everything stored so far is kept", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.optim.swa_utils import update_bn
 
-from idx.errors import IdxError
+from idx.errors import IdxError, run_module
 from models.data import EVAL_SIZE, default_emps_dir, load_sample, read_split
 from models.infer import load_weights
 from models.network import BPartIS
@@ -75,4 +75,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_module(main)

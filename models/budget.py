@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from idx.errors import run_module
 from models.data import EVAL_SIZE, default_emps_dir, load_sample, read_split
 from models.train import main as train_main
 
@@ -129,4 +130,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_module(main)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from idx.errors import run_module
 from models.infer import DEFAULT_WEIGHTS, file_sha256, load_weights
 
 MAX_BYTES = 25 * 1024 * 1024
@@ -64,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_module(main)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from models.data import (EVAL_SIZE, MOSAIC_P, augment, colour_jitter, default_emps_dir, em_degrade,
                          load_sample, mosaic, read_split, to_tensor)
-from idx.errors import IdxError
+from idx.errors import IdxError, run_module
 from models.loss import SpatialEmbeddingLoss
 from models.network import BPartIS
 
@@ -195,15 +195,25 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
     """
     _check_choice("learning-rate schedule", schedule, SCHEDULES)
     _check_choice("augmentation", augmentation, AUGMENTATIONS)  # before minutes of loading
+    for name, value, ok, rule in (("--epochs", epochs, epochs >= 1, "at least 1"),
+                                  ("--batch-size", batch_size, batch_size >= 1, "at least 1"),
+                                  ("--crop", crop, crop >= 16 and crop % 8 == 0,
+                                   "a multiple of 8 from 16 up (the encoder halves it 3 times)"),
+                                  ("--lr", lr, lr > 0, "above 0"), ("--workers", workers, workers >= 0, "0 or more")):
+        if not ok:
+            raise IdxError(f"{name} {value}: must be {rule}")
     if threads:
         torch.set_num_threads(threads)
     if torch.device(device).type == "cuda":
         if not torch.cuda.is_available():
             raise IdxError(f"--device {device}: this torch sees no CUDA GPU; train with --device cpu")
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its kernels once
+    fit_stems, val_stems = read_split(data_dir, "fit"), read_split(data_dir, "val")
+    if len(fit_stems) < batch_size:
+        raise IdxError(f"--batch-size {batch_size}: more than the {len(fit_stems)} training images of "
+                       f"{data_dir}; give a smaller batch")
     out_dir = Path(out_dir)
     (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-    fit_stems, val_stems = read_split(data_dir, "fit"), read_split(data_dir, "val")
     log.info("loading %d training and %d validation images", len(fit_stems), len(val_stems))
     fit = [load_sample(data_dir, s, EVAL_SIZE) for s in tqdm(fit_stems, desc="load", leave=False)]
     val = [load_sample(data_dir, s, EVAL_SIZE) for s in val_stems]
@@ -305,4 +315,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_module(main)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from idx.errors import run_module
 from models.cluster import FOREGROUND_THRESHOLD, PHI_THRESHOLD, cluster_instances
 from models.data import default_emps_dir, load_sample, read_dois, read_split
 from models.evaluate import THRESHOLDS, image_metrics, match_instances, summarise
@@ -601,4 +602,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_module(main)

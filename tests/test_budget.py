@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import torch
@@ -39,3 +42,14 @@ def test_run_budget_probes_plans_trains_and_copies(tmp_path):
     assert log["epoch"].tolist() == list(range(1, plan["epochs"] + 1))  # a fresh run, not the probe's
     assert {"log.csv", "loss.png", *plan["snapshots"]} <= {p.name for p in (tmp_path / "out").iterdir()}
     assert plan["snapshots"][-1] == f"epoch{plan['epochs']:04d}.pt"  # the last epoch always comes back
+
+
+def test_module_entry_points_end_a_user_error_with_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "models.budget", "run", "--data", str(tmp_path / "nothere"),
+                             "--out", str(tmp_path / "out"), "--seconds", "1", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'nothere' / 'train.csv'}: split file missing; --data must be an EMPS folder with "
+        "train.csv, test.csv, images/ and segmaps/"]
+    assert not (tmp_path / "out").exists()

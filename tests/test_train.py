@@ -137,6 +137,14 @@ def test_em_augmentation_batches_keep_images_and_instances_aligned(tmp_path):
     with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
         train(root, tmp_path / "run", epochs=1, augmentation="mixup")
     assert not (tmp_path / "run").exists()  # refused before any folder or loading
+    for options, message in (({"batch_size": 0}, "--batch-size 0: must be at least 1"),
+                             ({"crop": 60}, "--crop 60: must be a multiple of 8"),
+                             ({"epochs": 0}, "--epochs 0: must be at least 1"),
+                             ({"lr": -1e-4}, "--lr -0.0001: must be above 0"),
+                             ({"batch_size": 9}, "--batch-size 9: more than the 4 training images")):
+        with pytest.raises(IdxError, match=message):
+            train(root, tmp_path / "run", **{"epochs": 1, **options})
+    assert not (tmp_path / "run").exists()
     if not torch.cuda.is_available():
         with pytest.raises(IdxError, match="sees no CUDA GPU; train with --device cpu"):
             train(root, tmp_path / "run", epochs=1, device="cuda")
