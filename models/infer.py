@@ -22,6 +22,7 @@ from models.network import (
     interpret,
     next_dropout_masks,
     skip_sizes,
+    usable_device,
 )
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ class ParticleSegmenter:
                  rng_seed=0, tta=None, compile=False, zoom=None):
         if mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
-        self.device = torch.device(device)
+        self.device = usable_device(device)
         if model is None:
             path = Path(weights) if weights else DEFAULT_WEIGHTS
             model = BPartIS()

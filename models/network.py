@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from idx.errors import IdxError
+
 PIXEL_SCALE = 1.0 / 1024  # coordinate-map units per pixel, the same at every input size
 SIGMA_SCALE = 10.0  # exp(SIGMA_SCALE * s) is the 1 / (2 sigma^2) factor of the Gaussian
 N_SIGMA = 2
@@ -486,6 +488,17 @@ def fold_batchnorm(model: BPartIS) -> BPartIS:
                 module.register_buffer("fused_output_weight",
                                        fuse_upsample_conv(module.output_conv.weight), persistent=False)
     return folded
+
+
+def usable_device(device) -> torch.device:
+    """``torch.device(device)``, refused in one line when it names a GPU this torch cannot use."""
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise IdxError(f"--device {device}: not a torch device ({exc}); use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise IdxError(f"--device {device}: this torch sees no CUDA GPU; use --device cpu")
+    return device
 
 
 def coordinate_map(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:

@@ -20,7 +20,7 @@ from models.data import (EVAL_SIZE, MOSAIC_P, augment, colour_jitter, default_em
                          load_sample, mosaic, read_split, to_tensor)
 from idx.errors import IdxError, run_module
 from models.loss import SpatialEmbeddingLoss
-from models.network import BPartIS
+from models.network import BPartIS, usable_device
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,7 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
             raise IdxError(f"{name} {value}: must be {rule}")
     if threads:
         torch.set_num_threads(threads)
-    if torch.device(device).type == "cuda":
-        if not torch.cuda.is_available():
-            raise IdxError(f"--device {device}: this torch sees no CUDA GPU; train with --device cpu")
+    if usable_device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its kernels once
     fit_stems, val_stems = read_split(data_dir, "fit"), read_split(data_dir, "val")
     if len(fit_stems) < batch_size:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from idx.errors import ImageError, WeightsError
+from idx.errors import IdxError, ImageError, WeightsError
 from models.infer import ParticleSegmenter, drop_masked, filter_instances, load_weights, resize_labels
 from models.network import BPartIS
 from tests.test_network import layout_checkpoint
@@ -73,6 +73,14 @@ def test_any_layout_segments_at_input_resolution(segmenter, image):
     assert result.uncertainty.shape == image.shape[:2]
     assert len(result.instance_uncertainty) == result.count == len(result.scores)
     assert (result.uncertainty >= 0).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_this_torch_cannot_use_is_refused_in_one_line():
+    with pytest.raises(IdxError, match="--device cuda: this torch sees no CUDA GPU; use --device cpu"):
+        ParticleSegmenter(model=BPartIS(), device="cuda")
+    with pytest.raises(IdxError, match="--device gpu0: not a torch device"):
+        ParticleSegmenter(model=BPartIS(), device="gpu0")
 
 
 def test_bad_arrays_are_refused(segmenter):

@@ -146,7 +146,7 @@ def test_em_augmentation_batches_keep_images_and_instances_aligned(tmp_path):
             train(root, tmp_path / "run", **{"epochs": 1, **options})
     assert not (tmp_path / "run").exists()
     if not torch.cuda.is_available():
-        with pytest.raises(IdxError, match="sees no CUDA GPU; train with --device cpu"):
+        with pytest.raises(IdxError, match="sees no CUDA GPU; use --device cpu"):
             train(root, tmp_path / "run", epochs=1, device="cuda")
         assert not (tmp_path / "run").exists()
 
