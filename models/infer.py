@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,10 @@ TUNE_ALLOCATOR = True  # segmenters on the CPU call keep_freed_memory() (benchma
 # crops as well). Measured on EMPS fit-split images of small particles (T = 8, no filter): recall@0.5
 # of particles under 100 px rose 0.14 -> 0.61, of 100-400 px 0.64 -> 0.96.
 ZOOM = 2
-MC_BATCH = 5  # Monte-Carlo samples per forward batch (5 was fastest of 1-15 on 2 cores at 512 px)
+# Monte-Carlo samples per forward batch: as many as hold this many pixels (5 at 512 px, the fastest
+# of 1-15 on 2 cores; 2 at 1024 px, where 5 took 14.8 s per image at T = 30 and 2 took 8.3 s:
+# the larger batch's activations leave the caches; fifteenth session, runs/s15/mcbatch.py)
+MC_BATCH_PIXELS = 5 * 512 * 512
 EPS = 1e-7
 # The 8 symmetries of the square as (transpose, flip rows, flip columns), identity first; the
 # Monte-Carlo samples cycle through them when test-time augmentation is on.
@@ -148,6 +152,11 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def mc_batch(height: int, width: int) -> int:
+    """Monte-Carlo samples per forward batch at this working size (:data:`MC_BATCH_PIXELS`)."""
+    return max(1, math.ceil(MC_BATCH_PIXELS / (height * width)))
 
 
 @dataclass
@@ -401,10 +410,11 @@ class ParticleSegmenter:
         views = torch.cat([transform_input(x, s) for s in symmetries]).contiguous(memory_format=torch.channels_last)
         heads, branches = self._run_head(views)  # everything before the first dropout: once per view
         sizes = skip_sizes(*views.shape[-2:])
+        batch = mc_batch(*views.shape[-2:])
         sums, done, maps, reference = None, 0, {}, None
         for t in sorted(set(ts)):
             while done < t:
-                n = min(MC_BATCH, t - done)
+                n = min(batch, t - done)
                 which = [(done + j) % len(symmetries) for j in range(n)]  # symmetry of each sample
                 out = self._run_tail(heads[which].contiguous(memory_format=torch.channels_last),
                                      branches[which].contiguous(memory_format=torch.channels_last), sizes)

@@ -151,6 +151,12 @@ def test_shrinking_a_label_map_keeps_each_mask_in_place():
     assert np.array_equal(resize_labels(truth, (1024, 1024))[::2, ::2], truth)
 
 
+def test_monte_carlo_batches_hold_about_the_same_pixels_at_any_size():
+    from models.infer import mc_batch
+
+    assert (mc_batch(512, 512), mc_batch(1024, 1024), mc_batch(2048, 2048), mc_batch(256, 256)) == (5, 2, 1, 20)
+
+
 def test_monte_carlo_samples_do_not_depend_on_the_batch_size(monkeypatch):
     """Dropout masks are drawn per image up front, so batching the T samples changes nothing."""
     import models.infer
@@ -159,9 +165,9 @@ def test_monte_carlo_samples_do_not_depend_on_the_batch_size(monkeypatch):
     model = BPartIS()
     image = (np.random.default_rng(3).random((48, 48)) * 255).astype(np.uint8)
     seg = ParticleSegmenter(model=model, mc_samples=6, size=48, bf16=False)
-    monkeypatch.setattr(models.infer, "MC_BATCH", 6)
+    monkeypatch.setattr(models.infer, "MC_BATCH_PIXELS", 6 * 48 * 48)
     whole = seg.predict_maps(image)
-    monkeypatch.setattr(models.infer, "MC_BATCH", 4)
+    monkeypatch.setattr(models.infer, "MC_BATCH_PIXELS", 4 * 48 * 48)
     split = seg.predict_maps(image)
     for a, b in zip(whole, split):
         assert torch.allclose(a, b, atol=1e-5)
