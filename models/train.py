@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from idx.errors import IdxError, run_module
 from models.data import (EVAL_SIZE, MOSAIC_P, augment, colour_jitter, default_emps_dir, em_degrade,
                          load_sample, mosaic, read_split, to_tensor)
-from idx.errors import IdxError, run_module
 from models.loss import SpatialEmbeddingLoss
 from models.network import BPartIS, usable_device
 
