@@ -48,6 +48,7 @@ from models.infer import (
     load_weights,
     mean_per_instance,
     resize_labels,
+    tuned_params,
 )
 from models.network import BPartIS
 from models.instance_filter import FEATURES, InstanceFilter, apply_filter, fit_filter, instance_features
@@ -209,6 +210,25 @@ class MapCache:
                            cluster_instances(torch.from_numpy(emb), torch.from_numpy(sig), torch.from_numpy(seed),
                                              st, mp * zoom ** 2, *mask).numpy(), seed, mi, sig, grey, zoom)
                 for st, mp in params}
+
+
+def compare_step(cache: MapCache, data_dir, stems, card: dict, progress=True) -> dict:
+    """Score candidate weights (a run's snapshots) on validation the way the shipped ones were
+    chosen (sessions 12-15): the T = 30 maps of ``cache``'s weights, clustered with the shipped
+    ``card``'s seed threshold, minimum size, zoom rule (each candidate's own T = 1 pre-pass) and
+    mask thresholds; a learned filter fitted on ``stems`` alone and scored out of fold (5 folds
+    grouped by article). Cheaper than :func:`filter_step` (no fit images, no grids), so several
+    snapshots can be compared before one is tuned in full. Returns the filter's threshold and the
+    out-of-fold metrics at it."""
+    seed_threshold, min_px = card["seed_threshold"], card["min_instance_px"]
+    mask = (card.get("foreground_threshold", FOREGROUND_THRESHOLD), card.get("phi_threshold", PHI_THRESHOLD))
+    items = []
+    for stem in tqdm(stems, desc="compare", disable=not progress):
+        zoom = cache.zoom_for(data_dir, stem, seed_threshold, min_px, card.get("zoom_below_px"))
+        items.append(cache.instances(data_dir, stem, seed_threshold, min_px, zoom, mask))
+    dois = read_dois(data_dir)
+    model, table = fit_instance_filter(items, [dois.get(stem, stem) for stem in stems])
+    return {"threshold": model.threshold, **table[model.threshold]}
 
 
 def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_GRID, min_px_grid=MIN_PX_GRID,
@@ -533,9 +553,12 @@ def main(argv=None):
     parser.add_argument("--weights", default=None)
     parser.add_argument("--data", default=str(default_emps_dir()))
     parser.add_argument("--out", default="docs/bpartis")
-    parser.add_argument("--step", choices=["sweep", "filter", "features", "report", "all"], default="all",
-                        help="features: compare the filter's feature sets out of fold over all train images "
-                             "(not part of all)")
+    parser.add_argument("--step", choices=["sweep", "filter", "features", "report", "all", "compare"],
+                        default="all",
+                        help="features: compare the filter's feature sets out of fold over all train images; "
+                             "compare: score --weights on validation with the shipped card's clustering and a "
+                             "filter fitted out of fold on validation, to choose among snapshots (neither is "
+                             "part of all)")
     parser.add_argument("--tu", type=float, default=None, help="t_u for the report (default: swept)")
     parser.add_argument("--cache", default=None,
                         help="folder for the T = 30 maps of the filter step and the report (reused)")
@@ -561,6 +584,12 @@ def main(argv=None):
     tta = not args.no_tta
     cache = MapCache(ParticleSegmenter(model=model, mc_samples=30, filter=False, tta=tta), file_sha256(weights),
                      args.cache)
+    if args.step == "compare":
+        result = {"weights": str(weights), "weights_sha256": file_sha256(weights), "tta": tta,
+                  **compare_step(cache, args.data, read_split(args.data, "val")[:args.limit], tuned_params())}
+        (out / "compare.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result))
+        return
     sweep_path = out / "sweep.json"
     if args.step in ("sweep", "all"):
         result = sweep(model, args.data, read_split(args.data, "val")[:args.limit], tta=tta)

@@ -190,3 +190,44 @@ def test_filter_step_grids_come_from_the_command_line(tmp_path, monkeypatch):
     seen.clear()
     tune.main(["--step", "filter", "--out", str(tmp_path), "--limit", "3"])
     assert seen == {"n_val": 3}  # the module's default grids
+
+
+def test_compare_step_scores_candidate_maps_with_the_cards_clustering_and_an_out_of_fold_filter(
+        emps_dir, tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from models.data import load_sample, read_split
+    from models.tune import MapCache, compare_step, protocol_metrics
+    from test_cluster import embed
+
+    # cached "maps" of each validation image: its true particles, plus two 12 x 12 squares of
+    # background made into instances with a high mutual information (the false positives)
+    card = {"seed_threshold": 0.6, "min_instance_px": 16, "zoom_below_px": 1200,
+            "foreground_threshold": 0.4, "phi_threshold": 0.4}
+    stems = read_split(emps_dir, "val")[:8]
+    segmenter = SimpleNamespace(mc_samples=30, rng_seed=0, size=512, bf16=True, tta=True, predict_maps=None)
+    cache = MapCache(segmenter, "sha", tmp_path)
+    areas, perfect = {}, []
+    for stem in stems:
+        gt = load_sample(emps_dir, stem).instances
+        inst, mi = torch.from_numpy(gt.astype(np.int64)), np.zeros((512, 512), np.float32)
+        added = 0
+        for r in range(0, 500, 12):
+            for c in range(0, 500, 12):
+                if added < 2 and not (inst[r:r + 12, c:c + 12] > 0).any():
+                    added += 1
+                    inst[r:r + 12, c:c + 12] = int(inst.max()) + 1
+                    mi[r:r + 12, c:c + 12] = 0.3
+        emb, sigma, seed = embed(inst)
+        np.savez_compressed(tmp_path / f"{stem}.npz", emb=emb.numpy(), sigma=sigma.numpy(), seed=seed.numpy(), mi=mi)
+        areas[f"{stem} 0.6 16"] = 5000.0  # no image is zoomed (no zoomed maps are cached)
+        perfect.append(protocol_metrics(gt, gt, None)["AP"])
+    (tmp_path / "typical_area.json").write_text(json.dumps(areas))
+    result = compare_step(cache, emps_dir, stems, card, progress=False)
+    assert result["threshold"] > 0
+    assert result["pred_per_gt"] == pytest.approx(1.0, abs=0.05)  # the squares are filtered out
+    assert result["AP"] == pytest.approx(float(np.mean(perfect)), abs=0.05)
