@@ -36,7 +36,7 @@ AUGMENTATIONS = ("published", "em")
 def _check_choice(what: str, value: str, choices: tuple) -> None:
     """Refuse ``value`` unless it is one of ``choices``, naming ``what`` and the choices."""
     if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}: use one of {', '.join(choices)}")
+        raise IdxError(f"unknown {what} {value!r}: use one of {', '.join(choices)}")
 
 
 class RunBatches(torch.utils.data.Dataset):

@@ -60,5 +60,5 @@ def test_constant_schedule_snapshots_every_epoch_and_averages(tmp_path):
     state, first, second = (load_weights(p) for p in (averaged, *snapshots))
     key = next(k for k in state if k.endswith("weight") and state[k].dim() == 4)
     torch.testing.assert_close(state[key], (first[key] + second[key]) / 2)
-    with pytest.raises(ValueError, match="schedule"):
+    with pytest.raises(IdxError, match="unknown learning-rate schedule .cosine."):
         train(root, tmp_path / "bad", epochs=1, batch_size=2, crop=64, eval_every=0, schedule="cosine")

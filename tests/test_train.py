@@ -132,9 +132,9 @@ def test_em_augmentation_batches_keep_images_and_instances_aligned(tmp_path):
                 assert light - dark > 0.1, (dark, light)
                 agree = ((grey[b] < (dark + light) / 2) == inside[b]).float().mean()
                 assert agree > 0.9, agree  # shifted or turned labels would agree far less
-    with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
+    with pytest.raises(IdxError, match="unknown augmentation 'mixup'"):
         run_batches(samples, 4, 64, augmentation="mixup")
-    with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
+    with pytest.raises(IdxError, match="unknown augmentation 'mixup'"):
         train(root, tmp_path / "run", epochs=1, augmentation="mixup")
     assert not (tmp_path / "run").exists()  # refused before any folder or loading
     for options, message in (({"batch_size": 0}, "--batch-size 0: must be at least 1"),
