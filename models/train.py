@@ -55,6 +55,7 @@ class RunBatches(torch.utils.data.Dataset):
         self.samples, self.batch_size, self.crop = samples, batch_size, crop
         self.seed, self.epochs, self.em = seed, list(epochs), augmentation == "em"
         self.per_epoch = len(samples) // batch_size
+        self.orders = [np.random.default_rng([seed, epoch]).permutation(len(samples)) for epoch in self.epochs]
 
     def __len__(self):
         return len(self.epochs) * self.per_epoch
@@ -63,7 +64,7 @@ class RunBatches(torch.utils.data.Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         epoch, b = self.epochs[i // self.per_epoch], i % self.per_epoch
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
+        order = self.orders[i // self.per_epoch]
         rng = np.random.default_rng([self.seed, epoch, b])
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         samples, crop, pairs = self.samples, self.crop, []
@@ -204,7 +205,8 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
             raise IdxError(f"{name} {value}: must be {rule}")
     if threads:
         torch.set_num_threads(threads)
-    if usable_device(device).type == "cuda":
+    device = usable_device(device)
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its kernels once
     fit_stems, val_stems = read_split(data_dir, "fit"), read_split(data_dir, "val")
     if len(fit_stems) < batch_size:
@@ -227,10 +229,11 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state.get("best", -1.0)
-        if state.get("augmentation", "published") != augmentation:
+        stored = state.get("augmentation", "published")
+        if stored != augmentation:
             log.warning("%s was trained with augmentation %r: it goes on with it, not %r (a new --out "
-                        "starts a new run)", last, state.get("augmentation", "published"), augmentation)
-        augmentation = state.get("augmentation", "published")
+                        "starts a new run)", last, stored, augmentation)
+        augmentation = stored
         log.info("resumed from %s at epoch %d", last, start_epoch)
     elif init:
         from models.infer import load_weights
@@ -244,7 +247,7 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
 
     n_batches = len(fit) // batch_size
     batches = run_batches(fit, batch_size, crop, seed, range(start_epoch + 1, epochs + 1), augmentation,
-                          workers, pin_memory=torch.device(device).type == "cuda")
+                          workers, pin_memory=device.type == "cuda")
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.time()
         epoch_lr = lr * (1 - (epoch - 1) / epochs) ** 0.9 if schedule == "poly" else lr

@@ -220,15 +220,19 @@ def compare_step(cache: MapCache, data_dir, stems, card: dict, progress=True) ->
     grouped by article). Cheaper than :func:`filter_step` (no fit images, no grids), so several
     snapshots can be compared before one is tuned in full. Returns the filter's threshold and the
     out-of-fold metrics at it."""
-    seed_threshold, min_px = card["seed_threshold"], card["min_instance_px"]
-    mask = (card.get("foreground_threshold", FOREGROUND_THRESHOLD), card.get("phi_threshold", PHI_THRESHOLD))
-    items = []
-    for stem in tqdm(stems, desc="compare", disable=not progress):
-        zoom = cache.zoom_for(data_dir, stem, seed_threshold, min_px, card.get("zoom_below_px"))
-        items.append(cache.instances(data_dir, stem, seed_threshold, min_px, zoom, mask))
+    items = card_instances(cache, data_dir, stems, card, "compare", progress)
     dois = read_dois(data_dir)
     model, table = fit_instance_filter(items, [dois.get(stem, stem) for stem in stems])
     return {"threshold": model.threshold, **table[model.threshold]}
+
+
+def card_instances(cache: MapCache, data_dir, stems, card: dict, desc: str, progress=True) -> list:
+    """:meth:`MapCache.instances` of each of ``stems`` clustered with ``card``'s seed threshold,
+    minimum size and mask thresholds, at the zoom its rule (``zoom_below_px``) gives each image."""
+    mask = (card.get("foreground_threshold", FOREGROUND_THRESHOLD), card.get("phi_threshold", PHI_THRESHOLD))
+    setup = (card["seed_threshold"], card["min_instance_px"])
+    return [cache.instances(data_dir, stem, *setup, cache.zoom_for(data_dir, stem, *setup, card.get("zoom_below_px")),
+                            mask) for stem in tqdm(stems, desc=desc, disable=not progress)]
 
 
 def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_GRID, min_px_grid=MIN_PX_GRID,
@@ -405,10 +409,7 @@ def feature_step(cache: MapCache, data_dir, stems, card: dict, feature_sets=None
     those images, so this check leans on the filter's transfer across articles, not the network's.
     Returns ``{name: {"threshold": chosen by AP, "metrics": its row, "by_threshold": table}}``."""
     dois = read_dois(data_dir)
-    mask = (card.get("foreground_threshold", FOREGROUND_THRESHOLD), card.get("phi_threshold", PHI_THRESHOLD))
-    setup = (card["seed_threshold"], card["min_instance_px"])
-    items = [cache.instances(data_dir, stem, *setup, cache.zoom_for(data_dir, stem, *setup, card.get("zoom_below_px")),
-                             mask) for stem in tqdm(stems, desc="features: train images", disable=not progress)]
+    items = card_instances(cache, data_dir, stems, card, "features: train images", progress)
     groups = [dois.get(s, s) for s in stems]
     labelled = [labelled_features(*item) for item in items]  # every set reads the same columns
     out = {}
