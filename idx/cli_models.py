@@ -3,6 +3,8 @@ from idx.cli import cli, emit, json_option, segmenter_options  # noqa: F401
 
 import click  # noqa: E402
 
+from models import train_defaults as TD  # noqa: E402  (no torch)
+
 
 def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min_size=None,
                    compile_kernels=False, zoom=None):
@@ -44,22 +46,22 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
 
 @cli.command()
 @click.option("--data", type=click.Path(file_okay=False), default=None, help="EMPS folder.")
-@click.option("--out", default="runs/bpartis", show_default=True, help="Run folder (resumes from last.pt).")
-@click.option("--epochs", default=200, show_default=True)
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--crop", default=256, show_default=True, help="Training crop side (px of the 512 image).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--eval-every", default=5, show_default=True, help="Validation AP every N epochs (0: never).")
+@click.option("--out", default=TD.OUT, show_default=True, help="Run folder (resumes from last.pt).")
+@click.option("--epochs", default=TD.EPOCHS, show_default=True)
+@click.option("--batch-size", default=TD.BATCH_SIZE, show_default=True)
+@click.option("--crop", default=TD.CROP, show_default=True, help="Training crop side (px of the 512 image).")
+@click.option("--device", default=TD.DEVICE, show_default=True)
+@click.option("--eval-every", default=TD.EVAL_EVERY, show_default=True, help="Validation AP every N epochs (0: never).")
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Warm-start from these weights (e.g. the shipped ones) in a new run folder.")
-@click.option("--lr", default=3e-4, show_default=True, help="Adam learning rate (peak of the schedule).")
-@click.option("--schedule", type=click.Choice(["poly", "constant"]), default="poly", show_default=True,
+@click.option("--lr", default=TD.LEARNING_RATE, show_default=True, help="Adam learning rate (peak of the schedule).")
+@click.option("--schedule", type=click.Choice(TD.SCHEDULES), default=TD.SCHEDULES[0], show_default=True,
               help="Poly decay over --epochs, or constant (for weight averaging).")
-@click.option("--snapshot-every", default=5, show_default=True, help="Keep the weights every N epochs and at the last (0: never).")
-@click.option("--augment", type=click.Choice(["published", "em"]), default="published", show_default=True,
+@click.option("--snapshot-every", default=TD.SNAPSHOT_EVERY, show_default=True, help="Keep the weights every N epochs and at the last (0: never).")
+@click.option("--augment", type=click.Choice(TD.AUGMENTATIONS), default=TD.AUGMENTATIONS[0], show_default=True,
               help="published: flips, turns, crops, colour jitter; em: also mosaics, gamma, blur, noise.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
-@click.option("--workers", type=int, default=0, show_default=True,
+@click.option("--workers", type=int, default=TD.WORKERS, show_default=True,
               help="Processes making the augmented batches (0: this one; a GPU run wants several).")
 def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, schedule, snapshot_every, augment,
           threads, workers):

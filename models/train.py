@@ -21,16 +21,12 @@ from models.data import (EVAL_SIZE, MOSAIC_P, augment, colour_jitter, default_em
                          load_sample, mosaic, read_split, to_tensor)
 from models.loss import SpatialEmbeddingLoss
 from models.network import BPartIS, usable_device
+from models.train_defaults import (AUGMENTATIONS, BATCH_SIZE, CROP, DEVICE, EPOCHS, EVAL_EVERY,
+                                   LEARNING_RATE, OUT, SCHEDULES, SNAPSHOT_EVERY, WORKERS)
 
 log = logging.getLogger(__name__)
 
-LEARNING_RATE = 3e-4
 JITTER = 0.3
-SNAPSHOT_EVERY = 5
-SCHEDULES = ("poly", "constant")  # learning rate: poly decay (power 0.9) over the run, or constant
-# "published": flips, 90-degree turns, half-size crops scaled up, colour jitter (the paper's set);
-# "em": also 2 x 2 mosaics of half-size images, gamma, blur and noise (models.data)
-AUGMENTATIONS = ("published", "em")
 
 
 def _check_choice(what: str, value: str, choices: tuple) -> None:
@@ -182,9 +178,9 @@ def validation_metrics(model, stems, data_dir, device):
     return summary["AP"], summary["AP50"], summary["mean_IoU"]
 
 
-def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, device="cpu",
-          eval_every=5, seed=0, threads=None, bf16=True, init=None, schedule="poly",
-          snapshot_every=SNAPSHOT_EVERY, augmentation="published", workers=0):
+def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNING_RATE, device=DEVICE,
+          eval_every=EVAL_EVERY, seed=0, threads=None, bf16=True, init=None, schedule=SCHEDULES[0],
+          snapshot_every=SNAPSHOT_EVERY, augmentation=AUGMENTATIONS[0], workers=WORKERS):
     """Train (or resume) a BPartIS model; writes ``last.pt``, ``best.pt``, ``log.csv``, ``loss.png``.
 
     ``out_dir/last.pt`` (model, optimiser, epoch) is resumed when present; otherwise ``init``
@@ -285,29 +281,34 @@ def train(data_dir, out_dir, epochs, batch_size=8, crop=256, lr=LEARNING_RATE, d
     return out_dir
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m models.train`` options (their defaults are :mod:`models.train_defaults`)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--data", default=str(default_emps_dir()), help="EMPS folder")
-    parser.add_argument("--out", default="runs/bpartis", help="run folder (resumes if it has last.pt)")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=256, help="training crop side, px of the 512 image")
+    parser.add_argument("--out", default=OUT, help="run folder (resumes if it has last.pt)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--crop", type=int, default=CROP, help="training crop side, px of the 512 image")
     parser.add_argument("--lr", type=float, default=LEARNING_RATE)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--eval-every", type=int, default=5, help="validation AP every N epochs (0: never)")
+    parser.add_argument("--device", default=DEVICE)
+    parser.add_argument("--eval-every", type=int, default=EVAL_EVERY, help="validation AP every N epochs (0: never)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--fp32", action="store_true", help="no bfloat16 autocast in training")
     parser.add_argument("--init", default=None, help="warm-start from these weights (new run folder)")
-    parser.add_argument("--schedule", choices=SCHEDULES, default="poly",
+    parser.add_argument("--schedule", choices=SCHEDULES, default=SCHEDULES[0],
                         help="learning rate: poly decay over --epochs, or constant (weight averaging)")
     parser.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
                         help="keep the weights every N epochs and at the last in snapshots/ (0: never)")
-    parser.add_argument("--augment", choices=AUGMENTATIONS, default="published",
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=AUGMENTATIONS[0],
                         help="published: the paper's flips, turns, crops and colour jitter; em: also "
                              "mosaics of half-size images, gamma, blur and noise")
-    parser.add_argument("--workers", type=int, default=0,
+    parser.add_argument("--workers", type=int, default=WORKERS,
                         help="processes making the augmented batches (0: this one; a GPU wants several)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(args.data, args.out, args.epochs, args.batch_size, args.crop, args.lr, args.device,
           args.eval_every, threads=args.threads, bf16=not args.fp32, init=args.init,

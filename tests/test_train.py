@@ -251,3 +251,23 @@ def test_idx_train_runs_an_epoch_with_the_chosen_schedule_and_augmentation(tmp_p
         1, 2e-4, "constant", "em", 32)
     assert pd.read_csv(out / "log.csv")["lr"].tolist() == [2e-4]
     assert (out / "snapshots" / "epoch0001.pt").exists()
+
+
+def test_idx_train_and_python_m_models_train_share_their_defaults():
+    import inspect
+
+    from idx.cli import cli
+    from models.train import build_parser
+
+    parsed = vars(build_parser().parse_args([]))
+    clicked = {p.name: p.default for p in cli.commands["train"].params}
+    signature = inspect.signature(train).parameters
+    for name, arg, param in [("out", "out", None), ("epochs", "epochs", None),
+                             ("batch_size", "batch_size", "batch_size"), ("crop", "crop", "crop"),
+                             ("lr", "lr", "lr"), ("device", "device", "device"),
+                             ("eval_every", "eval_every", "eval_every"), ("schedule", "schedule", "schedule"),
+                             ("snapshot_every", "snapshot_every", "snapshot_every"),
+                             ("augment", "augment", "augmentation"), ("workers", "workers", "workers")]:
+        assert clicked[name] == parsed[arg], name
+        if param:
+            assert signature[param].default == parsed[arg], name

@@ -1,0 +1,17 @@
+"""Training defaults shared by ``idx train`` and ``python -m models.train`` (no torch import).
+
+One place for each default, so the two command lines and :func:`models.train.train` agree.
+"""
+LEARNING_RATE = 3e-4  # Adam, as published
+SNAPSHOT_EVERY = 5
+SCHEDULES = ("poly", "constant")  # learning rate: poly decay (power 0.9) over the run, or constant
+# "published": flips, 90-degree turns, half-size crops scaled up, colour jitter (the paper's set);
+# "em": also 2 x 2 mosaics of half-size images, gamma, blur and noise (models.data)
+AUGMENTATIONS = ("published", "em")
+OUT = "runs/bpartis"
+EPOCHS = 200
+BATCH_SIZE = 8
+CROP = 256  # training crop side, px of the 512 x 512 image
+EVAL_EVERY = 5  # validation AP every N epochs (0: never)
+DEVICE = "cpu"
+WORKERS = 0
