@@ -9,7 +9,8 @@ A lent GPU machine runs one command for at most 10 minutes and cannot read ``../
 
 2. there, time an epoch, plan as many epochs as fit the budget (the poly schedule needs its
    length in advance), train them, and copy the log, the plot and the snapshots to ``--out``
-   (the validation passes, every 4 epochs and at each snapshot, come on top of the budget)::
+   (the budget covers the validation passes too, every 4 epochs and at each snapshot, their
+   cost measured by the probe)::
 
        python -m models.budget run --data .gpu/emps512 --seconds 360 --out $OUT \\
            --device cuda --workers 14 -- --crop 512 --batch-size 8
@@ -37,8 +38,8 @@ from models.train import main as train_main
 
 log = logging.getLogger(__name__)
 
-# the second of three is timed: the first pays for start-up (cuDNN's kernel search, workers), the last
-# for the validation pass every run ends with
+# the second of three is timed: the first pays for start-up (cuDNN's kernel search, workers); the last
+# ends with a whole validation pass (loss and AP, as at a snapshot), whose cost is the difference
 PROBE_EPOCHS = 3
 TIMED_EPOCH = 2
 SNAPSHOTS = 5  # snapshots brought back, evenly spread and always the last; each is a 9 MB state dict
@@ -77,9 +78,25 @@ def epoch_seconds(run_dir: Path, epoch: int) -> float:
         return next(float(row["seconds"]) for row in csv.DictReader(fh) if int(row["epoch"]) == epoch)
 
 
-def plan_epochs(seconds: float, per_epoch: float, minimum: int = 1) -> int:
-    """How many epochs of ``per_epoch`` seconds fit in ``seconds`` (at least ``minimum``)."""
-    return max(minimum, int(seconds // max(per_epoch, 1e-6)))
+def snapshot_every(epochs: int) -> int:
+    """Epochs between snapshots (and validation AP passes) so that :data:`SNAPSHOTS` come back."""
+    return max(1, epochs // SNAPSHOTS)
+
+
+def validation_passes(epochs: int, every: int) -> int:
+    """Epochs of a run that end with a validation pass: the loss every 4 (:mod:`models.train`), the
+    AP every ``every``, and the last."""
+    return sum(1 for e in range(1, epochs + 1) if e % 4 == 0 or e % every == 0 or e == epochs)
+
+
+def plan_epochs(seconds: float, per_epoch: float, per_pass: float = 0.0, minimum: int = 1) -> int:
+    """The most epochs of ``per_epoch`` seconds whose training and validation passes (``per_pass``
+    seconds each, counted as whole passes) fit in ``seconds``; at least ``minimum``."""
+    epochs = int(seconds // max(per_epoch, 1e-6))
+    while epochs > minimum and (epochs * per_epoch + per_pass * validation_passes(epochs, snapshot_every(epochs))
+                                > seconds):
+        epochs -= 1
+    return max(minimum, epochs)
 
 
 def run_budget(data, out, seconds: float, train_args=(), device="cuda", workers=0) -> dict:
@@ -87,12 +104,14 @@ def run_budget(data, out, seconds: float, train_args=(), device="cuda", workers=
     common = ["--data", str(data), "--device", device, "--workers", str(workers)] + list(train_args)
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe"
-        train_main(common + ["--out", str(probe), "--epochs", str(PROBE_EPOCHS), "--eval-every", "0",
-                             "--snapshot-every", "0"])
+        train_main(common + ["--out", str(probe), "--epochs", str(PROBE_EPOCHS), "--eval-every",
+                             str(PROBE_EPOCHS), "--snapshot-every", "0"])
         per_epoch = epoch_seconds(probe, TIMED_EPOCH)
-        epochs = plan_epochs(seconds, per_epoch)
-        every = max(1, epochs // SNAPSHOTS)
-        log.info("%.1f s per epoch: %d epochs in %g s, a snapshot every %d", per_epoch, epochs, seconds, every)
+        per_pass = max(0.0, epoch_seconds(probe, PROBE_EPOCHS) - per_epoch)
+        epochs = plan_epochs(seconds, per_epoch, per_pass)
+        every = snapshot_every(epochs)
+        log.info("%.1f s per epoch, %.1f s per validation pass: %d epochs in %g s, a snapshot every %d",
+                 per_epoch, per_pass, epochs, seconds, every)
         run = Path(tmp) / "run"
         train_main(common + ["--out", str(run), "--epochs", str(epochs), "--snapshot-every", str(every),
                              "--eval-every", str(every)])
@@ -104,7 +123,8 @@ def run_budget(data, out, seconds: float, train_args=(), device="cuda", workers=
         snapshots = sorted((run / "snapshots").glob("epoch*.pt"))[-SNAPSHOTS:]
         for path in snapshots:
             shutil.copy(path, out / path.name)
-    return {"seconds_per_epoch": per_epoch, "epochs": epochs, "snapshot_every": every,
+    return {"seconds_per_epoch": per_epoch, "seconds_per_validation": per_pass, "epochs": epochs,
+            "snapshot_every": every,
             "snapshots": [p.name for p in snapshots]}
 
 
@@ -117,7 +137,7 @@ def main(argv=None):
     run = commands.add_parser("run", help="train as many epochs as fit --seconds")
     run.add_argument("--data", default=".gpu/emps512", help="EMPS folder (packed or not)")
     run.add_argument("--out", required=True, help="where the log, plot and snapshots go")
-    run.add_argument("--seconds", type=float, required=True, help="training time after the probe")
+    run.add_argument("--seconds", type=float, required=True, help="training time after the probe, validation passes included")
     run.add_argument("--device", default="cuda")
     run.add_argument("--workers", type=int, default=0, help="batch-making processes (models.train)")
     run.add_argument("train_args", nargs="*", help="after --: more options for models.train")

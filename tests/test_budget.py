@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from models.budget import pack_emps, plan_epochs, run_budget
+from models.budget import pack_emps, plan_epochs, run_budget, snapshot_every, validation_passes
 from models.data import load_sample, read_dois, read_split
 from tests.test_train import fake_emps
 
@@ -29,6 +29,12 @@ def test_plan_epochs_fits_the_budget():
     assert plan_epochs(420, 2.5) == 168
     assert plan_epochs(10, 30) == 1  # always at least one epoch
     assert plan_epochs(10, 0) > 0
+    # with validation passes of 1 s: 94 epochs of 3 s and their 27 passes (23 every 4 epochs, 3 more
+    # at snapshots every 18, the last) take 309 s; 95 epochs take 312 s
+    assert validation_passes(94, snapshot_every(94)) == 27
+    assert plan_epochs(311, 3.0, per_pass=1.0) == 94
+    assert plan_epochs(311, 3.0) == 103
+    assert validation_passes(5, 1) == 5 and validation_passes(3, 3) == 1
 
 
 def test_run_budget_probes_plans_trains_and_copies(tmp_path):
@@ -37,7 +43,8 @@ def test_run_budget_probes_plans_trains_and_copies(tmp_path):
     plan = run_budget(root, tmp_path / "out", seconds=2.0, device="cpu", workers=2,
                       train_args=["--crop", "32", "--batch-size", "2", "--threads", "1"])
     torch.set_num_threads(threads)
-    assert plan["epochs"] == plan_epochs(2.0, plan["seconds_per_epoch"])
+    assert plan["epochs"] == plan_epochs(2.0, plan["seconds_per_epoch"], plan["seconds_per_validation"])
+    assert plan["seconds_per_validation"] >= 0
     log = pd.read_csv(tmp_path / "out" / "log.csv")
     assert log["epoch"].tolist() == list(range(1, plan["epochs"] + 1))  # a fresh run, not the probe's
     assert {"log.csv", "loss.png", *plan["snapshots"]} <= {p.name for p in (tmp_path / "out").iterdir()}
