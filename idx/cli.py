@@ -35,7 +35,8 @@ def json_option(func):
 
 def segmenter_options(func):
     """The options of every command that segments: ``--mc-samples``, ``--tu``, ``--no-filter``,
-    ``--no-tta``, ``--min-size``, ``--zoom``, ``--compile/--no-compile``, ``--weights``, ``--device``."""
+    ``--no-tta``, ``--min-size``, ``--zoom``, ``--no-snap``, ``--compile/--no-compile``, ``--weights``,
+    ``--device``."""
     func = click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
                         help="Monte-Carlo dropout samples T (1: dropout off).")(func)
     func = click.option("--tu", default=None, type=click.FloatRange(min=0.0),
@@ -56,6 +57,9 @@ def segmenter_options(func):
                         help="Segment at 2x the 512 x 512 working size (2), not (1), or where a first "
                         "quick pass finds small particles (auto: the weights' card's rule; 1 with "
                         "--tu). 2 costs ~6x the time.")(func)
+    func = click.option("--no-snap", is_flag=True,
+                        help="Keep the network's masks: no snapping of each particle's one-pixel rim "
+                        "to the micrograph's edge (the weights' card's edge_alpha).")(func)
     func = click.option("--compile/--no-compile", "compile_kernels", default=True, show_default=True,
                         help="CPU: run the network as traced graphs fused by oneDNN Graph (conv + ELU "
                         "in one pass; ~1.4 s less per image at T = 30 on 2 cores, after a ~2 s trace "

@@ -7,13 +7,14 @@ from models import train_defaults as TD  # noqa: E402  (no torch)
 
 
 def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min_size=None,
-                   compile_kernels=False, zoom=None):
+                   compile_kernels=False, zoom=None, no_snap=False):
     """A ParticleSegmenter from CLI options (imports torch)."""
     from models.infer import ParticleSegmenter
 
     return ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
                              tu=tu, filter=not no_filter, tta=False if no_tta else None,
-                             min_instance_px=min_size, compile=compile_kernels, zoom=zoom)
+                             min_instance_px=min_size, compile=compile_kernels, zoom=zoom,
+                             edges=False if no_snap else None)
 
 
 @cli.command()
@@ -22,8 +23,8 @@ def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the instance map (16-bit PNG) here; an overlay PNG is written beside it.")
 @json_option
-def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, compile_kernels, output,
-            as_json):
+def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, no_snap, compile_kernels,
+            output, as_json):
     """Segment the particles of one micrograph with BPartIS.
 
     \b
@@ -33,7 +34,7 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
 
     array = load_image(image)
     result = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size,
-                            compile_kernels, zoom).segment(array)
+                            compile_kernels, zoom, no_snap).segment(array)
     payload = {"image": image, **result.to_dict()}
     if output:
         from PIL import Image
@@ -86,8 +87,8 @@ def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, sch
 @segmenter_options
 @click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
 @json_option
-def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, compile_kernels,
-             limit, as_json):
+def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, no_snap,
+             compile_kernels, limit, as_json):
     """Evaluate BPartIS on an EMPS split with the published protocol (+ COCO mask AP).
 
     \b
@@ -99,7 +100,7 @@ def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, mi
     data = data or default_emps_dir()
     stems = read_split(data, split)[:limit]
     segmenter = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels,
-                               zoom)
+                               zoom, no_snap)
     summary = evaluate_segmenter(segmenter, data, stems)
     summary.pop("per_image", None)
     text = "  ".join(f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float))

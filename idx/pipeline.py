@@ -281,13 +281,13 @@ class Extractor:
 
     def __init__(self, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,
                  filter=True, split=True, read_labels=True, tta=None, min_instance_px=None, compile=False,
-                 zoom=None):
+                 zoom=None, edges=None):
         if segmenter is None:
             from models.infer import ParticleSegmenter
 
             segmenter = ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
                                           tu=tu, filter=filter, tta=tta, min_instance_px=min_instance_px,
-                                          compile=compile, zoom=zoom)
+                                          compile=compile, zoom=zoom, edges=edges)
         self.segmenter = segmenter
         self.split, self.read_labels = split, read_labels
 
@@ -376,7 +376,7 @@ def assign_caption_labels(panels: list[dict], caption_labels: list[str]) -> None
 
 def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,
             filter=True, caption=None, split=True, progress=True, figure_dir=None,
-            tta=None, min_instance_px=None, compile=False, zoom=None) -> Extraction:
+            tta=None, min_instance_px=None, compile=False, zoom=None, edges=None) -> Extraction:
     """Find, segment and measure the particles of the EM panels in ``source``.
 
     Parameters
@@ -389,7 +389,9 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
         ``tu``, ``filter``, ``tta``, ``min_instance_px`` (the smallest particle kept, px of the
         512 x 512 working image; None: as the weights' card says) and ``compile`` (fused CPU
         graphs, ~1.4 s less per panel after a ~2 s trace; see ``ParticleSegmenter``) and ``zoom``
-        (1, 2, or None: 2x where a quick first pass finds small particles, as the card says).
+        (1, 2, or None: 2x where a quick first pass finds small particles, as the card says) and
+        ``edges`` (False keeps the network's masks; None snaps each particle's rim to the image's
+        edge as the card says, ``edge_alpha``).
     caption : str, optional
         Caption of an image or array source (gives panel techniques and stated scales).
     split : bool
@@ -402,7 +404,7 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
         particles as one DataFrame) and ``.to_db(path)``.
     """
     extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta,
-                          min_instance_px=min_instance_px, compile=compile, zoom=zoom)
+                          min_instance_px=min_instance_px, compile=compile, zoom=zoom, edges=edges)
     results = []
     bar = tqdm(desc="panels", unit="panel", disable=not progress)
     for figure in iter_sources(source, caption, figure_dir):
@@ -415,7 +417,7 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
 
 def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu", mc_samples=30,
                   tu=None, filter=True, caption=None, split=True, progress=True,
-                  figure_dir=None, tta=None, min_instance_px=None, compile=False, zoom=None) -> dict:
+                  figure_dir=None, tta=None, min_instance_px=None, compile=False, zoom=None, edges=None) -> dict:
     """Run the pipeline on ``source`` (or, if None, on the figures crawled into the database) and
     store each panel as soon as it is measured, in its own transaction.
 
@@ -431,7 +433,7 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     from idx.db import Database
 
     extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta,
-                          min_instance_px=min_instance_px, compile=compile, zoom=zoom)
+                          min_instance_px=min_instance_px, compile=compile, zoom=zoom, edges=edges)
     counts = {"figures": 0, "panels": 0, "skipped": 0, "em_panels": 0, "particles": 0}
     panel_dir = default_panel_dir(db_path)
     with Database(db_path) as db:

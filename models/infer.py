@@ -1,6 +1,7 @@
 """Monte-Carlo dropout inference of BPartIS with mutual-information uncertainty filtering."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -13,6 +14,7 @@ from PIL import Image
 
 from idx.errors import ImageError, WeightsError
 from models.cluster import FOREGROUND_THRESHOLD, MIN_INSTANCE_PX, PHI_THRESHOLD, SEED_THRESHOLD, cluster_instances
+from models.edges import snap_edges
 from models.instance_filter import InstanceFilter, apply_filter, instance_features
 from models.network import (
     BPartIS,
@@ -269,11 +271,17 @@ class ParticleSegmenter:
         image (``zoom_below_px``: zoom 2 where a T = 1 pass finds a typical instance area below
         it, :meth:`typical_instance_area`, else 1); 1 without a card or with ``tu`` (the t_u
         route was tuned without zoom).
+    edges : float or bool, optional
+        Snap each instance's one-pixel rim to the image's edge (:func:`models.edges.snap_edges`)
+        with this ``alpha``, on images segmented at zoom 1 (at 2x a working pixel is half a pixel
+        of the 512 image, and on validation snapping there lost AP50 and AP75); False: keep the
+        network's masks. None (default): the weights' card's ``edge_alpha`` (off without one,
+        and with ``tu``: the published route).
     """
 
     def __init__(self, weights=None, device="cpu", mc_samples=MC_SAMPLES, tu=None, filter=True,
                  bf16=True, size=WORKING_SIZE, seed_threshold=None, min_instance_px=None, model=None,
-                 rng_seed=0, tta=None, compile=False, zoom=None):
+                 rng_seed=0, tta=None, compile=False, zoom=None, edges=None):
         if mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
         self.device = usable_device(device)
@@ -315,6 +323,9 @@ class ParticleSegmenter:
         # the rule was tuned with the learned filter (and --no-filter keeps its clustering); the
         # t_u route was tuned without zoom
         self.zoom_below_px = tuned.get("zoom_below_px") if zoom is None and tu is None else None
+        if edges is None:  # the card's, for the learned filter's route (and --no-filter's)
+            edges = tuned.get("edge_alpha") if tu is None else None
+        self.edge_alpha = None if edges is False or edges is None else float(edges)
         self.compile = bool(compile) and self.device.type == "cpu"
         self.graphs = FusedGraphs(self.model) if self.compile else None
         if self.device.type == "cpu" and TUNE_ALLOCATOR:
@@ -330,7 +341,7 @@ class ParticleSegmenter:
                 "foreground_threshold": self.foreground_threshold, "phi_threshold": self.phi_threshold,
                 "zoom": self.zoom if self.zoom is not None else
                 f"{ZOOM} below {self.zoom_below_px:g} px" if self.zoom_below_px else 1,
-                "bf16": self.bf16, "tta": self.tta, "compile": self.compile}
+                "edge_alpha": self.edge_alpha, "bf16": self.bf16, "tta": self.tta, "compile": self.compile}
 
     def _set_mode(self, mc: bool) -> None:
         self.model.eval()
@@ -491,8 +502,11 @@ class ParticleSegmenter:
                                    self.min_instance_px * zoom ** 2, self.foreground_threshold,
                                    self.phi_threshold).numpy()
         mi_np = mi.cpu().numpy().astype(np.float32)
+        working = functools.cache(lambda: self.working_rgb(array, zoom))
         labels, inst_mi, scores, removed = self.filter_labels(labels, seed_np, mi_np, sigma.cpu().numpy(),
-                                                              lambda: self.working_rgb(array, zoom), zoom)
+                                                              working, zoom)
+        if self.edge_alpha is not None and zoom == 1:  # rims only: the instances and their numbers stay
+            labels = snap_edges(labels, grey_image(working()), self.edge_alpha)
         per_instance = np.stack([inst_mi, scores], axis=1)  # (K, 2) follows the labels
         if (height, width) != labels.shape:
             labels = resize_labels(labels, (height, width))
@@ -624,7 +638,8 @@ def tuned_params(weights=None) -> dict:
     (``bpartis-emps.json``): ``tu``, ``seed_threshold``, ``min_instance_px`` (with the learned filter),
     ``tu_seed_threshold``, ``tu_min_instance_px`` (with the t_u filter, when they were tuned apart),
     ``foreground_threshold``, ``phi_threshold`` (the mask thresholds with the learned filter;
-    ``tu_``-prefixed for the t_u route), ``tta``, ``zoom_below_px`` and ``instance_filter``
+    ``tu_``-prefixed for the t_u route), ``tta``, ``zoom_below_px``, ``edge_alpha`` (rims snapped to
+    the image's edges, :mod:`models.edges`) and ``instance_filter``
     (an :class:`InstanceFilter` read from the file the card names); {} if there is no card."""
     import json
 
@@ -638,7 +653,7 @@ def tuned_params(weights=None) -> dict:
                   (("tu", float), ("seed_threshold", float), ("min_instance_px", int),
                    ("tu_seed_threshold", float), ("tu_min_instance_px", int), ("tta", bool),
                    ("zoom_below_px", float), ("foreground_threshold", float), ("phi_threshold", float),
-                   ("tu_foreground_threshold", float), ("tu_phi_threshold", float))
+                   ("tu_foreground_threshold", float), ("tu_phi_threshold", float), ("edge_alpha", float))
                   if k in data}
     except (ValueError, TypeError) as exc:
         log.warning("%s: unreadable (%s); using the default thresholds", card, exc)

@@ -367,3 +367,49 @@ def test_card_mask_thresholds_reach_the_learned_filter_route_only(tmp_path):
     # the same maps clustered with lower thresholds give each particle a larger mask
     wide, narrow = lowered.segment(image), published.segment(image)
     assert (wide.labels > 0).sum() > (narrow.labels > 0).sum() > 0
+
+
+def test_card_edge_alpha_snaps_rims_at_zoom_1_on_the_learned_filter_route(tmp_path):
+    import json
+    import shutil
+
+    from scipy import ndimage as ndi
+
+    from models.infer import DEFAULT_WEIGHTS
+
+    weights = tmp_path / "w.pt"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    weights.with_suffix(".json").write_text(json.dumps({"tu": 0.02, "seed_threshold": 0.6, "edge_alpha": 0.1}))
+    image, _ = small_disks_image(np.random.default_rng(1), r2=150, step=64, size=256)
+    image = ndi.gaussian_filter(image.astype(float), 1.5).astype(np.uint8)  # soft edges to snap to
+    snapping = ParticleSegmenter(weights, mc_samples=2, zoom=1)
+    assert snapping.edge_alpha == 0.1 and snapping.params["edge_alpha"] == 0.1
+    assert ParticleSegmenter(weights, mc_samples=2, tu=0.02).edge_alpha is None  # the published route
+    plain = ParticleSegmenter(weights, mc_samples=2, zoom=1, edges=False)
+    snapped, raw = snapping.segment(image), plain.segment(image)
+    assert snapped.count == raw.count > 0
+    changed = snapped.labels != raw.labels
+    assert changed.any()
+    rim = ndi.binary_dilation(raw.labels > 0) & ~ndi.binary_erosion(raw.labels > 0)  # one pixel either side
+    assert not (changed & ~rim).any()
+    # images segmented at 2x keep the network's masks
+    assert np.array_equal(ParticleSegmenter(weights, mc_samples=2, zoom=2).segment(image).labels,
+                          ParticleSegmenter(weights, mc_samples=2, zoom=2, edges=False).segment(image).labels)
+
+
+def test_no_snap_option_reaches_the_segmenter(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from idx.cli import cli
+    from models.infer import tuned_params
+
+    path = tmp_path / "disks.png"
+    Image.fromarray(small_disks_image(np.random.default_rng(0), size=128)[0]).save(path)
+    runs = {flags: CliRunner().invoke(cli, ["segment", str(path), "--mc-samples", "2", "--zoom", "1", "--json", *flags])
+            for flags in ((), ("--no-snap",))}
+    assert all(r.exit_code == 0 for r in runs.values()), [r.output for r in runs.values()]
+    assert [json.loads(r.stdout)["params"]["edge_alpha"] for r in runs.values()] == [
+        tuned_params()["edge_alpha"], None]
