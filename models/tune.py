@@ -20,7 +20,10 @@
 * ``report``: on the test split, the three published rows are measured with the same code:
   discriminative (T = 1, dropout off), Bayesian (T = 30), Bayesian + filter (tuned t_u), plus the
   published t_u and the learned filter.
-Both write JSON and plots to ``--out``.
+Both write JSON and plots to ``--out``. ``compare``, ``features`` and ``report`` snap the learned
+filter's rims to the image's edge (``--edge-alpha``, default the shipped card's ``edge_alpha``,
+chosen on validation in the sixteenth session from the default pipeline's labels; the ``filter``
+step scores the network's masks).
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ from models.infer import (
     resize_labels,
     tuned_params,
 )
+from models.edges import snap_edges
 from models.network import BPartIS
 from models.instance_filter import FEATURES, InstanceFilter, apply_filter, fit_filter, instance_features
 
@@ -218,11 +222,13 @@ def compare_step(cache: MapCache, data_dir, stems, card: dict, progress=True) ->
     ``card``'s seed threshold, minimum size, zoom rule (each candidate's own T = 1 pre-pass) and
     mask thresholds; a learned filter fitted on ``stems`` alone and scored out of fold (5 folds
     grouped by article). Cheaper than :func:`filter_step` (no fit images, no grids), so several
-    snapshots can be compared before one is tuned in full. Returns the filter's threshold and the
-    out-of-fold metrics at it."""
+    snapshots can be compared before one is tuned in full. The kept instances' rims are snapped
+    as the card says (``edge_alpha``, zoom-1 images), so the score is the default pipeline's.
+    Returns the filter's threshold and the out-of-fold metrics at it."""
     items = card_instances(cache, data_dir, stems, card, "compare", progress)
     dois = read_dois(data_dir)
-    model, table = fit_instance_filter(items, [dois.get(stem, stem) for stem in stems])
+    model, table = fit_instance_filter(items, [dois.get(stem, stem) for stem in stems],
+                                       edge_alpha=card.get("edge_alpha"))
     return {"threshold": model.threshold, **table[model.threshold]}
 
 
@@ -343,7 +349,8 @@ def labelled_features(gt, labels, seed, mi, sigma, grey, zoom=1) -> tuple[np.nda
 
 def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, folds: int = FILTER_FOLDS,
                         extra: tuple[np.ndarray, np.ndarray] | None = None,
-                        columns=None, labelled: list | None = None) -> tuple[InstanceFilter, dict]:
+                        columns=None, labelled: list | None = None,
+                        edge_alpha: float | None = None) -> tuple[InstanceFilter, dict]:
     """Fit the learned instance filter and choose its probability threshold on validation images.
 
     The threshold is chosen by the protocol AP of out-of-fold predictions: validation images are
@@ -362,6 +369,9 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
         The feature columns the trees may use (:func:`feature_step`); default all.
     labelled : list of (features, targets), optional
         :func:`labelled_features` of each item, when the caller has them already.
+    edge_alpha : float, optional
+        Snap the kept instances' rims (:func:`models.edges.snap_edges`) on zoom-1 images before
+        scoring, as :class:`ParticleSegmenter` does with a card's ``edge_alpha``.
 
     Returns
     -------
@@ -383,9 +393,9 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
     table = {}
     for threshold in thresholds:
         rows = []
-        for (gt, labels, *_), p in zip(instances, probability):
+        for (gt, labels, *_, grey, zoom), p in zip(instances, probability):
             keep = p >= threshold
-            rows.append(protocol_metrics(gt, apply_filter(labels, keep), p[keep]))
+            rows.append(protocol_metrics(gt, snapped(apply_filter(labels, keep), grey, zoom, edge_alpha), p[keep]))
         table[threshold] = _mean(rows)
     best = select_params(table)
     log.info("learned filter: threshold %s chosen out of fold, %s", best, table[best])
@@ -415,11 +425,16 @@ def feature_step(cache: MapCache, data_dir, stems, card: dict, feature_sets=None
     out = {}
     for name, names in (feature_sets or FEATURE_SETS).items():
         model, table = fit_instance_filter(items, groups, columns=[FEATURES.index(f) for f in names],
-                                           labelled=labelled)
+                                           labelled=labelled, edge_alpha=card.get("edge_alpha"))
         out[name] = {"threshold": model.threshold, "metrics": table[model.threshold], "by_threshold": table}
         log.info("feature set %s: out of fold over %d train images, p >= %s, %s", name, len(stems),
                  model.threshold, table[model.threshold])
     return out
+
+
+def snapped(labels: np.ndarray, grey: np.ndarray, zoom: int, edge_alpha: float | None) -> np.ndarray:
+    """``labels`` with rims snapped as :class:`ParticleSegmenter` snaps them (zoom-1 images only)."""
+    return snap_edges(labels, grey, edge_alpha) if edge_alpha is not None and zoom == 1 else labels
 
 
 def select_params(table: dict):
@@ -433,7 +448,7 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
            cache: MapCache | None = None, tta: bool = True, tu_seed_threshold=None,
            tu_min_instance_px=None, zoom_below_px=None, foreground_threshold=FOREGROUND_THRESHOLD,
            phi_threshold=PHI_THRESHOLD, tu_foreground_threshold=FOREGROUND_THRESHOLD,
-           tu_phi_threshold=PHI_THRESHOLD) -> dict:
+           tu_phi_threshold=PHI_THRESHOLD, edge_alpha=None) -> dict:
     """The three BPartIS rows of the published table on ``stems``, plus the published t_u and,
     given ``instance_filter``, the learned filter. The learned filter's row clusters with
     ``seed_threshold`` and ``min_instance_px`` (chosen with it); the published rows (no filter,
@@ -442,7 +457,8 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
     chose (``zoom_below_px``) and with its mask thresholds (``foreground_threshold``,
     ``phi_threshold``), the others with theirs (``tu_``). ``ParticleSegmenter`` with
     ``filter=False`` keeps the learned filter's clustering instead, so that ``--no-filter``
-    shows what the filter removed."""
+    shows what the filter removed. ``edge_alpha`` snaps the learned filter's row's rims on zoom-1
+    images (the card's ``edge_alpha``; the published rows keep the network's masks)."""
     from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD
 
     seed_threshold = SEED_THRESHOLD if seed_threshold is None else seed_threshold
@@ -453,7 +469,7 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
               "tu_seed_threshold": tu_seed_threshold, "tu_min_instance_px": tu_min_instance_px,
               "zoom_below_px": zoom_below_px, "foreground_threshold": foreground_threshold,
               "phi_threshold": phi_threshold, "tu_foreground_threshold": tu_foreground_threshold,
-              "tu_phi_threshold": tu_phi_threshold}
+              "tu_phi_threshold": tu_phi_threshold, "edge_alpha": edge_alpha}
     tu_mask, mask = (tu_foreground_threshold, tu_phi_threshold), (foreground_threshold, phi_threshold)
     rows = {"discriminative": [], "bayesian": [], "bayesian_filter": [], "bayesian_filter_published_tu": [],
             "bayesian_learned_filter": []}
@@ -479,7 +495,7 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
                 cache.instances(data_dir, stem, seed_threshold, min_instance_px, zoom, mask)
             _, labels, *maps, zoom = item
             kept, p = instance_filter.apply(labels, instance_features(labels, *maps, zoom))
-            rows["bayesian_learned_filter"].append(protocol_metrics(gt, kept, p))
+            rows["bayesian_learned_filter"].append(protocol_metrics(gt, snapped(kept, maps[-1], zoom, edge_alpha), p))
     return {name: _mean(r) for name, r in rows.items() if r} | {"n_images": len(stems), "tu": tu,
                                                                  "tta": cache.segmenter.tta, **params}
 
@@ -571,9 +587,14 @@ def main(argv=None):
     parser.add_argument("--mask-grid", default=None,
                         help="filter step: foreground/phi pairs, e.g. 0.5/0.5,0.4/0.4 (the published 0.5/0.5 "
                              "is always scored)")
+    parser.add_argument("--edge-alpha", type=float, default=None,
+                        help="compare, features and report: snap the learned filter's rims with this alpha "
+                             "(default: the shipped card's edge_alpha; a negative value: no snapping)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    edge_alpha = tuned_params().get("edge_alpha") if args.edge_alpha is None else \
+        args.edge_alpha if args.edge_alpha >= 0 else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -587,7 +608,8 @@ def main(argv=None):
                      args.cache)
     if args.step == "compare":
         result = {"weights": str(weights), "weights_sha256": file_sha256(weights), "tta": tta,
-                  **compare_step(cache, args.data, read_split(args.data, "val")[:args.limit], tuned_params())}
+                  **compare_step(cache, args.data, read_split(args.data, "val")[:args.limit],
+                                 tuned_params() | {"edge_alpha": edge_alpha})}
         (out / "compare.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result))
         return
@@ -616,7 +638,8 @@ def main(argv=None):
         sweep_path.write_text(json.dumps(swept, indent=1))
     if args.step == "features":
         stems = read_split(args.data, "val")[:args.limit] + read_split(args.data, "fit")[:args.limit]
-        (out / "features.json").write_text(json.dumps(feature_step(cache, args.data, stems, swept), indent=1))
+        (out / "features.json").write_text(json.dumps(feature_step(cache, args.data, stems,
+                                                                   swept | {"edge_alpha": edge_alpha}), indent=1))
     if args.step in ("sweep", "filter", "all"):
         plot_sweep(swept, out)
     if args.step in ("report", "all"):
@@ -626,7 +649,7 @@ def main(argv=None):
             params["zoom_below_px"] = swept.get("zoom_below_px")
         tu = swept["tu"] if args.tu is None else args.tu
         result = report(model, args.data, read_split(args.data, "test")[:args.limit], tu, cache=cache,
-                        **params)
+                        edge_alpha=edge_alpha, **params)
         (out / "test.json").write_text(json.dumps(result, indent=1))
         log.info("test: %s", result)
 
