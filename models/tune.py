@@ -232,6 +232,28 @@ def compare_step(cache: MapCache, data_dir, stems, card: dict, progress=True) ->
     return {"threshold": model.threshold, **table[model.threshold]}
 
 
+EDGE_GRID = (None, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)  # rim snapping alphas (None: the network's masks)
+
+
+def edges_step(cache: MapCache, data_dir, stems, card: dict, alphas=EDGE_GRID, progress=True) -> dict:
+    """Choose the rim-snapping ``edge_alpha`` (:mod:`models.edges`) on validation: for each of
+    ``alphas`` the :func:`compare_step` score (``card``'s clustering and zoom rule, a filter
+    fitted on ``stems`` alone and scored out of fold, the kept rims snapped on zoom-1 images);
+    the alpha of the best out-of-fold AP is kept. Returns ``{"edge_alpha": best, "by_alpha":
+    {alpha: row}}`` (alpha "none": no snapping)."""
+    items = card_instances(cache, data_dir, stems, card, "edges", progress)
+    dois = read_dois(data_dir)
+    groups = [dois.get(stem, stem) for stem in stems]
+    labelled = [labelled_features(*item) for item in items]
+    by_alpha = {}
+    for alpha in alphas:
+        model, table = fit_instance_filter(items, groups, labelled=labelled, edge_alpha=alpha)
+        by_alpha["none" if alpha is None else alpha] = {"threshold": model.threshold, **table[model.threshold]}
+    best = select_params({key: row for key, row in by_alpha.items()})
+    log.info("rim snapping: alpha %s chosen out of fold, %s", best, by_alpha[best])
+    return {"edge_alpha": None if best == "none" else best, "by_alpha": by_alpha}
+
+
 def card_instances(cache: MapCache, data_dir, stems, card: dict, desc: str, progress=True) -> list:
     """:meth:`MapCache.instances` of each of ``stems`` clustered with ``card``'s seed threshold,
     minimum size and mask thresholds, at the zoom its rule (``zoom_below_px``) gives each image."""
@@ -570,12 +592,12 @@ def main(argv=None):
     parser.add_argument("--weights", default=None)
     parser.add_argument("--data", default=str(default_emps_dir()))
     parser.add_argument("--out", default="docs/bpartis")
-    parser.add_argument("--step", choices=["sweep", "filter", "features", "report", "all", "compare"],
+    parser.add_argument("--step", choices=["sweep", "filter", "features", "report", "all", "compare", "edges"],
                         default="all",
                         help="features: compare the filter's feature sets out of fold over all train images; "
                              "compare: score --weights on validation with the shipped card's clustering and a "
-                             "filter fitted out of fold on validation, to choose among snapshots (neither is "
-                             "part of all)")
+                             "filter fitted out of fold on validation, to choose among snapshots; edges: "
+                             "choose the rim-snapping alpha the same way (none of the three is part of all)")
     parser.add_argument("--tu", type=float, default=None, help="t_u for the report (default: swept)")
     parser.add_argument("--cache", default=None,
                         help="folder for the T = 30 maps of the filter step and the report (reused)")
@@ -606,6 +628,12 @@ def main(argv=None):
     tta = not args.no_tta
     cache = MapCache(ParticleSegmenter(model=model, mc_samples=30, filter=False, tta=tta), file_sha256(weights),
                      args.cache)
+    if args.step == "edges":
+        result = {"weights": str(weights), "weights_sha256": file_sha256(weights),
+                  **edges_step(cache, args.data, read_split(args.data, "val")[:args.limit], tuned_params())}
+        (out / "edges.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result))
+        return
     if args.step == "compare":
         result = {"weights": str(weights), "weights_sha256": file_sha256(weights), "tta": tta,
                   **compare_step(cache, args.data, read_split(args.data, "val")[:args.limit],

@@ -201,7 +201,7 @@ def test_compare_step_scores_candidate_maps_with_the_cards_clustering_and_an_out
     import torch
 
     from models.data import load_sample, read_split
-    from models.tune import MapCache, compare_step, protocol_metrics
+    from models.tune import MapCache, compare_step, edges_step, protocol_metrics
     from test_cluster import embed
 
     # cached "maps" of each validation image: its true particles, plus two 12 x 12 squares of
@@ -236,6 +236,10 @@ def test_compare_step_scores_candidate_maps_with_the_cards_clustering_and_an_out
     snapped = compare_step(cache, emps_dir, stems, card | {"edge_alpha": 0.1}, progress=False)
     assert snapped["pred_per_gt"] == pytest.approx(1.0, abs=0.1)
     assert snapped["mean_IoU"] != result["mean_IoU"]
+    # the edges step scores each alpha the same way and keeps the best out-of-fold AP
+    chosen = edges_step(cache, emps_dir, stems, card, alphas=(None, 0.1), progress=False)
+    assert chosen["by_alpha"]["none"]["AP"] == result["AP"] and chosen["by_alpha"][0.1]["AP"] == snapped["AP"]
+    assert chosen["edge_alpha"] == (0.1 if snapped["AP"] > result["AP"] else None)
 
 
 def test_tuning_scores_snap_rims_as_the_segmenter_does_on_zoom_1_images_only():
