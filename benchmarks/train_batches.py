@@ -13,7 +13,8 @@ import time
 import torch
 
 from models.data import default_emps_dir, load_sample, read_split
-from models.train import AUGMENTATIONS, run_batches
+from models.train import run_batches
+from models.train_defaults import AUGMENTATIONS
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from idx.errors import run_module
 from models.data import EVAL_SIZE, default_emps_dir, load_sample, read_split
 from models.train import main as train_main
+from models.train_defaults import VAL_LOSS_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,9 @@ def snapshot_every(epochs: int) -> int:
 
 
 def validation_passes(epochs: int, every: int) -> int:
-    """Epochs of a run that end with a validation pass: the loss every 4 (:mod:`models.train`), the
-    AP every ``every``, and the last."""
-    return sum(1 for e in range(1, epochs + 1) if e % 4 == 0 or e % every == 0 or e == epochs)
+    """Epochs of a run that end with a validation pass: the loss every :data:`VAL_LOSS_EVERY`
+    (:mod:`models.train`), the AP every ``every``, and the last."""
+    return sum(1 for e in range(1, epochs + 1) if e % VAL_LOSS_EVERY == 0 or e % every == 0 or e == epochs)
 
 
 def plan_epochs(seconds: float, per_epoch: float, per_pass: float = 0.0, minimum: int = 1) -> int:

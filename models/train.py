@@ -22,7 +22,7 @@ from models.data import (EVAL_SIZE, MOSAIC_P, augment, colour_jitter, default_em
 from models.loss import SpatialEmbeddingLoss
 from models.network import BPartIS, usable_device
 from models.train_defaults import (AUGMENTATIONS, BATCH_SIZE, CROP, DEVICE, EPOCHS, EVAL_EVERY,
-                                   LEARNING_RATE, OUT, SCHEDULES, SNAPSHOT_EVERY, WORKERS)
+                                   LEARNING_RATE, OUT, SCHEDULES, SNAPSHOT_EVERY, VAL_LOSS_EVERY, WORKERS)
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
                                       device, total=n_batches, bf16=bf16)
         row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_terms[0],
                "instance": train_terms[1], "seed": train_terms[2], "smooth": train_terms[3]}
-        if epoch % 4 == 0 or epoch == epochs:
+        if epoch % VAL_LOSS_EVERY == 0 or epoch == epochs:
             row["val_loss"] = validation_loss(model, val, loss_fn, device)
         if eval_every and (epoch % eval_every == 0 or epoch == epochs):
             row["val_ap"], row["val_ap50"], row["val_miou"] = validation_metrics(
@@ -272,7 +272,7 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
         (out_dir / "last.tmp").replace(last)
         if snapshot_every and (epoch % snapshot_every == 0 or epoch == epochs):  # and the last
             torch.save(model.state_dict(), out_dir / "snapshots" / f"epoch{epoch:04d}.pt")
-        if "val_loss" in row:  # every 4 epochs and at the end (a GPU epoch takes seconds)
+        if "val_loss" in row:  # every VAL_LOSS_EVERY epochs and at the end (a GPU epoch takes seconds)
             plot_log(log_path, out_dir / "loss.png")
         log.info("epoch %d: %s", epoch, {k: (round(v, 4) if isinstance(v, float) else v)
                                          for k, v in row.items()})

@@ -15,3 +15,4 @@ CROP = 256  # training crop side, px of the 512 x 512 image
 EVAL_EVERY = 5  # validation AP every N epochs (0: never)
 DEVICE = "cpu"
 WORKERS = 0
+VAL_LOSS_EVERY = 4  # epochs between validation-loss passes (and at the last)

@@ -40,6 +40,7 @@ from idx.errors import run_module
 from models.cluster import FOREGROUND_THRESHOLD, PHI_THRESHOLD, cluster_instances
 from models.data import default_emps_dir, load_sample, read_dois, read_split
 from models.evaluate import THRESHOLDS, image_metrics, match_instances, summarise
+from models.edges import snap_edges
 from models.infer import (
     DEFAULT_WEIGHTS,
     ParticleSegmenter,
@@ -53,7 +54,6 @@ from models.infer import (
     resize_labels,
     tuned_params,
 )
-from models.edges import snap_edges
 from models.network import BPartIS
 from models.instance_filter import FEATURES, InstanceFilter, apply_filter, fit_filter, instance_features
 
@@ -225,11 +225,8 @@ def compare_step(cache: MapCache, data_dir, stems, card: dict, progress=True) ->
     snapshots can be compared before one is tuned in full. The kept instances' rims are snapped
     as the card says (``edge_alpha``, zoom-1 images), so the score is the default pipeline's.
     Returns the filter's threshold and the out-of-fold metrics at it."""
-    items = card_instances(cache, data_dir, stems, card, "compare", progress)
-    dois = read_dois(data_dir)
-    model, table = fit_instance_filter(items, [dois.get(stem, stem) for stem in stems],
-                                       edge_alpha=card.get("edge_alpha"))
-    return {"threshold": model.threshold, **table[model.threshold]}
+    alpha = card.get("edge_alpha")
+    return out_of_fold_scores(cache, data_dir, stems, card, (alpha,), "compare", progress)[alpha]
 
 
 EDGE_GRID = (None, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)  # rim snapping alphas (None: the network's masks)
@@ -241,17 +238,28 @@ def edges_step(cache: MapCache, data_dir, stems, card: dict, alphas=EDGE_GRID, p
     fitted on ``stems`` alone and scored out of fold, the kept rims snapped on zoom-1 images);
     the alpha of the best out-of-fold AP is kept. Returns ``{"edge_alpha": best, "by_alpha":
     {alpha: row}}`` (alpha "none": no snapping)."""
-    items = card_instances(cache, data_dir, stems, card, "edges", progress)
-    dois = read_dois(data_dir)
-    groups = [dois.get(stem, stem) for stem in stems]
-    labelled = [labelled_features(*item) for item in items]
-    by_alpha = {}
-    for alpha in alphas:
-        model, table = fit_instance_filter(items, groups, labelled=labelled, edge_alpha=alpha)
-        by_alpha["none" if alpha is None else alpha] = {"threshold": model.threshold, **table[model.threshold]}
-    best = select_params({key: row for key, row in by_alpha.items()})
+    scores = out_of_fold_scores(cache, data_dir, stems, card, alphas, "edges", progress)
+    by_alpha = {"none" if alpha is None else alpha: row for alpha, row in scores.items()}
+    best = select_params(by_alpha)
     log.info("rim snapping: alpha %s chosen out of fold, %s", best, by_alpha[best])
     return {"edge_alpha": None if best == "none" else best, "by_alpha": by_alpha}
+
+
+def out_of_fold_scores(cache: MapCache, data_dir, stems, card: dict, alphas, desc: str, progress=True) -> dict:
+    """``{alpha: {"threshold": ..., metrics}}``: ``stems`` clustered with ``card``
+    (:func:`card_instances`), a learned filter scored out of fold (5 article-grouped folds, the
+    trees fitted once), its threshold chosen by AP with the kept rims snapped with each alpha."""
+    items = card_instances(cache, data_dir, stems, card, desc, progress)
+    dois = read_dois(data_dir)
+    probability = out_of_fold_probability([labelled_features(*item) for item in items],
+                                          [dois.get(stem, stem) for stem in stems])
+    scores = {}
+    for alpha in alphas:
+        table = threshold_table(items, probability, edge_alpha=alpha)
+        best = select_params(table)
+        log.info("learned filter: threshold %s chosen out of fold (rims snapped with %s), %s", best, alpha, table[best])
+        scores[alpha] = {"threshold": best, **table[best]}
+    return scores
 
 
 def card_instances(cache: MapCache, data_dir, stems, card: dict, desc: str, progress=True) -> list:
@@ -399,19 +407,40 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
     -------
     (InstanceFilter, {threshold: mean metrics of the out-of-fold filtered predictions})
     """
-    from sklearn.model_selection import GroupKFold
-
     if labelled is None:
         labelled = [labelled_features(*item) for item in instances]
     features, targets = map(list, zip(*labelled))
     extra_x, extra_y = extra if extra is not None else (np.zeros((0, len(FEATURES))), np.zeros(0, bool))
-    probability = [None] * len(instances)
+    probability = out_of_fold_probability(labelled, groups, folds, (extra_x, extra_y), columns)
+    table = threshold_table(instances, probability, thresholds, edge_alpha)
+    best = select_params(table)
+    log.info("learned filter: threshold %s chosen out of fold, %s", best, table[best])
+    final = fit_filter(np.concatenate([extra_x] + features),
+                       np.concatenate([extra_y] + targets), threshold=best, columns=columns)
+    return final, table
+
+
+def out_of_fold_probability(labelled: list, groups: list, folds: int = FILTER_FOLDS, extra=None,
+                            columns=None) -> list:
+    """Each image's instance probabilities from trees fitted on the other article groups (plus
+    ``extra``, always on the training side); ``labelled``: :func:`labelled_features` per image."""
+    from sklearn.model_selection import GroupKFold
+
+    features, targets = map(list, zip(*labelled))
+    extra_x, extra_y = extra if extra is not None else (np.zeros((0, len(FEATURES))), np.zeros(0, bool))
+    probability = [None] * len(labelled)
     splitter = GroupKFold(min(folds, len(set(groups))))
-    for fit_idx, held_idx in splitter.split(np.zeros(len(instances)), groups=groups):
+    for fit_idx, held_idx in splitter.split(np.zeros(len(labelled)), groups=groups):
         model = fit_filter(np.concatenate([extra_x] + [features[i] for i in fit_idx]),
                            np.concatenate([extra_y] + [targets[i] for i in fit_idx]), columns=columns)
         for i in held_idx:
             probability[i] = model.probability(features[i])
+    return probability
+
+
+def threshold_table(instances: list, probability: list, thresholds=FILTER_GRID, edge_alpha=None) -> dict:
+    """``{threshold: mean protocol metrics}`` of the images' instances kept at each probability
+    threshold, rims snapped with ``edge_alpha`` on zoom-1 images (:func:`snapped`)."""
     table = {}
     for threshold in thresholds:
         rows = []
@@ -419,11 +448,7 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
             keep = p >= threshold
             rows.append(protocol_metrics(gt, snapped(apply_filter(labels, keep), grey, zoom, edge_alpha), p[keep]))
         table[threshold] = _mean(rows)
-    best = select_params(table)
-    log.info("learned filter: threshold %s chosen out of fold, %s", best, table[best])
-    final = fit_filter(np.concatenate([extra_x] + features),
-                       np.concatenate([extra_y] + targets), threshold=best, columns=columns)
-    return final, table
+    return table
 
 
 # feature sets compared by feature_step: the thirteenth session added the lettering cues
@@ -615,7 +640,8 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    edge_alpha = tuned_params().get("edge_alpha") if args.edge_alpha is None else \
+    card = tuned_params()  # the shipped card: compare and edges cluster with it
+    edge_alpha = card.get("edge_alpha") if args.edge_alpha is None else \
         args.edge_alpha if args.edge_alpha >= 0 else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -630,14 +656,14 @@ def main(argv=None):
                      args.cache)
     if args.step == "edges":
         result = {"weights": str(weights), "weights_sha256": file_sha256(weights),
-                  **edges_step(cache, args.data, read_split(args.data, "val")[:args.limit], tuned_params())}
+                  **edges_step(cache, args.data, read_split(args.data, "val")[:args.limit], card)}
         (out / "edges.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result))
         return
     if args.step == "compare":
         result = {"weights": str(weights), "weights_sha256": file_sha256(weights), "tta": tta,
                   **compare_step(cache, args.data, read_split(args.data, "val")[:args.limit],
-                                 tuned_params() | {"edge_alpha": edge_alpha})}
+                                 card | {"edge_alpha": edge_alpha})}
         (out / "compare.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result))
         return
