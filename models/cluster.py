@@ -28,13 +28,18 @@ def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.
                       seed_threshold: float = SEED_THRESHOLD,
                       min_instance_px: int = MIN_INSTANCE_PX,
                       foreground_threshold: float = FOREGROUND_THRESHOLD,
-                      phi_threshold: float = PHI_THRESHOLD) -> torch.Tensor:
+                      phi_threshold: float = PHI_THRESHOLD, refine_centre: bool = False) -> torch.Tensor:
     """Greedy clustering of pixel embeddings around the strongest remaining seeds.
 
     Among the foreground pixels (seed > ``foreground_threshold``), take the highest remaining seed
     above ``seed_threshold``, use its embedding as the centre and its sigma as the bandwidth, assign
     every foreground pixel with phi > ``phi_threshold``, remove them, repeat. Proposals smaller than
     ``min_instance_px`` or mostly already claimed are dropped.
+
+    With ``refine_centre`` each proposal of at least ``min_instance_px`` pixels is assigned once
+    more around the mean embedding of its pixels (same bandwidth). Training places each
+    instance's Gaussian at that mean (the loss's centre), while the seed pixel's own embedding
+    lies off it by that pixel's error; the published clustering (False) stops at the seed's.
 
     Parameters
     ----------
@@ -68,14 +73,19 @@ def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.
         best = int(torch.argmax(scores))
         if float(scores[best]) < seed_threshold:
             break
-        center = emb[:, best:best + 1]  # (2, 1)
         s = bandwidth[:, best:best + 1]  # (2, 1)
         half_width = (log_inverse / float(s[0, 0])) ** 0.5
-        lo = int(torch.searchsorted(x_sorted, float(center[0, 0]) - half_width))
-        hi = int(torch.searchsorted(x_sorted, float(center[0, 0]) + half_width, right=True))
-        window = order[lo:hi]  # (n,) candidate pixels
-        phi = torch.exp(-(((emb[:, window] - center) ** 2) * s).sum(0))  # (n,)
-        proposal = window[phi > phi_threshold]
+
+        def assign(center):  # (n,) pixels whose phi around ``center`` (2, 1) exceeds the threshold
+            lo = int(torch.searchsorted(x_sorted, float(center[0, 0]) - half_width))
+            hi = int(torch.searchsorted(x_sorted, float(center[0, 0]) + half_width, right=True))
+            window = order[lo:hi]  # candidate pixels
+            phi = torch.exp(-(((emb[:, window] - center) ** 2) * s).sum(0))
+            return window[phi > phi_threshold]
+
+        proposal = assign(emb[:, best:best + 1])
+        if refine_centre and proposal.numel() >= min_instance_px:
+            proposal = assign(emb[:, proposal].mean(1, keepdim=True))
         if proposal.numel() == 0:
             proposal = torch.tensor([best])
         fresh = unclaimed[proposal]
@@ -85,5 +95,6 @@ def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.
         n_unclaimed -= int(fresh.sum())
         unclaimed[proposal] = False
         scores[proposal] = 0.0
+        scores[best] = 0.0  # a refined proposal may leave its seed out
     labels[where] = assigned
     return labels.view(height, width)

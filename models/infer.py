@@ -277,11 +277,15 @@ class ParticleSegmenter:
         of the 512 image, and on validation snapping there lost AP50 and AP75); False: keep the
         network's masks. None (default): the weights' card's ``edge_alpha`` (off without one,
         and with ``tu``: the published route).
+    refine_centre : bool, optional
+        Assign each proposal once more around the mean embedding of its pixels
+        (:func:`models.cluster.cluster_instances`). None (default): the weights' card's
+        ``refine_centre`` (off without one, and with ``tu``: the published clustering).
     """
 
     def __init__(self, weights=None, device="cpu", mc_samples=MC_SAMPLES, tu=None, filter=True,
                  bf16=True, size=WORKING_SIZE, seed_threshold=None, min_instance_px=None, model=None,
-                 rng_seed=0, tta=None, compile=False, zoom=None, edges=None):
+                 rng_seed=0, tta=None, compile=False, zoom=None, edges=None, refine_centre=None):
         if mc_samples < 1:
             raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
         self.device = usable_device(device)
@@ -326,6 +330,9 @@ class ParticleSegmenter:
         if edges is None:  # the card's, for the learned filter's route (and --no-filter's)
             edges = tuned.get("edge_alpha") if tu is None else None
         self.edge_alpha = None if edges is False or edges is None else float(edges)
+        if refine_centre is None:  # the card's, for the learned filter's route (and --no-filter's)
+            refine_centre = tuned.get("refine_centre", False) if tu is None else False
+        self.refine_centre = bool(refine_centre)
         self.compile = bool(compile) and self.device.type == "cpu"
         self.graphs = FusedGraphs(self.model) if self.compile else None
         if self.device.type == "cpu" and TUNE_ALLOCATOR:
@@ -341,7 +348,7 @@ class ParticleSegmenter:
                 "foreground_threshold": self.foreground_threshold, "phi_threshold": self.phi_threshold,
                 "zoom": self.zoom if self.zoom is not None else
                 f"{ZOOM} below {self.zoom_below_px:g} px" if self.zoom_below_px else 1,
-                "edge_alpha": self.edge_alpha, "bf16": self.bf16, "tta": self.tta, "compile": self.compile}
+                "edge_alpha": self.edge_alpha, "refine_centre": self.refine_centre, "bf16": self.bf16, "tta": self.tta, "compile": self.compile}
 
     def _set_mode(self, mc: bool) -> None:
         self.model.eval()
@@ -500,7 +507,7 @@ class ParticleSegmenter:
         seed_np = seed.cpu().numpy().astype(np.float32)
         labels = cluster_instances(embedding.cpu(), sigma.cpu(), seed.cpu(), self.seed_threshold,
                                    self.min_instance_px * zoom ** 2, self.foreground_threshold,
-                                   self.phi_threshold).numpy()
+                                   self.phi_threshold, self.refine_centre).numpy()
         mi_np = mi.cpu().numpy().astype(np.float32)
         working = functools.cache(lambda: self.working_rgb(array, zoom))
         labels, inst_mi, scores, removed = self.filter_labels(labels, seed_np, mi_np, sigma.cpu().numpy(),
@@ -639,7 +646,8 @@ def tuned_params(weights=None) -> dict:
     ``tu_seed_threshold``, ``tu_min_instance_px`` (with the t_u filter, when they were tuned apart),
     ``foreground_threshold``, ``phi_threshold`` (the mask thresholds with the learned filter;
     ``tu_``-prefixed for the t_u route), ``tta``, ``zoom_below_px``, ``edge_alpha`` (rims snapped to
-    the image's edges, :mod:`models.edges`) and ``instance_filter``
+    the image's edges, :mod:`models.edges`), ``refine_centre`` (proposals re-assigned around their
+    mean embedding, :func:`models.cluster.cluster_instances`) and ``instance_filter``
     (an :class:`InstanceFilter` read from the file the card names); {} if there is no card."""
     import json
 
@@ -653,7 +661,8 @@ def tuned_params(weights=None) -> dict:
                   (("tu", float), ("seed_threshold", float), ("min_instance_px", int),
                    ("tu_seed_threshold", float), ("tu_min_instance_px", int), ("tta", bool),
                    ("zoom_below_px", float), ("foreground_threshold", float), ("phi_threshold", float),
-                   ("tu_foreground_threshold", float), ("tu_phi_threshold", float), ("edge_alpha", float))
+                   ("tu_foreground_threshold", float), ("tu_phi_threshold", float), ("edge_alpha", float),
+                   ("refine_centre", bool))
                   if k in data}
     except (ValueError, TypeError) as exc:
         log.warning("%s: unreadable (%s); using the default thresholds", card, exc)

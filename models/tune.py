@@ -23,7 +23,9 @@
 Both write JSON and plots to ``--out``. ``compare``, ``features`` and ``report`` snap the learned
 filter's rims to the image's edge (``--edge-alpha``, default the shipped card's ``edge_alpha``,
 chosen on validation in the sixteenth session from the default pipeline's labels; the ``filter``
-step scores the network's masks).
+step scores the network's masks), and cluster the learned filter's instances with the card's
+``refine_centre`` (``--refine-centre 0|1``; seventeenth session; the ``filter`` step clusters as
+published).
 """
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ def mc_labels(segmenter: ParticleSegmenter, image: np.ndarray):
     """Unfiltered instance map and MI map at the working size, plus the mean seed."""
     embedding, sigma, seed, mi = segmenter.predict_maps(image)
     labels = cluster_instances(embedding, sigma, seed, segmenter.seed_threshold, segmenter.min_instance_px,
-                               segmenter.foreground_threshold, segmenter.phi_threshold).numpy()
+                               segmenter.foreground_threshold, segmenter.phi_threshold,
+                               segmenter.refine_centre).numpy()
     return labels, mi.numpy().astype(np.float32), seed.numpy()
 
 
@@ -195,16 +198,17 @@ class MapCache:
         return ZOOM if area is not None and area < zoom_below_px else 1
 
     def instances(self, data_dir, stem: str, seed_threshold: float, min_px: int, zoom: int = 1,
-                  mask=(FOREGROUND_THRESHOLD, PHI_THRESHOLD)) -> tuple:
+                  mask=(FOREGROUND_THRESHOLD, PHI_THRESHOLD), refine_centre: bool = False) -> tuple:
         """``(gt, labels, seed, mi, sigma, grey, zoom)`` of one image (see :meth:`instances_by_params`)."""
         return self.instances_by_params(data_dir, stem, [(seed_threshold, min_px)], zoom,
-                                        mask)[(seed_threshold, min_px)]
+                                        mask, refine_centre)[(seed_threshold, min_px)]
 
     def instances_by_params(self, data_dir, stem: str, params, zoom: int = 1,
-                            mask=(FOREGROUND_THRESHOLD, PHI_THRESHOLD)) -> dict:
+                            mask=(FOREGROUND_THRESHOLD, PHI_THRESHOLD), refine_centre: bool = False) -> dict:
         """``{(seed threshold, min_px): (gt, labels, seed, mi, sigma, grey, zoom)}``: one set of
         maps clustered with each pair of ``params`` (the maps are computed or read once) and the
-        mask thresholds ``mask`` (foreground seed, phi). ``gt`` is at the evaluation size (512);
+        mask thresholds ``mask`` (foreground seed, phi), proposals re-assigned around their mean
+        embedding with ``refine_centre``. ``gt`` is at the evaluation size (512);
         the rest at the working size times ``zoom`` (``min_px`` is in working-size pixels, as for
         :class:`ParticleSegmenter`)."""
         sample = load_sample(data_dir, stem)
@@ -212,7 +216,8 @@ class MapCache:
         grey = grey_image(sample.image if zoom == 1 else self.segmenter.working_rgb(sample.image, zoom))
         return {(st, mp): (sample.instances,
                            cluster_instances(torch.from_numpy(emb), torch.from_numpy(sig), torch.from_numpy(seed),
-                                             st, mp * zoom ** 2, *mask).numpy(), seed, mi, sig, grey, zoom)
+                                             st, mp * zoom ** 2, *mask, refine_centre).numpy(),
+                           seed, mi, sig, grey, zoom)
                 for st, mp in params}
 
 
@@ -264,11 +269,13 @@ def out_of_fold_scores(cache: MapCache, data_dir, stems, card: dict, alphas, des
 
 def card_instances(cache: MapCache, data_dir, stems, card: dict, desc: str, progress=True) -> list:
     """:meth:`MapCache.instances` of each of ``stems`` clustered with ``card``'s seed threshold,
-    minimum size and mask thresholds, at the zoom its rule (``zoom_below_px``) gives each image."""
+    minimum size, mask thresholds and ``refine_centre``, at the zoom its rule (``zoom_below_px``)
+    gives each image."""
     mask = (card.get("foreground_threshold", FOREGROUND_THRESHOLD), card.get("phi_threshold", PHI_THRESHOLD))
     setup = (card["seed_threshold"], card["min_instance_px"])
     return [cache.instances(data_dir, stem, *setup, cache.zoom_for(data_dir, stem, *setup, card.get("zoom_below_px")),
-                            mask) for stem in tqdm(stems, desc=desc, disable=not progress)]
+                            mask, card.get("refine_centre", False))
+            for stem in tqdm(stems, desc=desc, disable=not progress)]
 
 
 def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_GRID, min_px_grid=MIN_PX_GRID,
@@ -495,7 +502,7 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
            cache: MapCache | None = None, tta: bool = True, tu_seed_threshold=None,
            tu_min_instance_px=None, zoom_below_px=None, foreground_threshold=FOREGROUND_THRESHOLD,
            phi_threshold=PHI_THRESHOLD, tu_foreground_threshold=FOREGROUND_THRESHOLD,
-           tu_phi_threshold=PHI_THRESHOLD, edge_alpha=None) -> dict:
+           tu_phi_threshold=PHI_THRESHOLD, edge_alpha=None, refine_centre=False) -> dict:
     """The three BPartIS rows of the published table on ``stems``, plus the published t_u and,
     given ``instance_filter``, the learned filter. The learned filter's row clusters with
     ``seed_threshold`` and ``min_instance_px`` (chosen with it); the published rows (no filter,
@@ -505,7 +512,9 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
     ``phi_threshold``), the others with theirs (``tu_``). ``ParticleSegmenter`` with
     ``filter=False`` keeps the learned filter's clustering instead, so that ``--no-filter``
     shows what the filter removed. ``edge_alpha`` snaps the learned filter's row's rims on zoom-1
-    images (the card's ``edge_alpha``; the published rows keep the network's masks)."""
+    images (the card's ``edge_alpha``; the published rows keep the network's masks), and
+    ``refine_centre`` re-assigns its proposals around their mean embedding (the published rows
+    cluster as published)."""
     from models.cluster import MIN_INSTANCE_PX, SEED_THRESHOLD
 
     seed_threshold = SEED_THRESHOLD if seed_threshold is None else seed_threshold
@@ -516,7 +525,7 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
               "tu_seed_threshold": tu_seed_threshold, "tu_min_instance_px": tu_min_instance_px,
               "zoom_below_px": zoom_below_px, "foreground_threshold": foreground_threshold,
               "phi_threshold": phi_threshold, "tu_foreground_threshold": tu_foreground_threshold,
-              "tu_phi_threshold": tu_phi_threshold, "edge_alpha": edge_alpha}
+              "tu_phi_threshold": tu_phi_threshold, "edge_alpha": edge_alpha, "refine_centre": refine_centre}
     tu_mask, mask = (tu_foreground_threshold, tu_phi_threshold), (foreground_threshold, phi_threshold)
     rows = {"discriminative": [], "bayesian": [], "bayesian_filter": [], "bayesian_filter_published_tu": [],
             "bayesian_learned_filter": []}
@@ -538,8 +547,8 @@ def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_thresh
             rows[name].append(image_metrics(gt, kept, mean_per_instance(kept, seed)))
         if instance_filter is not None:
             zoom = cache.zoom_for(data_dir, stem, seed_threshold, min_instance_px, zoom_below_px)
-            item = by_setup[setups[1]] if zoom == 1 and mask == tu_mask else \
-                cache.instances(data_dir, stem, seed_threshold, min_instance_px, zoom, mask)
+            item = by_setup[setups[1]] if zoom == 1 and mask == tu_mask and not refine_centre else \
+                cache.instances(data_dir, stem, seed_threshold, min_instance_px, zoom, mask, refine_centre)
             _, labels, *maps, zoom = item
             kept, p = instance_filter.apply(labels, instance_features(labels, *maps, zoom))
             rows["bayesian_learned_filter"].append(protocol_metrics(gt, snapped(kept, maps[-1], zoom, edge_alpha), p))
@@ -637,12 +646,17 @@ def main(argv=None):
     parser.add_argument("--edge-alpha", type=float, default=None,
                         help="compare, features and report: snap the learned filter's rims with this alpha "
                              "(default: the shipped card's edge_alpha; a negative value: no snapping)")
+    parser.add_argument("--refine-centre", type=int, choices=(0, 1), default=None,
+                        help="compare, edges, features and report: re-assign each proposal around its mean "
+                             "embedding (default: the shipped card's refine_centre)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     card = tuned_params()  # the shipped card: compare and edges cluster with it
     edge_alpha = card.get("edge_alpha") if args.edge_alpha is None else \
         args.edge_alpha if args.edge_alpha >= 0 else None
+    refine = card.get("refine_centre", False) if args.refine_centre is None else bool(args.refine_centre)
+    card["refine_centre"] = refine
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -693,7 +707,8 @@ def main(argv=None):
     if args.step == "features":
         stems = read_split(args.data, "val")[:args.limit] + read_split(args.data, "fit")[:args.limit]
         (out / "features.json").write_text(json.dumps(feature_step(cache, args.data, stems,
-                                                                   swept | {"edge_alpha": edge_alpha}), indent=1))
+                                                                   swept | {"edge_alpha": edge_alpha,
+                                                                            "refine_centre": refine}), indent=1))
     if args.step in ("sweep", "filter", "all"):
         plot_sweep(swept, out)
     if args.step in ("report", "all"):
@@ -703,7 +718,7 @@ def main(argv=None):
             params["zoom_below_px"] = swept.get("zoom_below_px")
         tu = swept["tu"] if args.tu is None else args.tu
         result = report(model, args.data, read_split(args.data, "test")[:args.limit], tu, cache=cache,
-                        edge_alpha=edge_alpha, **params)
+                        edge_alpha=edge_alpha, refine_centre=refine, **params)
         (out / "test.json").write_text(json.dumps(result, indent=1))
         log.info("test: %s", result)
 

@@ -75,3 +75,23 @@ def test_a_lower_phi_threshold_takes_in_an_uncertain_rim():
     core = int((inst == 1).sum() - rim.sum())
     assert int((cluster_instances(emb, sigma, seed) == 1).sum()) == core
     assert int((cluster_instances(emb, sigma, seed, phi_threshold=0.4) == 1).sum()) == int((inst == 1).sum())
+
+
+def test_refining_the_centre_keeps_a_particle_whole_when_its_seed_sits_off_centre():
+    # an under-trained offset field: embeddings spread along x over 1.3 Gaussian radii, and the
+    # strongest seed on the particle's left edge. Around that seed's own embedding (published) the
+    # right quarter falls outside, and its own proposal is mostly claimed already, so the mask
+    # is cut; re-assigned around the first proposal's mean embedding, the particle is whole
+    inst = torch.zeros(32, 32, dtype=torch.long)
+    inst[8:24, 8:24] = 1
+    emb, sigma, seed = embed(inst)
+    radius = 4.0 * PIXEL_SCALE * (2 * float(torch.log(torch.tensor(2.0)))) ** 0.5  # phi = 0.5 there
+    columns = torch.arange(32, dtype=torch.float32).expand(32, 32)
+    emb[0, inst == 1] += (0.65 * radius * (columns - 15.5) / 7.5)[inst == 1]
+    seed[inst == 1] = 0.8
+    seed[8:24, 8] = 0.9  # the left edge seeds the particle
+    published = cluster_instances(emb, sigma, seed)
+    assert published.max() == 1 and (published[8:24, 8:20] == 1).all()  # the part near the seed
+    assert (published[:, 20:] == 0).all()
+    refined = cluster_instances(emb, sigma, seed, refine_centre=True)
+    assert refined.max() == 1 and (refined[inst == 1] == 1).all() and (refined[inst == 0] == 0).all()

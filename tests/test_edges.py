@@ -47,3 +47,16 @@ def test_empty_maps_and_mismatched_shapes():
     assert not snap_edges(np.zeros((8, 8), int), np.zeros((8, 8)), 0.1).any()
     with pytest.raises(ValueError, match="differ in shape"):
         snap_edges(np.zeros((8, 8), int), np.zeros((8, 9)), 0.1)
+
+
+def test_annotation_offset_benchmark_measures_a_shifted_annotation():
+    from benchmarks.annotation_offset import particle_offsets
+
+    truth = disks([(30, 30), (30, 66), (66, 48)], 12)
+    rng = np.random.default_rng(1)
+    grey = np.where(truth > 0, 190.0, 70.0) + rng.normal(0, 3, truth.shape)
+    shifted = np.roll(truth, 1, axis=1)  # annotations drawn one pixel to the right
+    offsets = np.array(particle_offsets(grey, shifted))
+    assert len(offsets) == 3
+    assert np.allclose(offsets[:, 0], 0, atol=0.05) and np.allclose(offsets[:, 1], -1, atol=0.05)
+    assert np.allclose(particle_offsets(grey, truth), 0, atol=0.05)  # the same outline: no offset

@@ -397,6 +397,32 @@ def test_card_edge_alpha_snaps_rims_at_zoom_1_on_the_learned_filter_route(tmp_pa
                           ParticleSegmenter(weights, mc_samples=2, zoom=2, edges=False).segment(image).labels)
 
 
+def test_card_refine_centre_reaches_the_clustering(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import models.infer
+    from models.infer import DEFAULT_WEIGHTS
+
+    weights = tmp_path / "w.pt"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    weights.with_suffix(".json").write_text(json.dumps({"tu": 0.02, "refine_centre": True}))
+    seen = []
+    clustering = models.infer.cluster_instances
+
+    def spy(*args, **kwargs):
+        seen.append(args[7] if len(args) > 7 else kwargs.get("refine_centre", False))
+        return clustering(*args, **kwargs)
+
+    monkeypatch.setattr(models.infer, "cluster_instances", spy)
+    image = small_disks_image(np.random.default_rng(0), size=128)[0]
+    for segmenter in (ParticleSegmenter(weights, mc_samples=2, zoom=1),
+                      ParticleSegmenter(weights, mc_samples=2, zoom=1, refine_centre=False),
+                      ParticleSegmenter(weights, mc_samples=2, zoom=1, tu=0.02)):  # published route
+        segmenter.segment(image)
+    assert seen == [True, False, False]
+
+
 def test_no_snap_option_reaches_the_segmenter(tmp_path):
     import json
 

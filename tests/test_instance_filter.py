@@ -272,15 +272,15 @@ def test_feature_step_scores_each_feature_set_out_of_fold_over_the_train_images(
         def zoom_for(self, data_dir, stem, seed_threshold, min_px, zoom_below_px):
             return 1
 
-        def instances(self, data_dir, stem, seed_threshold, min_px, zoom, mask):
-            self.calls.append((seed_threshold, min_px, zoom, mask))
+        def instances(self, data_dir, stem, seed_threshold, min_px, zoom, mask, refine_centre):
+            self.calls.append((seed_threshold, min_px, zoom, mask, refine_centre))
             return images[stem] + (zoom,)
 
     card = {"seed_threshold": 0.6, "min_instance_px": 16, "zoom_below_px": 1200, "foreground_threshold": 0.4,
-            "phi_threshold": 0.45}
+            "phi_threshold": 0.45, "refine_centre": True}
     sets = {"confidence": ("seed_mean", "log_mi"), "position only": ("corner_dist", "edge_dist")}
     result = feature_step(Cache(), tmp_path, list(images), card, feature_sets=sets, progress=False)
-    assert Cache.calls == [(0.6, 16, 1, (0.4, 0.45))] * 10
+    assert Cache.calls == [(0.6, 16, 1, (0.4, 0.45), True)] * 10
     assert set(result) == set(sets)
     for row in result.values():
         assert set(row["by_threshold"]) == set(FILTER_GRID)

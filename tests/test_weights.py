@@ -16,7 +16,7 @@ def test_shipped_weights_load_strict_and_match_their_card():
     assert params.pop("instance_filter").to_dict() == shipped_filter
     keys = ("tu", "seed_threshold", "min_instance_px", "tu_seed_threshold", "tu_min_instance_px", "tta",
             "zoom_below_px", "foreground_threshold", "phi_threshold", "tu_foreground_threshold", "tu_phi_threshold",
-            "edge_alpha")
+            "edge_alpha", "refine_centre")
     assert params == {k: card[k] for k in keys if k in card}
     segmenter = ParticleSegmenter(mc_samples=2)
     assert segmenter.tu == card["tu"] and segmenter.min_instance_px == card["min_instance_px"]
@@ -26,6 +26,8 @@ def test_shipped_weights_load_strict_and_match_their_card():
     assert (segmenter.foreground_threshold, segmenter.phi_threshold) == \
         (card["foreground_threshold"], card["phi_threshold"])
     assert segmenter.edge_alpha == card["edge_alpha"] == segmenter.params["edge_alpha"]
+    assert segmenter.refine_centre == card["refine_centre"] == segmenter.params["refine_centre"]
+    assert not ParticleSegmenter(mc_samples=2, tu=0.02).refine_centre  # the published route
 
 
 def test_tu_route_takes_the_clustering_it_was_tuned_with(tmp_path):
