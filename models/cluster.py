@@ -69,23 +69,23 @@ def cluster_instances(embedding: torch.Tensor, sigma: torch.Tensor, seed: torch.
     x_sorted = emb[0][order].contiguous()
     log_inverse = float(torch.log(torch.tensor(1.0 / phi_threshold)))
     n_unclaimed, count = where.numel(), 0
+
+    def assign(center, s):  # (n,) pixels whose phi around ``center`` (2, 1) with bandwidth ``s`` passes
+        half_width = (log_inverse / float(s[0, 0])) ** 0.5
+        lo = int(torch.searchsorted(x_sorted, float(center[0, 0]) - half_width))
+        hi = int(torch.searchsorted(x_sorted, float(center[0, 0]) + half_width, right=True))
+        window = order[lo:hi]  # candidate pixels
+        phi = torch.exp(-(((emb[:, window] - center) ** 2) * s).sum(0))
+        return window[phi > phi_threshold]
+
     while n_unclaimed >= min_instance_px:
         best = int(torch.argmax(scores))
         if float(scores[best]) < seed_threshold:
             break
         s = bandwidth[:, best:best + 1]  # (2, 1)
-        half_width = (log_inverse / float(s[0, 0])) ** 0.5
-
-        def assign(center):  # (n,) pixels whose phi around ``center`` (2, 1) exceeds the threshold
-            lo = int(torch.searchsorted(x_sorted, float(center[0, 0]) - half_width))
-            hi = int(torch.searchsorted(x_sorted, float(center[0, 0]) + half_width, right=True))
-            window = order[lo:hi]  # candidate pixels
-            phi = torch.exp(-(((emb[:, window] - center) ** 2) * s).sum(0))
-            return window[phi > phi_threshold]
-
-        proposal = assign(emb[:, best:best + 1])
+        proposal = assign(emb[:, best:best + 1], s)
         if refine_centre and proposal.numel() >= min_instance_px:
-            proposal = assign(emb[:, proposal].mean(1, keepdim=True))
+            proposal = assign(emb[:, proposal].mean(1, keepdim=True), s)
         if proposal.numel() == 0:
             proposal = torch.tensor([best])
         fresh = unclaimed[proposal]

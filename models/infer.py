@@ -348,7 +348,8 @@ class ParticleSegmenter:
                 "foreground_threshold": self.foreground_threshold, "phi_threshold": self.phi_threshold,
                 "zoom": self.zoom if self.zoom is not None else
                 f"{ZOOM} below {self.zoom_below_px:g} px" if self.zoom_below_px else 1,
-                "edge_alpha": self.edge_alpha, "refine_centre": self.refine_centre, "bf16": self.bf16, "tta": self.tta, "compile": self.compile}
+                "edge_alpha": self.edge_alpha, "refine_centre": self.refine_centre, "bf16": self.bf16,
+                "tta": self.tta, "compile": self.compile}
 
     def _set_mode(self, mc: bool) -> None:
         self.model.eval()
