@@ -324,15 +324,15 @@ class ParticleSegmenter:
         if zoom not in (None, 1, ZOOM):
             raise ValueError(f"zoom must be 1, {ZOOM} or None (the card's rule), got {zoom!r}")
         self.zoom = zoom
-        # the rule was tuned with the learned filter (and --no-filter keeps its clustering); the
-        # t_u route was tuned without zoom
-        self.zoom_below_px = tuned.get("zoom_below_px") if zoom is None and tu is None else None
-        if edges is None:  # the card's, for the learned filter's route (and --no-filter's)
-            edges = tuned.get("edge_alpha") if tu is None else None
+        # tuned with the learned filter (and --no-filter keeps its clustering); the t_u route is
+        # the published one: no zoom rule, no rim snapping, no re-assignment
+        def learned_route(name, default=None):
+            return tuned.get(name, default) if tu is None else default
+
+        self.zoom_below_px = learned_route("zoom_below_px") if zoom is None else None
+        edges = learned_route("edge_alpha") if edges is None else edges
         self.edge_alpha = None if edges is False or edges is None else float(edges)
-        if refine_centre is None:  # the card's, for the learned filter's route (and --no-filter's)
-            refine_centre = tuned.get("refine_centre", False) if tu is None else False
-        self.refine_centre = bool(refine_centre)
+        self.refine_centre = bool(learned_route("refine_centre", False) if refine_centre is None else refine_centre)
         self.compile = bool(compile) and self.device.type == "cpu"
         self.graphs = FusedGraphs(self.model) if self.compile else None
         if self.device.type == "cpu" and TUNE_ALLOCATOR:

@@ -307,8 +307,7 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
         """The filter fitted out of fold on one set-up's items (validation items; fit-split
         (features, targets) pairs): its chosen row, and ((trees, table by threshold, fit-split
         targets), validation items)."""
-        extra_x = np.concatenate([x for x, _ in extra_pairs]) if extra_pairs else np.zeros((0, len(FEATURES)))
-        extra_y = np.concatenate([y for _, y in extra_pairs]) if extra_pairs else np.zeros(0, bool)
+        extra_x, extra_y = training_set(extra_pairs)
         model, table = fit_instance_filter(val_items, groups, extra=(extra_x, extra_y))
         return table[model.threshold], ((model, table, extra_y), val_items)
 
@@ -416,15 +415,19 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
     """
     if labelled is None:
         labelled = [labelled_features(*item) for item in instances]
-    features, targets = map(list, zip(*labelled))
-    extra_x, extra_y = extra if extra is not None else (np.zeros((0, len(FEATURES))), np.zeros(0, bool))
-    probability = out_of_fold_probability(labelled, groups, folds, (extra_x, extra_y), columns)
+    probability = out_of_fold_probability(labelled, groups, folds, extra, columns)
     table = threshold_table(instances, probability, thresholds, edge_alpha)
     best = select_params(table)
     log.info("learned filter: threshold %s chosen out of fold, %s", best, table[best])
-    final = fit_filter(np.concatenate([extra_x] + features),
-                       np.concatenate([extra_y] + targets), threshold=best, columns=columns)
-    return final, table
+    return fit_filter(*training_set(labelled, extra), threshold=best, columns=columns), table
+
+
+def training_set(labelled: list, extra=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(features, targets)`` of ``extra`` (an ``(X, y)`` pair, or None) and the images'
+    :func:`labelled_features` ``labelled``, stacked."""
+    extra_x, extra_y = extra if extra is not None else (np.zeros((0, len(FEATURES))), np.zeros(0, bool))
+    return (np.concatenate([extra_x] + [x for x, _ in labelled]),
+            np.concatenate([extra_y] + [y for _, y in labelled]))
 
 
 def out_of_fold_probability(labelled: list, groups: list, folds: int = FILTER_FOLDS, extra=None,
@@ -433,15 +436,12 @@ def out_of_fold_probability(labelled: list, groups: list, folds: int = FILTER_FO
     ``extra``, always on the training side); ``labelled``: :func:`labelled_features` per image."""
     from sklearn.model_selection import GroupKFold
 
-    features, targets = map(list, zip(*labelled))
-    extra_x, extra_y = extra if extra is not None else (np.zeros((0, len(FEATURES))), np.zeros(0, bool))
     probability = [None] * len(labelled)
     splitter = GroupKFold(min(folds, len(set(groups))))
     for fit_idx, held_idx in splitter.split(np.zeros(len(labelled)), groups=groups):
-        model = fit_filter(np.concatenate([extra_x] + [features[i] for i in fit_idx]),
-                           np.concatenate([extra_y] + [targets[i] for i in fit_idx]), columns=columns)
+        model = fit_filter(*training_set([labelled[i] for i in fit_idx], extra), columns=columns)
         for i in held_idx:
-            probability[i] = model.probability(features[i])
+            probability[i] = model.probability(labelled[i][0])
     return probability
 
 
@@ -652,11 +652,11 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    card = tuned_params()  # the shipped card: compare and edges cluster with it
+    card = tuned_params()  # the shipped card, with the options' overrides: compare and edges cluster with it
     edge_alpha = card.get("edge_alpha") if args.edge_alpha is None else \
         args.edge_alpha if args.edge_alpha >= 0 else None
     refine = card.get("refine_centre", False) if args.refine_centre is None else bool(args.refine_centre)
-    card["refine_centre"] = refine
+    card |= {"edge_alpha": edge_alpha, "refine_centre": refine}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -676,8 +676,7 @@ def main(argv=None):
         return
     if args.step == "compare":
         result = {"weights": str(weights), "weights_sha256": file_sha256(weights), "tta": tta,
-                  **compare_step(cache, args.data, read_split(args.data, "val")[:args.limit],
-                                 card | {"edge_alpha": edge_alpha})}
+                  **compare_step(cache, args.data, read_split(args.data, "val")[:args.limit], card)}
         (out / "compare.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result))
         return
