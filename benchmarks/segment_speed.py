@@ -53,6 +53,7 @@ from models.infer import (  # noqa: E402
     DEFAULT_WEIGHTS,
     EPS,
     ParticleSegmenter,
+    grey_image,
     load_weights,
     prepare_image,
 )
@@ -81,7 +82,7 @@ def naive_segment(seg: ParticleSegmenter, model: BPartIS, image: np.ndarray) -> 
     mi = (ent(pm) - ent(p).mean(0)).clamp(min=0).numpy()
     labels = cluster_instances(emb, sig, pm, seg.seed_threshold, seg.min_instance_px, seg.foreground_threshold,
                                seg.phi_threshold).numpy()
-    return seg.filter_labels(labels, pm.numpy(), mi, sig.numpy(), lambda: rgb)[0]
+    return seg.filter_labels(labels, pm.numpy(), mi, sig.numpy(), lambda: grey_image(rgb))[0]
 
 
 def without_fused_upsampling(seg: ParticleSegmenter) -> ParticleSegmenter:

@@ -58,7 +58,7 @@ def main(argv=None):
         parser.error("give --tu or --sweep")
     from models.tune import CLUSTERING_KEYS
 
-    keys = [k for key in CLUSTERING_KEYS for k in (key, f"tu_{key}")] + ["tta", "zoom_below_px"]
+    keys = [k for key in CLUSTERING_KEYS for k in (key, f"tu_{key}")] + ["tta", "zoom_below_px", "refine_centre"]
     extra = {k: sweep[k] for k in keys if sweep.get(k) is not None}
     print(export_weights(args.checkpoint, tu, args.out, extra | json.loads(args.extra),
                          sweep.get("instance_filter")))

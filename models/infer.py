@@ -510,11 +510,11 @@ class ParticleSegmenter:
                                    self.min_instance_px * zoom ** 2, self.foreground_threshold,
                                    self.phi_threshold, self.refine_centre).numpy()
         mi_np = mi.cpu().numpy().astype(np.float32)
-        working = functools.cache(lambda: self.working_rgb(array, zoom))
+        grey = functools.cache(lambda: grey_image(self.working_rgb(array, zoom)))  # made once, if needed
         labels, inst_mi, scores, removed = self.filter_labels(labels, seed_np, mi_np, sigma.cpu().numpy(),
-                                                              working, zoom)
+                                                              grey, zoom)
         if self.edge_alpha is not None and zoom == 1:  # rims only: the instances and their numbers stay
-            labels = snap_edges(labels, grey_image(working()), self.edge_alpha)
+            labels = snap_edges(labels, grey(), self.edge_alpha)
         per_instance = np.stack([inst_mi, scores], axis=1)  # (K, 2) follows the labels
         if (height, width) != labels.shape:
             labels = resize_labels(labels, (height, width))
@@ -528,18 +528,18 @@ class ParticleSegmenter:
         return Segmentation(labels.astype(np.int32), mi_np, seed_np, inst_mi, removed, self.params, scores, zoom)
 
     def filter_labels(self, labels: np.ndarray, seed: np.ndarray, mi: np.ndarray, sigma: np.ndarray,
-                      working_rgb, zoom: int = 1):
+                      grey, zoom: int = 1):
         """Apply this segmenter's filter (learned, t_u, or none) to clustered ``labels`` (S, S).
 
-        ``seed``, ``mi`` (S, S) and ``sigma`` (2, S, S) are the mean maps; ``working_rgb`` is a
-        callable giving the (S, S, 3) image (only the learned filter needs it); ``zoom`` the
+        ``seed``, ``mi`` (S, S) and ``sigma`` (2, S, S) are the mean maps; ``grey`` is a
+        callable giving the (S, S) grey image (only the learned filter needs it); ``zoom`` the
         factor the working size was enlarged by (the filter's features are put back in
         working-size units).
 
         Returns ``(labels 1..K, mean MI (K,), scores (K,), number removed)``.
         """
         if self.filter and self.instance_filter is not None:
-            features = instance_features(labels, seed, mi, sigma, grey_image(working_rgb()), zoom)
+            features = instance_features(labels, seed, mi, sigma, grey(), zoom)
             kept, scores = self.instance_filter.apply(labels, features)
             return kept, mean_per_instance(kept, mi), scores.astype(np.float32), len(features) - len(scores)
         labels, inst_mi, removed = filter_instances(labels, mi, self.tu if self.filter else None)

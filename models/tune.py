@@ -20,12 +20,12 @@
 * ``report``: on the test split, the three published rows are measured with the same code:
   discriminative (T = 1, dropout off), Bayesian (T = 30), Bayesian + filter (tuned t_u), plus the
   published t_u and the learned filter.
-Both write JSON and plots to ``--out``. ``compare``, ``features`` and ``report`` snap the learned
-filter's rims to the image's edge (``--edge-alpha``, default the shipped card's ``edge_alpha``,
-chosen on validation in the sixteenth session from the default pipeline's labels; the ``filter``
-step scores the network's masks), and cluster the learned filter's instances with the card's
-``refine_centre`` (``--refine-centre 0|1``; seventeenth session; the ``filter`` step clusters as
-published).
+Both write JSON and plots to ``--out``. ``compare``, ``features``, ``filter`` and ``report`` snap
+the learned filter's rims to the image's edge (``--edge-alpha``, default the shipped card's
+``edge_alpha``, chosen on validation in the sixteenth session from the default pipeline's labels;
+until the eighteenth session the ``filter`` step scored the network's masks), and cluster the learned filter's instances with the card's
+``refine_centre`` (``--refine-centre 0|1``; seventeenth session; the ``filter`` step clusters its
+validation and fit-split instances with it too, since the eighteenth session).
 """
 from __future__ import annotations
 
@@ -279,7 +279,8 @@ def card_instances(cache: MapCache, data_dir, stems, card: dict, desc: str, prog
 
 
 def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_GRID, min_px_grid=MIN_PX_GRID,
-                progress=True, zoom_grid=ZOOM_GRID, mask_grid=MASK_GRID) -> dict:
+                progress=True, zoom_grid=ZOOM_GRID, mask_grid=MASK_GRID, refine_centre: bool = False,
+                edge_alpha: float | None = None) -> dict:
     """Fit the learned filter on the validation images (threshold by out-of-fold AP) with the fit
     split's instances added to every training side, once per clustering set-up (seed threshold of
     ``seed_grid`` x minimum instance size of ``min_px_grid``); the set-up whose filter scores the
@@ -289,17 +290,21 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     small particles). With that clustering the zoom rule is chosen the same way from
     ``zoom_grid``: images whose T = 1 typical (area-weighted median) instance area is below it
     are segmented at 2x; 0: never. Last, with both, the mask thresholds (foreground seed, phi)
-    from ``mask_grid``. Returns the sweep-JSON entries, ``seed_threshold``, ``min_instance_px``,
+    from ``mask_grid``. Every set-up is clustered with ``refine_centre`` (proposals re-assigned
+    around their mean embedding), so the filter learns the instances it will be applied to, and
+    every score is taken with the kept rims snapped with ``edge_alpha`` on zoom-1 images, as the
+    default pipeline snaps them (eighteenth session; before, the network's masks were scored).
+    Returns the sweep-JSON entries, ``seed_threshold``, ``min_instance_px``,
     ``zoom_below_px``, ``foreground_threshold`` and ``phi_threshold`` among them."""
     dois = read_dois(data_dir)
     grid = [(st, mp) for st in seed_grid for mp in min_px_grid]
     val = {key: [] for key in grid}
     extra = {key: [] for key in grid}
     for stem in tqdm(val_stems, desc="filter: validation", disable=not progress):
-        for key, item in cache.instances_by_params(data_dir, stem, grid).items():
+        for key, item in cache.instances_by_params(data_dir, stem, grid, refine_centre=refine_centre).items():
             val[key].append(item)
     for stem in tqdm(fit_stems, desc="filter: fit split", disable=not progress):
-        for key, item in cache.instances_by_params(data_dir, stem, grid).items():
+        for key, item in cache.instances_by_params(data_dir, stem, grid, refine_centre=refine_centre).items():
             extra[key].append(labelled_features(*item))
     groups = [dois.get(s, s) for s in val_stems]
 
@@ -308,7 +313,7 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
         (features, targets) pairs): its chosen row, and ((trees, table by threshold, fit-split
         targets), validation items)."""
         extra_x, extra_y = training_set(extra_pairs)
-        model, table = fit_instance_filter(val_items, groups, extra=(extra_x, extra_y))
+        model, table = fit_instance_filter(val_items, groups, extra=(extra_x, extra_y), edge_alpha=edge_alpha)
         return table[model.threshold], ((model, table, extra_y), val_items)
 
     best, fitted = {}, {}  # per set-up: its chosen row; what fit_setup returns with it
@@ -323,7 +328,7 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     for below in sorted(b for b in zoom_grid if b):  # ascending: a stem zoomed stays zoomed
         for stem in tqdm(val_stems + fit_stems, desc=f"filter: zoom below {below} px", disable=not progress):
             if stem not in zoomed and cache.zoom_for(data_dir, stem, *chosen, below) > 1:
-                item = cache.instances(data_dir, stem, *chosen, ZOOM)
+                item = cache.instances(data_dir, stem, *chosen, ZOOM, refine_centre=refine_centre)
                 zoomed[stem] = item if stem in val_stems else labelled_features(*item)
         by_zoom[below], fitted_zoom[below] = fit_setup(
             [zoomed.get(s, plain) for s, plain in zip(val_stems, val[chosen])],
@@ -336,9 +341,9 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     by_mask, fitted_mask = {published: by_zoom[zoom_below]}, {published: fitted_zoom[zoom_below]}
     for mask in (tuple(m) for m in mask_grid if tuple(m) != published):
         by_mask[mask], fitted_mask[mask] = fit_setup(
-            [cache.instances(data_dir, stem, *chosen, zooms[stem], mask)
+            [cache.instances(data_dir, stem, *chosen, zooms[stem], mask, refine_centre)
              for stem in tqdm(val_stems, desc=f"filter: masks {mask}", disable=not progress)],
-            [labelled_features(*cache.instances(data_dir, stem, *chosen, zooms[stem], mask))
+            [labelled_features(*cache.instances(data_dir, stem, *chosen, zooms[stem], mask, refine_centre))
              for stem in tqdm(fit_stems, desc=f"filter: masks {mask}, fit split", disable=not progress)])
     foreground, phi = select_params(by_mask)
     log.info("learned filter: mask thresholds foreground > %s, phi > %s chosen out of fold, %s", foreground, phi,
@@ -347,8 +352,8 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     val_true = [true_instances(gt, labels) for gt, labels, *_ in val_items]
     return {"instance_filter": model.to_dict(), "by_filter_threshold": table,
             "seed_threshold": seed_threshold, "min_instance_px": min_px, "zoom_below_px": zoom_below or None,
-            "foreground_threshold": foreground, "phi_threshold": phi,
-            "by_mask_thresholds": {f"foreground>{fg} phi>{p}": row for (fg, p), row in by_mask.items()},
+            "foreground_threshold": foreground, "phi_threshold": phi, "refine_centre": refine_centre,
+            "scored_with_edge_alpha": edge_alpha, "by_mask_thresholds": {f"foreground>{fg} phi>{p}": row for (fg, p), row in by_mask.items()},
             "by_filter_params": {f"seed>{st} min_px={mp}": row for (st, mp), row in best.items()},
             "by_zoom_below_px": {str(b): row for b, row in by_zoom.items()},
             "filter_training": {"validation_images": len(val_stems), "fit_images": len(fit_stems),
@@ -644,10 +649,10 @@ def main(argv=None):
                         help="filter step: foreground/phi pairs, e.g. 0.5/0.5,0.4/0.4 (the published 0.5/0.5 "
                              "is always scored)")
     parser.add_argument("--edge-alpha", type=float, default=None,
-                        help="compare, features and report: snap the learned filter's rims with this alpha "
+                        help="compare, features, filter and report: snap the learned filter's rims with this alpha "
                              "(default: the shipped card's edge_alpha; a negative value: no snapping)")
     parser.add_argument("--refine-centre", type=int, choices=(0, 1), default=None,
-                        help="compare, edges, features and report: re-assign each proposal around its mean "
+                        help="compare, edges, features, filter and report: re-assign each proposal around its mean "
                              "embedding (default: the shipped card's refine_centre)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
@@ -700,7 +705,8 @@ def main(argv=None):
                  "zoom_grid": _grid(args.zoom_grid, int),
                  "mask_grid": _grid(args.mask_grid, lambda pair: tuple(map(float, pair.split("/"))))}
         swept |= filter_step(cache, args.data, read_split(args.data, "val")[:args.limit],
-                             read_split(args.data, "fit")[:args.limit],
+                             read_split(args.data, "fit")[:args.limit], refine_centre=refine,
+                             edge_alpha=edge_alpha,
                              **{name: grid for name, grid in grids.items() if grid is not None})
         sweep_path.write_text(json.dumps(swept, indent=1))
     if args.step == "features":

@@ -184,33 +184,35 @@ def test_filter_step_grids_come_from_the_command_line(tmp_path, monkeypatch):
     monkeypatch.setattr(tune, "filter_step", fake_filter_step)
     monkeypatch.setattr(tune, "plot_sweep", lambda swept, out: [])
     tune.main(["--step", "filter", "--out", str(tmp_path), "--limit", "3", "--seed-grid", "0.5,0.6",
-               "--min-px-grid", "16", "--zoom-grid", "0,1200", "--mask-grid", "0.5/0.5,0.4/0.4"])
+               "--min-px-grid", "16", "--zoom-grid", "0,1200", "--mask-grid", "0.5/0.5,0.4/0.4",
+               "--refine-centre", "0", "--edge-alpha", "-1"])
     assert seen == {"seed_grid": (0.5, 0.6), "min_px_grid": (16,), "zoom_grid": (0, 1200),
-                    "mask_grid": ((0.5, 0.5), (0.4, 0.4)), "n_val": 3}
+                    "mask_grid": ((0.5, 0.5), (0.4, 0.4)), "refine_centre": False, "edge_alpha": None,
+                    "n_val": 3}
     seen.clear()
     tune.main(["--step", "filter", "--out", str(tmp_path), "--limit", "3"])
-    assert seen == {"n_val": 3}  # the module's default grids
+    # the module's default grids; the filter learns the instances of the card's clustering
+    card = tune.tuned_params()  # scored as the default pipeline scores, rims snapped
+    assert seen == {"refine_centre": card["refine_centre"], "edge_alpha": card["edge_alpha"], "n_val": 3}
 
 
-def test_compare_step_scores_candidate_maps_with_the_cards_clustering_and_an_out_of_fold_filter(
-        emps_dir, tmp_path):
+def synthetic_map_cache(emps_dir, folder, stems):
+    """A :class:`MapCache` in ``folder`` holding made-up maps of ``stems``: each image's true
+    particles, plus two 12 x 12 squares of background made into instances with a high mutual
+    information (the false positives); no image is zoomed. Returns ``(cache, the perfect AP of
+    each image)``."""
     import json
     from types import SimpleNamespace
 
     import numpy as np
     import torch
 
-    from models.data import load_sample, read_split
-    from models.tune import MapCache, compare_step, edges_step, protocol_metrics
+    from models.data import load_sample
+    from models.tune import MapCache, protocol_metrics
     from test_cluster import embed
 
-    # cached "maps" of each validation image: its true particles, plus two 12 x 12 squares of
-    # background made into instances with a high mutual information (the false positives)
-    card = {"seed_threshold": 0.6, "min_instance_px": 16, "zoom_below_px": 1200,
-            "foreground_threshold": 0.4, "phi_threshold": 0.4}
-    stems = read_split(emps_dir, "val")[:8]
     segmenter = SimpleNamespace(mc_samples=30, rng_seed=0, size=512, bf16=True, tta=True, predict_maps=None)
-    cache = MapCache(segmenter, "sha", tmp_path)
+    cache = MapCache(segmenter, "sha", folder)
     areas, perfect = {}, []
     for stem in stems:
         gt = load_sample(emps_dir, stem).instances
@@ -223,10 +225,24 @@ def test_compare_step_scores_candidate_maps_with_the_cards_clustering_and_an_out
                     inst[r:r + 12, c:c + 12] = int(inst.max()) + 1
                     mi[r:r + 12, c:c + 12] = 0.3
         emb, sigma, seed = embed(inst)
-        np.savez_compressed(tmp_path / f"{stem}.npz", emb=emb.numpy(), sigma=sigma.numpy(), seed=seed.numpy(), mi=mi)
+        np.savez_compressed(folder / f"{stem}.npz", emb=emb.numpy(), sigma=sigma.numpy(), seed=seed.numpy(), mi=mi)
         areas[f"{stem} 0.6 16"] = 5000.0  # no image is zoomed (no zoomed maps are cached)
         perfect.append(protocol_metrics(gt, gt, None)["AP"])
-    (tmp_path / "typical_area.json").write_text(json.dumps(areas))
+    (folder / "typical_area.json").write_text(json.dumps(areas))
+    return cache, perfect
+
+
+def test_compare_step_scores_candidate_maps_with_the_cards_clustering_and_an_out_of_fold_filter(
+        emps_dir, tmp_path):
+    import numpy as np
+
+    from models.data import read_split
+    from models.tune import compare_step, edges_step
+
+    card = {"seed_threshold": 0.6, "min_instance_px": 16, "zoom_below_px": 1200,
+            "foreground_threshold": 0.4, "phi_threshold": 0.4}
+    stems = read_split(emps_dir, "val")[:8]
+    cache, perfect = synthetic_map_cache(emps_dir, tmp_path, stems)
     result = compare_step(cache, emps_dir, stems, card, progress=False)
     assert result["threshold"] > 0
     assert result["pred_per_gt"] == pytest.approx(1.0, abs=0.05)  # the squares are filtered out
@@ -240,6 +256,40 @@ def test_compare_step_scores_candidate_maps_with_the_cards_clustering_and_an_out
     chosen = edges_step(cache, emps_dir, stems, card, alphas=(None, 0.1), progress=False)
     assert chosen["by_alpha"]["none"]["AP"] == result["AP"] and chosen["by_alpha"][0.1]["AP"] == snapped["AP"]
     assert chosen["edge_alpha"] == (0.1 if snapped["AP"] > result["AP"] else None)
+
+
+def test_filter_step_fits_the_filter_on_instances_clustered_as_the_card_clusters(emps_dir, tmp_path, monkeypatch):
+    import numpy as np
+
+    import models.tune as tune
+    from models.data import read_split
+
+    val, fit = read_split(emps_dir, "val")[:8], read_split(emps_dir, "fit")[:4]
+    cache, perfect = synthetic_map_cache(emps_dir, tmp_path, val + fit)
+    clustered = []
+    cluster = tune.cluster_instances
+
+    def spy(*args):
+        clustered.append(args[-1])  # refine_centre, the last argument
+        return cluster(*args)
+
+    monkeypatch.setattr(tune, "cluster_instances", spy)
+    for refine in (False, True):
+        clustered.clear()
+        result = tune.filter_step(cache, emps_dir, val, fit, seed_grid=(0.6,), min_px_grid=(16,), zoom_grid=(0,),
+                                  mask_grid=(), refine_centre=refine, progress=False)
+        assert clustered == [refine] * len(val + fit)  # every validation and fit-split image, once
+        assert result["refine_centre"] is refine and result["filter_training"]["fit_images"] == 4
+        row = result["by_filter_threshold"][result["instance_filter"]["threshold"]]
+        assert row["pred_per_gt"] == pytest.approx(1.0, abs=0.05)  # the squares are filtered out
+        assert row["AP"] == pytest.approx(float(np.mean(perfect[:len(val)])), abs=0.05)
+    # scored with the kept rims snapped, as the default pipeline snaps them: the annotated masks
+    # move by a pixel here and there, the same trees are fitted
+    snapped = tune.filter_step(cache, emps_dir, val, fit, seed_grid=(0.6,), min_px_grid=(16,), zoom_grid=(0,),
+                               mask_grid=(), refine_centre=True, edge_alpha=0.1, progress=False)
+    assert snapped["scored_with_edge_alpha"] == 0.1 and result["scored_with_edge_alpha"] is None
+    threshold = snapped["instance_filter"]["threshold"]
+    assert snapped["by_filter_threshold"][threshold]["mean_IoU"] != result["by_filter_threshold"][threshold]["mean_IoU"]
 
 
 def test_tuning_scores_snap_rims_as_the_segmenter_does_on_zoom_1_images_only():
