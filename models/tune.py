@@ -23,9 +23,10 @@
 Both write JSON and plots to ``--out``. ``compare``, ``features``, ``filter`` and ``report`` snap
 the learned filter's rims to the image's edge (``--edge-alpha``, default the shipped card's
 ``edge_alpha``, chosen on validation in the sixteenth session from the default pipeline's labels;
-until the eighteenth session the ``filter`` step scored the network's masks), and cluster the learned filter's instances with the card's
-``refine_centre`` (``--refine-centre 0|1``; seventeenth session; the ``filter`` step clusters its
-validation and fit-split instances with it too, since the eighteenth session).
+until the eighteenth session the ``filter`` step scored the network's masks), and cluster the
+learned filter's instances with the card's ``refine_centre`` (``--refine-centre 0|1``;
+seventeenth session; the ``filter`` step clusters its validation and fit-split instances with it
+too, since the eighteenth session).
 """
 from __future__ import annotations
 
@@ -312,9 +313,9 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
         """The filter fitted out of fold on one set-up's items (validation items; fit-split
         (features, targets) pairs): its chosen row, and ((trees, table by threshold, fit-split
         targets), validation items)."""
-        extra_x, extra_y = training_set(extra_pairs)
-        model, table = fit_instance_filter(val_items, groups, extra=(extra_x, extra_y), edge_alpha=edge_alpha)
-        return table[model.threshold], ((model, table, extra_y), val_items)
+        extra = training_set(extra_pairs)
+        model, table = fit_instance_filter(val_items, groups, extra=extra, edge_alpha=edge_alpha)
+        return table[model.threshold], ((model, table, extra[1]), val_items)
 
     best, fitted = {}, {}  # per set-up: its chosen row; what fit_setup returns with it
     for key in grid:
@@ -353,7 +354,8 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     return {"instance_filter": model.to_dict(), "by_filter_threshold": table,
             "seed_threshold": seed_threshold, "min_instance_px": min_px, "zoom_below_px": zoom_below or None,
             "foreground_threshold": foreground, "phi_threshold": phi, "refine_centre": refine_centre,
-            "scored_with_edge_alpha": edge_alpha, "by_mask_thresholds": {f"foreground>{fg} phi>{p}": row for (fg, p), row in by_mask.items()},
+            "scored_with_edge_alpha": edge_alpha,
+            "by_mask_thresholds": {f"foreground>{fg} phi>{p}": row for (fg, p), row in by_mask.items()},
             "by_filter_params": {f"seed>{st} min_px={mp}": row for (st, mp), row in best.items()},
             "by_zoom_below_px": {str(b): row for b, row in by_zoom.items()},
             "filter_training": {"validation_images": len(val_stems), "fit_images": len(fit_stems),
@@ -711,9 +713,9 @@ def main(argv=None):
         sweep_path.write_text(json.dumps(swept, indent=1))
     if args.step == "features":
         stems = read_split(args.data, "val")[:args.limit] + read_split(args.data, "fit")[:args.limit]
-        (out / "features.json").write_text(json.dumps(feature_step(cache, args.data, stems,
-                                                                   swept | {"edge_alpha": edge_alpha,
-                                                                            "refine_centre": refine}), indent=1))
+        overrides = {key: card[key] for key in ("edge_alpha", "refine_centre")}  # the options', on the card
+        (out / "features.json").write_text(json.dumps(feature_step(cache, args.data, stems, swept | overrides),
+                                                      indent=1))
     if args.step in ("sweep", "filter", "all"):
         plot_sweep(swept, out)
     if args.step in ("report", "all"):
