@@ -16,7 +16,10 @@
   the best out-of-fold AP is kept: the learned filter is the default, and it can drop small
   fragments itself where the t_u filter needs a size cut. With that clustering the zoom rule
   (``ZOOM_GRID``) and then the mask thresholds (``MASK_GRID``: foreground seed and phi, published
-  0.5) are chosen the same way.
+  0.5) are chosen the same way. In each of these choices, candidates whose out-of-fold AP is
+  within one article-clustered standard error of the best are ties (``AP_se`` in the JSON), and
+  the tie goes to the best F1 at IoU 0.5 (nineteenth session: 56 images cannot tell apart AP
+  differences of a few thousandths, and AP's own tie-breaks favour precision).
 * ``report``: on the test split, the three published rows are measured with the same code:
   discriminative (T = 1, dropout off), Bayesian (T = 30), Bayesian + filter (tuned t_u), plus the
   published t_u and the learned filter.
@@ -89,6 +92,10 @@ ZOOM_GRID = (0, 400, 800, 1200, 1600, 2400)
 # fraction of a pixel inside the true edge, EMPS train and test): the network's seed map and
 # Gaussians fall below 0.5 a little inside the particles' edges
 MASK_GRID = tuple((fg, phi) for fg in (0.4, 0.45, 0.5) for phi in (0.4, 0.45, 0.5))
+# how the filter step chooses (recorded in the sweep JSON; :func:`select_params`)
+SELECTION = ("best out-of-fold protocol AP; rows within one article-clustered standard error of it "
+             "(AP_se) are ties, settled by F1 at IoU 0.5 (AP50 and R50; nineteenth session; before, by "
+             "AP50 + mean IoU on exact ties only)")
 # tuned clustering settings; the t_u route's own values are stored under "tu_" + the name
 CLUSTERING_KEYS = ("seed_threshold", "min_instance_px", "foreground_threshold", "phi_threshold")
 MASK_DEFAULTS = {"foreground_threshold": FOREGROUND_THRESHOLD, "phi_threshold": PHI_THRESHOLD}
@@ -254,14 +261,15 @@ def edges_step(cache: MapCache, data_dir, stems, card: dict, alphas=EDGE_GRID, p
 def out_of_fold_scores(cache: MapCache, data_dir, stems, card: dict, alphas, desc: str, progress=True) -> dict:
     """``{alpha: {"threshold": ..., metrics}}``: ``stems`` clustered with ``card``
     (:func:`card_instances`), a learned filter scored out of fold (5 article-grouped folds, the
-    trees fitted once), its threshold chosen by AP with the kept rims snapped with each alpha."""
+    trees fitted once), its threshold chosen by AP (ties within one standard error to F1 at IoU
+    0.5, :func:`select_params`) with the kept rims snapped with each alpha."""
     items = card_instances(cache, data_dir, stems, card, desc, progress)
     dois = read_dois(data_dir)
-    probability = out_of_fold_probability([labelled_features(*item) for item in items],
-                                          [dois.get(stem, stem) for stem in stems])
+    groups = [dois.get(stem, stem) for stem in stems]
+    probability = out_of_fold_probability([labelled_features(*item) for item in items], groups)
     scores = {}
     for alpha in alphas:
-        table = threshold_table(items, probability, edge_alpha=alpha)
+        table = public(mark_ties(threshold_table(items, probability, edge_alpha=alpha), groups))
         best = select_params(table)
         log.info("learned filter: threshold %s chosen out of fold (rims snapped with %s), %s", best, alpha, table[best])
         scores[alpha] = {"threshold": best, **table[best]}
@@ -285,16 +293,18 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     """Fit the learned filter on the validation images (threshold by out-of-fold AP) with the fit
     split's instances added to every training side, once per clustering set-up (seed threshold of
     ``seed_grid`` x minimum instance size of ``min_px_grid``); the set-up whose filter scores the
-    best out-of-fold AP is chosen. The learned filter is the default, so its clustering is chosen
-    for it, not taken from the t_u sweep (with the published foreground rule the t_u filter wants
-    seed > 0.9, which on validation ties with lower seeds under the learned filter and misses
-    small particles). With that clustering the zoom rule is chosen the same way from
-    ``zoom_grid``: images whose T = 1 typical (area-weighted median) instance area is below it
-    are segmented at 2x; 0: never. Last, with both, the mask thresholds (foreground seed, phi)
-    from ``mask_grid``. Every set-up is clustered with ``refine_centre`` (proposals re-assigned
-    around their mean embedding), so the filter learns the instances it will be applied to, and
-    every score is taken with the kept rims snapped with ``edge_alpha`` on zoom-1 images, as the
-    default pipeline snaps them (eighteenth session; before, the network's masks were scored).
+    best out-of-fold AP is chosen (set-ups and thresholds within one article-clustered standard
+    error of the best AP are ties, settled by F1 at IoU 0.5: :func:`select_params`; nineteenth
+    session). The learned filter is the default, so its clustering is chosen for it, not taken
+    from the t_u sweep (with the published foreground rule the t_u filter wants seed > 0.9, which
+    on validation ties with lower seeds under the learned filter and misses small particles).
+    With that clustering the zoom rule is chosen the same way from ``zoom_grid``: images whose
+    T = 1 typical (area-weighted median) instance area is below it are segmented at 2x; 0: never.
+    Last, with both, the mask thresholds (foreground seed, phi) from ``mask_grid``. Every set-up
+    is clustered with ``refine_centre`` (proposals re-assigned around their mean embedding), so
+    the filter learns the instances it will be applied to, and every score is taken with the kept
+    rims snapped with ``edge_alpha`` on zoom-1 images, as the default pipeline snaps them
+    (eighteenth session; before, the network's masks were scored).
     Returns the sweep-JSON entries, ``seed_threshold``, ``min_instance_px``,
     ``zoom_below_px``, ``foreground_threshold`` and ``phi_threshold`` among them."""
     dois = read_dois(data_dir)
@@ -320,8 +330,10 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     best, fitted = {}, {}  # per set-up: its chosen row; what fit_setup returns with it
     for key in grid:
         best[key], fitted[key] = fit_setup(val[key], extra[key])
+    best = mark_ties(best, groups)
     seed_threshold, min_px = select_params(best)
-    log.info("learned filter: seed > %s, min %s px chosen out of fold, %s", seed_threshold, min_px, best)
+    log.info("learned filter: seed > %s, min %s px chosen out of fold, %s", seed_threshold, min_px,
+             public(best))
     # then the zoom rule, with that clustering: images of small particles segmented at 2x
     chosen = (seed_threshold, min_px)
     by_zoom, fitted_zoom = {0: best[chosen]}, {0: fitted[chosen]}
@@ -334,8 +346,9 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
         by_zoom[below], fitted_zoom[below] = fit_setup(
             [zoomed.get(s, plain) for s, plain in zip(val_stems, val[chosen])],
             [zoomed.get(s, plain) for s, plain in zip(fit_stems, extra[chosen])])
+    by_zoom = mark_ties(by_zoom, groups)
     zoom_below = select_params(by_zoom)
-    log.info("learned filter: zoom below %s px chosen out of fold, %s", zoom_below, by_zoom)
+    log.info("learned filter: zoom below %s px chosen out of fold, %s", zoom_below, public(by_zoom))
     # then the mask thresholds, with that clustering and zoom rule
     published = (FOREGROUND_THRESHOLD, PHI_THRESHOLD)
     zooms = {stem: cache.zoom_for(data_dir, stem, *chosen, zoom_below) for stem in val_stems + fit_stems}
@@ -346,12 +359,15 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
              for stem in tqdm(val_stems, desc=f"filter: masks {mask}", disable=not progress)],
             [labelled_features(*cache.instances(data_dir, stem, *chosen, zooms[stem], mask, refine_centre))
              for stem in tqdm(fit_stems, desc=f"filter: masks {mask}, fit split", disable=not progress)])
+    by_mask = mark_ties(by_mask, groups)
     foreground, phi = select_params(by_mask)
     log.info("learned filter: mask thresholds foreground > %s, phi > %s chosen out of fold, %s", foreground, phi,
-             by_mask)
+             public(by_mask))
     (model, table, extra_y), val_items = fitted_mask[(foreground, phi)]
     val_true = [true_instances(gt, labels) for gt, labels, *_ in val_items]
-    return {"instance_filter": model.to_dict(), "by_filter_threshold": table,
+    by_mask, best, by_zoom = public(by_mask), public(best), public(by_zoom)
+    return {"instance_filter": model.to_dict(), "by_filter_threshold": public(table),
+            "selection": SELECTION,
             "seed_threshold": seed_threshold, "min_instance_px": min_px, "zoom_below_px": zoom_below or None,
             "foreground_threshold": foreground, "phi_threshold": phi, "refine_centre": refine_centre,
             "scored_with_edge_alpha": edge_alpha,
@@ -399,7 +415,9 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
     The threshold is chosen by the protocol AP of out-of-fold predictions: validation images are
     split into ``folds`` groups by source article (``groups``, the DOIs), each group scored by trees
     fitted on the others (plus ``extra``), so no instance is scored by trees that saw its article.
-    The shipped trees are then fitted on every image.
+    Thresholds within one article-clustered standard error of the best AP are ties, settled by
+    F1 at IoU 0.5 (:func:`mark_ties`, :func:`select_params`). The shipped trees are then fitted
+    on every image.
 
     Parameters
     ----------
@@ -418,14 +436,15 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
 
     Returns
     -------
-    (InstanceFilter, {threshold: mean metrics of the out-of-fold filtered predictions})
+    (InstanceFilter, {threshold: mean metrics of the out-of-fold filtered predictions, with
+    ``AP_se`` and the per-image ``_AP``})
     """
     if labelled is None:
         labelled = [labelled_features(*item) for item in instances]
     probability = out_of_fold_probability(labelled, groups, folds, extra, columns)
-    table = threshold_table(instances, probability, thresholds, edge_alpha)
+    table = mark_ties(threshold_table(instances, probability, thresholds, edge_alpha), groups)
     best = select_params(table)
-    log.info("learned filter: threshold %s chosen out of fold, %s", best, table[best])
+    log.info("learned filter: threshold %s chosen out of fold, %s", best, public(table)[best])
     return fit_filter(*training_set(labelled, extra), threshold=best, columns=columns), table
 
 
@@ -454,14 +473,15 @@ def out_of_fold_probability(labelled: list, groups: list, folds: int = FILTER_FO
 
 def threshold_table(instances: list, probability: list, thresholds=FILTER_GRID, edge_alpha=None) -> dict:
     """``{threshold: mean protocol metrics}`` of the images' instances kept at each probability
-    threshold, rims snapped with ``edge_alpha`` on zoom-1 images (:func:`snapped`)."""
+    threshold, rims snapped with ``edge_alpha`` on zoom-1 images (:func:`snapped`). Each row also
+    keeps the per-image AP as ``_AP`` (for :func:`mark_ties`; :func:`public` drops it)."""
     table = {}
     for threshold in thresholds:
         rows = []
         for (gt, labels, *_, grey, zoom), p in zip(instances, probability):
             keep = p >= threshold
             rows.append(protocol_metrics(gt, snapped(apply_filter(labels, keep), grey, zoom, edge_alpha), p[keep]))
-        table[threshold] = _mean(rows)
+        table[threshold] = _mean(rows) | {"_AP": np.array([row["AP"] for row in rows])}
     return table
 
 
@@ -487,6 +507,7 @@ def feature_step(cache: MapCache, data_dir, stems, card: dict, feature_sets=None
     for name, names in (feature_sets or FEATURE_SETS).items():
         model, table = fit_instance_filter(items, groups, columns=[FEATURES.index(f) for f in names],
                                            labelled=labelled, edge_alpha=card.get("edge_alpha"))
+        table = public(table)
         out[name] = {"threshold": model.threshold, "metrics": table[model.threshold], "by_threshold": table}
         log.info("feature set %s: out of fold over %d train images, p >= %s, %s", name, len(stems),
                  model.threshold, table[model.threshold])
@@ -500,8 +521,59 @@ def snapped(labels: np.ndarray, grey: np.ndarray, zoom: int, edge_alpha: float |
 
 def select_params(table: dict):
     """The key of ``table`` ({key: mean metrics}, e.g. key = (seed threshold, min px, t_u)) with
-    the best protocol AP; AP50 + mean IoU break ties."""
+    the best protocol AP; AP50 + mean IoU break ties.
+
+    Where the rows carry ``AP_se`` (:func:`mark_ties`: the standard error of their AP's difference
+    to the best row's), every row whose AP is within one such error of the best is a tie, and of
+    those the one with the best F1 at IoU 0.5 (:func:`f1_50`) is chosen (nineteenth session). The
+    protocol AP and AP50 + mean IoU lean on precision; within the noise of 56 validation images
+    the choice goes to the set-up that best balances particles missed and false ones, which the
+    counts, size distributions and RDFs built on them need. (COCO AP would not do: it ranks
+    instances by score, so false ones kept at low scores never lower it.)
+    """
+    best = best_ap(table)
+    if not any("AP_se" in row for row in table.values()):
+        return best
+    tied = [k for k in table if table[k]["AP"] >= table[best]["AP"] - table[k].get("AP_se", 0.0)]
+    return max(tied, key=lambda k: (f1_50(table[k]), table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
+
+
+def best_ap(table: dict):
+    """The key of ``table``'s row with the best protocol AP (AP50 + mean IoU break exact ties)."""
     return max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
+
+
+def f1_50(row: dict) -> float:
+    """Harmonic mean of a row's mean precision (``AP50``) and mean recall (``R50``) at IoU 0.5."""
+    precision, recall = row["AP50"], row["R50"]
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def paired_se(values: np.ndarray, reference: np.ndarray, groups) -> float:
+    """Standard error of ``mean(values - reference)`` (one value per image) with images of one
+    article (``groups``) correlated: the cluster-robust (sandwich) estimate over articles."""
+    diff = np.asarray(values, float) - np.asarray(reference, float)
+    groups = np.asarray(groups)
+    names = np.unique(groups)
+    if len(names) < 2:
+        return 0.0
+    sums = np.array([np.sum(diff[groups == name] - diff.mean()) for name in names])
+    return float(np.sqrt(len(names) / (len(names) - 1) * np.sum(sums ** 2)) / len(diff))
+
+
+def mark_ties(table: dict, groups) -> dict:
+    """``table`` with each row's ``AP_se`` (4 decimals): :func:`paired_se` of its per-image AP
+    (``_AP``, kept by :func:`threshold_table`) against the best-AP row's, articles ``groups``
+    (one per image). Rows are copied; :func:`select_params` then treats rows within one error of
+    the best as ties, settled by F1 at IoU 0.5."""
+    best = best_ap(table)
+    return {k: row | {"AP_se": round(paired_se(row["_AP"], table[best]["_AP"], groups), 4)}
+            for k, row in table.items()}
+
+
+def public(table: dict) -> dict:
+    """``table``'s rows without the per-image arrays (keys starting with ``_``), for JSON."""
+    return {k: {m: v for m, v in row.items() if not m.startswith("_")} for k, row in table.items()}
 
 
 def report(model, data_dir, stems, tu, mc_samples=30, progress=True, seed_threshold=None,
