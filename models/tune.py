@@ -239,7 +239,7 @@ def compare_step(cache: MapCache, data_dir, stems, card: dict, progress=True) ->
     as the card says (``edge_alpha``, zoom-1 images), so the score is the default pipeline's.
     Returns the filter's threshold and the out-of-fold metrics at it."""
     alpha = card.get("edge_alpha")
-    return out_of_fold_scores(cache, data_dir, stems, card, (alpha,), "compare", progress)[alpha]
+    return public(out_of_fold_scores(cache, data_dir, stems, card, (alpha,), "compare", progress))[alpha]
 
 
 EDGE_GRID = (None, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)  # rim snapping alphas (None: the network's masks)
@@ -249,29 +249,39 @@ def edges_step(cache: MapCache, data_dir, stems, card: dict, alphas=EDGE_GRID, p
     """Choose the rim-snapping ``edge_alpha`` (:mod:`models.edges`) on validation: for each of
     ``alphas`` the :func:`compare_step` score (``card``'s clustering and zoom rule, a filter
     fitted on ``stems`` alone and scored out of fold, the kept rims snapped on zoom-1 images);
-    the alpha of the best out-of-fold AP is kept. Returns ``{"edge_alpha": best, "by_alpha":
-    {alpha: row}}`` (alpha "none": no snapping)."""
+    the alpha of the best out-of-fold AP is kept (alphas within one article-clustered standard
+    error of it are ties, settled by F1 at IoU 0.5: :func:`select_params`). Returns
+    ``{"edge_alpha": best, "by_alpha": {alpha: row}}`` (alpha "none": no snapping)."""
     scores = out_of_fold_scores(cache, data_dir, stems, card, alphas, "edges", progress)
-    by_alpha = {"none" if alpha is None else alpha: row for alpha, row in scores.items()}
+    by_alpha = public(mark_ties({"none" if alpha is None else alpha: row for alpha, row in scores.items()},
+                                article_groups(data_dir, stems)))
     best = select_params(by_alpha)
     log.info("rim snapping: alpha %s chosen out of fold, %s", best, by_alpha[best])
     return {"edge_alpha": None if best == "none" else best, "by_alpha": by_alpha}
+
+
+def article_groups(data_dir, stems) -> list:
+    """The source article (DOI, from ``metadata.csv``) of each of ``stems``; a stem without one
+    is its own group."""
+    dois = read_dois(data_dir)
+    return [dois.get(stem, stem) for stem in stems]
 
 
 def out_of_fold_scores(cache: MapCache, data_dir, stems, card: dict, alphas, desc: str, progress=True) -> dict:
     """``{alpha: {"threshold": ..., metrics}}``: ``stems`` clustered with ``card``
     (:func:`card_instances`), a learned filter scored out of fold (5 article-grouped folds, the
     trees fitted once), its threshold chosen by AP (ties within one standard error to F1 at IoU
-    0.5, :func:`select_params`) with the kept rims snapped with each alpha."""
+    0.5, :func:`select_params`) with the kept rims snapped with each alpha. Each row keeps its
+    per-image AP (``_AP``) for comparisons across alphas; :func:`public` drops it."""
     items = card_instances(cache, data_dir, stems, card, desc, progress)
-    dois = read_dois(data_dir)
-    groups = [dois.get(stem, stem) for stem in stems]
+    groups = article_groups(data_dir, stems)
     probability = out_of_fold_probability([labelled_features(*item) for item in items], groups)
     scores = {}
     for alpha in alphas:
-        table = public(mark_ties(threshold_table(items, probability, edge_alpha=alpha), groups))
+        table = mark_ties(threshold_table(items, probability, edge_alpha=alpha), groups)
         best = select_params(table)
-        log.info("learned filter: threshold %s chosen out of fold (rims snapped with %s), %s", best, alpha, table[best])
+        log.info("learned filter: threshold %s chosen out of fold (rims snapped with %s), %s", best, alpha,
+                 public(table)[best])
         scores[alpha] = {"threshold": best, **table[best]}
     return scores
 
@@ -307,7 +317,6 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     (eighteenth session; before, the network's masks were scored).
     Returns the sweep-JSON entries, ``seed_threshold``, ``min_instance_px``,
     ``zoom_below_px``, ``foreground_threshold`` and ``phi_threshold`` among them."""
-    dois = read_dois(data_dir)
     grid = [(st, mp) for st in seed_grid for mp in min_px_grid]
     val = {key: [] for key in grid}
     extra = {key: [] for key in grid}
@@ -317,7 +326,7 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     for stem in tqdm(fit_stems, desc="filter: fit split", disable=not progress):
         for key, item in cache.instances_by_params(data_dir, stem, grid, refine_centre=refine_centre).items():
             extra[key].append(labelled_features(*item))
-    groups = [dois.get(s, s) for s in val_stems]
+    groups = article_groups(data_dir, val_stems)
 
     def fit_setup(val_items, extra_pairs):
         """The filter fitted out of fold on one set-up's items (validation items; fit-split
@@ -499,9 +508,8 @@ def feature_step(cache: MapCache, data_dir, stems, card: dict, feature_sets=None
     fragments the added cues target number 11. The fit split's maps come from weights trained on
     those images, so this check leans on the filter's transfer across articles, not the network's.
     Returns ``{name: {"threshold": chosen by AP, "metrics": its row, "by_threshold": table}}``."""
-    dois = read_dois(data_dir)
     items = card_instances(cache, data_dir, stems, card, "features: train images", progress)
-    groups = [dois.get(s, s) for s in stems]
+    groups = article_groups(data_dir, stems)
     labelled = [labelled_features(*item) for item in items]  # every set reads the same columns
     out = {}
     for name, names in (feature_sets or FEATURE_SETS).items():

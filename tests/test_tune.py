@@ -316,6 +316,12 @@ def test_compare_step_scores_candidate_maps_with_the_cards_clustering_and_an_out
     chosen = edges_step(cache, emps_dir, stems, card, alphas=(None, 0.1), progress=False)
     assert chosen["by_alpha"]["none"]["AP"] == result["AP"] and chosen["by_alpha"][0.1]["AP"] == snapped["AP"]
     assert chosen["edge_alpha"] == (0.1 if snapped["AP"] > result["AP"] else None)
+    # the alphas' errors are taken against the best alpha (its own is 0), and no per-image array
+    # reaches the JSON
+    best = max(chosen["by_alpha"], key=lambda a: chosen["by_alpha"][a]["AP"])
+    assert chosen["by_alpha"][best]["AP_se"] == 0.0
+    assert all(not key.startswith("_") for row in chosen["by_alpha"].values() for key in row)
+    assert all(not key.startswith("_") for key in result)
 
 
 def test_filter_step_fits_the_filter_on_instances_clustered_as_the_card_clusters(emps_dir, tmp_path, monkeypatch):
@@ -365,3 +371,25 @@ def test_tuning_scores_snap_rims_as_the_segmenter_does_on_zoom_1_images_only():
     assert np.array_equal(snapped(labels, grey, 1, 0.1), snap_edges(labels, grey, 0.1))
     assert (snapped(labels, grey, 1, 0.1) == 1).sum() == 21 * 21 - 4  # grown to the edge (corners: 4-neighbours)
     assert snapped(labels, grey, 2, 0.1) is labels and snapped(labels, grey, 1, None) is labels
+
+
+def test_edges_step_compares_alphas_by_their_own_error_not_the_one_of_their_threshold_table(monkeypatch):
+    import numpy as np
+
+    import models.tune as tune
+
+    # each alpha's row as out_of_fold_scores gives it: its AP_se is the error against the best
+    # threshold of its own table; alpha None's row is a tie there (0.02), with the better F1
+    base = np.array([0.6, 0.7, 0.8, 0.75, 0.65, 0.7])
+    rows = {None: {"threshold": 0.3, "AP": 0.70, "AP50": 0.96, "R50": 0.95, "mean_IoU": 0.88,
+                   "AP_se": 0.02, "_AP": base},
+            0.1: {"threshold": 0.4, "AP": 0.72, "AP50": 0.95, "R50": 0.90, "mean_IoU": 0.89,
+                  "AP_se": 0.0, "_AP": base + 0.02}}
+    monkeypatch.setattr(tune, "out_of_fold_scores", lambda *args, **kwargs: rows)
+    monkeypatch.setattr(tune, "article_groups", lambda data_dir, stems: [f"doi{i // 2}" for i in range(6)])
+    chosen = tune.edges_step(None, None, [f"s{i}" for i in range(6)], {}, alphas=(None, 0.1), progress=False)
+    # against alpha 0.1, None loses 0.02 on every image: error 0, surely worse
+    assert chosen["by_alpha"]["none"]["AP_se"] == 0.0 and chosen["edge_alpha"] == 0.1
+    rows[None]["_AP"] = base + np.array([0.1, 0.1, -0.1, -0.1, 0.0, 0.0])  # as good, but noisy by article
+    chosen = tune.edges_step(None, None, [f"s{i}" for i in range(6)], {}, alphas=(None, 0.1), progress=False)
+    assert chosen["by_alpha"]["none"]["AP_se"] > 0.02 and chosen["edge_alpha"] is None  # a tie; better F1
