@@ -390,6 +390,6 @@ def test_edges_step_compares_alphas_by_their_own_error_not_the_one_of_their_thre
     chosen = tune.edges_step(None, None, [f"s{i}" for i in range(6)], {}, alphas=(None, 0.1), progress=False)
     # against alpha 0.1, None loses 0.02 on every image: error 0, surely worse
     assert chosen["by_alpha"]["none"]["AP_se"] == 0.0 and chosen["edge_alpha"] == 0.1
-    rows[None]["_AP"] = base + np.array([0.1, 0.1, -0.1, -0.1, 0.0, 0.0])  # as good, but noisy by article
+    rows[None]["_AP"] = base + np.array([0.1, 0.1, -0.1, -0.1, 0.0, 0.0])  # 0.02 below again, but noisy by article
     chosen = tune.edges_step(None, None, [f"s{i}" for i in range(6)], {}, alphas=(None, 0.1), progress=False)
     assert chosen["by_alpha"]["none"]["AP_se"] > 0.02 and chosen["edge_alpha"] is None  # a tie; better F1
