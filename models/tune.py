@@ -332,9 +332,9 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
         """The filter fitted out of fold on one set-up's items (validation items; fit-split
         (features, targets) pairs): its chosen row, and ((trees, table by threshold, fit-split
         targets), validation items)."""
-        extra = training_set(extra_pairs)
-        model, table = fit_instance_filter(val_items, groups, extra=extra, edge_alpha=edge_alpha)
-        return table[model.threshold], ((model, table, extra[1]), val_items)
+        fit_split = training_set(extra_pairs)
+        model, table = fit_instance_filter(val_items, groups, extra=fit_split, edge_alpha=edge_alpha)
+        return table[model.threshold], ((model, table, fit_split[1]), val_items)
 
     best, fitted = {}, {}  # per set-up: its chosen row; what fit_setup returns with it
     for key in grid:
@@ -543,12 +543,16 @@ def select_params(table: dict):
     if not any("AP_se" in row for row in table.values()):
         return best
     tied = [k for k in table if table[k]["AP"] >= table[best]["AP"] - table[k].get("AP_se", 0.0)]
-    return max(tied, key=lambda k: (f1_50(table[k]), table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
+    return max(tied, key=lambda k: (f1_50(table[k]), *_ap_order(table[k])))
 
 
 def best_ap(table: dict):
     """The key of ``table``'s row with the best protocol AP (AP50 + mean IoU break exact ties)."""
-    return max(table, key=lambda k: (table[k]["AP"], table[k]["AP50"] + table[k]["mean_IoU"]))
+    return max(table, key=lambda k: _ap_order(table[k]))
+
+
+def _ap_order(row: dict) -> tuple:
+    return row["AP"], row["AP50"] + row["mean_IoU"]
 
 
 def f1_50(row: dict) -> float:
@@ -561,11 +565,10 @@ def paired_se(values: np.ndarray, reference: np.ndarray, groups) -> float:
     """Standard error of ``mean(values - reference)`` (one value per image) with images of one
     article (``groups``) correlated: the cluster-robust (sandwich) estimate over articles."""
     diff = np.asarray(values, float) - np.asarray(reference, float)
-    groups = np.asarray(groups)
-    names = np.unique(groups)
+    names, article = np.unique(np.asarray(groups), return_inverse=True)
     if len(names) < 2:
         return 0.0
-    sums = np.array([np.sum(diff[groups == name] - diff.mean()) for name in names])
+    sums = np.bincount(article, weights=diff - diff.mean())  # per article
     return float(np.sqrt(len(names) / (len(names) - 1) * np.sum(sums ** 2)) / len(diff))
 
 
