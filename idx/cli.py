@@ -49,8 +49,8 @@ def segmenter_options(func):
                         "filter was tuned with them).")(func)
     func = click.option("--min-size", type=click.IntRange(1), default=None,
                         help="Smallest particle kept, in pixels of the 512 x 512 working image "
-                        "(default: the weights' card; 16 for the shipped weights, 128 with --tu, the "
-                        "size each filter was tuned with). Lower it for small particles in a large "
+                        "(default: the weights' card, the size each filter was tuned with; 16 for the "
+                        "shipped weights, with or without --tu). Lower it for small particles in a large "
                         "field.")(func)
     func = click.option("--zoom", type=click.Choice(["auto", "1", "2"]), default="auto", show_default=True,
                         callback=lambda ctx, param, value: None if value == "auto" else int(value),

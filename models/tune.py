@@ -96,6 +96,10 @@ MASK_GRID = tuple((fg, phi) for fg in (0.4, 0.45, 0.5) for phi in (0.4, 0.45, 0.
 SELECTION = ("best out-of-fold protocol AP; rows within one article-clustered standard error of it "
              "(AP_se) are ties, settled by F1 at IoU 0.5 (AP50 and R50; nineteenth session; before, by "
              "AP50 + mean IoU on exact ties only)")
+# how the t_u sweep chooses (recorded as "tu_selection"; :func:`sweep`)
+SWEEP_SELECTION = ("best protocol AP over seed threshold x minimum size x t_u; rows within one "
+                   "article-clustered standard error of it (AP_se) are ties, settled by F1 at IoU 0.5 "
+                   "(twentieth session; before, by the best AP, AP50 + mean IoU on exact ties)")
 # tuned clustering settings; the t_u route's own values are stored under "tu_" + the name
 CLUSTERING_KEYS = ("seed_threshold", "min_instance_px", "foreground_threshold", "phi_threshold")
 MASK_DEFAULTS = {"foreground_threshold": FOREGROUND_THRESHOLD, "phi_threshold": PHI_THRESHOLD}
@@ -105,8 +109,10 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True,
     """Choose the clustering thresholds and t_u on ``stems`` (validation), then measure vs T.
 
     At T = max(t_grid) every (seed threshold, minimum instance size, t_u) in the grids is scored
-    from one set of Monte-Carlo maps per image; the best AP wins (AP50 + mean IoU break ties). With the chosen
-    clustering thresholds, metrics are then reported against t_u and against T.
+    from one set of Monte-Carlo maps per image, chosen as the filter step chooses (:func:`select_params`:
+    rows within one article-clustered standard error of the best AP are ties, settled by F1 at IoU
+    0.5; twentieth session, before by the best AP alone). With the chosen clustering thresholds,
+    metrics are then reported against t_u and against T.
     """
     t_max = max(t_grid)
     grid = [(st, mp) for st in SEED_GRID for mp in MIN_PX_GRID]
@@ -127,7 +133,8 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True,
                 kept, _, _ = filter_instances(labels, mi_np, tu)
                 scores[(st, mp, tu)].append(image_metrics(sample.instances, kept,
                                                           mean_per_instance(kept, seed.numpy())))
-    table = {key: _mean(rows) for key, rows in scores.items()}
+    table = public(mark_ties({key: _image_rows(rows) for key, rows in scores.items()},
+                             article_groups(data_dir, stems)))
     seed_threshold, min_px, best_tu = select_params(table)
     by_t, by_t_filtered = {t: [] for t in t_grid}, {t: [] for t in t_grid if t > 1}
     for gt, maps, single in cached:
@@ -139,6 +146,8 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True,
                 kept, _, _ = filter_instances(labels, mi.numpy(), best_tu)
                 by_t_filtered[t].append(image_metrics(gt, kept, mean_per_instance(kept, seed.numpy())))
     return {"tu": best_tu, "seed_threshold": seed_threshold, "min_instance_px": min_px, "tta": tta, **MASK_DEFAULTS,
+            "tu_selection": SWEEP_SELECTION,
+            "by_setup": {f"seed>{st} min_px={mp} tu={tu}": row for (st, mp, tu), row in table.items()},
             "by_tu": {tu: table[(seed_threshold, min_px, tu)] for tu in tu_grid},
             "by_cluster_params": {f"seed>{st} min_px={mp}": table[(st, mp, best_tu)] for st, mp in grid},
             "by_T": {t: _mean(rows) for t, rows in by_t.items()},
@@ -490,7 +499,7 @@ def threshold_table(instances: list, probability: list, thresholds=FILTER_GRID, 
         for (gt, labels, *_, grey, zoom), p in zip(instances, probability):
             keep = p >= threshold
             rows.append(protocol_metrics(gt, snapped(apply_filter(labels, keep), grey, zoom, edge_alpha), p[keep]))
-        table[threshold] = _mean(rows) | {"_AP": np.array([row["AP"] for row in rows])}
+        table[threshold] = _image_rows(rows)
     return table
 
 
@@ -654,6 +663,12 @@ def _mean(rows: list[dict]) -> dict:
     out["R50"] = round(float(np.mean([r["recall"][index] for r in rows])), 4)
     out["pred_per_gt"] = round(float(np.sum([r["n_pred"] for r in rows]) / max(1, np.sum([r["n_gt"] for r in rows]))), 4)
     return out
+
+
+def _image_rows(rows: list[dict]) -> dict:
+    """:func:`_mean` of ``rows`` (one per image), keeping the per-image AP as ``_AP`` for
+    :func:`mark_ties` (:func:`public` drops it)."""
+    return _mean(rows) | {"_AP": np.array([row["AP"] for row in rows])}
 
 
 def _save(fig, ax, path: Path) -> Path:

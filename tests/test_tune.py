@@ -85,8 +85,16 @@ def without_se(row: dict) -> dict:
 def test_shipped_thresholds_are_the_selection_of_the_recorded_sweep():
     sweep = json.loads(SWEEP.read_text())
     weights = json.loads((SWEEP.parents[2] / "models" / "weights" / "bpartis-emps.json").read_text())
-    by_tu = {(0, 0, float(tu)): row for tu, row in sweep["by_tu"].items()}
-    assert select_params(by_tu)[2] == sweep["tu"] == weights["tu"]
+    setup = re.compile(r"seed>([\d.]+) min_px=(\d+) tu=([\d.]+)")  # "seed>0.9 min_px=16 tu=0.02"
+    by_setup = {(float(m[1]), int(m[2]), float(m[3])): row for k, row in sweep["by_setup"].items()
+                if (m := setup.fullmatch(k))}
+    assert len(by_setup) == len(sweep["by_setup"]) > 1
+    assert all("AP_se" in row for row in by_setup.values())  # chosen with ties within one error
+    assert select_params(by_setup) == (sweep["tu_seed_threshold"], sweep["tu_min_instance_px"], sweep["tu"]) == \
+        (weights["tu_seed_threshold"], weights["tu_min_instance_px"], weights["tu"])
+    assert {float(tu): row for tu, row in sweep["by_tu"].items()} == \
+        {tu: row for (st, mp, tu), row in by_setup.items() if (st, mp) == (sweep["tu_seed_threshold"],
+                                                                          sweep["tu_min_instance_px"])}
     assert sweep.get("tta", False) == weights.get("tta", False)  # the maps the thresholds were tuned on
 
 
