@@ -94,14 +94,18 @@ def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, mi
     \b
         idx evaluate --data ../shared/data/emps --split test --json
     """
-    from models.data import default_emps_dir, read_split
+    from models.data import article_groups, default_emps_dir, read_split
     from models.evaluate import evaluate_segmenter
 
     data = data or default_emps_dir()
     stems = read_split(data, split)[:limit]
     segmenter = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels,
                                zoom, no_snap)
-    summary = evaluate_segmenter(segmenter, data, stems)
+    summary = evaluate_segmenter(segmenter, data, stems, groups=article_groups(data, stems))
     summary.pop("per_image", None)
-    text = "  ".join(f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float))
-    emit(summary, as_json, text=f"{split} ({len(stems)} images): {text}")
+    errors = summary.get("standard_error", {})
+    text = "  ".join(f"{k} {v:.3f}" + (f" ± {errors[k]:.3f}" if k in errors else "")
+                     for k, v in summary.items() if isinstance(v, float))
+    where = f"{len(stems)} images from {summary['n_articles']} articles" + \
+        ("; ± one standard error over articles" if errors else "")
+    emit(summary, as_json, text=f"{split} ({where}): {text}")

@@ -58,6 +58,14 @@ def read_dois(data_dir: str | Path) -> dict[str, str]:
         return {row["filename"].rsplit(".", 1)[0]: row["doi"] for row in csv.DictReader(fh)}
 
 
+def article_groups(data_dir: str | Path, stems) -> list[str]:
+    """The source article (DOI, from ``metadata.csv``) of each of ``stems``; a stem without one,
+    or a folder without ``metadata.csv``, counts each image as its own article."""
+    path = Path(data_dir) / "metadata.csv"
+    dois = read_dois(data_dir) if path.is_file() else {}
+    return [dois.get(stem, stem) for stem in stems]
+
+
 @dataclass
 class Sample:
     stem: str

@@ -285,6 +285,24 @@ def summarise(per_image: list[dict]) -> dict:
     return summary
 
 
+def clustered_se(values, groups) -> float:
+    """Standard error of ``mean(values)`` (one value per image) when the images of one group
+    (``groups``, one per image: the source article) are correlated: the cluster-robust (sandwich)
+    estimate over groups, ``sqrt(G / (G - 1) * sum_g (sum of group g's deviations)^2) / n``.
+    With one image per group it is the usual ``std(ddof=1) / sqrt(n)``; 0 with fewer than 2 groups."""
+    values = np.asarray(values, float)
+    names, group = np.unique(np.asarray(groups), return_inverse=True)
+    if len(names) < 2:
+        return 0.0
+    sums = np.bincount(group, weights=values - values.mean())  # per group
+    return float(np.sqrt(len(names) / (len(names) - 1) * np.sum(sums ** 2)) / len(values))
+
+
+def standard_errors(per_image: list[dict], groups) -> dict:
+    """:func:`clustered_se` of each averaged metric (``SUMMARY_KEYS``) over ``per_image``."""
+    return {key: clustered_se([m[key] for m in per_image], groups) for key in SUMMARY_KEYS}
+
+
 def load_ground_truth(data_dir: str | Path, stem: str, size: int = EVAL_SIZE) -> np.ndarray:
     """Instance map of one EMPS image at ``size`` x ``size`` (nearest-neighbour resize).
 
@@ -307,7 +325,7 @@ def _load(data_dir, stem, size):
 
 
 def evaluate_segmenter(segmenter, data_dir: str | Path, stems: list[str], progress: bool = True,
-                       size: int = EVAL_SIZE) -> dict:
+                       size: int = EVAL_SIZE, groups: list | None = None) -> dict:
     """Segment EMPS images and score them with the published protocol and COCO mask AP.
 
     Parameters
@@ -324,6 +342,10 @@ def evaluate_segmenter(segmenter, data_dir: str | Path, stems: list[str], progre
         Show a tqdm bar on stderr.
     size : int
         Images and ground truth are brought to ``size`` x ``size`` (512 in the protocol).
+    groups : list, optional
+        The source article of each of ``stems`` (:func:`models.data.article_groups`): then the
+        summary also holds ``n_articles`` and, from two articles on, ``standard_error`` (each
+        mean's :func:`clustered_se`; images of one article are not independent evidence).
 
     Returns
     -------
@@ -331,6 +353,8 @@ def evaluate_segmenter(segmenter, data_dir: str | Path, stems: list[str], progre
         ``summarise`` of the images, plus ``seconds_per_image`` (mean wall time of ``segment``)
         and ``per_image`` (list of ``image_metrics`` dicts with ``stem`` and ``seconds``).
     """
+    if groups is not None and len(groups) != len(stems):
+        raise ValueError(f"groups has {len(groups)} entries for {len(stems)} stems; give one per stem")
     if not stems:
         raise IdxError(f"no images to evaluate in {data_dir}; pass at least one stem")
     per_image = []
@@ -351,5 +375,9 @@ def evaluate_segmenter(segmenter, data_dir: str | Path, stems: list[str], progre
                   metrics["n_gt"], metrics["n_pred"])
     summary = summarise(per_image)
     summary["seconds_per_image"] = float(np.mean([m["seconds"] for m in per_image]))
+    if groups is not None:
+        summary["n_articles"] = len(set(groups))
+        if summary["n_articles"] > 1:  # one article: no estimate of the spread between articles
+            summary["standard_error"] = standard_errors(per_image, groups)
     summary["per_image"] = per_image
     return summary

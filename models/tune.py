@@ -44,8 +44,8 @@ from tqdm import tqdm
 
 from idx.errors import run_module
 from models.cluster import FOREGROUND_THRESHOLD, PHI_THRESHOLD, cluster_instances
-from models.data import default_emps_dir, load_sample, read_dois, read_split
-from models.evaluate import THRESHOLDS, image_metrics, match_instances, summarise
+from models.data import article_groups, default_emps_dir, load_sample, read_split
+from models.evaluate import THRESHOLDS, clustered_se, image_metrics, match_instances, summarise
 from models.edges import snap_edges
 from models.infer import (
     DEFAULT_WEIGHTS,
@@ -267,13 +267,6 @@ def edges_step(cache: MapCache, data_dir, stems, card: dict, alphas=EDGE_GRID, p
     best = select_params(by_alpha)
     log.info("rim snapping: alpha %s chosen out of fold, %s", best, by_alpha[best])
     return {"edge_alpha": None if best == "none" else best, "by_alpha": by_alpha}
-
-
-def article_groups(data_dir, stems) -> list:
-    """The source article (DOI, from ``metadata.csv``) of each of ``stems``; a stem without one
-    is its own group."""
-    dois = read_dois(data_dir)
-    return [dois.get(stem, stem) for stem in stems]
 
 
 def out_of_fold_scores(cache: MapCache, data_dir, stems, card: dict, alphas, desc: str, progress=True) -> dict:
@@ -573,12 +566,7 @@ def f1_50(row: dict) -> float:
 def paired_se(values: np.ndarray, reference: np.ndarray, groups) -> float:
     """Standard error of ``mean(values - reference)`` (one value per image) with images of one
     article (``groups``) correlated: the cluster-robust (sandwich) estimate over articles."""
-    diff = np.asarray(values, float) - np.asarray(reference, float)
-    names, article = np.unique(np.asarray(groups), return_inverse=True)
-    if len(names) < 2:
-        return 0.0
-    sums = np.bincount(article, weights=diff - diff.mean())  # per article
-    return float(np.sqrt(len(names) / (len(names) - 1) * np.sum(sums ** 2)) / len(diff))
+    return clustered_se(np.asarray(values, float) - np.asarray(reference, float), groups)
 
 
 def mark_ties(table: dict, groups) -> dict:

@@ -1,3 +1,4 @@
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 
 from idx.errors import IdxError
-from models.data import read_split
+from models.data import read_dois, read_split
 from models.evaluate import (THRESHOLDS, area_under_pr, coco_average_precision, count_matches,
                              evaluate_segmenter, image_metrics, load_ground_truth, match_instances,
                              summarise)
@@ -270,3 +271,67 @@ def test_evaluate_segmenter_errors():
         load_ground_truth(EMPS, "no-such-image")
     with pytest.raises(IdxError, match="no images to evaluate"):
         evaluate_segmenter(_ReplaySegmenter([]), EMPS, [], progress=False)
+
+
+def test_clustered_standard_error_counts_articles_not_images():
+    from models.evaluate import clustered_se
+
+    # two articles of two images each, every image of one article alike: two independent values,
+    # not four; sandwich: sqrt(2 / 1 * (1^2 + 1^2)) / 4 = 0.5, against 0.289 for four independent images
+    assert clustered_se([1.0, 1.0, 0.0, 0.0], ["a", "a", "b", "b"]) == pytest.approx(0.5)
+    assert clustered_se([1.0, 1.0, 0.0, 0.0], ["a", "b", "c", "d"]) == \
+        pytest.approx(np.std([1.0, 1.0, 0.0, 0.0], ddof=1) / 2)
+    assert clustered_se([0.3, 0.9], ["a", "a"]) == 0.0  # one article: no estimate
+
+
+@needs_emps
+def test_evaluate_reports_standard_errors_over_source_articles():
+    from models.data import article_groups, read_dois
+
+    stems = read_split(EMPS, "test")[:8]
+    groups = article_groups(EMPS, stems)
+    assert groups == [read_dois(EMPS)[s] for s in stems] and len(set(groups)) < len(stems)
+    truth = [load_ground_truth(EMPS, s) for s in stems]
+    # the oracle on every other image, nothing on the rest: per-image AP 1, 0, 1, 0, ...
+    maps = [t if i % 2 == 0 else np.zeros_like(t) for i, t in enumerate(truth)]
+    summary = evaluate_segmenter(_ReplaySegmenter(maps), EMPS, stems, progress=False, groups=groups)
+    ap = [m["AP"] for m in summary["per_image"]]
+    assert ap == pytest.approx([1.0, 0.0] * 4)
+    assert summary["AP"] == pytest.approx(0.5) and summary["n_articles"] == len(set(groups))
+    # the sandwich estimate written out: each article's summed deviation from the mean
+    articles = sorted(set(groups))
+    sums = [sum(a - 0.5 for a, g in zip(ap, groups) if g == name) for name in articles]
+    by_hand = np.sqrt(len(articles) / (len(articles) - 1) * np.sum(np.square(sums))) / len(ap)
+    assert by_hand > 0 and summary["standard_error"]["AP"] == pytest.approx(by_hand)
+    assert set(summary["standard_error"]) == {"AP", "AP50", "AP75", "mean_IoU", "coco_AP"}
+    assert "standard_error" not in evaluate_segmenter(_ReplaySegmenter(truth[:1]), EMPS, stems[:1], progress=False)
+    one = evaluate_segmenter(_ReplaySegmenter(truth[:1]), EMPS, stems[:1], progress=False, groups=groups[:1])
+    assert one["n_articles"] == 1 and "standard_error" not in one  # no spread to estimate from one article
+    with pytest.raises(ValueError, match="one per stem"):
+        evaluate_segmenter(_ReplaySegmenter(truth), EMPS, stems, progress=False, groups=groups[:3])
+
+
+def test_article_groups_without_metadata_count_each_image(tmp_path):
+    from models.data import article_groups
+
+    assert article_groups(tmp_path, ["x", "y"]) == ["x", "y"]
+
+
+@needs_emps
+def test_evaluate_command_prints_errors_over_articles():
+    from click.testing import CliRunner
+
+    from idx.cli import cli
+
+    stems = read_split(EMPS, "test")[:3]
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(EMPS), "--split", "test", "--limit", "3",
+                                      "--mc-samples", "1", "--no-tta", "--zoom", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n_images"] == 3 and summary["n_articles"] == len({read_dois(EMPS)[s] for s in stems}) == 2
+    assert set(summary["standard_error"]) == {"AP", "AP50", "AP75", "mean_IoU", "coco_AP"}
+    assert all(0 <= v < 0.5 for v in summary["standard_error"].values())
+    text = CliRunner().invoke(cli, ["evaluate", "--data", str(EMPS), "--limit", "3", "--mc-samples", "1",
+                                    "--no-tta", "--zoom", "1"])
+    assert "3 images from 2 articles; ± one standard error over articles" in text.stdout
+    assert f"AP {summary['AP']:.3f} ± {summary['standard_error']['AP']:.3f}" in text.stdout
