@@ -1,8 +1,11 @@
 """idx commands (see idx/cli.py)."""
 from idx.cli import cli, emit, json_option, segmenter_options  # noqa: F401
 
+from pathlib import Path  # noqa: E402
+
 import click  # noqa: E402
 
+from idx.errors import IdxError  # noqa: E402
 from models import train_defaults as TD  # noqa: E402  (no torch)
 
 
@@ -86,26 +89,48 @@ def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, sch
               type=click.Choice(["test", "val", "fit", "train"]))
 @segmenter_options
 @click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
+@click.option("--per-image", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write one CSV row per image (stem, source article, metrics, recall at IoU 0.5, "
+              "particle counts, seconds), worst AP first: where to look at the failures.")
 @json_option
 def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, no_snap,
-             compile_kernels, limit, as_json):
+             compile_kernels, limit, per_image, as_json):
     """Evaluate BPartIS on an EMPS split with the published protocol (+ COCO mask AP).
 
     \b
         idx evaluate --data ../shared/data/emps --split test --json
+        idx evaluate --split val --per-image val.csv
     """
     from models.data import article_groups, default_emps_dir, read_split
     from models.evaluate import evaluate_segmenter
 
+    if per_image and not Path(per_image).resolve().parent.is_dir():  # found out before the long run, not after
+        raise IdxError(f"--per-image {per_image}: its folder does not exist; create it or give another path")
     data = data or default_emps_dir()
     stems = read_split(data, split)[:limit]
     segmenter = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels,
                                zoom, no_snap)
-    summary = evaluate_segmenter(segmenter, data, stems, groups=article_groups(data, stems))
-    summary.pop("per_image", None)
+    groups = article_groups(data, stems)
+    summary = evaluate_segmenter(segmenter, data, stems, groups=groups)
+    rows = summary.pop("per_image")
+    if per_image:
+        write_per_image(rows, groups, per_image)
     errors = summary.get("standard_error", {})
     text = "  ".join(f"{k} {v:.3f}" + (f" ± {errors[k]:.3f}" if k in errors else "")
                      for k, v in summary.items() if isinstance(v, float))
     where = f"{len(stems)} images from {summary['n_articles']} articles" + \
         ("; ± one standard error over articles" if errors else "")
     emit(summary, as_json, text=f"{split} ({where}): {text}")
+
+
+def write_per_image(rows: list[dict], groups: list, path) -> None:
+    """``evaluate_segmenter``'s per-image rows as a CSV at ``path``, worst protocol AP first."""
+    import pandas as pd
+
+    from models.evaluate import SUMMARY_KEYS, THRESHOLDS
+
+    at_half = int(abs(THRESHOLDS - 0.5).argmin())
+    table = pd.DataFrame([{"stem": row["stem"], "article": group, **{k: row[k] for k in SUMMARY_KEYS},
+                           "recall50": row["recall"][at_half], "n_gt": row["n_gt"], "n_pred": row["n_pred"],
+                           "seconds": row["seconds"]} for row, group in zip(rows, groups)])
+    table.sort_values("AP", kind="stable").to_csv(path, index=False, float_format="%.4f")

@@ -335,3 +335,27 @@ def test_evaluate_command_prints_errors_over_articles():
                                     "--no-tta", "--zoom", "1"])
     assert "3 images from 2 articles; ± one standard error over articles" in text.stdout
     assert f"AP {summary['AP']:.3f} ± {summary['standard_error']['AP']:.3f}" in text.stdout
+
+
+@needs_emps
+def test_evaluate_writes_one_row_per_image_worst_first(tmp_path):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from idx.cli import cli
+
+    args = ["evaluate", "--data", str(EMPS), "--limit", "3", "--mc-samples", "1", "--no-tta", "--zoom", "1"]
+    out = tmp_path / "per_image.csv"
+    result = CliRunner().invoke(cli, args + ["--per-image", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary, rows = json.loads(result.stdout), pd.read_csv(out)
+    stems = read_split(EMPS, "test")[:3]
+    assert sorted(rows["stem"]) == sorted(stems) and list(rows["AP"]) == sorted(rows["AP"])
+    assert rows["AP"].mean() == pytest.approx(summary["AP"], abs=2e-4)  # 4 decimals in the file
+    assert dict(zip(rows["stem"], rows["article"])) == {s: read_dois(EMPS)[s] for s in stems}
+    truth = [load_ground_truth(EMPS, s) for s in rows["stem"]]
+    assert list(rows["n_gt"]) == [len(np.unique(t)) - 1 for t in truth]
+    assert ((rows["recall50"] >= 0) & (rows["recall50"] <= 1)).all() and (rows["seconds"] > 0).all()
+    # a folder that is not there is refused before the images are segmented
+    bad = CliRunner().invoke(cli, args + ["--per-image", str(tmp_path / "nowhere" / "rows.csv")])
+    assert bad.exit_code != 0 and "its folder does not exist" in bad.output and "Traceback" not in bad.output
