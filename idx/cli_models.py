@@ -127,10 +127,9 @@ def write_per_image(rows: list[dict], groups: list, path) -> None:
     """``evaluate_segmenter``'s per-image rows as a CSV at ``path``, worst protocol AP first."""
     import pandas as pd
 
-    from models.evaluate import SUMMARY_KEYS, THRESHOLDS
+    from models.evaluate import SUMMARY_KEYS
 
-    at_half = int(abs(THRESHOLDS - 0.5).argmin())
     table = pd.DataFrame([{"stem": row["stem"], "article": group, **{k: row[k] for k in SUMMARY_KEYS},
-                           "recall50": row["recall"][at_half], "n_gt": row["n_gt"], "n_pred": row["n_pred"],
+                           "recall50": row["R50"], "n_gt": row["n_gt"], "n_pred": row["n_pred"],
                            "seconds": row["seconds"]} for row, group in zip(rows, groups)])
     table.sort_values("AP", kind="stable").to_csv(path, index=False, float_format="%.4f")

@@ -55,6 +55,7 @@ THRESHOLDS = np.round(np.linspace(0, 0.95, 20), 3)  # published protocol, IoU > 
 COCO_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 3)  # COCO, IoU >= t
 COCO_RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 MEAN_IOU_THRESHOLD = 0.5
+AT_50, AT_75 = (int(np.flatnonzero(THRESHOLDS == t)[0]) for t in (0.5, 0.75))  # their indices
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "mean_IoU", "coco_AP")
 
 
@@ -236,8 +237,9 @@ def image_metrics(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray | None = 
     Returns
     -------
     dict
-        ``AP``, ``AP50``, ``AP75``, ``mean_IoU``, ``coco_AP`` (floats), ``precision`` and
-        ``recall`` (lists of 20 floats, one per ``THRESHOLDS``), ``n_gt``, ``n_pred`` (ints).
+        ``AP``, ``AP50``, ``AP75``, ``mean_IoU``, ``coco_AP``, ``R50`` (recall at t = 0.5; floats),
+        ``precision`` and ``recall`` (lists of 20 floats, one per ``THRESHOLDS``), ``n_gt``,
+        ``n_pred`` (ints).
     """
     iou = match_instances(gt, pred)
     n_gt, n_pred = iou.shape
@@ -251,8 +253,9 @@ def image_metrics(gt: np.ndarray, pred: np.ndarray, scores: np.ndarray | None = 
         mean_iou = float(np.where(best > MEAN_IOU_THRESHOLD, best, 0.0).mean())
     return {
         "AP": area_under_pr(precision, recall),
-        "AP50": float(precision[np.flatnonzero(THRESHOLDS == 0.5)[0]]),
-        "AP75": float(precision[np.flatnonzero(THRESHOLDS == 0.75)[0]]),
+        "AP50": float(precision[AT_50]),
+        "AP75": float(precision[AT_75]),
+        "R50": float(recall[AT_50]),
         "mean_IoU": mean_iou,
         "coco_AP": coco_average_precision(iou, scores),
         "precision": precision.tolist(),

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from idx.errors import run_module
 from models.cluster import FOREGROUND_THRESHOLD, PHI_THRESHOLD, cluster_instances
 from models.data import article_groups, default_emps_dir, load_sample, read_split
-from models.evaluate import THRESHOLDS, clustered_se, image_metrics, match_instances, summarise
+from models.evaluate import clustered_se, image_metrics, match_instances, summarise
 from models.edges import snap_edges
 from models.infer import (
     DEFAULT_WEIGHTS,
@@ -133,9 +133,9 @@ def sweep(model, data_dir, stems, tu_grid=TU_GRID, t_grid=T_GRID, progress=True,
                 kept, _, _ = filter_instances(labels, mi_np, tu)
                 scores[(st, mp, tu)].append(image_metrics(sample.instances, kept,
                                                           mean_per_instance(kept, seed.numpy())))
-    table = public(mark_ties({key: _image_rows(rows) for key, rows in scores.items()},
-                             article_groups(data_dir, stems)))
-    seed_threshold, min_px, best_tu = select_params(table)
+    (seed_threshold, min_px, best_tu), table = choose({key: _image_rows(rows) for key, rows in scores.items()},
+                                                      article_groups(data_dir, stems))
+    table = public(table)
     by_t, by_t_filtered = {t: [] for t in t_grid}, {t: [] for t in t_grid if t > 1}
     for gt, maps, single in cached:
         for t in t_grid:
@@ -262,9 +262,9 @@ def edges_step(cache: MapCache, data_dir, stems, card: dict, alphas=EDGE_GRID, p
     error of it are ties, settled by F1 at IoU 0.5: :func:`select_params`). Returns
     ``{"edge_alpha": best, "by_alpha": {alpha: row}}`` (alpha "none": no snapping)."""
     scores = out_of_fold_scores(cache, data_dir, stems, card, alphas, "edges", progress)
-    by_alpha = public(mark_ties({"none" if alpha is None else alpha: row for alpha, row in scores.items()},
-                                article_groups(data_dir, stems)))
-    best = select_params(by_alpha)
+    best, by_alpha = choose({"none" if alpha is None else alpha: row for alpha, row in scores.items()},
+                            article_groups(data_dir, stems))
+    by_alpha = public(by_alpha)
     log.info("rim snapping: alpha %s chosen out of fold, %s", best, by_alpha[best])
     return {"edge_alpha": None if best == "none" else best, "by_alpha": by_alpha}
 
@@ -280,8 +280,7 @@ def out_of_fold_scores(cache: MapCache, data_dir, stems, card: dict, alphas, des
     probability = out_of_fold_probability([labelled_features(*item) for item in items], groups)
     scores = {}
     for alpha in alphas:
-        table = mark_ties(threshold_table(items, probability, edge_alpha=alpha), groups)
-        best = select_params(table)
+        best, table = choose(threshold_table(items, probability, edge_alpha=alpha), groups)
         log.info("learned filter: threshold %s chosen out of fold (rims snapped with %s), %s", best, alpha,
                  public(table)[best])
         scores[alpha] = {"threshold": best, **table[best]}
@@ -341,8 +340,7 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
     best, fitted = {}, {}  # per set-up: its chosen row; what fit_setup returns with it
     for key in grid:
         best[key], fitted[key] = fit_setup(val[key], extra[key])
-    best = mark_ties(best, groups)
-    seed_threshold, min_px = select_params(best)
+    (seed_threshold, min_px), best = choose(best, groups)
     log.info("learned filter: seed > %s, min %s px chosen out of fold, %s", seed_threshold, min_px,
              public(best))
     # then the zoom rule, with that clustering: images of small particles segmented at 2x
@@ -357,8 +355,7 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
         by_zoom[below], fitted_zoom[below] = fit_setup(
             [zoomed.get(s, plain) for s, plain in zip(val_stems, val[chosen])],
             [zoomed.get(s, plain) for s, plain in zip(fit_stems, extra[chosen])])
-    by_zoom = mark_ties(by_zoom, groups)
-    zoom_below = select_params(by_zoom)
+    zoom_below, by_zoom = choose(by_zoom, groups)
     log.info("learned filter: zoom below %s px chosen out of fold, %s", zoom_below, public(by_zoom))
     # then the mask thresholds, with that clustering and zoom rule
     published = (FOREGROUND_THRESHOLD, PHI_THRESHOLD)
@@ -370,8 +367,7 @@ def filter_step(cache: MapCache, data_dir, val_stems, fit_stems, seed_grid=SEED_
              for stem in tqdm(val_stems, desc=f"filter: masks {mask}", disable=not progress)],
             [labelled_features(*cache.instances(data_dir, stem, *chosen, zooms[stem], mask, refine_centre))
              for stem in tqdm(fit_stems, desc=f"filter: masks {mask}, fit split", disable=not progress)])
-    by_mask = mark_ties(by_mask, groups)
-    foreground, phi = select_params(by_mask)
+    (foreground, phi), by_mask = choose(by_mask, groups)
     log.info("learned filter: mask thresholds foreground > %s, phi > %s chosen out of fold, %s", foreground, phi,
              public(by_mask))
     (model, table, extra_y), val_items = fitted_mask[(foreground, phi)]
@@ -453,8 +449,7 @@ def fit_instance_filter(instances: list, groups: list, thresholds=FILTER_GRID, f
     if labelled is None:
         labelled = [labelled_features(*item) for item in instances]
     probability = out_of_fold_probability(labelled, groups, folds, extra, columns)
-    table = mark_ties(threshold_table(instances, probability, thresholds, edge_alpha), groups)
-    best = select_params(table)
+    best, table = choose(threshold_table(instances, probability, thresholds, edge_alpha), groups)
     log.info("learned filter: threshold %s chosen out of fold, %s", best, public(table)[best])
     return fit_filter(*training_set(labelled, extra), threshold=best, columns=columns), table
 
@@ -569,6 +564,14 @@ def paired_se(values: np.ndarray, reference: np.ndarray, groups) -> float:
     return clustered_se(np.asarray(values, float) - np.asarray(reference, float), groups)
 
 
+def choose(table: dict, groups) -> tuple:
+    """``(key, marked table)``: ``table``'s rows (each with its per-image ``_AP``) marked with
+    their errors against the best (:func:`mark_ties`, articles ``groups``) and the key
+    :func:`select_params` chooses among them. Every choice of the tuning goes through here."""
+    marked = mark_ties(table, groups)
+    return select_params(marked), marked
+
+
 def mark_ties(table: dict, groups) -> dict:
     """``table`` with each row's ``AP_se`` (4 decimals): :func:`paired_se` of its per-image AP
     (``_AP``, kept by :func:`threshold_table`) against the best-AP row's, articles ``groups``
@@ -647,8 +650,7 @@ def _mean(rows: list[dict]) -> dict:
     """Mean metrics over images, plus R50: mean recall at IoU > 0.5 (how many particles are found)."""
     summary = summarise(rows)
     out = {k: round(float(summary[k]), 4) for k in METRICS}
-    index = int(np.argmin(np.abs(THRESHOLDS - 0.5)))
-    out["R50"] = round(float(np.mean([r["recall"][index] for r in rows])), 4)
+    out["R50"] = round(float(np.mean([r["R50"] for r in rows])), 4)
     out["pred_per_gt"] = round(float(np.sum([r["n_pred"] for r in rows]) / max(1, np.sum([r["n_gt"] for r in rows]))), 4)
     return out
 
