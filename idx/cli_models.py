@@ -67,8 +67,11 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
 @click.option("--workers", type=int, default=TD.WORKERS, show_default=True,
               help="Processes making the augmented batches (0: this one; a GPU run wants several).")
+@click.option("--freeze-bn", is_flag=True, default=False,
+              help="Batch-norm layers keep their running statistics (a warm start with --init, as the published "
+                   "fine-tune does).")
 def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, schedule, snapshot_every, augment,
-          threads, workers):
+          threads, workers, freeze_bn):
     """Train BPartIS on EMPS (resumable; a checkpoint every epoch).
 
     \b
@@ -80,7 +83,7 @@ def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, sch
 
     run_training(data or default_emps_dir(), out, epochs, batch_size, crop, lr=lr, device=device,
                  eval_every=eval_every, threads=threads, init=init, schedule=schedule,
-                 snapshot_every=snapshot_every, augmentation=augment, workers=workers)
+                 snapshot_every=snapshot_every, augmentation=augment, workers=workers, freeze_bn=freeze_bn)
 
 
 @cli.command()

@@ -89,13 +89,26 @@ def run_batches(samples, batch_size, crop, seed=0, epochs=(1,), augmentation="pu
                                             pin_memory=pin_memory, prefetch_factor=4))
 
 
-def train_one_epoch(model, loader, optimizer, loss_fn, device, total=None, bf16=True):
+def freeze_batch_norm(model: torch.nn.Module) -> int:
+    """Put every batch-norm layer of ``model`` in eval mode (dropout stays on): they normalise with
+    their running statistics and stop updating them, as the published BPartIS fine-tune does; their
+    scale and shift still learn. Returns the number of layers frozen."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        layer.eval()
+    return len(layers)
+
+
+def train_one_epoch(model, loader, optimizer, loss_fn, device, total=None, bf16=True, freeze_bn=False):
     """One pass over ``loader``; returns the mean loss and its three terms.
 
     The forward pass runs under bfloat16 autocast (AMX on recent Xeons, tensor cores on GPUs) with
-    channels-last tensors; the loss and the optimiser work in float32.
+    channels-last tensors; the loss and the optimiser work in float32. ``freeze_bn``: batch-norm
+    layers keep their running statistics (:func:`freeze_batch_norm`).
     """
     model.train()
+    if freeze_bn:
+        freeze_batch_norm(model)
     sums, n = np.zeros(4), 0
     device_type = torch.device(device).type
     for images, instances in tqdm(loader, total=total, desc="train", leave=False):
@@ -180,7 +193,7 @@ def validation_metrics(model, stems, data_dir, device):
 
 def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNING_RATE, device=DEVICE,
           eval_every=EVAL_EVERY, seed=0, threads=None, bf16=True, init=None, schedule=SCHEDULES[0],
-          snapshot_every=SNAPSHOT_EVERY, augmentation=AUGMENTATIONS[0], workers=WORKERS):
+          snapshot_every=SNAPSHOT_EVERY, augmentation=AUGMENTATIONS[0], workers=WORKERS, freeze_bn=False):
     """Train (or resume) a BPartIS model; writes ``last.pt``, ``best.pt``, ``log.csv``, ``loss.png``.
 
     ``out_dir/last.pt`` (model, optimiser, epoch) is resumed when present; otherwise ``init``
@@ -188,7 +201,9 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
     ``schedule``: "poly" (power 0.9 over ``epochs``) or "constant" (for weight averaging, with
     ``snapshot_every=1``; see :mod:`models.average`). ``augmentation``: "published" or "em"
     (:class:`RunBatches`); a resumed run keeps the one it was started with. ``workers``:
-    processes that make the batches (0: this one; see :func:`run_batches`).
+    processes that make the batches (0: this one; see :func:`run_batches`). ``freeze_bn``: batch-norm
+    layers keep the running statistics they start with (for warm starts, as the published fine-tune
+    does); a resumed run keeps its setting.
     """
     _check_choice("learning-rate schedule", schedule, SCHEDULES)
     _check_choice("augmentation", augmentation, AUGMENTATIONS)  # before minutes of loading
@@ -230,6 +245,9 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
             log.warning("%s was trained with augmentation %r: it goes on with it, not %r (a new --out "
                         "starts a new run)", last, stored, augmentation)
         augmentation = stored
+        if state.get("freeze_bn", False) != freeze_bn:
+            log.warning("%s was trained with freeze_bn=%s: it goes on with it", last, state.get("freeze_bn", False))
+        freeze_bn = state.get("freeze_bn", False)
         log.info("resumed from %s at epoch %d", last, start_epoch)
     elif init:
         from models.infer import load_weights
@@ -250,7 +268,7 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr
         train_terms = train_one_epoch(model, itertools.islice(batches, n_batches), optimizer, loss_fn,
-                                      device, total=n_batches, bf16=bf16)
+                                      device, total=n_batches, bf16=bf16, freeze_bn=freeze_bn)
         row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_terms[0],
                "instance": train_terms[1], "seed": train_terms[2], "smooth": train_terms[3]}
         if epoch % VAL_LOSS_EVERY == 0 or epoch == epochs:
@@ -267,7 +285,7 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch, "best": best, "epochs": epochs, "crop": crop,
                  "batch_size": batch_size, "lr": lr, "bf16": bf16, "schedule": schedule,
-                 "augmentation": augmentation}
+                 "augmentation": augmentation, "freeze_bn": freeze_bn}
         torch.save(state, out_dir / "last.tmp")
         (out_dir / "last.tmp").replace(last)
         if snapshot_every and (epoch % snapshot_every == 0 or epoch == epochs):  # and the last
@@ -304,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "mosaics of half-size images, gamma, blur and noise")
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help="processes making the augmented batches (0: this one; a GPU wants several)")
+    parser.add_argument("--freeze-bn", action="store_true",
+                        help="batch-norm layers keep their running statistics (for a warm start with --init, "
+                             "as the published fine-tune does)")
     return parser
 
 
@@ -313,7 +334,7 @@ def main(argv=None):
     train(args.data, args.out, args.epochs, args.batch_size, args.crop, args.lr, args.device,
           args.eval_every, threads=args.threads, bf16=not args.fp32, init=args.init,
           schedule=args.schedule, snapshot_every=args.snapshot_every, augmentation=args.augment,
-          workers=args.workers)
+          workers=args.workers, freeze_bn=args.freeze_bn)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,38 @@ def test_training_steps_fit_a_fixed_batch(tmp_path):
     assert terms[-3:, 0].mean() < terms[1:4, 0].mean()  # the total comes down after Adam's first jump
 
 
+def test_frozen_batch_norm_keeps_its_statistics_while_the_rest_learns(tmp_path):
+    root = fake_emps(tmp_path / "emps")
+    samples = [load_sample(root, s, 64) for s in read_split(root, "train")]
+    batch = next(iter(run_batches(samples, 4, 64)))
+    runs = {}
+    for freeze in (False, True):
+        torch.manual_seed(0)
+        model = BPartIS().to(memory_format=torch.channels_last)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        train_one_epoch(model, [batch], optimizer, SpatialEmbeddingLoss(), "cpu", freeze_bn=freeze)
+        after = model.state_dict()
+        runs[freeze] = {k: not torch.equal(before[k], after[k]) for k in before}
+        assert model.training and any(m.training for m in model.modules() if isinstance(m, torch.nn.Dropout2d))
+    stats = [k for k in runs[True] if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 2 * 49  # every batch-norm layer of the network
+    assert all(runs[False][k] for k in stats) and not any(runs[True][k] for k in stats)
+    assert runs[True]["encoder.initial_block.bn.weight"]  # scale and shift still learn
+    assert runs[True]["decoders.1.output_conv.weight"]
+
+
+def test_resumed_runs_keep_their_batch_norm_setting(tmp_path, caplog):
+    root = fake_emps(tmp_path / "emps")
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    train(root, out, epochs=1, batch_size=2, crop=32, eval_every=0, freeze_bn=True, threads=1)
+    with caplog.at_level("WARNING", logger="models.train"):
+        train(root, out, epochs=2, batch_size=2, crop=32, eval_every=0, threads=1)
+    torch.set_num_threads(threads)
+    assert "trained with freeze_bn=True: it goes on with it" in caplog.text
+    assert torch.load(out / "last.pt", weights_only=False)["freeze_bn"] is True
+
+
 @pytest.mark.slow
 def test_train_writes_checkpoints_and_resumes(tmp_path):
     root = fake_emps(tmp_path / "emps")
@@ -267,7 +299,8 @@ def test_idx_train_and_python_m_models_train_share_their_defaults():
                              ("lr", "lr", "lr"), ("device", "device", "device"),
                              ("eval_every", "eval_every", "eval_every"), ("schedule", "schedule", "schedule"),
                              ("snapshot_every", "snapshot_every", "snapshot_every"),
-                             ("augment", "augment", "augmentation"), ("workers", "workers", "workers")]:
+                             ("augment", "augment", "augmentation"), ("workers", "workers", "workers"),
+                             ("freeze_bn", "freeze_bn", "freeze_bn")]:
         assert clicked[name] == parsed[arg], name
         if param:
             assert signature[param].default == parsed[arg], name
