@@ -214,6 +214,9 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
                                   ("--lr", lr, lr > 0, "above 0"), ("--workers", workers, workers >= 0, "0 or more")):
         if not ok:
             raise IdxError(f"{name} {value}: must be {rule}")
+    if freeze_bn and not init and not (Path(out_dir) / "last.pt").exists():
+        raise IdxError("--freeze-bn keeps the batch-norm statistics of a trained network: give its weights "
+                       "with --init (or resume a run that has last.pt)")
     if threads:
         torch.set_num_threads(threads)
     device = usable_device(device)

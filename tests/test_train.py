@@ -242,7 +242,11 @@ def test_frozen_batch_norm_keeps_its_statistics_while_the_rest_learns(tmp_path):
 def test_resumed_runs_keep_their_batch_norm_setting(tmp_path, caplog):
     root = fake_emps(tmp_path / "emps")
     out, threads = tmp_path / "run", torch.get_num_threads()
-    train(root, out, epochs=1, batch_size=2, crop=32, eval_every=0, freeze_bn=True, threads=1)
+    with pytest.raises(IdxError, match="--freeze-bn keeps the batch-norm statistics of a trained network"):
+        train(root, out, epochs=1, batch_size=2, crop=32, eval_every=0, freeze_bn=True)  # nothing to keep
+    torch.save(BPartIS().state_dict(), tmp_path / "warm.pt")
+    train(root, out, epochs=1, batch_size=2, crop=32, eval_every=0, freeze_bn=True, threads=1,
+          init=tmp_path / "warm.pt")
     with caplog.at_level("WARNING", logger="models.train"):
         train(root, out, epochs=2, batch_size=2, crop=32, eval_every=0, threads=1)
     torch.set_num_threads(threads)
