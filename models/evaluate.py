@@ -301,11 +301,6 @@ def clustered_se(values, groups) -> float:
     return float(np.sqrt(len(names) / (len(names) - 1) * np.sum(sums ** 2)) / len(values))
 
 
-def standard_errors(per_image: list[dict], groups) -> dict:
-    """:func:`clustered_se` of each averaged metric (``SUMMARY_KEYS``) over ``per_image``."""
-    return {key: clustered_se([m[key] for m in per_image], groups) for key in SUMMARY_KEYS}
-
-
 def load_ground_truth(data_dir: str | Path, stem: str, size: int = EVAL_SIZE) -> np.ndarray:
     """Instance map of one EMPS image at ``size`` x ``size`` (nearest-neighbour resize).
 
@@ -381,6 +376,7 @@ def evaluate_segmenter(segmenter, data_dir: str | Path, stems: list[str], progre
     if groups is not None:
         summary["n_articles"] = len(set(groups))
         if summary["n_articles"] > 1:  # one article: no estimate of the spread between articles
-            summary["standard_error"] = standard_errors(per_image, groups)
+            summary["standard_error"] = {key: clustered_se([m[key] for m in per_image], groups)
+                                         for key in SUMMARY_KEYS}
     summary["per_image"] = per_image
     return summary

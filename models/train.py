@@ -89,14 +89,13 @@ def run_batches(samples, batch_size, crop, seed=0, epochs=(1,), augmentation="pu
                                             pin_memory=pin_memory, prefetch_factor=4))
 
 
-def freeze_batch_norm(model: torch.nn.Module) -> int:
+def freeze_batch_norm(model: torch.nn.Module) -> None:
     """Put every batch-norm layer of ``model`` in eval mode (dropout stays on): they normalise with
     their running statistics and stop updating them, as the published BPartIS fine-tune does; their
-    scale and shift still learn. Returns the number of layers frozen."""
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for layer in layers:
-        layer.eval()
-    return len(layers)
+    scale and shift still learn."""
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            layer.eval()
 
 
 def train_one_epoch(model, loader, optimizer, loss_fn, device, total=None, bf16=True, freeze_bn=False):
