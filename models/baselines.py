@@ -81,6 +81,12 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return to_gray(image)
 
 
+def check_polarity(rule: str) -> None:
+    """Refuse a polarity rule that is not one of ``POLARITY_RULES``."""
+    if rule not in POLARITY_RULES:
+        raise ValueError(f"unknown polarity rule {rule!r}; use one of {', '.join(POLARITY_RULES)}")
+
+
 def choose_particles(bright: np.ndarray, rule: str = "border") -> np.ndarray:
     """Pick the particle phase of a two-phase mask.
 
@@ -96,8 +102,7 @@ def choose_particles(bright: np.ndarray, rule: str = "border") -> np.ndarray:
     ndarray of bool, shape (H, W)
         True on the particle phase (a new array; ``bright`` is not changed).
     """
-    if rule not in POLARITY_RULES:
-        raise ValueError(f"unknown polarity rule {rule!r}; use one of {', '.join(POLARITY_RULES)}")
+    check_polarity(rule)
     bright = np.asarray(bright, dtype=bool)
     if rule == "bright":
         return bright.copy()
@@ -149,9 +154,7 @@ class OtsuWatershed:
 
     def __init__(self, sigma_px: float = 4.0, min_distance_px: int = 80, min_size_px: int = 30,
                  polarity: str = "border"):
-        if polarity not in POLARITY_RULES:
-            raise ValueError(f"unknown polarity rule {polarity!r}; use one of "
-                             f"{', '.join(POLARITY_RULES)}")
+        check_polarity(polarity)
         if sigma_px < 0 or min_distance_px < 1 or min_size_px < 0:
             raise ValueError("sigma_px must be >= 0, min_distance_px >= 1 and min_size_px >= 0")
         self.sigma_px, self.min_distance_px = float(sigma_px), int(min_distance_px)
@@ -197,9 +200,7 @@ class GmmCcl:
 
     def __init__(self, sigma_px: float = 1.0, opening_radius_px: int = 8, min_size_px: int = 30,
                  polarity: str = "border"):
-        if polarity not in POLARITY_RULES:
-            raise ValueError(f"unknown polarity rule {polarity!r}; use one of "
-                             f"{', '.join(POLARITY_RULES)}")
+        check_polarity(polarity)
         if sigma_px < 0 or opening_radius_px < 0 or min_size_px < 0:
             raise ValueError("sigma_px, opening_radius_px and min_size_px must be >= 0")
         self.sigma_px, self.opening_radius_px = float(sigma_px), int(opening_radius_px)
