@@ -764,6 +764,11 @@ class Database:
         pandas.DataFrame
             Particle columns plus ``technique``, ``figure_label``, ``doi``, ``year``, ``title``.
         """
+        low = 0.0 if min_diameter_nm is None else float(min_diameter_nm)
+        high = math.inf if max_diameter_nm is None else float(max_diameter_nm)
+        if not 0 <= low <= high:
+            raise DatabaseError(f"no diameter lies between {low:g} and {high:g} nm; give "
+                                "0 <= min_diameter_nm <= max_diameter_nm")
         where, params = self._filters(material, technique, year, doi, run, panel)
         if min_diameter_nm is not None:
             where.append("p.diameter_nm >= ?")

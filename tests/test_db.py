@@ -108,6 +108,11 @@ def test_particle_filters():
     assert len(db.particles(year=2019)) == 0
     assert len(db.particles(shape="sphere")) == (particles["shape"] == "sphere").sum()
     assert len(db.particles(panel=panel_id, limit=3)) == 3
+    assert len(db.particles(min_diameter_nm=median, max_diameter_nm=median)) == (
+        particles["diameter_nm"] == median).sum()
+    for low, high in ((median, median / 2), (None, -1.0), (-1.0, None), (float("nan"), None)):
+        with pytest.raises(DatabaseError, match="give 0 <= min_diameter_nm <= max_diameter_nm"):
+            db.particles(min_diameter_nm=low, max_diameter_nm=high)
     stats = db.panel_stats(material="gold")
     assert stats["count"].tolist() == [n]
     assert stats["diameter_mean_nm"].iloc[0] == pytest.approx(
