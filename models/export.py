@@ -5,8 +5,9 @@
 
 Writes ``models/weights/bpartis-emps.pt`` (loads with ``load_state_dict(strict=True)``, < 25 MB),
 ``models/weights/bpartis-emps.json`` (the card: t_u and clustering thresholds tuned on validation,
-source checkpoint, sha256), which ``models.infer.tuned_params`` reads, and, when the sweep fitted
-one, the learned instance filter ``models/weights/bpartis-emps-filter.json`` the card names.
+the rim-snapping alpha the filter was chosen with, source checkpoint, sha256), which
+``models.infer.tuned_params`` reads, and, when the sweep fitted one, the learned instance filter
+``models/weights/bpartis-emps-filter.json`` the card names.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def main(argv=None):
 
     keys = [k for key in CLUSTERING_KEYS for k in (key, f"tu_{key}")] + ["tta", "zoom_below_px", "refine_centre"]
     extra = {k: sweep[k] for k in keys if sweep.get(k) is not None}
+    if sweep.get("scored_with_edge_alpha") is not None:  # the filter's threshold was chosen with these rims
+        extra["edge_alpha"] = sweep["scored_with_edge_alpha"]
     print(export_weights(args.checkpoint, tu, args.out, extra | json.loads(args.extra),
                          sweep.get("instance_filter")))
 

@@ -30,6 +30,30 @@ def test_shipped_weights_load_strict_and_match_their_card():
     assert not ParticleSegmenter(mc_samples=2, tu=0.02).refine_centre  # the published route
 
 
+def test_export_from_the_recorded_sweep_rebuilds_the_shipped_card(tmp_path):
+    """`python -m models.export` on the shipped weights and `docs/bpartis/sweep.json` gives the
+    same file, every value the segmenter reads from the card (the rim-snapping alpha the filter
+    was chosen with included) and the same filter file: the tuned set-up can be shipped again."""
+    from pathlib import Path
+
+    from models.export import main
+
+    out = tmp_path / "bpartis-emps.pt"
+    main([str(DEFAULT_WEIGHTS), "--sweep", str(Path(__file__).parents[1] / "docs/bpartis/sweep.json"),
+          "--out", str(out)])
+    shipped, exported = (json.loads(path.with_suffix(".json").read_text()) for path in (DEFAULT_WEIGHTS, out))
+    assert exported["sha256"] == shipped["sha256"] == file_sha256(out)
+    assert (out.parent / exported["instance_filter"]).read_bytes() == \
+        (DEFAULT_WEIGHTS.parent / shipped["instance_filter"]).read_bytes()
+    provenance = ("source_checkpoint", "selected_by")
+    assert {k: v for k, v in exported.items() if k not in provenance} == \
+        {k: v for k, v in shipped.items() if k not in provenance}
+    read = tuned_params(out)
+    assert read.pop("instance_filter").to_dict() == tuned_params().pop("instance_filter").to_dict()
+    assert read == {k: v for k, v in tuned_params().items() if k != "instance_filter"}
+    assert read["edge_alpha"] == shipped["edge_alpha"]
+
+
 def test_tu_route_takes_the_clustering_it_was_tuned_with(tmp_path):
     """--tu uses the seed threshold and size the t_u sweep chose (the card's tu_* values), the
     default learned filter (and --no-filter) its own; an explicit value wins over both."""
