@@ -133,8 +133,7 @@ def plot(database, panel_id, all_panels, kind, output):
         if all_panels:
             diameters = db.sql("SELECT diameter_nm FROM particles WHERE NOT touches_border "
                                "AND diameter_nm IS NOT NULL")["diameter_nm"].to_numpy()
-            figure = plot_size_histogram(diameters, "nm",
-                                         title=f"{len(diameters)} particles, all panels")
+            figure = plot_size_histogram(diameters, "nm", title="all panels")
         else:
             panels = db.panel_stats(panel=panel_id)
             if panels.empty:

@@ -11,11 +11,16 @@ import logging
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 logger = logging.getLogger(__name__)
 
 FIGURE_SIZE_IN = (5.0, 3.6)  # inches
 DPI = 120
+
+
+def _particles(count: int) -> str:
+    return f"{count} particle" + ("" if count == 1 else "s")
 
 
 def _new_figure(size=FIGURE_SIZE_IN) -> tuple[Figure, object]:
@@ -49,6 +54,7 @@ def plot_size_histogram(diameters: np.ndarray, unit: str = "nm", bins: int = 20,
     figure, axes = _new_figure()
     axes.set_xlabel(f"equivalent diameter ({unit})")
     axes.set_ylabel("particles")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 17.5 particles
     if values.size == 0:
         axes.text(0.5, 0.5, "no particles", ha="center", va="center", transform=axes.transAxes)
     else:
@@ -57,7 +63,7 @@ def plot_size_histogram(diameters: np.ndarray, unit: str = "nm", bins: int = 20,
         axes.axvline(np.median(values), color="tab:blue", linestyle="--",
                      label=f"median {np.median(values):.3g} {unit}")
         axes.legend(frameon=False)
-    axes.set_title(title or f"{values.size} particles")
+    axes.set_title(f"{title}: {_particles(values.size)}" if title else _particles(values.size))
     return figure
 
 
@@ -125,5 +131,5 @@ def plot_overlay(image: np.ndarray | None, labels: np.ndarray, title: str | None
     overlay[boundaries] = (1.0, 0.15, 0.1, 1.0)
     axes.imshow(overlay, interpolation="nearest")
     axes.set_axis_off()
-    axes.set_title(title or f"{len(np.unique(labels[labels > 0]))} particles")
+    axes.set_title(title or _particles(len(np.unique(labels[labels > 0]))))
     return figure

@@ -23,6 +23,11 @@ def test_histogram_counts_and_marks_mean():
     assert axes.get_xlabel() == "equivalent diameter (nm)"
     assert "mean 11.6 nm" in [t.get_text() for t in axes.get_legend().get_texts()]
     assert render(figure).shape[2] == 3
+    assert axes.get_title() == "5 particles"
+    assert all(float(tick).is_integer() for tick in axes.get_yticks())  # counts
+    titled = plot_size_histogram(diameters[:1], "nm", title="Fig. 2b").axes[0]
+    assert titled.get_title() == "Fig. 2b: 1 particle"
+    assert all(float(tick).is_integer() for tick in titled.get_yticks())
 
 
 def test_histogram_without_particles_says_so():
@@ -49,7 +54,7 @@ def test_overlay_draws_red_contours_on_the_image():
     pixels = render(figure).reshape(-1, 3).astype(int)
     red = (pixels[:, 0] > 200) & (pixels[:, 1] < 100) & (pixels[:, 2] < 100)
     assert red.sum() > 50
-    assert figure.axes[0].get_title() == "1 particles"
+    assert figure.axes[0].get_title() == "1 particle"
     assert render(plot_overlay(None, labels)).shape[2] == 3
     with pytest.raises(ValueError, match="does not match labels"):
         plot_overlay(np.zeros((10, 10), np.uint8), labels)
