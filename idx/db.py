@@ -745,7 +745,8 @@ class Database:
         technique : str, optional
             Panel technique, e.g. ``"TEM"`` (case-insensitive).
         min_diameter_nm, max_diameter_nm : float, optional
-            Equivalent circular diameter range, nm (particles without scale are excluded).
+            Equivalent circular diameter range, nm (particles without scale are excluded);
+            a negative or inverted range raises :class:`DatabaseError`.
         year : int, optional
             Publication year.
         doi : str, optional
