@@ -53,6 +53,7 @@ from models.infer import (  # noqa: E402
     DEFAULT_WEIGHTS,
     EPS,
     ParticleSegmenter,
+    binary_entropy,
     grey_image,
     load_weights,
     prepare_image,
@@ -78,8 +79,7 @@ def naive_segment(seg: ParticleSegmenter, model: BPartIS, image: np.ndarray) -> 
     sig = torch.stack([o[1][0] for o in outs]).mean(0)
     p = torch.stack([o[2][0, 0] for o in outs]).clamp(EPS, 1 - EPS)
     pm = p.mean(0)
-    ent = lambda q: -(q * q.log() + (1 - q) * (1 - q).log())  # noqa: E731
-    mi = (ent(pm) - ent(p).mean(0)).clamp(min=0).numpy()
+    mi = (binary_entropy(pm) - binary_entropy(p).mean(0)).clamp(min=0).numpy()
     labels = cluster_instances(emb, sig, pm, seg.seed_threshold, seg.min_instance_px, seg.foreground_threshold,
                                seg.phi_threshold).numpy()
     return seg.filter_labels(labels, pm.numpy(), mi, sig.numpy(), lambda: grey_image(rgb))[0]

@@ -53,6 +53,11 @@ EPS = 1e-7
 SYMMETRIES = tuple((t, v, h) for t in (False, True) for v in (False, True) for h in (False, True))
 
 
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of Bernoulli probabilities ``p``, already clamped to ``[EPS, 1 - EPS]``."""
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
 def transform_input(x: torch.Tensor, symmetry) -> torch.Tensor:
     """``x (B, C, H, W)`` flipped along columns, then rows, then transposed, as ``symmetry`` says."""
     transpose, flip_rows, flip_cols = symmetry
@@ -447,13 +452,13 @@ class ParticleSegmenter:
                         reference = embedding[0].clone(), seed[0, 0] > 0.5
                     align_embeddings(embedding, which, *reference)
                 p = seed[:, 0].clamp(EPS, 1 - EPS)
-                entropy = -(p * p.log() + (1 - p) * (1 - p).log())  # (n, S, S)
+                entropy = binary_entropy(p)  # (n, S, S)
                 parts = [embedding.sum(0), sigma.sum(0), p.sum(0), entropy.sum(0)]
                 sums = parts if sums is None else [a + b for a, b in zip(sums, parts)]
                 done += n
             emb, sig, seed_mean, mean_entropy = (v / t for v in sums)
             pm = seed_mean.clamp(EPS, 1 - EPS)
-            mi = -(pm * pm.log() + (1 - pm) * (1 - pm).log()) - mean_entropy
+            mi = binary_entropy(pm) - mean_entropy
             maps[t] = (emb, sig, seed_mean, mi.clamp(min=0.0))
         return maps
 

@@ -9,9 +9,10 @@ Zoom decisions come from CACHE_A's `typical_area.json` (its network's T = 1 pass
 import json, shutil, sys, logging
 from pathlib import Path
 import numpy as np
+import torch
 from models.data import read_split
 from models.tune import MapCache, compare_step
-from models.infer import ParticleSegmenter, EPS
+from models.infer import ParticleSegmenter, EPS, binary_entropy
 
 logging.basicConfig(level=logging.INFO)
 A, B, OUT = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
@@ -19,8 +20,7 @@ data = "../shared/data/emps"
 stems = read_split(data, "val")
 
 def H(p):
-    p = np.clip(p, EPS, 1 - EPS)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    return binary_entropy(torch.from_numpy(np.clip(p, EPS, 1 - EPS))).numpy()
 
 def pool(pa, pb, out):
     a, b = np.load(pa), np.load(pb)
