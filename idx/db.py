@@ -59,6 +59,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -265,8 +266,13 @@ class Database:
             if not self.path.exists():
                 raise DatabaseError(f"no database at {self.path}; check the path or create it "
                                     "with `idx extract`")
-            uri = self.path.resolve().as_uri() + "?mode=ro"
-            return sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s)
+            # A writable file is opened read-write but query-only: a mode=ro connection cannot
+            # checkpoint, so closing it would leave empty -wal and -shm files beside the database.
+            writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+            uri = self.path.resolve().as_uri() + ("?mode=rw" if writable else "?mode=ro")
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s)
+            conn.execute("PRAGMA query_only = ON")
+            return conn
         if not self.path.parent.exists():
             raise DatabaseError(f"folder {self.path.parent} does not exist; create it or pass "
                                 "another database path")

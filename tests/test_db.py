@@ -266,6 +266,19 @@ def test_read_only_locations(tmp_path):
         Database(empty, readonly=True)
 
 
+def test_read_only_open_leaves_no_wal_files(tmp_path):
+    path = tmp_path / "p.db"
+    with Database(path) as writer:
+        fill(writer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.db"]  # the writer cleans up too
+    for _ in range(2):
+        with Database(path, readonly=True) as reader:
+            assert reader.stats()["tables"]["particles"] > 0
+            with pytest.raises(DatabaseError, match="cannot be written"):
+                reader.add_article({"doi": "10.1/new"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.db"]
+
+
 def test_stats_summarises_database(tmp_path):
     db = Database(tmp_path / "p.db")
     _, _, _, particles, _, _ = fill(db)
