@@ -844,8 +844,8 @@ class Database:
     def sql(self, query: str) -> pd.DataFrame:
         """Run one read-only SQL statement (SELECT / WITH / EXPLAIN / VALUES).
 
-        File databases are read through a separate ``mode=ro`` connection, so nothing can be
-        written whatever the statement does.
+        The statement runs with ``PRAGMA query_only`` on (as a read-only ``Database`` always
+        is), so nothing can be written whatever it does.
 
         Raises
         ------
@@ -856,15 +856,10 @@ class Database:
         if keyword in WRITE_KEYWORDS or not keyword:
             raise DatabaseError(f"only read-only queries (SELECT, WITH, EXPLAIN) are allowed; "
                                 f"got {keyword or 'an empty query'}")
-        if self.path is None:
-            conn, close = self.conn, False
-            self.conn.execute("PRAGMA query_only = ON")
-        else:
-            uri = self.path.resolve().as_uri() + "?mode=ro"
-            with self._errors("open the database read-only"):
-                conn, close = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s), True
+        was_query_only = self.conn.execute("PRAGMA query_only").fetchone()[0]
+        self.conn.execute("PRAGMA query_only = ON")
         try:
-            return pd.read_sql_query(query, conn)
+            return pd.read_sql_query(query, self.conn)
         except (sqlite3.Error, pd.errors.DatabaseError) as exc:
             message = str(exc).split(":", 1)[-1].strip() if "Execution failed" in str(exc) \
                 else str(exc)
@@ -874,10 +869,7 @@ class Database:
             raise DatabaseError(f"SQL error: {message}; fix the query (tables: "
                                 f"{', '.join(TABLES)})") from None
         finally:
-            if close:
-                conn.close()
-            else:
-                self.conn.execute("PRAGMA query_only = OFF")
+            self.conn.execute(f"PRAGMA query_only = {int(was_query_only)}")
 
     def stats(self) -> dict:
         """Summary of the database: rows per table, runs, techniques, shapes, years, size, crawl.
