@@ -198,13 +198,22 @@ def serve(database, port):
     \b
         idx serve particles.db --port 8001   # then open http://127.0.0.1:8001/
     """
-    from idx.db import Database
-
-    Database(database, readonly=True).close()  # one-line error if it is not an idx database
     from datasette.cli import cli as datasette_cli
 
-    datasette_cli.main(["serve", str(database), "--host", "127.0.0.1", "--port", str(port)],
-                       prog_name="idx serve", standalone_mode=False)
+    datasette_cli.main(datasette_args(database, port), prog_name="idx serve",
+                       standalone_mode=False)
+
+
+def datasette_args(database, port) -> list:
+    """``datasette`` arguments serving an idx database on 127.0.0.1 (one-line error if it is not
+    one); a clean database in a folder that cannot be written is served immutable, as
+    :class:`idx.db.Database` reads it."""
+    from idx.db import Database
+
+    with Database(database, readonly=True) as db:
+        immutable = db.immutable
+    return ["serve", *(["--immutable"] if immutable else []), str(database), "--host", "127.0.0.1",
+            "--port", str(port)]
 
 
 @cli.command()

@@ -240,6 +240,7 @@ class Database:
             raise DatabaseError("pass a database path, or memory=True (not both)")
         self.path = None if memory else Path(path)
         self.readonly = readonly
+        self.immutable = False  # set when a clean database in an unwritable folder is opened
         self.busy_timeout_s = busy_timeout_s
         where = "memory" if memory else str(self.path)
         with self._errors(f"open {where}"):
@@ -270,13 +271,37 @@ class Database:
             # checkpoint, so closing it would leave empty -wal and -shm files beside the database.
             writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
             uri = self.path.resolve().as_uri() + ("?mode=rw" if writable else "?mode=ro")
-            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s)
+            if writable:
+                conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s)
+            else:
+                conn = self._connect_unwritable(uri)
             conn.execute("PRAGMA query_only = ON")
             return conn
         if not self.path.parent.exists():
             raise DatabaseError(f"folder {self.path.parent} does not exist; create it or pass "
                                 "another database path")
         return sqlite3.connect(str(self.path), timeout=self.busy_timeout_s)
+
+    def _connect_unwritable(self, uri: str) -> sqlite3.Connection:
+        """A WAL database in a folder that cannot be written (a read-only share, a published copy)
+        cannot be read through mode=ro: SQLite must create its -wal and -shm files first. When the
+        database was closed cleanly (no write-ahead log beside it) every row is in the file
+        itself, so it is opened immutable instead."""
+        conn = None
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s)
+            conn.execute("PRAGMA schema_version").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            if conn is not None:
+                conn.close()
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise DatabaseError(f"{self.path} has unsaved changes in {wal.name} and its folder cannot "
+                                "be written; open it once where it can be written (or copy the "
+                                "folder) so SQLite folds the log in")
+        self.immutable = True
+        return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=self.busy_timeout_s)
 
     def close(self) -> None:
         """Close the connection (the database file stays consistent)."""

@@ -201,3 +201,29 @@ def test_serve_renders_pages_on_localhost(database):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_commands_read_a_database_in_a_folder_that_cannot_be_written(database, tmp_path,
+                                                                        monkeypatch):
+    """A clean database on a read-only share: as root (who may write anywhere) the share is
+    reproduced by a -wal path SQLite cannot create and a folder that reads as read-only."""
+    from datasette.cli import cli as datasette_cli
+
+    from idx.cli_db import datasette_args
+    from test_db import read_only_access
+
+    path = tmp_path / "particles.db"
+    path.write_bytes(database[0].read_bytes())
+    path.with_name("particles.db-wal").mkdir()
+    monkeypatch.setattr("idx.db.os.access", read_only_access)
+    result = run("query", path, "--sql", "SELECT count(*) AS n FROM particles", "--format", "json")
+    assert result.exit_code == 0, result.output
+    n = json.loads(result.output)[0]["n"]
+    assert n >= 36
+    args = datasette_args(path, free_port())
+    assert "--immutable" in args
+    get = ["--get", "/particles.json?sql=select+count(*)+as+n+from+particles&_shape=array"]
+    served = CliRunner().invoke(datasette_cli, args + get)
+    assert served.exit_code == 0 and json.loads(served.output) == [{"n": n}], served.output
+    plain = CliRunner().invoke(datasette_cli, ["serve", str(path)] + get)  # as datasette alone
+    assert plain.exit_code != 0

@@ -1,4 +1,5 @@
 """Tests of idx.db: schema, stable ids, queries, read-only SQL and every bad-input branch."""
+import os
 import sqlite3
 import subprocess
 import sys
@@ -433,3 +434,55 @@ def test_failures_of_every_key_of_a_stored_doi_are_deleted(tmp_path):
         assert db.conn.execute("SELECT key, doi FROM crawl_failures ORDER BY key").fetchall() == \
             [("doi:10.9/new", "10.9/new"), ("pmcid:PMC4", None)]
         assert db.db.table("articles").count == 2
+
+
+
+def read_only_access(path, mode, *args, **kwargs):
+    """``os.access`` as a user who may read but not write."""
+    return not mode & os.W_OK and os.path.exists(path)
+
+
+def unwritable_folder(monkeypatch, path):
+    """What a read-only share looks like to SQLite, reproduced as root (who may write anywhere):
+    the write-ahead log beside the database cannot be created, and the folder reads as
+    read-only to idx."""
+    path.with_name(path.name + "-wal").mkdir()
+    monkeypatch.setattr("idx.db.os.access", read_only_access)
+
+
+def test_read_only_open_in_unwritable_folder(tmp_path, monkeypatch):
+    path = tmp_path / "p.db"
+    with Database(path) as writer:
+        _, _, _, particles, _, _ = fill(writer)
+    unwritable_folder(monkeypatch, path)
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):  # SQLite alone fails
+        sqlite3.connect(path.as_uri() + "?mode=ro", uri=True).execute("SELECT 1 FROM particles")
+    with Database(path, readonly=True) as reader:
+        assert reader.stats()["tables"]["particles"] == len(particles)
+        assert len(reader.sql("SELECT * FROM particles")) == len(particles)
+        with pytest.raises(DatabaseError, match="cannot be written"):
+            reader.add_article({"doi": "10.1/new"})
+
+
+def test_read_only_open_refuses_unfolded_log_in_unwritable_folder(tmp_path, monkeypatch):
+    path = tmp_path / "p.db"
+    with Database(path) as writer:
+        fill(writer)
+        writer.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.add_article({"doi": "10.1/late"})
+        log = (tmp_path / "p.db-wal").read_bytes()  # the article is only in the log so far
+    (tmp_path / "p.db-wal").write_bytes(log)  # as a writer that crashed would leave it
+    (tmp_path / "p.db-shm").unlink(missing_ok=True)
+    monkeypatch.setattr("idx.db.os.access", read_only_access)
+    connect = sqlite3.connect
+
+    def connect_as_other_user(database, *args, **kwargs):
+        # Root reads this log anyway; another user in a read-only folder gets this from SQLite
+        # 3.40 (checked with `su nobody`), and an immutable open would silently drop the article.
+        if "mode=ro" in str(database) and "immutable" not in str(database):
+            raise sqlite3.OperationalError("unable to open database file")
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr("idx.db.sqlite3.connect", connect_as_other_user)
+    with pytest.raises(DatabaseError, match=r"unsaved changes in p\.db-wal .* cannot be written"):
+        Database(path, readonly=True)
