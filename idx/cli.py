@@ -7,6 +7,7 @@ instant.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -17,7 +18,9 @@ from idx.errors import IdxError
 
 
 class IdxGroup(click.Group):
-    """Click group that turns an ``IdxError`` into a one-line ``Error: ...`` and exit status 1."""
+    """Click group that turns an ``IdxError``, or a file the system refuses (an output folder that
+    cannot be written, a full disk, a path through a file), into a one-line ``Error: ...`` and exit
+    status 1 (``-vv`` keeps the traceback of the latter)."""
 
     def invoke(self, ctx):
         try:
@@ -26,6 +29,24 @@ class IdxGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; everything stored so far is kept") from None
+        except OSError as exc:
+            if not file_error(exc) or logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            raise click.ClickException(file_error(exc)) from None
+
+
+def file_error(exc: OSError) -> str | None:
+    """One line for an ``OSError`` about a file or the disk, or ``None`` for any other."""
+    strerror = (exc.strerror or str(exc)).lower()
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return f"{strerror}{where}; free some space or write elsewhere"
+    if exc.filename is None:
+        return None
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write or read {exc.filename} ({strerror}); choose a location you may "
+                "write, or fix its permissions")
+    return f"{exc.filename}: {strerror}; check the path"
 
 
 def json_option(func):

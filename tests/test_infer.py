@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -255,6 +257,37 @@ def test_segment_command_follows_the_card_and_no_tta_turns_augmentation_off(tmp_
     tta = json.loads(default.stdout)["params"]["tta"]
     assert tta == tuned_params().get("tta", False) and json.loads(plain.stdout)["params"]["tta"] is False
     assert Image.open(tmp_path / "labels.png").size == (128, 96)
+
+
+def test_outputs_the_system_refuses_are_one_line_errors(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from idx.cli import cli
+
+    image = np.full((64, 64), 40, np.uint8)
+    image[20:40, 20:40] = 200
+    Image.fromarray(image).save(tmp_path / "particles.png")
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    runner = CliRunner()
+    emps = Path(__file__).resolve().parents[2] / "shared" / "data" / "emps"
+    for args in (["segment", tmp_path / "particles.png", "--mc-samples", "1", "-o",
+                  tmp_path / "notes.txt" / "labels.png"],
+                 ["train", "--data", emps, "--out", tmp_path / "notes.txt" / "run"]):
+        result = runner.invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 1 and result.exception.__class__ is SystemExit, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and "notes.txt" in lines[0], lines
+        assert "Traceback" not in result.output
+    refused = tmp_path / "refused"
+    try:  # a folder the system refuses even to root (sysfs); skipped where it does not
+        (Path("/sys/kernel") / f"{refused.name}.png").write_bytes(b"")
+    except PermissionError:
+        result = runner.invoke(cli, ["segment", str(tmp_path / "particles.png"), "--mc-samples",
+                                     "1", "-o", f"/sys/kernel/{refused.name}.png"])
+        assert result.exit_code == 1 and "choose a location you may write" in result.output
+    except OSError:
+        pass
 
 
 def test_min_size_option_keeps_small_particles_the_default_size_would_drop(tmp_path):
