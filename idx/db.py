@@ -327,8 +327,9 @@ class Database:
                 hint = (f"{where} is locked by another process (waited {self.busy_timeout_s:g} s); "
                         "wait for it to finish or use another database file")
             elif "readonly" in message or "read-only" in message:
-                hint = (f"{where} cannot be written ({message}); use a writable location or open "
-                        "it read-only")
+                hint = (f"{where} cannot be written ({message}); " + (
+                    "this connection only reads (open it without readonly=True to write)"
+                    if self.readonly else "copy it to a folder you may write, or give another path"))
             elif "unable to open" in message:
                 hint = (f"cannot open {where} ({message}); check the path and its folder's "
                         "permissions")
