@@ -53,7 +53,10 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
 @click.option("--out", default=TD.OUT, show_default=True, help="Run folder (resumes from last.pt).")
 @click.option("--epochs", default=TD.EPOCHS, show_default=True)
 @click.option("--batch-size", default=TD.BATCH_SIZE, show_default=True)
-@click.option("--crop", default=TD.CROP, show_default=True, help="Training crop side (px of the 512 image).")
+@click.option("--crop", default=TD.CROP, show_default=True, help="Training crop side (px of the training image).")
+@click.option("--image-size", default=TD.IMAGE_SIZE, show_default=True,
+              help="Side the training images are resized to before cropping (512: the inference scale; 256 "
+                   "with --crop 256: whole micrographs, as published).")
 @click.option("--device", default=TD.DEVICE, show_default=True)
 @click.option("--eval-every", default=TD.EVAL_EVERY, show_default=True, help="Validation AP every N epochs (0: never).")
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
@@ -70,8 +73,8 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
 @click.option("--freeze-bn", is_flag=True, default=False,
               help="Batch-norm layers keep their running statistics (a warm start with --init, as the published "
                    "fine-tune does).")
-def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, schedule, snapshot_every, augment,
-          threads, workers, freeze_bn):
+def train(data, out, epochs, batch_size, crop, image_size, device, eval_every, init, lr, schedule,
+          snapshot_every, augment, threads, workers, freeze_bn):
     """Train BPartIS on EMPS (resumable; a checkpoint every epoch).
 
     \b
@@ -83,7 +86,8 @@ def train(data, out, epochs, batch_size, crop, device, eval_every, init, lr, sch
 
     run_training(data or default_emps_dir(), out, epochs, batch_size, crop, lr=lr, device=device,
                  eval_every=eval_every, threads=threads, init=init, schedule=schedule,
-                 snapshot_every=snapshot_every, augmentation=augment, workers=workers, freeze_bn=freeze_bn)
+                 snapshot_every=snapshot_every, augmentation=augment, workers=workers, freeze_bn=freeze_bn,
+                 image_size=image_size)
 
 
 @cli.command()

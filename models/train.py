@@ -21,7 +21,7 @@ from models.data import (EVAL_SIZE, MOSAIC_P, augment, colour_jitter, default_em
                          load_sample, mosaic, read_split, to_tensor)
 from models.loss import SpatialEmbeddingLoss
 from models.network import BPartIS, usable_device
-from models.train_defaults import (AUGMENTATIONS, BATCH_SIZE, CROP, DEVICE, EPOCHS, EVAL_EVERY,
+from models.train_defaults import (AUGMENTATIONS, BATCH_SIZE, CROP, DEVICE, EPOCHS, EVAL_EVERY, IMAGE_SIZE,
                                    LEARNING_RATE, OUT, SCHEDULES, SNAPSHOT_EVERY, VAL_LOSS_EVERY, WORKERS)
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,8 @@ def validation_metrics(model, stems, data_dir, device):
 
 def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNING_RATE, device=DEVICE,
           eval_every=EVAL_EVERY, seed=0, threads=None, bf16=True, init=None, schedule=SCHEDULES[0],
-          snapshot_every=SNAPSHOT_EVERY, augmentation=AUGMENTATIONS[0], workers=WORKERS, freeze_bn=False):
+          snapshot_every=SNAPSHOT_EVERY, augmentation=AUGMENTATIONS[0], workers=WORKERS, freeze_bn=False,
+          image_size=IMAGE_SIZE):
     """Train (or resume) a BPartIS model; writes ``last.pt``, ``best.pt``, ``log.csv``, ``loss.png``.
 
     ``out_dir/last.pt`` (model, optimiser, epoch) is resumed when present; otherwise ``init``
@@ -202,7 +203,9 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
     (:class:`RunBatches`); a resumed run keeps the one it was started with. ``workers``:
     processes that make the batches (0: this one; see :func:`run_batches`). ``freeze_bn``: batch-norm
     layers keep the running statistics they start with (for warm starts, as the published fine-tune
-    does); a resumed run keeps its setting.
+    does); a resumed run keeps its setting. ``image_size``: the side the training images are resized
+    to before the crops (512: the inference scale; 256 with ``crop=256``: whole micrographs as
+    published); a resumed run keeps it. Validation always runs at the inference size, 512.
     """
     _check_choice("learning-rate schedule", schedule, SCHEDULES)
     _check_choice("augmentation", augmentation, AUGMENTATIONS)  # before minutes of loading
@@ -210,7 +213,9 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
                                   ("--batch-size", batch_size, batch_size >= 1, "at least 1"),
                                   ("--crop", crop, crop >= 16 and crop % 8 == 0,
                                    "a multiple of 8 from 16 up (the encoder halves it 3 times)"),
-                                  ("--lr", lr, lr > 0, "above 0"), ("--workers", workers, workers >= 0, "0 or more")):
+                                  ("--lr", lr, lr > 0, "above 0"), ("--workers", workers, workers >= 0, "0 or more"),
+                                  ("--image-size", image_size, image_size >= crop,
+                                   f"at least --crop ({crop})")):
         if not ok:
             raise IdxError(f"{name} {value}: must be {rule}")
     if freeze_bn and not init and not (Path(out_dir) / "last.pt").exists():
@@ -226,9 +231,15 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
         raise IdxError(f"--batch-size {batch_size}: more than the {len(fit_stems)} training images of "
                        f"{data_dir}; give a smaller batch")
     out_dir = Path(out_dir)
+    last = out_dir / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+    if state is not None and state.get("image_size", EVAL_SIZE) != image_size:
+        log.warning("%s was trained on images resized to %d px: it goes on with them, not %d", last,
+                    state.get("image_size", EVAL_SIZE), image_size)
+        image_size = state.get("image_size", EVAL_SIZE)
     (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
     log.info("loading %d training and %d validation images", len(fit_stems), len(val_stems))
-    fit = [load_sample(data_dir, s, EVAL_SIZE) for s in tqdm(fit_stems, desc="load", leave=False)]
+    fit = [load_sample(data_dir, s, image_size) for s in tqdm(fit_stems, desc="load", leave=False)]
     val = [load_sample(data_dir, s, EVAL_SIZE) for s in val_stems]
 
     torch.manual_seed(seed)
@@ -236,9 +247,7 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = SpatialEmbeddingLoss()
     start_epoch, best = 0, -1.0
-    last = out_dir / "last.pt"
-    if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state.get("best", -1.0)
@@ -287,7 +296,7 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch, "best": best, "epochs": epochs, "crop": crop,
                  "batch_size": batch_size, "lr": lr, "bf16": bf16, "schedule": schedule,
-                 "augmentation": augmentation, "freeze_bn": freeze_bn}
+                 "augmentation": augmentation, "freeze_bn": freeze_bn, "image_size": image_size}
         torch.save(state, out_dir / "last.tmp")
         (out_dir / "last.tmp").replace(last)
         if snapshot_every and (epoch % snapshot_every == 0 or epoch == epochs):  # and the last
@@ -308,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=OUT, help="run folder (resumes if it has last.pt)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--crop", type=int, default=CROP, help="training crop side, px of the 512 image")
+    parser.add_argument("--crop", type=int, default=CROP, help="training crop side, px of the training image")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE,
+                        help="side the training images are resized to before cropping (512: the inference "
+                             "scale; 256 with --crop 256: whole micrographs, as published)")
     parser.add_argument("--lr", type=float, default=LEARNING_RATE)
     parser.add_argument("--device", default=DEVICE)
     parser.add_argument("--eval-every", type=int, default=EVAL_EVERY, help="validation AP every N epochs (0: never)")
@@ -336,7 +348,7 @@ def main(argv=None):
     train(args.data, args.out, args.epochs, args.batch_size, args.crop, args.lr, args.device,
           args.eval_every, threads=args.threads, bf16=not args.fp32, init=args.init,
           schedule=args.schedule, snapshot_every=args.snapshot_every, augmentation=args.augment,
-          workers=args.workers, freeze_bn=args.freeze_bn)
+          workers=args.workers, freeze_bn=args.freeze_bn, image_size=args.image_size)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ AUGMENTATIONS = ("published", "em")
 OUT = "runs/bpartis"
 EPOCHS = 200
 BATCH_SIZE = 8
-CROP = 256  # training crop side, px of the 512 x 512 image
+CROP = 256  # training crop side, px of the training image (IMAGE_SIZE)
+# side the training images are resized to before cropping: 512, the working size of inference (a
+# crop keeps what one pixel means), or 256 as published (whole micrographs at half that scale)
+IMAGE_SIZE = 512
 EVAL_EVERY = 5  # validation AP every N epochs (0: never)
 DEVICE = "cpu"
 WORKERS = 0

@@ -200,6 +200,26 @@ def test_resuming_keeps_the_runs_augmentation_and_says_so(tmp_path, caplog):
     assert torch.load(out / "last.pt", weights_only=False)["augmentation"] == "em"
 
 
+def test_whole_images_at_the_published_scale_and_resumed_runs_keep_it(tmp_path, caplog, monkeypatch):
+    root = fake_emps(tmp_path / "emps")
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    with pytest.raises(IdxError, match="--image-size 32: must be at least --crop"):
+        train(root, out, epochs=1, batch_size=2, crop=48, eval_every=0, image_size=32)
+    loaded = []
+    monkeypatch.setattr("models.train.load_sample",
+                        lambda d, s, size: loaded.append(size) or load_sample(d, s, size))
+    train(root, out, epochs=1, batch_size=2, crop=48, eval_every=0, image_size=48, threads=1)
+    n_fit, n_val = len(read_split(root, "fit")), len(read_split(root, "val"))
+    assert loaded == [48] * n_fit + [512] * n_val  # validation stays at the inference size
+    loaded.clear()
+    with caplog.at_level("WARNING", logger="models.train"):
+        train(root, out, epochs=2, batch_size=2, crop=48, eval_every=0, threads=1)  # default 512
+    torch.set_num_threads(threads)
+    assert "trained on images resized to 48 px: it goes on with them, not 512" in caplog.text
+    assert loaded[:n_fit] == [48] * n_fit
+    assert torch.load(out / "last.pt", weights_only=False)["image_size"] == 48
+
+
 def test_relabel_numbers_instances_consecutively():
     labels = np.array([[0, 5, 5], [9, 0, 2]])
     assert relabel(labels).tolist() == [[0, 2, 2], [3, 0, 1]]
@@ -304,7 +324,8 @@ def test_idx_train_and_python_m_models_train_share_their_defaults():
                              ("eval_every", "eval_every", "eval_every"), ("schedule", "schedule", "schedule"),
                              ("snapshot_every", "snapshot_every", "snapshot_every"),
                              ("augment", "augment", "augmentation"), ("workers", "workers", "workers"),
-                             ("freeze_bn", "freeze_bn", "freeze_bn")]:
+                             ("freeze_bn", "freeze_bn", "freeze_bn"),
+                             ("image_size", "image_size", "image_size")]:
         assert clicked[name] == parsed[arg], name
         if param:
             assert signature[param].default == parsed[arg], name
