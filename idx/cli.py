@@ -10,7 +10,9 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -89,6 +91,15 @@ def segmenter_options(func):
                         help="BPartIS state dict (ours, or the published seg-model.pt).")(func)
     return click.option("--device", default="cpu", show_default=True,
                         type=click.Choice(["cpu", "cuda"]))(func)
+
+
+def check_output(path, option: str) -> None:
+    """Refuse, before any work, an output file whose folder is missing or cannot be written."""
+    folder = Path(path).absolute().parent
+    if not folder.is_dir():
+        raise IdxError(f"{option} {path}: its folder does not exist; create it or give another path")
+    if not os.access(folder, os.W_OK):
+        raise IdxError(f"{option} {path}: its folder cannot be written; give another path")
 
 
 def emit(payload, as_json: bool, text: str | None = None) -> None:

@@ -1,5 +1,5 @@
 """idx commands (see idx/cli.py)."""
-from idx.cli import cli, emit, json_option, segmenter_options  # noqa: F401
+from idx.cli import check_output, cli, emit, json_option, segmenter_options  # noqa: F401
 
 
 # --- query, stats, plot, serve (idx.db, idx.plots) -------------------------------------------
@@ -126,9 +126,8 @@ def plot(database, panel_id, all_panels, kind, output):
         raise click.UsageError("pass exactly one of --panel ID or --all")
     if all_panels and kind != "histogram":
         raise click.UsageError(f"--kind {kind} needs one panel: pass --panel ID")
+    check_output(output, "-o")
     output = Path(output)
-    if not output.parent.exists():
-        raise IdxError(f"folder {output.parent} does not exist; create it or choose another -o")
     with Database(database, readonly=True) as db:
         if all_panels:
             diameters = db.sql("SELECT diameter_nm FROM particles WHERE NOT touches_border "

@@ -1,11 +1,10 @@
 """idx commands (see idx/cli.py)."""
-from idx.cli import cli, emit, json_option, segmenter_options  # noqa: F401
+from idx.cli import check_output, cli, emit, json_option, segmenter_options  # noqa: F401
 
 from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
 
-from idx.errors import IdxError  # noqa: E402
 from models import train_defaults as TD  # noqa: E402  (no torch)
 
 
@@ -35,6 +34,8 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
     """
     from miners.images import load_image
 
+    if output:
+        check_output(output, "-o")
     array = load_image(image)
     result = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size,
                             compile_kernels, zoom, no_snap).segment(array)
@@ -111,8 +112,8 @@ def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, mi
     from models.data import article_groups, default_emps_dir, read_split
     from models.evaluate import evaluate_segmenter
 
-    if per_image and not Path(per_image).resolve().parent.is_dir():  # found out before the long run, not after
-        raise IdxError(f"--per-image {per_image}: its folder does not exist; create it or give another path")
+    if per_image:  # found out before the long run, not after
+        check_output(per_image, "--per-image")
     data = data or default_emps_dir()
     stems = read_split(data, split)[:limit]
     segmenter = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels,

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,12 @@ def test_outputs_the_system_refuses_are_one_line_errors(tmp_path):
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: ") and "notes.txt" in lines[0], lines
         assert "Traceback" not in result.output
+    with pytest.MonkeyPatch.context() as patch:  # a folder this user may read but not write
+        patch.setattr("idx.cli.os.access", lambda path, mode: not mode & os.W_OK)
+        patch.setattr("models.infer.ParticleSegmenter.segment", None)  # refused before any work
+        result = runner.invoke(cli, ["segment", str(tmp_path / "particles.png"), "-o",
+                                     str(tmp_path / "labels.png")])
+    assert result.exit_code == 1 and "its folder cannot be written" in result.output, result.output
     refused = tmp_path / "refused"
     try:  # a folder the system refuses even to root (sysfs); skipped where it does not
         (Path("/sys/kernel") / f"{refused.name}.png").write_bytes(b"")
