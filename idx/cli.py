@@ -32,9 +32,10 @@ class IdxGroup(click.Group):
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; everything stored so far is kept") from None
         except OSError as exc:
-            if not file_error(exc) or logging.getLogger().isEnabledFor(logging.DEBUG):
+            message = file_error(exc)
+            if message is None or logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
-            raise click.ClickException(file_error(exc)) from None
+            raise click.ClickException(message) from None
 
 
 def file_error(exc: OSError) -> str | None:

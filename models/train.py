@@ -190,6 +190,26 @@ def validation_metrics(model, stems, data_dir, device):
     return summary["AP"], summary["AP50"], summary["mean_IoU"]
 
 
+# settings a resumed run keeps: the value of checkpoints saved before each existed, and the warning
+# given when another value is asked for (the stored value, the asked one)
+KEPT_SETTINGS = {
+    "augmentation": ("published", "%s was trained with augmentation %r: it goes on with it, not %r (a new "
+                                  "--out starts a new run)"),
+    "freeze_bn": (False, "%s was trained with freeze_bn=%s: it goes on with it (not %s)"),
+    "image_size": (EVAL_SIZE, "%s was trained on images resized to %d px: it goes on with them, not %d"),
+}
+
+
+def _kept_setting(state: dict, last: Path, key: str, asked):
+    """The value of ``key`` that the run saved in ``last`` was started with (a warning if ``asked``
+    differs)."""
+    default, warning = KEPT_SETTINGS[key]
+    stored = state.get(key, default)
+    if stored != asked:
+        log.warning(warning, last, stored, asked)
+    return stored
+
+
 def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNING_RATE, device=DEVICE,
           eval_every=EVAL_EVERY, seed=0, threads=None, bf16=True, init=None, schedule=SCHEDULES[0],
           snapshot_every=SNAPSHOT_EVERY, augmentation=AUGMENTATIONS[0], workers=WORKERS, freeze_bn=False,
@@ -233,10 +253,11 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
     out_dir = Path(out_dir)
     last = out_dir / "last.pt"
     state = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
-    if state is not None and state.get("image_size", EVAL_SIZE) != image_size:
-        log.warning("%s was trained on images resized to %d px: it goes on with them, not %d", last,
-                    state.get("image_size", EVAL_SIZE), image_size)
-        image_size = state.get("image_size", EVAL_SIZE)
+    if state is not None:  # a resumed run keeps the settings it was started with
+        augmentation, freeze_bn, image_size = (
+            _kept_setting(state, last, "augmentation", augmentation),
+            _kept_setting(state, last, "freeze_bn", freeze_bn),
+            _kept_setting(state, last, "image_size", image_size))
     (out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
     log.info("loading %d training and %d validation images", len(fit_stems), len(val_stems))
     fit = [load_sample(data_dir, s, image_size) for s in tqdm(fit_stems, desc="load", leave=False)]
@@ -251,14 +272,6 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state.get("best", -1.0)
-        stored = state.get("augmentation", "published")
-        if stored != augmentation:
-            log.warning("%s was trained with augmentation %r: it goes on with it, not %r (a new --out "
-                        "starts a new run)", last, stored, augmentation)
-        augmentation = stored
-        if state.get("freeze_bn", False) != freeze_bn:
-            log.warning("%s was trained with freeze_bn=%s: it goes on with it", last, state.get("freeze_bn", False))
-        freeze_bn = state.get("freeze_bn", False)
         log.info("resumed from %s at epoch %d", last, start_epoch)
     elif init:
         from models.infer import load_weights

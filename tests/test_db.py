@@ -436,7 +436,6 @@ def test_failures_of_every_key_of_a_stored_doi_are_deleted(tmp_path):
         assert db.db.table("articles").count == 2
 
 
-
 def read_only_access(path, mode, *args, **kwargs):
     """``os.access`` as a user who may read but not write."""
     return not mode & os.W_OK and os.path.exists(path)
