@@ -13,13 +13,13 @@ moments, which are running averages of noisy gradients).
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 from pathlib import Path
 
 import torch
 
 from idx.errors import IdxError, run_module
+from models.infer import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +35,19 @@ def compact_checkpoint(state: dict) -> dict:
     if not isinstance(state, dict) or "model" not in state or "optimizer" not in state:
         raise IdxError("not a resumable training checkpoint (no model and optimizer state): give a run's "
                        "last.pt, not a weights file")
-    out = dict(state)
-    optimizer = copy.copy(state["optimizer"])
-    optimizer["state"] = {
+    moments = {  # Adam's 0-d float32 step counters stay as they are
         key: {name: (value.to(torch.bfloat16) if torch.is_tensor(value) and value.dtype == torch.float32
                      and value.dim() > 0 else value) for name, value in slots.items()}
         for key, slots in state["optimizer"]["state"].items()}
-    out["optimizer"] = optimizer
-    return out
+    return {**state, "optimizer": {**state["optimizer"], "state": moments}}
 
 
 def compact_file(src, out) -> Path:
     """Write :func:`compact_checkpoint` of the run checkpoint at ``src`` to ``out``."""
     src, out = Path(src), Path(out)
-    try:
-        state = torch.load(src, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise IdxError(f"{src}: no such checkpoint; give a run's last.pt") from None
-    except Exception as exc:  # a truncated or foreign file: torch's message is long and internal
-        raise IdxError(f"{src}: not a readable PyTorch checkpoint ({type(exc).__name__}); give a run's "
-                       f"last.pt") from None
+    if not src.exists():
+        raise IdxError(f"{src}: no such checkpoint; give a run's last.pt")
+    state = read_checkpoint(src, "give a run's last.pt")
     small = compact_checkpoint(state)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(small, out.with_suffix(".tmp"))

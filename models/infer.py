@@ -85,6 +85,18 @@ def untransform_output(out: torch.Tensor, symmetry) -> torch.Tensor:
     return out
 
 
+def read_checkpoint(path: Path, remedy: str):
+    """What ``torch.save`` wrote to the existing file ``path`` (tensors and plain data only, on
+    the CPU); an empty or unreadable file is a one-line :class:`WeightsError` ending in ``remedy``."""
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: the file is empty; {remedy}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:120]}); {remedy}") from None
+
+
 def load_weights(path: str | Path) -> dict:
     """Read a BPartIS state dict from ``path`` (a plain state dict or a training checkpoint).
 
@@ -96,13 +108,7 @@ def load_weights(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"no BPartIS weights at {path}; put the .pt file there or pass weights=PATH")
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{path}: weights file is empty; copy it again")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:120]}); re-download or re-train it") from None
+    state = read_checkpoint(path, "copy it again or re-train it")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
