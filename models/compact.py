@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from idx.errors import IdxError, run_module
-from models.infer import read_checkpoint
+from models.train import read_run_state
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,6 @@ def compact_checkpoint(state: dict) -> dict:
     state : dict
         As saved by :func:`models.train.train` (keys ``model``, ``optimizer``, ``epoch``, ...).
     """
-    if not isinstance(state, dict) or "model" not in state or "optimizer" not in state:
-        raise IdxError("not a resumable training checkpoint (no model and optimizer state): give a run's "
-                       "last.pt, not a weights file")
     moments = {  # Adam's 0-d float32 step counters stay as they are
         key: {name: (value.to(torch.bfloat16) if torch.is_tensor(value) and value.dtype == torch.float32
                      and value.dim() > 0 else value) for name, value in slots.items()}
@@ -47,7 +44,7 @@ def compact_file(src, out) -> Path:
     src, out = Path(src), Path(out)
     if not src.exists():
         raise IdxError(f"{src}: no such checkpoint; give a run's last.pt")
-    state = read_checkpoint(src, "give a run's last.pt")
+    state = read_run_state(src, "give a run's last.pt")
     small = compact_checkpoint(state)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(small, out.with_suffix(".tmp"))

@@ -210,6 +210,20 @@ def _kept_setting(state: dict, last: Path, key: str, asked):
     return stored
 
 
+def read_run_state(path: Path, remedy: str = "delete it to start the run again, or copy the run's "
+                                              "last.pt back") -> dict:
+    """The resumable state a run saved at ``path`` (its ``last.pt``: model, optimiser, epoch and the
+    settings it was started with); an unreadable file, or one that holds only weights, is a one-line
+    :class:`IdxError` ending in ``remedy``."""
+    from models.infer import read_checkpoint
+
+    state = read_checkpoint(path, remedy)
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch"} <= set(state):
+        raise IdxError(f"{path}: not a resumable training checkpoint (no model, optimizer and epoch; a weights "
+                       f"file?); {remedy}")
+    return state
+
+
 def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNING_RATE, device=DEVICE,
           eval_every=EVAL_EVERY, seed=0, threads=None, bf16=True, init=None, schedule=SCHEDULES[0],
           snapshot_every=SNAPSHOT_EVERY, augmentation=AUGMENTATIONS[0], workers=WORKERS, freeze_bn=False,
@@ -252,7 +266,7 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
                        f"{data_dir}; give a smaller batch")
     out_dir = Path(out_dir)
     last = out_dir / "last.pt"
-    state = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+    state = read_run_state(last) if last.exists() else None
     if state is not None:  # a resumed run keeps the settings it was started with
         augmentation, freeze_bn, image_size = (
             _kept_setting(state, last, "augmentation", augmentation),

@@ -309,6 +309,32 @@ def test_idx_train_runs_an_epoch_with_the_chosen_schedule_and_augmentation(tmp_p
     assert (out / "snapshots" / "epoch0001.pt").exists()
 
 
+def test_a_damaged_or_weights_only_last_pt_stops_the_resume_with_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from idx.cli import cli
+
+    root = fake_emps(tmp_path / "emps")
+    out = tmp_path / "run"
+    out.mkdir()
+    args = ["train", "--data", str(root), "--out", str(out), "--epochs", "2", "--batch-size", "2", "--crop", "32"]
+    torch.save({"model": BPartIS().state_dict(), "optimizer": {}, "epoch": 1}, out / "last.pt")
+    whole = (out / "last.pt").read_bytes()
+    for content, problem in ((whole[: len(whole) // 2], "not a readable PyTorch checkpoint"),
+                             (b"", "the file is empty"),
+                             (None, "not a resumable training checkpoint")):
+        if content is None:
+            torch.save(BPartIS().state_dict(), out / "last.pt")  # the weights a user copied over it
+        else:
+            (out / "last.pt").write_bytes(content)
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code != 0
+        message = result.output.strip()
+        assert "Traceback" not in message and len(message.splitlines()) == 1, message
+        assert "last.pt" in message and problem in message and "start the run again" in message
+        assert not (out / "log.csv").exists()  # nothing written before the error
+
+
 def test_idx_train_and_python_m_models_train_share_their_defaults():
     import inspect
 
