@@ -19,6 +19,7 @@ from tqdm import tqdm
 from idx.errors import IdxError, run_module
 from models.data import (EVAL_SIZE, MOSAIC_P, augment, colour_jitter, default_emps_dir, em_degrade,
                          load_sample, mosaic, read_split, to_tensor)
+from models.infer import ParticleSegmenter, load_weights, read_checkpoint
 from models.loss import SpatialEmbeddingLoss
 from models.network import BPartIS, usable_device
 from models.train_defaults import (AUGMENTATIONS, BATCH_SIZE, CROP, DEVICE, EPOCHS, EVAL_EVERY, IMAGE_SIZE,
@@ -183,7 +184,6 @@ LOG_COLUMNS = ["epoch", "seconds", "lr", "train_loss", "instance", "seed", "smoo
 def validation_metrics(model, stems, data_dir, device):
     """Published-protocol AP / AP50 / mean IoU on validation images with T = 1 (fast)."""
     from models.evaluate import evaluate_segmenter
-    from models.infer import ParticleSegmenter
 
     segmenter = ParticleSegmenter(model=model, device=device, mc_samples=1, filter=False)
     summary = evaluate_segmenter(segmenter, data_dir, stems, progress=False)
@@ -215,8 +215,6 @@ def read_run_state(path: Path, remedy: str = "delete it to start the run again, 
     """The resumable state a run saved at ``path`` (its ``last.pt``: model, optimiser, epoch and the
     settings it was started with); an unreadable file, or one that holds only weights, is a one-line
     :class:`IdxError` ending in ``remedy``."""
-    from models.infer import read_checkpoint
-
     state = read_checkpoint(path, remedy)
     if not isinstance(state, dict) or not {"model", "optimizer", "epoch"} <= set(state):
         raise IdxError(f"{path}: not a resumable training checkpoint (no model, optimizer and epoch; a weights "
@@ -288,8 +286,6 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
         start_epoch, best = state["epoch"], state.get("best", -1.0)
         log.info("resumed from %s at epoch %d", last, start_epoch)
     elif init:
-        from models.infer import load_weights
-
         model.load_state_dict(load_weights(init))
         log.info("warm start from %s", init)
     log_path = out_dir / "log.csv"
