@@ -227,3 +227,65 @@ def test_commands_read_a_database_in_a_folder_that_cannot_be_written(database, t
     assert served.exit_code == 0 and json.loads(served.output) == [{"n": n}], served.output
     plain = CliRunner().invoke(datasette_cli, ["serve", str(path)] + get)  # as datasette alone
     assert plain.exit_code != 0
+
+
+def unprivileged(folder: Path) -> list:
+    """A command prefix that runs a process which cannot override file permissions: nothing for a
+    user other than root; for root, ``setpriv`` without the capabilities that let root read and
+    write anyway (the files stay root's, so the interpreter under /root still runs). Skips where
+    neither holds, after checking that ``folder`` (mode 555) really refuses a new file."""
+    import os
+    import shutil
+
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: permissions cannot be enforced")
+        caps = "-dac_override,-dac_read_search,-fowner"
+        prefix = ["setpriv", "--bounding-set", caps, "--inh-caps", caps]
+    probe = subprocess.run(prefix + ["sh", "-c", f"touch '{folder}/probe'"], capture_output=True)
+    if probe.returncode == 0:
+        (folder / "probe").unlink()
+        pytest.skip(f"{folder} (mode 555) could still be written by the test's process")
+    return prefix
+
+
+def test_read_only_share_with_real_permissions(database, tmp_path):
+    """What the tests above simulate, with the file system refusing for real: the database (mode
+    444) in a folder of mode 555, the commands run as a process that may not override that.
+    Reading works; an extraction into it fails with one line and changes nothing."""
+    import hashlib
+
+    share = tmp_path / "share"
+    share.mkdir()
+    path = share / "particles.db"
+    path.write_bytes(database[0].read_bytes())
+    image = tmp_path / "particles.png"
+    Image.fromarray(np.where(lattice_labels() > 0, 60, 200).astype(np.uint8)).save(image)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.chmod(0o444)
+    share.chmod(0o555)
+    try:
+        prefix = unprivileged(share)
+
+        def idx(*args):
+            return subprocess.run(prefix + [sys.executable, "-m", "idx", *map(str, args)],
+                                  capture_output=True, text=True, timeout=300)
+
+        query = idx("query", path, "--sql", "SELECT count(*) AS n FROM particles", "--format", "json")
+        assert query.returncode == 0, query.stderr
+        assert json.loads(query.stdout)[0]["n"] >= 36
+        stats = idx("stats", path)
+        assert stats.returncode == 0, stats.stderr
+        assert "particles" in stats.stdout
+        extract = idx("extract", image, "--db", path, "--no-split", "--mc-samples", "1", "--no-compile",
+                      "--caption", "TEM image; scale bar 10 nm")
+        assert extract.returncode == 1
+        errors = [line for line in extract.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and "cannot be written" in errors[0], extract.stderr
+        assert str(path) in errors[0] and "Traceback" not in extract.stderr
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+        assert sorted(p.name for p in share.iterdir()) == ["particles.db"]  # no -wal or -shm left
+    finally:
+        share.chmod(0o755)
+        path.chmod(0o644)
