@@ -221,7 +221,7 @@ def datasette_args(database, port) -> list:
 @segmenter_options
 @json_option
 def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filter, no_tta, min_size,
-            zoom, no_snap, compile_kernels, weights, as_json):
+            zoom, no_snap, smooth, compile_kernels, weights, as_json):
     """Extract particles from an image, figure, article file or folder into a database.
 
     Without SOURCE, the figures that `idx crawl` stored in the database are processed.
@@ -236,7 +236,8 @@ def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filte
     report = extract_to_db(source, db_path, weights=weights, device=device, mc_samples=mc_samples,
                            tu=tu, filter=not no_filter, caption=caption, split=not no_split,
                            tta=False if no_tta else None, min_instance_px=min_size,
-                           compile=compile_kernels, zoom=zoom, edges=False if no_snap else None)
+                           compile=compile_kernels, zoom=zoom, edges=False if no_snap else None,
+                           smooth=smooth)
     emit(report, as_json, text=(
         f"{report['figures']} figures, {report['panels']} panels stored "
         f"({report['em_panels']} EM, {report['particles']} particles), "

@@ -9,14 +9,14 @@ from models import train_defaults as TD  # noqa: E402  (no torch)
 
 
 def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min_size=None,
-                   compile_kernels=False, zoom=None, no_snap=False):
+                   compile_kernels=False, zoom=None, no_snap=False, smooth=None):
     """A ParticleSegmenter from CLI options (imports torch)."""
     from models.infer import ParticleSegmenter
 
     return ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
                              tu=tu, filter=not no_filter, tta=False if no_tta else None,
                              min_instance_px=min_size, compile=compile_kernels, zoom=zoom,
-                             edges=False if no_snap else None)
+                             edges=False if no_snap else None, smooth=smooth)
 
 
 @cli.command()
@@ -25,8 +25,8 @@ def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the instance map (16-bit PNG) here; an overlay PNG is written beside it.")
 @json_option
-def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, no_snap, compile_kernels,
-            output, as_json):
+def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, no_snap, smooth,
+            compile_kernels, output, as_json):
     """Segment the particles of one micrograph with BPartIS.
 
     \b
@@ -38,7 +38,7 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
         check_output(output, "-o")
     array = load_image(image)
     result = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size,
-                            compile_kernels, zoom, no_snap).segment(array)
+                            compile_kernels, zoom, no_snap, smooth).segment(array)
     payload = {"image": image, **result.to_dict()}
     if output:
         from PIL import Image
@@ -102,7 +102,7 @@ def train(data, out, epochs, batch_size, crop, image_size, device, eval_every, i
               "particle counts, seconds), worst AP first: where to look at the failures.")
 @json_option
 def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, no_snap,
-             compile_kernels, limit, per_image, as_json):
+             smooth, compile_kernels, limit, per_image, as_json):
     """Evaluate BPartIS on an EMPS split with the published protocol (+ COCO mask AP).
 
     \b
@@ -117,7 +117,7 @@ def evaluate(data, split, weights, device, mc_samples, tu, no_filter, no_tta, mi
     data = data or default_emps_dir()
     stems = read_split(data, split)[:limit]
     segmenter = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size, compile_kernels,
-                               zoom, no_snap)
+                               zoom, no_snap, smooth)
     groups = article_groups(data, stems)
     summary = evaluate_segmenter(segmenter, data, stems, groups=groups)
     rows = summary.pop("per_image")

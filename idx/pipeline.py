@@ -281,13 +281,13 @@ class Extractor:
 
     def __init__(self, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,
                  filter=True, split=True, read_labels=True, tta=None, min_instance_px=None, compile=False,
-                 zoom=None, edges=None):
+                 zoom=None, edges=None, smooth=None):
         if segmenter is None:
             from models.infer import ParticleSegmenter
 
             segmenter = ParticleSegmenter(weights=weights, device=device, mc_samples=mc_samples,
                                           tu=tu, filter=filter, tta=tta, min_instance_px=min_instance_px,
-                                          compile=compile, zoom=zoom, edges=edges)
+                                          compile=compile, zoom=zoom, edges=edges, smooth=smooth)
         self.segmenter = segmenter
         self.split, self.read_labels = split, read_labels
 
@@ -376,7 +376,7 @@ def assign_caption_labels(panels: list[dict], caption_labels: list[str]) -> None
 
 def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30, tu=None,
             filter=True, caption=None, split=True, progress=True, figure_dir=None,
-            tta=None, min_instance_px=None, compile=False, zoom=None, edges=None) -> Extraction:
+            tta=None, min_instance_px=None, compile=False, zoom=None, edges=None, smooth=None) -> Extraction:
     """Find, segment and measure the particles of the EM panels in ``source``.
 
     Parameters
@@ -391,7 +391,8 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
         graphs, ~1.4 s less per panel after a ~2 s trace; see ``ParticleSegmenter``) and ``zoom``
         (1, 2, or None: 2x where a quick first pass finds small particles, as the card says) and
         ``edges`` (False keeps the network's masks; None snaps each particle's rim to the image's
-        edge as the card says, ``edge_alpha``).
+        edge as the card says, ``edge_alpha``) and ``smooth`` (a Gaussian sigma, px of the working
+        image, for the network's input: finely textured particles; None: off).
     caption : str, optional
         Caption of an image or array source (gives panel techniques and stated scales).
     split : bool
@@ -404,7 +405,8 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
         particles as one DataFrame) and ``.to_db(path)``.
     """
     extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta,
-                          min_instance_px=min_instance_px, compile=compile, zoom=zoom, edges=edges)
+                          min_instance_px=min_instance_px, compile=compile, zoom=zoom, edges=edges,
+                          smooth=smooth)
     results = []
     bar = tqdm(desc="panels", unit="panel", disable=not progress)
     for figure in iter_sources(source, caption, figure_dir):
@@ -417,7 +419,8 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
 
 def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu", mc_samples=30,
                   tu=None, filter=True, caption=None, split=True, progress=True,
-                  figure_dir=None, tta=None, min_instance_px=None, compile=False, zoom=None, edges=None) -> dict:
+                  figure_dir=None, tta=None, min_instance_px=None, compile=False, zoom=None, edges=None,
+                  smooth=None) -> dict:
     """Run the pipeline on ``source`` (or, if None, on the figures crawled into the database) and
     store each panel as soon as it is measured, in its own transaction.
 
@@ -433,7 +436,8 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     from idx.db import Database
 
     extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta,
-                          min_instance_px=min_instance_px, compile=compile, zoom=zoom, edges=edges)
+                          min_instance_px=min_instance_px, compile=compile, zoom=zoom, edges=edges,
+                          smooth=smooth)
     counts = {"figures": 0, "panels": 0, "skipped": 0, "em_panels": 0, "particles": 0}
     panel_dir = default_panel_dir(db_path)
     with Database(db_path) as db:
