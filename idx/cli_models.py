@@ -23,7 +23,8 @@ def make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta=False, min
 @click.argument("image", type=click.Path(dir_okay=False))
 @segmenter_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Write the instance map (16-bit PNG) here; an overlay PNG is written beside it.")
+              help="Write the instance map (16-bit PNG) here, and beside it NAME-overlay.png: the "
+              "particles' outlines over the micrograph.")
 @json_option
 def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size, zoom, no_snap, smooth,
             compile_kernels, output, as_json):
@@ -43,8 +44,12 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
     if output:
         from PIL import Image
 
+        from idx.plots import plot_overlay
+
         Image.fromarray(result.labels.astype("uint16")).save(output)
-        payload["labels_png"] = output
+        overlay = Path(output).with_name(Path(output).stem + "-overlay.png")
+        plot_overlay(array, result.labels, title=f"{Path(image).name}: {result.count} particles").savefig(overlay)
+        payload |= {"labels_png": output, "overlay_png": str(overlay)}
     emit(payload, as_json, text=f"{image}: {result.count} particles "
          f"({result.n_removed} removed by the {result.params['filter_kind']} filter)")
 

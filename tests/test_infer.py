@@ -258,6 +258,11 @@ def test_segment_command_follows_the_card_and_no_tta_turns_augmentation_off(tmp_
     tta = json.loads(default.stdout)["params"]["tta"]
     assert tta == tuned_params().get("tta", False) and json.loads(plain.stdout)["params"]["tta"] is False
     assert Image.open(tmp_path / "labels.png").size == (128, 96)
+    overlay = Path(json.loads(default.stdout)["overlay_png"])
+    assert overlay == tmp_path / "labels-overlay.png"
+    with Image.open(overlay) as drawn:  # outlines drawn in red over the grey micrograph
+        pixels = np.asarray(drawn.convert("RGB")).reshape(-1, 3).astype(int)
+    assert ((pixels[:, 0] > 200) & (pixels[:, 1] < 80)).sum() > 50
 
 
 def test_outputs_the_system_refuses_are_one_line_errors(tmp_path):
