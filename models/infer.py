@@ -371,8 +371,8 @@ class ParticleSegmenter:
                 f"{ZOOM} below {self.zoom_below_px:g} px" if self.zoom_below_px else 1,
                 "edge_alpha": self.edge_alpha, "refine_centre": self.refine_centre, "bf16": self.bf16,
                 "tta": self.tta, "compile": self.compile,
-                **({"smooth": self.smooth} if self.smooth else {})}  # absent when off: runs stored
-                # before the option keep their ids, so re-running them adds no rows
+                # absent when off: runs stored before the option keep their ids (no new rows on re-runs)
+                **({"smooth": self.smooth} if self.smooth else {})}
 
     def _set_mode(self, mc: bool) -> None:
         self.model.eval()
