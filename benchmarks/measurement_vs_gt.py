@@ -22,7 +22,7 @@ Prints mean, median and number of images per metric next to the published averag
 counted apart and listed in the CSV with the reason.
 
     nice -n 15 python benchmarks/measurement_vs_gt.py [--weights W] [--mc-samples 30] [--tu X]
-        [--limit N] [--csv per_image.csv]
+        [--smooth SIGMA] [--limit N] [--csv per_image.csv]
 """
 from __future__ import annotations
 
@@ -86,6 +86,8 @@ def main(argv=None) -> None:
     parser.add_argument("--tu", type=float, default=None,
                         help="published uncertainty filter at this t_u (default: the learned filter of the weights)")
     parser.add_argument("--no-filter", action="store_true", help="switch the filter off")
+    parser.add_argument("--smooth", type=float, default=None,
+                        help="Gaussian sigma (px at 512) for the network's input, as idx segment --smooth")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--min-particles", type=int, default=MIN_PARTICLES)
@@ -104,7 +106,8 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     segmenter = ParticleSegmenter(weights=args.weights, device=args.device,
-                                  mc_samples=args.mc_samples, tu=args.tu, filter=not args.no_filter)
+                                  mc_samples=args.mc_samples, tu=args.tu, filter=not args.no_filter,
+                                  smooth=args.smooth)
     params = segmenter.params
     filter_name = {"none": "off", "mi": f"t_u = {segmenter.tu}",
                    "learned": f"learned, p >= {params['filter_threshold']}"}[params["filter_kind"]]
@@ -137,7 +140,8 @@ def main(argv=None) -> None:
 
     print(f"\nEMPS test images with >= {args.min_particles} GT particles: {len(samples)} "
           f"(published: {PUBLISHED_IMAGES}); weights {segmenter.weights_path}, "
-          f"T = {args.mc_samples}, filter {filter_name}")
+          f"T = {args.mc_samples}, filter {filter_name}" + (f", input smoothed (sigma {args.smooth} px)"
+                                                             if args.smooth else ""))
     print(f"bins: {args.bins} equal-width per image over the pooled GT+prediction range; border "
           f"particles {'kept' if args.include_border else 'excluded on both sides'} in histograms; "
           "g(r): all centroids, dr = median GT diameter / 4\n")
