@@ -1,10 +1,11 @@
 """Accuracy of idx.particles on synthetic shapes of known size, and of its shape classifier.
 
-Part 1: area and minimum/maximum Feret diameter of disks, 2:1 rectangles, equilateral triangles
-and regular hexagons drawn with skimage.draw (sizes 16-400 px, rotations 0-45 deg) against the
-exact values of the continuous shapes. The maximum Feret diameter is skimage's
-``feret_diameter_max`` (what idx stores); "hull" columns give, for comparison, the maximum over
-the hull idx uses for the minimum Feret diameter.
+Part 1: area, minimum/maximum Feret diameter, aspect ratio (Feret max / min) and perimeter of
+disks, 2:1 rectangles, equilateral triangles and regular hexagons drawn with skimage.draw (sizes
+12-400 px, rotations 0-45 deg) against the exact values of the continuous shapes. Both Feret
+diameters come from one polygon, the convex hull of the region's 0.5 iso-contour (what idx
+stores); "skimage" columns give, for comparison, scikit-image's ``feret_diameter_max`` (the hull of
+``image_convex``) and ``regionprops``' ``perimeter`` (idx stores the Crofton perimeter).
 
 Part 2: shape-class accuracy on randomly sized (20-120 px), rotated shapes with rough edges
 (Gaussian noise added to the mask, blurred, re-thresholded): spheres (disks, slightly elliptic),
@@ -22,11 +23,13 @@ import time
 import numpy as np
 from scipy import ndimage
 from skimage.draw import disk, ellipse, polygon
-
-from scipy.spatial.distance import pdist
 from skimage.measure import regionprops
 
-from idx.particles import SHAPE_CLASSES, _hull_points, measure_particles
+from idx.particles import SHAPE_CLASSES, measure_particles
+
+
+ACCURACY_KEYS = ("area", "feret_min", "feret_max", "aspect", "perimeter", "skimage_feret_max",
+                 "skimage_aspect", "skimage_perimeter")
 
 
 def regular_polygon(n: int, circum_diameter: float, angle: float) -> np.ndarray:
@@ -48,10 +51,11 @@ def fill_polygon(pts: np.ndarray, canvas: int) -> np.ndarray:
 
 
 def measure_accuracy() -> list[tuple]:
+    """Per size: (mean abs %, max abs %, mean signed %) of each quantity in ``ACCURACY_KEYS``."""
     rows = []
-    for size in (16, 25, 50, 100, 200, 400):
+    for size in (12, 16, 25, 50, 100, 200, 400):
         canvas = int(size * 1.6) + 8
-        errors = {k: [] for k in ("area", "feret_min", "feret_max", "hull_max")}
+        errors = {k: [] for k in ACCURACY_KEYS}
         for kind in ("disk", "rectangle", "triangle", "hexagon"):
             for angle_deg in (0, 10, 17, 30, 45):
                 angle = math.radians(angle_deg)
@@ -59,22 +63,31 @@ def measure_accuracy() -> list[tuple]:
                     mask = np.zeros((canvas, canvas), bool)
                     rr, cc = disk((canvas / 2, canvas / 2), size / 2, shape=mask.shape)
                     mask[rr, cc] = True
-                    truth = (math.pi * size**2 / 4, size, size)
+                    truth = (math.pi * size**2 / 4, size, size, math.pi * size)
                 elif kind == "rectangle":
                     mask = fill_polygon(rotated_box(size, size / 2, angle), canvas)
-                    truth = (size**2 / 2, size / 2, size * math.sqrt(1.25))
+                    truth = (size**2 / 2, size / 2, size * math.sqrt(1.25), 3 * size)
                 elif kind == "triangle":
                     mask = fill_polygon(regular_polygon(3, size * 2 / math.sqrt(3), angle), canvas)
-                    truth = (math.sqrt(3) / 4 * size**2, math.sqrt(3) / 2 * size, size)
+                    truth = (math.sqrt(3) / 4 * size**2, math.sqrt(3) / 2 * size, size, 3 * size)
                 else:
                     mask = fill_polygon(regular_polygon(6, size, angle), canvas)
-                    truth = (3 * math.sqrt(3) / 8 * size**2, math.sqrt(3) / 2 * size, size)
+                    truth = (3 * math.sqrt(3) / 8 * size**2, math.sqrt(3) / 2 * size, size, 3 * size)
                 row = measure_particles(mask.astype(np.int32)).iloc[0]
-                for key, true in zip(("area", "feret_min", "feret_max"), truth):
-                    errors[key].append(100 * (row[f"{key}_px"] - true) / true)
-                # alternative: max Feret over the same hull as the min (region.image contour)
-                hull_max = pdist(_hull_points(regionprops(mask.astype(np.int32))[0])).max()
-                errors["hull_max"].append(100 * (hull_max - truth[2]) / truth[2])
+                region = regionprops(mask.astype(np.int32))[0]
+                true_aspect = truth[2] / truth[1]
+                measured = {"area": row["area_px"], "feret_min": row["feret_min_px"],
+                            "feret_max": row["feret_max_px"], "aspect": row["aspect_ratio"],
+                            "perimeter": row["perimeter_px"],
+                            "skimage_feret_max": region.feret_diameter_max,
+                            "skimage_aspect": region.feret_diameter_max / row["feret_min_px"],
+                            "skimage_perimeter": region.perimeter}
+                true = {"area": truth[0], "feret_min": truth[1], "feret_max": truth[2],
+                        "aspect": true_aspect, "perimeter": truth[3],
+                        "skimage_feret_max": truth[2], "skimage_aspect": true_aspect,
+                        "skimage_perimeter": truth[3]}
+                for key in ACCURACY_KEYS:
+                    errors[key].append(100 * (measured[key] - true[key]) / true[key])
         rows.append((size, *[(np.mean(np.abs(e)), np.max(np.abs(e)), np.mean(e))
                              for e in errors.values()]))
     return rows
@@ -150,14 +163,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     start = time.perf_counter()
-    print("Area and Feret diameter error vs exact continuous shapes (4 shapes x 5 rotations)")
-    print("| size px | area mean abs % | area max abs % | Feret min mean abs % | "
-          "Feret min max abs % | Feret max mean abs % | Feret max max abs % | "
-          "Feret max mean signed % | hull Feret max mean abs % | hull Feret max max abs % |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for size, area, fmin, fmax, hull in measure_accuracy():
-        print(f"| {size} | {area[0]:.2f} | {area[1]:.2f} | {fmin[0]:.2f} | {fmin[1]:.2f} | "
-              f"{fmax[0]:.2f} | {fmax[1]:.2f} | {fmax[2]:+.2f} | {hull[0]:.2f} | {hull[1]:.2f} |")
+    print("Error vs exact continuous shapes (4 shapes x 5 rotations), % of the true value: "
+          "mean abs / max abs / mean signed")
+    names = ("area", "Feret min", "Feret max", "aspect ratio", "perimeter (Crofton)",
+             "skimage Feret max", "skimage aspect ratio", "skimage perimeter")
+    print("| size px | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for size, *errors in measure_accuracy():
+        print(f"| {size} | " + " | ".join(f"{a:.1f} / {m:.1f} / {s:+.1f}" for a, m, s in errors) + " |")
     confusion, accuracy = classifier_accuracy(args.per_class, args.seed)
     print(f"\nShape classifier: {args.per_class} noisy rotated particles per class, "
           f"seed {args.seed}; rows = truth, columns = predicted")

@@ -222,3 +222,24 @@ def test_measure_real_emps_instance_map():
     assert table["shape"].isin(SHAPE_CLASSES).all()
     summary = summarise_panel(table, labels.shape)
     assert summary["count"] == n_instances
+
+
+def test_round_particles_of_any_size_have_circularity_at_most_one_and_an_unbiased_aspect():
+    """A digital disk is as round as a particle can be drawn: circularity <= 1 (4 pi A / P^2 of
+    a disk), near 1, and Feret max / min taken from one outline (two constructions read it long)."""
+    for radius in (3, 4, 6, 10, 20, 40):
+        for offset in (0.0, 0.3, 0.5):
+            labels = np.zeros((120, 120), np.int32)
+            rr, cc = disk((60 + offset, 60 + offset * 0.7), radius)
+            labels[rr, cc] = 1
+            row = measure_particles(labels).iloc[0]
+            assert 0.95 <= row["circularity"] <= 1.0, (radius, offset)
+            assert row["aspect_ratio"] == pytest.approx(row["feret_max_px"] / row["feret_min_px"])
+            if radius >= 20:
+                assert row["aspect_ratio"] < 1.05, (radius, offset)
+                assert row["perimeter_px"] == pytest.approx(2 * math.pi * radius, rel=0.01)
+    square = np.zeros((100, 100), np.int32)
+    square[20:80, 20:80] = 1
+    row = measure_particles(square).iloc[0]
+    assert row["aspect_ratio"] == pytest.approx(math.sqrt(2), rel=0.02)  # diagonal / side
+    assert row["circularity"] < 0.9  # pi / 4 for the continuous square
