@@ -231,6 +231,7 @@ def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filte
         idx extract paper.pdf --db particles.db
         idx extract figures/ --db particles.db --mc-samples 10 --json
     """
+    from idx.errors import IdxError
     from idx.pipeline import extract_to_db
 
     report = extract_to_db(source, db_path, weights=weights, device=device, mc_samples=mc_samples,
@@ -238,10 +239,18 @@ def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filte
                            tta=False if no_tta else None, min_instance_px=min_size,
                            compile=compile_kernels, zoom=zoom, edges=False if no_snap else None,
                            smooth=smooth)
+    failed = report["failed"]
+    if source is not None and not report["figures"]:
+        unreadable = f"{failed} unreadable files, " if failed else ""
+        raise IdxError(f"{source}: no figure could be read from it ({unreadable}the warnings above "
+                       "say why); no panel was stored")
+    updated = f", {report['updated']} of them updated for a new caption" if report["updated"] else ""
     emit(report, as_json, text=(
-        f"{report['figures']} figures, {report['panels']} panels stored "
+        f"{report['figures']} figures, {report['panels']} panels stored{updated} "
         f"({report['em_panels']} EM, {report['particles']} particles), "
-        f"{report['skipped']} already stored -> {db_path}"))
+        f"{report['skipped']} already stored"
+        + (f", {failed} files not readable (see the warnings above)" if failed else "")
+        + f" -> {db_path}"))
 
 
 @cli.command()

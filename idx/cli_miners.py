@@ -149,10 +149,13 @@ def panels(figure, caption, insets, no_labels, as_json):
     payload = {"figure": str(figure), "width_px": int(image.shape[1]), "height_px": int(image.shape[0]),
                "panels": [p.to_dict() for p in found]}
     if caption is not None:
+        from idx.pipeline import assign_caption_labels
         from miners.captions import describe_panels, split_caption
 
-        shared = split_caption(caption).get(None)
-        described = describe_panels(caption, [p.label for p in found])
+        parts = split_caption(caption)
+        shared = parts.get(None)
+        assign_caption_labels(payload["panels"], [k for k in parts if k])  # as `idx extract` does
+        described = describe_panels(caption, [entry["label"] for entry in payload["panels"]])
         for entry in payload["panels"]:
             entry["caption"] = described.get(entry["label"]) if entry["label"] else None
         payload["caption_shared"] = shared.to_dict() if shared else None

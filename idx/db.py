@@ -671,9 +671,15 @@ class Database:
 
     def has_panel(self, run_id: str, figure_id: str, bbox) -> bool:
         """Whether this run already stored this panel (lets an extraction resume)."""
+        return self.stored_panel(run_id, figure_id, bbox) is not None
+
+    def stored_panel(self, run_id: str, figure_id: str, bbox) -> dict | None:
+        """The caption details this run stored for this panel (``label``, ``technique``,
+        ``caption``), or None if it has not stored it."""
         with self._errors("look up a panel"):
-            return self.conn.execute("SELECT 1 FROM panels WHERE id = ?",
-                                     [self.panel_id(run_id, figure_id, bbox)]).fetchone() is not None
+            row = self.conn.execute("SELECT label, technique, caption FROM panels WHERE id = ?",
+                                    [self.panel_id(run_id, figure_id, bbox)]).fetchone()
+        return None if row is None else dict(zip(("label", "technique", "caption"), row))
 
     def add_panel(self, run_id: str, figure_id: str, panel: dict, particles: pd.DataFrame,
                   labels: np.ndarray, uncertainty: np.ndarray | None, summary: dict) -> str:

@@ -30,7 +30,7 @@ ARTICLE_SUFFIXES = {".pdf", ".html", ".htm", ".xml", ".nxml"}
 class FigureSource:
     """One figure to analyse: its image, caption and the article it belongs to."""
 
-    image: np.ndarray  # (H, W) or (H, W, 3) uint8
+    image: np.ndarray = field(repr=False)  # (H, W) or (H, W, 3) uint8
     caption: str = ""
     figure: dict = field(default_factory=dict)  # id, label, caption, image (path/url)
     article: dict = field(default_factory=dict)  # doi, title, ..., source_path
@@ -66,6 +66,14 @@ class PanelResult:
     uncertainty: np.ndarray | None = None
     particles: pd.DataFrame = field(default_factory=pd.DataFrame)
     summary: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the arrays would fill a screen
+        height, width = self.image.shape[:2]
+        scale = f"{self.nm_per_px:.4g} nm/px" if self.nm_per_px else "no scale"
+        return (f"PanelResult(figure={self.source.figure.get('id')!r}, "
+                f"label={self.panel.get('label')!r}, kind={self.panel.get('kind')!r}, "
+                f"technique={self.panel.get('technique')!r}, {width}x{height} px, {scale}, "
+                f"particles={len(self.particles)})")
 
     @property
     def nm_per_px(self) -> float | None:
@@ -160,8 +168,12 @@ def default_panel_dir(db_path) -> Path:
 # ---------------------------------------------------------------------------------- sources
 
 
-def iter_sources(source, caption: str | None = None, figure_dir=None) -> Iterator[FigureSource]:
+def iter_sources(source, caption: str | None = None, figure_dir=None,
+                 failures: list | None = None) -> Iterator[FigureSource]:
     """Figures found in ``source``: an array, an image file, an article file or a folder.
+
+    In a folder, a file that cannot be read is logged (a warning naming it) and skipped; with
+    ``failures``, a ``{"path", "error"}`` dict is appended to it as well.
 
     Raises
     ------
@@ -184,7 +196,10 @@ def iter_sources(source, caption: str | None = None, figure_dir=None) -> Iterato
             try:
                 yield from iter_sources(file, caption, figure_dir)
             except IdxError as exc:
-                log.warning("skipping %s", exc)
+                message = str(exc) if str(file) in str(exc) else f"{file}: {exc}"
+                log.warning("skipping %s", message)
+                if failures is not None:
+                    failures.append({"path": str(file), "error": message})
         return
     kind = sniff(path)
     if kind == "image":
@@ -425,25 +440,42 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     store each panel as soon as it is measured, in its own transaction.
 
     Panels this run (same model, weights and parameters) already stored are skipped, so an
-    interrupted extraction resumes where it stopped and a re-run adds nothing.
+    interrupted extraction resumes where it stopped and a re-run adds nothing; a stored panel
+    whose caption details (label, technique, sub-caption) now read differently, e.g. a new
+    ``caption``, is measured and stored again in place (its stated scale may differ). Figures
+    cut from PDFs are written to ``figure_dir`` (default: ``NAME-figures/`` beside the database
+    ``NAME.db``, content-named PNGs; panel crops go to ``NAME-panels/``), so the input's folder
+    may be read-only.
 
     Returns
     -------
     dict
-        ``run_id``, ``figures``, ``panels`` (stored now), ``skipped`` (already stored),
-        ``em_panels``, ``particles``.
+        ``run_id``, ``figures``, ``panels`` (stored now, ``updated`` of them replacing a stored
+        panel), ``skipped`` (already stored), ``em_panels``, ``particles``, ``failed`` (files of
+        a folder that could not be read) and ``failures`` (``{"path", "error"}`` of each).
+
+    Raises
+    ------
+    IdxError
+        Without ``source``, when ``db_path`` does not exist (there are no crawled figures).
     """
     from idx.db import Database
 
+    if figure_dir is None:  # figures cut from PDFs: beside the database, not the input
+        figure_dir = Path(db_path).with_name(Path(db_path).stem + "-figures")
+    if source is None and not Path(db_path).exists():
+        raise IdxError(f"{db_path}: no such database, so no crawled figures to extract; pass a "
+                       "SOURCE (image, article or folder), or run `idx crawl --db` first")
     extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta,
                           min_instance_px=min_instance_px, compile=compile, zoom=zoom, edges=edges,
                           smooth=smooth)
-    counts = {"figures": 0, "panels": 0, "skipped": 0, "em_panels": 0, "particles": 0}
+    counts = {"figures": 0, "panels": 0, "updated": 0, "skipped": 0, "em_panels": 0, "particles": 0}
+    failures = []
     panel_dir = default_panel_dir(db_path)
     with Database(db_path) as db:
         run_id = db.start_run(**extractor.run)
         figures = (iter_db_figures(db) if source is None
-                   else iter_sources(source, caption, figure_dir))
+                   else iter_sources(source, caption, figure_dir, failures=failures))
         bar = tqdm(desc="panels", unit="panel", disable=not progress)
         for figure in figures:
             counts["figures"] += 1
@@ -451,17 +483,20 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
             figure_id = db.add_figure(article_id, _figure_record(figure))
             for panel in extractor.panels_of(figure):
                 bar.update()
-                if db.has_panel(run_id, figure_id, panel["bbox"]):
+                stored = db.stored_panel(run_id, figure_id, panel["bbox"])
+                if stored is not None and all((v or None) == (panel.get(k) or None)
+                                              for k, v in stored.items()):
                     counts["skipped"] += 1
                     continue
                 result = extractor.process(figure, panel)
                 store_panel(db, run_id, result, panel_dir, figure_id=figure_id)
                 counts["panels"] += 1
+                counts["updated"] += int(stored is not None)
                 counts["em_panels"] += int(result.segmented)
                 counts["particles"] += len(result.particles)
                 bar.set_postfix(particles=counts["particles"])
         bar.close()
-    return {"run_id": run_id, **counts}
+    return {"run_id": run_id, **counts, "failed": len(failures), "failures": failures}
 
 
 def image_digest(image: np.ndarray) -> str:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,7 @@ def test_array_source_gives_one_segmented_panel_with_measurements(segmenter):
     assert result.panel["bbox"] == [0, 0, 160, 160]
     assert result.summary["count"] == len(result.particles)
     assert set(results.particles.columns) >= {"figure", "panel", "diameter_px"}
+    assert len(repr(result)) < 200 and f"particles={len(result.particles)}" in repr(result)
 
 
 def test_caption_scale_reaches_the_panel(segmenter):
@@ -65,21 +67,62 @@ def test_to_db_twice_does_not_duplicate(segmenter, tmp_path):
         assert np.array_equal(labels, results[0].labels)
 
 
-def test_folder_extraction_skips_bad_files_and_resumes(segmenter, tmp_path):
+def test_folder_extraction_skips_bad_files_and_resumes(segmenter, tmp_path, caplog):
     folder = tmp_path / "figs"
     folder.mkdir()
     Image.fromarray(micrograph(1)).save(folder / "good.png")
     Image.fromarray(micrograph(2)).save(folder / "other.tif")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (folder / "notes.txt").write_text("not an image")
+    (folder / "page.xml").write_text("<root><p>not an article format</p></root>")
     db_path = tmp_path / "p.db"
     first = extract_to_db(folder, db_path, segmenter=segmenter, progress=False)
     assert first["figures"] == 2 and first["panels"] == 2 and first["skipped"] == 0
+    # the unreadable files are counted and named (notes.txt is not a candidate at all)
+    assert first["failed"] == 2
+    assert sorted(Path(f["path"]).name for f in first["failures"]) == ["broken.png", "page.xml"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for name in ("broken.png", "page.xml"):
+        assert any(name in w for w in warnings), (name, warnings)
     again = extract_to_db(folder, db_path, segmenter=segmenter, progress=False)
     assert again["panels"] == 0 and again["skipped"] == 2
     with Database(db_path) as db:
         assert db.conn.execute("SELECT count(*) FROM panels").fetchone()[0] == 2
         assert db.conn.execute("SELECT count(*) FROM articles").fetchone()[0] == 2
+
+
+def test_a_new_caption_updates_the_stored_panel_in_place(segmenter, tmp_path):
+    db_path = tmp_path / "p.db"
+    image = tmp_path / "m.png"
+    Image.fromarray(micrograph()).save(image)
+    first = extract_to_db(image, db_path, segmenter=segmenter, progress=False)
+    caption = "TEM image of gold nanoparticles. Scale bar 50 nm."
+    second = extract_to_db(image, db_path, segmenter=segmenter, progress=False, caption=caption)
+    assert second["run_id"] == first["run_id"]
+    assert second["panels"] == 1 and second["updated"] == 1 and second["skipped"] == 0
+    third = extract_to_db(image, db_path, segmenter=segmenter, progress=False, caption=caption)
+    assert third["panels"] == 0 and third["skipped"] == 1
+    with Database(db_path) as db:
+        rows = db.conn.execute("SELECT id, technique, count FROM panels").fetchall()
+        n_particles = db.conn.execute("SELECT count(*) FROM particles").fetchone()[0]
+        assert len(rows) == 1 and rows[0][1] == "TEM"
+        assert n_particles == rows[0][2]
+        assert len(db.particles(technique="TEM")) == n_particles
+
+
+def test_extract_cli_refuses_sources_that_give_nothing(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "fake.pdf").write_text("not a pdf")
+    db_path = tmp_path / "p.db"
+    result = CliRunner().invoke(cli, ["extract", str(folder), "--db", str(db_path), "--json"])
+    assert result.exit_code == 1
+    assert "no figure could be read" in result.output and "2 unreadable files" in result.output
+    missing = tmp_path / "typo.db"
+    result = CliRunner().invoke(cli, ["extract", "--db", str(missing)])
+    assert result.exit_code == 1 and "no such database" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not missing.exists()
 
 
 def test_changed_parameters_make_a_new_run_not_an_overwrite(segmenter, tmp_path):
@@ -220,3 +263,30 @@ def test_extract_cli_no_tta_is_a_separate_run_of_card_weights(tmp_path):
     with Database(db_path) as db:
         runs = list(db.db.query("SELECT params FROM runs ORDER BY rowid"))
     assert [json.loads(r["params"])["tta"] for r in runs] == [True, False]
+
+
+def test_panels_cli_fills_unread_labels_from_the_caption_as_extract_does(tmp_path):
+    from miners.articles import read
+
+    figure = read(DEMO_PDF, figure_dir=tmp_path).figures[0]
+    result = CliRunner().invoke(cli, ["panels", str(figure.image), "--caption", figure.caption,
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    panels = json.loads(result.stdout)["panels"]
+    assert [p["label"] for p in panels] == ["a", "b", "c", "d"]
+    assert [(p["caption"] or {}).get("technique") for p in panels] == ["TEM", "SEM", "TEM", None]
+    assert panels[1]["caption"]["scale"] == [1.0, "µm"]
+
+
+def test_extract_to_db_writes_beside_the_database_not_the_input(segmenter, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    out.mkdir()
+    pdf = inputs / "paper.pdf"
+    pdf.write_bytes(DEMO_PDF.read_bytes())
+    report = extract_to_db(pdf, out / "p.db", segmenter=segmenter, progress=False)
+    assert report["figures"] == 1 and report["panels"] == 4
+    assert sorted(p.name for p in inputs.iterdir()) == ["paper.pdf"]
+    with Database(out / "p.db") as db:
+        (image_path,) = db.conn.execute("SELECT image_path FROM figures").fetchone()
+    assert Path(image_path).parent == (out / "p-figures").resolve() and Path(image_path).is_file()
