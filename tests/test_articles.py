@@ -340,3 +340,20 @@ def test_pdf_scan_without_text_layer_is_read_by_ocr(tmp_path):
     assert figure.label == "Fig. 3"
     assert score_em_caption(figure.caption).techniques == ["TEM"]
     np.testing.assert_allclose(figure.bbox, truth["figures"][2]["bbox"], atol=2 * BBOX_TOL_PT)
+
+
+def test_ocr_caption_lines_of_uneven_box_heights_stay_one_caption():
+    """Tesseract gives word-box heights, not font sizes: one caption's lines read 7.6, 9.0 and
+    7.2 on a scanned page (measured); a text layer's sizes that far apart are a font change."""
+    texts = ["Fig. 1 (a) TEM image of silica. (b) SEM image of colloidal",
+             "spheres. (c) TEM image of gold nanocrystals. (d) Size distribution.",
+             "Scale bars: 100 nm (a), 1 um (b), 200 nm (c)."]
+
+    def lines(ocr):
+        return [{"text": text, "x0": 50.0, "x1": 500.0, "top": 600.0 + 11 * k, "bottom": 608.0 + 11 * k,
+                 "size": size, "bold": False, "ocr": ocr}
+                for k, (text, size) in enumerate(zip(texts, (7.56, 9.0, 7.2)))]
+    (scanned,) = find_captions(lines(ocr=True), page_width=600.0)
+    assert scanned["caption"].endswith("200 nm (c).") and "(d) Size distribution" in scanned["caption"]
+    (typeset,) = find_captions(lines(ocr=False), page_width=600.0)
+    assert typeset["caption"].endswith("colloidal")

@@ -44,6 +44,7 @@ INK_FRACTION = 0.005  # a rendered row/column with more ink than this is part of
 OCR_DPI = 200
 OCR_MIN_CONFIDENCE = 30.0
 OCR_SIZE_PER_HEIGHT = 1.0  # font size ~ height of the word box (x-height words are smaller)
+OCR_SIZE_TOLERANCE = 0.3  # caption lines of one font, by OCR: sizes within 30 % (measured 7.2-9.0)
 CAPTION_START = re.compile(
     r"^(?P<label>(?:Fig(?:ure)?s?\.?|FIG(?:URE)?S?\.?)\s*(?P<number>\d{1,3}[A-Za-z]?))"
     r"(?P<punct>\s*[.:|\u2014\u2013]|\s*(?=\())?\s*"
@@ -183,7 +184,8 @@ def page_lines(page, ocr: bool = True) -> list[dict]:
     Returns
     -------
     list of dict
-        ``{"text", "x0", "x1", "top", "bottom", "size", "bold"}`` sorted top-down, left-right.
+        ``{"text", "x0", "x1", "top", "bottom", "size", "bold", "ocr"}`` sorted top-down,
+        left-right (``ocr``: the words came from tesseract, so ``size`` is a word-box height).
     """
     words = page.extract_words(extra_attrs=["size", "fontname"], keep_blank_chars=False, use_text_flow=False)
     if not words and ocr and _is_scanned(page):
@@ -258,6 +260,7 @@ def _make_line(words: list[dict]) -> dict:
         "bottom": max(w["bottom"] for w in words),
         "size": median(w["size"] for w in words),
         "bold": "bold" in words[0]["fontname"].lower(),
+        "ocr": words[0]["fontname"] == "ocr",
     }
 
 
@@ -297,7 +300,11 @@ def find_captions(lines: list[dict], page_width: float) -> list[dict]:
             if candidate["top"] <= previous["top"] + 0.3 * line["size"]:
                 continue  # a line beside this one (other column)
             same_column = candidate["x0"] >= line["x0"] - 3 and candidate["x0"] <= line["x0"] + 3 * line["size"]
-            if not same_column or abs(candidate["size"] - line["size"]) > 0.6 or CAPTION_START.match(candidate["text"]):
+            # a font change ends the caption; OCR sizes are word-box heights, which vary with the
+            # letters (x-height, ascenders) by ~20 % within one font
+            size_tolerance = OCR_SIZE_TOLERANCE * line["size"] if line.get("ocr") else 0.6
+            if (not same_column or abs(candidate["size"] - line["size"]) > size_tolerance
+                    or CAPTION_START.match(candidate["text"])):
                 if same_column:
                     break
                 continue
