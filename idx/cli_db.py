@@ -14,7 +14,20 @@ PANEL_TABLE_COLUMNS = ("id", "doi", "year", "technique", "label", "nm_per_px", "
 
 
 def _print_frame(frame, output_format: str, columns=None) -> None:
-    """Write a DataFrame to stdout as an aligned table, CSV or a JSON list of records."""
+    """Write a DataFrame to stdout as an aligned table, CSV or a JSON list of records.
+
+    Binary values (BLOBs, e.g. ``panel_maps``) are written as base64 text in CSV / JSON and as
+    ``<N bytes>`` in the table.
+    """
+    import base64
+
+    for name in frame.columns[frame.dtypes == object]:
+        if frame[name].map(lambda v: isinstance(v, (bytes, bytearray, memoryview))).any():
+            frame = frame.copy()
+            frame[name] = frame[name].map(
+                lambda v: (f"<{len(v)} bytes>" if output_format == "table"
+                           else base64.b64encode(bytes(v)).decode("ascii"))
+                if isinstance(v, (bytes, bytearray, memoryview)) else v)
     if output_format == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
     elif output_format == "json":
@@ -52,7 +65,14 @@ def query(database, material, technique, min_diameter_nm, max_diameter_nm, year,
         idx query particles.db --sql "SELECT shape, COUNT(*) FROM particles GROUP BY shape"
     """
     from idx.db import Database
+    from idx.errors import IdxError
 
+    particle_filters = {"--min-diameter-nm": min_diameter_nm, "--max-diameter-nm": max_diameter_nm,
+                        "--shape": shape}
+    if per_panel and any(v is not None for v in particle_filters.values()):
+        given = ", ".join(k for k, v in particle_filters.items() if v is not None)
+        raise IdxError(f"{given} select particles, not panels; drop --panels, or filter panels "
+                       "with --sql (e.g. on diameter_mean_nm)")
     with Database(database, readonly=True) as db:
         if sql_query is not None:
             frame, columns = db.sql(sql_query), None

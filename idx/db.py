@@ -319,9 +319,14 @@ class Database:
         where = "the in-memory database" if self.path is None else str(self.path)
         try:
             yield
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:
             message = str(exc)
-            if "not a database" in message or "file is encrypted" in message:
+            if isinstance(exc, pd.errors.DatabaseError) and "Execution failed" in message:
+                message = message.rsplit("': ", 1)[-1]  # pandas wraps sqlite's message
+            if "no such table" in message or "no such column" in message:
+                hint = (f"{where} is not a complete idx database ({message}); make one with "
+                        "`idx extract` or `idx crawl`, or read this one with `idx query --sql`")
+            elif "not a database" in message or "file is encrypted" in message:
                 hint = f"{where} is not an SQLite database; pass an idx database or a new path"
             elif "locked" in message or "busy" in message:
                 hint = (f"{where} is locked by another process (waited {self.busy_timeout_s:g} s); "
@@ -779,7 +784,9 @@ class Database:
         Parameters
         ----------
         material : str, optional
-            Phrase searched (full text) in figure captions, panel captions and article titles.
+            Phrase searched (full text): a panel matches when its own sub-caption names it, or
+            the figure's caption names it outside the other panels' sub-captions, or the
+            article's title names it and the figure's caption does not name it at all.
         technique : str, optional
             Panel technique, e.g. ``"TEM"`` (case-insensitive).
         min_diameter_nm, max_diameter_nm : float, optional
@@ -828,8 +835,10 @@ class Database:
                     panel: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """Per-panel statistics (counts, diameter statistics, scale) matching the filters.
 
-        Parameters are those of ``particles``. Returns one row per panel with its article
-        context; the full summary (histogram, g(r)) is the JSON column ``summary``.
+        ``material``, ``technique``, ``year``, ``doi``, ``run``, ``panel`` and ``limit`` are those
+        of ``particles`` (its diameter and shape filters select particles, not panels). Returns
+        one row per panel with its article context; the full summary (histogram, g(r)) is the
+        JSON column ``summary``.
         """
         where, params = self._filters(material, technique, year, doi, run, panel)
         query = ("SELECT pa.*, f.label AS figure_label, a.doi, a.year, a.title "
@@ -840,12 +849,19 @@ class Database:
     def _filters(self, material, technique, year, doi, run, panel):
         where, params = [], []
         if material:
+            # the most specific text that names it: the panel's own sub-caption; the figure's
+            # caption unless it names the material in another panel's sub-caption only; the
+            # article's title when the figure does not name it at all
             phrase = _fts_phrase(material)
+            in_panels = "SELECT rowid FROM panels_fts WHERE panels_fts MATCH ?"
+            in_figure = "f.rowid IN (SELECT rowid FROM figures_fts WHERE figures_fts MATCH ?)"
             where.append(
-                "(pa.rowid IN (SELECT rowid FROM panels_fts WHERE panels_fts MATCH ?) "
-                "OR f.rowid IN (SELECT rowid FROM figures_fts WHERE figures_fts MATCH ?) "
-                "OR a.rowid IN (SELECT rowid FROM articles_fts WHERE articles_fts MATCH ?))")
-            params += [phrase, phrase, phrase]
+                f"(pa.rowid IN ({in_panels}) "
+                f"OR ({in_figure} AND NOT EXISTS (SELECT 1 FROM panels sib WHERE "
+                f"sib.figure_id = pa.figure_id AND sib.run_id = pa.run_id AND sib.rowid IN ({in_panels}))) "
+                f"OR (a.rowid IN (SELECT rowid FROM articles_fts WHERE articles_fts MATCH ?) "
+                f"AND NOT {in_figure}))")
+            params += [phrase, phrase, phrase, phrase, phrase]
         if technique:
             where.append("pa.technique = ? COLLATE NOCASE")
             params.append(technique)

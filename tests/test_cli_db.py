@@ -1,6 +1,7 @@
 """Tests of `idx query`, `idx stats`, `idx plot` and `idx serve` on a real database file."""
 import io
 import json
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -83,6 +84,28 @@ def test_query_formats(database):
     table = run("query", path, "--material", "gold", "--max-diameter-nm", "7")
     assert table.exit_code == 0 and "diameter_nm" in table.output.splitlines()[0]
     assert run("query", path, "--year", "1990").output.strip() == "(no rows)"
+
+
+def test_query_refusals_and_binary_columns_are_not_tracebacks(database, tmp_path):
+    path, _ = database
+    result = run("query", path, "--panels", "--min-diameter-nm", "5")
+    assert result.exit_code == 1 and "select particles, not panels" in result.output
+    for output_format in ("json", "csv", "table"):
+        result = run("query", path, "--sql", "SELECT panel_id, labels_npz FROM panel_maps LIMIT 1",
+                     "--format", output_format)
+        assert result.exit_code == 0, result.output
+    blob = json.loads(run("query", path, "--sql", "SELECT x'00ff' AS b", "--format", "json").output)
+    assert blob == [{"b": "AP8="}]  # base64
+    partial = tmp_path / "partial.db"
+    conn = sqlite3.connect(partial)
+    conn.execute("CREATE TABLE particles (id TEXT, diameter_nm REAL)")
+    conn.commit()
+    conn.close()
+    for args in (["query", partial], ["query", partial, "--panels"],
+                 ["query", partial, "--material", "gold"]):
+        result = run(*args)
+        assert result.exit_code == 1 and "not a complete idx database" in result.output, args
+        assert len(result.output.strip().splitlines()) == 1
 
 
 def test_query_panels_and_sql(database):

@@ -485,3 +485,38 @@ def test_read_only_open_refuses_unfolded_log_in_unwritable_folder(tmp_path, monk
     monkeypatch.setattr("idx.db.sqlite3.connect", connect_as_other_user)
     with pytest.raises(DatabaseError, match=r"unsaved changes in p\.db-wal .* cannot be written"):
         Database(path, readonly=True)
+
+
+def test_material_matches_the_panel_that_names_it_not_its_neighbours():
+    db = Database(memory=True)
+    labels, uncertainty = panel_maps()
+    particles = measure_particles(labels, nm_per_px=0.5)
+    summary = summarise_panel(particles, labels.shape)
+    run_id = db.start_run("bpartis-1.0", "ab" * 32, {"mc_samples": 10})
+    mixed = db.add_article({"doi": "10.1000/mixed", "title": "Particles for catalysis", "year": 2021})
+    silica = db.add_article({"doi": "10.1000/silica", "title": "Mesoporous silica", "year": 2021})
+    figures = {
+        "fig1": ("(a) TEM image of mesoporous silica spheres. (b) SEM image of polystyrene beads.",
+                 {"a": "TEM image of mesoporous silica spheres", "b": "SEM image of polystyrene beads"}),
+        "fig2": ("TEM images of gold nanoparticles: (a) as made, (b) annealed.",
+                 {"a": "as made", "b": "annealed"}),
+        "fig3": ("TEM image of the particles.", {"a": None}),
+    }
+    ids = {}
+    for fig, (caption, panels) in figures.items():
+        article_id = silica if fig == "fig3" else mixed
+        figure_id = db.add_figure(article_id, {"id": fig, "label": fig, "caption": caption})
+        for k, (label, sub) in enumerate(panels.items()):
+            panel = {"bbox": [200 * k, 0, 200 * k + 120, 120], "label": label, "kind": "em",
+                     "technique": "TEM", "caption": sub, "nm_per_px": 0.5}
+            ids[fig, label] = db.add_panel(run_id, figure_id, panel, particles, labels,
+                                           uncertainty, summary)
+
+    def panels_of(material):
+        found = set(db.particles(material=material)["panel_id"])
+        return sorted(key for key, panel_id in ids.items() if panel_id in found)
+
+    assert panels_of("silica") == [("fig1", "a"), ("fig3", "a")]  # fig3: by its article's title
+    assert panels_of("polystyrene") == [("fig1", "b")]
+    assert panels_of("gold") == [("fig2", "a"), ("fig2", "b")]  # the shared part of the caption
+    assert len(db.panel_stats(material="polystyrene")) == 1
