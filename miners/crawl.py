@@ -122,6 +122,17 @@ _ATOM = {"a": "http://www.w3.org/2005/Atom", "arxiv": "http://arxiv.org/schemas/
          "os": "http://a9.com/-/spec/opensearch/1.1/"}
 
 
+def _parse_or_forget(response, parse):
+    """``parse()``; when it raises ArticleError, the cached copy of ``response`` is dropped first,
+    so the next crawl downloads the document again (a body cut short can look complete)."""
+    try:
+        return parse()
+    except ArticleError:
+        if callable(response.forget):
+            response.forget(response.url)
+        raise
+
+
 def _read_article(source, base_url: str | None = None, figure_dir: Path | None = None) -> dict:
     """``miners.articles.read(...).to_dict()`` (imported lazily: the reader is heavy)."""
     from miners.articles import read
@@ -269,7 +280,8 @@ class EuropePMCSource:
     def fetch_article(self, record: Record) -> dict:
         pmcid = record.key.split(":", 1)[1]
         response = self.client.get(record.url, accept=XML_TYPES)
-        article = _read_article(response.body, base_url=f"{self.images_url}/{pmcid}/bin/")
+        article = _parse_or_forget(response, lambda: _read_article(
+            response.body, base_url=f"{self.images_url}/{pmcid}/bin/"))
         article["url"] = response.final_url
         meta = record.meta
         _fill(article, doi=meta.get("doi"), title=meta.get("title"), journal=meta.get("journalTitle"),
@@ -320,6 +332,7 @@ class ArxivSource:
             try:
                 feed = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
             except etree.XMLSyntaxError as exc:
+                self.client.forget(url)
                 raise CrawlError(f"GET {url}: the arXiv feed is not valid XML ({exc}); try again later") from None
             entries = feed.findall("a:entry", _ATOM)
             for entry in entries:
@@ -355,7 +368,7 @@ class ArxivSource:
     def fetch_article(self, record: Record) -> dict:
         response = self.client.get(record.url, accept=PDF_TYPES)
         figure_dir = self.client.cache_dir / "pdf-figures" / safe_name(record.key)
-        article = _read_article(response.path, figure_dir=figure_dir)
+        article = _parse_or_forget(response, lambda: _read_article(response.path, figure_dir=figure_dir))
         article["url"] = response.final_url
         meta = record.meta  # the feed knows better than PDF metadata (creation dates, producer titles)
         _fill(article, override=True, doi=meta["doi"], title=meta["title"], journal=meta["journal"],
@@ -414,8 +427,9 @@ class DoiSource:
                 response = self.client.get(candidate, accept=accept)
                 figure_dir = self.client.cache_dir / "pdf-figures" / safe_name(record.key)
                 source = response.path if response.content_type in PDF_TYPES else response.body
-                article = _read_article(source, base_url=response.final_url,
-                                        figure_dir=figure_dir if response.content_type in PDF_TYPES else None)
+                article = _parse_or_forget(response, lambda: _read_article(
+                    source, base_url=response.final_url,
+                    figure_dir=figure_dir if response.content_type in PDF_TYPES else None))
             except (CrawlError, ArticleError) as exc:
                 errors.append(str(exc))
                 continue

@@ -25,7 +25,9 @@ What it guarantees
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -33,7 +35,7 @@ import re
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -107,12 +109,16 @@ class Response:
     body: bytes
     path: Path
     from_cache: bool
+    forget: object = field(default=None, repr=False, compare=False)  # drops the cache entry
 
     def json(self):
-        """The body parsed as JSON; raises CrawlError if it is not JSON."""
+        """The body parsed as JSON; raises CrawlError if it is not JSON (and drops the cached
+        copy, so the next run downloads it again: a body cut short can look complete)."""
         try:
             return json.loads(self.body)
         except ValueError as exc:
+            if callable(self.forget):
+                self.forget(self.url)
             raise CrawlError(f"GET {self.url}: body is not valid JSON ({exc}); the API may have changed",
                              kind="not JSON", permanent=True) from None
 
@@ -290,7 +296,7 @@ class HttpClient:
             log.warning("cached body of %s is corrupt; downloading again", url)
             return None
         self.stats["cache_hits"] += 1
-        return Response(url, meta.get("final_url", url), meta["content_type"], body, blob, True)
+        return Response(url, meta.get("final_url", url), meta["content_type"], body, blob, True, self.forget)
 
     def _write_cache(self, url: str, final_url: str, content_type: str, body: bytes) -> Path:
         sha = hashlib.sha256(body).hexdigest()
@@ -301,6 +307,13 @@ class HttpClient:
                 "bytes": len(body), "fetched_ts": time.time(), "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         _atomic_write(self._meta_path(url), json.dumps(meta, indent=1).encode("utf-8"))
         return blob
+
+    def forget(self, url: str) -> None:
+        """Drop the cache entry of ``url`` (its body would not parse), so the next ``get``
+        downloads it again; the content-named blob stays (other URLs may share it)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._meta_path(url).unlink()
+            log.info("cached copy of %s dropped: it did not parse", url)
 
     def is_cached(self, url: str) -> bool:
         """Whether ``url`` has a cache entry (it will not be downloaded again)."""
@@ -449,9 +462,13 @@ class HttpClient:
                 raise CrawlError(f"GET {url}: body is not a PNG/JPEG/GIF/TIFF/WebP/BMP image although "
                                  f"the server said {content_type}; the link is broken", kind="not an image",
                                  permanent=True)
+            if accept and all(a.startswith("image/") for a in accept) and not _image_complete(body):
+                last_error, last_timed_out = "image data cut short", False
+                log.info("GET %s: image data cut short; retry %d of %d", url, attempt + 1, self.retries)
+                continue
             self.stats["bytes"] += len(body)
             path = self._write_cache(url, final_url, content_type, body) if use_cache else Path()
-            return Response(url, final_url, content_type, body, path, False)
+            return Response(url, final_url, content_type, body, path, False, self.forget)
         raise CrawlError(f"GET {url}: body incomplete after {self.retries} retries ({last_error}); "
                          "try again later", kind="timeout" if last_timed_out else "truncated body")
 
@@ -464,6 +481,21 @@ class HttpClient:
             ``cache_dir/blobs/<2 hex>/<sha256><ext>``, always inside ``cache_dir``.
         """
         return self.get(url, accept=accept, headers=headers).path
+
+
+def _image_complete(body: bytes) -> bool:
+    """Whether an image body decodes to its end (a cut-short download without a Content-Length
+    still starts with the right magic bytes)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(body)) as image:
+            image.load()
+    except Image.DecompressionBombError:
+        return True  # whole, only huge: the image loader refuses it with its own message
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return True
 
 
 def _status_error(url: str, status: int, retries: int) -> CrawlError:

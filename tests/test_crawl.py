@@ -390,6 +390,33 @@ def test_document_failure_still_fails_the_article(tmp_path, server):
     assert not any("PMC1000002-" in path for _, path, _ in server.log)  # no figure asked
 
 
+def test_bodies_cut_short_without_a_length_are_fetched_again_once_whole(tmp_path, server):
+    """A 200 whose body ends early and declares no length looks complete to HTTP: the full text
+    must not stay cached as malformed, nor the image count as stored."""
+    site = build_three_figure_site(server)
+    xml_path = "/epmc3/rest/PMC1000002/fullTextXML"
+    image_path = site.figure_paths["pmcid:PMC1000001"][2]
+    whole = {path: server.routes[path].body for path in (xml_path, image_path)}
+    for path, body in whole.items():
+        server.routes[path].body, server.routes[path].chunked = body[: len(body) // 2], True
+    store = MemoryStore()
+    first = three_figure_crawl(tmp_path, server, site, store)
+    assert list(store.articles) == ["pmcid:PMC1000001"] and first.failed == 1
+    assert "malformed XML" in store.failures[0]["reason"]
+    (failure,) = first.figure_failures
+    assert failure["kind"] == "truncated body" and failure["will_retry"]
+    assert server.hits[image_path] == 3  # retried within the run, then left for the next
+    for path, body in whole.items():  # the server recovers
+        server.routes[path].body = body
+    second = three_figure_crawl(tmp_path, server, site, store)
+    assert sorted(store.articles) == ["pmcid:PMC1000001", "pmcid:PMC1000002"]
+    assert (second.stored, second.failed, second.figures_failed) == (1, 0, 0)
+    assert server.hits[xml_path] == 2  # downloaded again, not read from the cache
+    figures = {f["image_url"].rsplit("/", 1)[-1]: f["image"]
+               for f in store.articles["pmcid:PMC1000001"]["article"]["figures"]}
+    assert open(figures[image_path.rsplit("/", 1)[-1]], "rb").read() == whole[image_path]
+
+
 def closed_port() -> int:
     """A 127.0.0.1 port nothing listens on (bound, then released)."""
     import socket

@@ -198,3 +198,15 @@ def test_unwritable_cache_dir_is_a_crawl_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(CrawlError, match="cannot create the cache folder .*pass a writable folder"):
         HttpClient(blocker / "cache")
+
+
+def test_a_listing_that_does_not_parse_is_not_kept_in_the_cache(tmp_path, server):
+    body = b'{"resultList": {"result": [{"pmcid": "PMC1"}, {"pmcid": "PMC2"}]}}'
+    server.add("/search", body[:20], "application/json", chunked=True)  # cut short, no length
+    client = make_client(tmp_path, server)
+    with pytest.raises(CrawlError, match="not valid JSON"):
+        client.get(server.url("/search"), accept=JSON_TYPES).json()
+    assert not client.is_cached(server.url("/search"))
+    server.routes["/search"].body = body  # the server recovers
+    assert len(client.get(server.url("/search"), accept=JSON_TYPES).json()["resultList"]["result"]) == 2
+    assert server.hits["/search"] == 2
