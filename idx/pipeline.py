@@ -266,8 +266,9 @@ def _figure_cache(path: Path) -> Path:
     return path.parent / f".{path.stem}-figures"
 
 
-def iter_db_figures(db) -> Iterator[FigureSource]:
-    """Figures stored in a database by ``idx crawl`` whose image file is on disk."""
+def iter_db_figures(db, failures: list | None = None) -> Iterator[FigureSource]:
+    """Figures stored in a database by ``idx crawl`` whose image file is on disk (the others are
+    logged and, with ``failures``, appended to it as ``{"path", "error"}``)."""
     from miners.images import load_image
 
     rows = db.conn.execute(
@@ -280,6 +281,8 @@ def iter_db_figures(db) -> Iterator[FigureSource]:
             image = load_image(image_path)
         except ImageError as exc:
             log.warning("figure %s: %s", key, exc)
+            if failures is not None:
+                failures.append({"path": image_path, "error": f"figure {key}: {exc}"})
             continue
         yield FigureSource(image, caption or "",
                            {"id": key, "label": label, "caption": caption, "image": image_path,
@@ -474,7 +477,7 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     panel_dir = default_panel_dir(db_path)
     with Database(db_path) as db:
         run_id = db.start_run(**extractor.run)
-        figures = (iter_db_figures(db) if source is None
+        figures = (iter_db_figures(db, failures=failures) if source is None
                    else iter_sources(source, caption, figure_dir, failures=failures))
         bar = tqdm(desc="panels", unit="panel", disable=not progress)
         for figure in figures:

@@ -243,6 +243,13 @@ def test_crawl_then_extract_from_the_database(segmenter, tmp_path):
                                   "LEFT JOIN articles a ON a.id = f.article_id WHERE a.doi IS NULL").fetchone()[0]
         n_articles = db.conn.execute("SELECT count(*) FROM articles").fetchone()[0]
     assert orphans == 0 and n_articles == 2
+    # the crawl cache cleared: the stored figures have no image; each is counted, none stored
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache")
+    gone = extract_to_db(None, db_path, segmenter=segmenter, progress=False)
+    assert gone["figures"] == 0 and gone["failed"] == report.figures
+    assert all("no such file" in f["error"] or "not found" in f["error"] for f in gone["failures"])
 
 
 def test_extract_cli_no_tta_is_a_separate_run_of_card_weights(tmp_path):
