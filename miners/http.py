@@ -123,6 +123,9 @@ class Response:
                              kind="not JSON", permanent=True) from None
 
 
+RETRY_AFTER_LOG_S = 5.0  # Retry-After waits this long or longer are logged
+
+
 class _CappedRetry(Retry):
     """urllib3 Retry whose Retry-After wait is capped at ``retry_after_max_s`` seconds."""
 
@@ -130,7 +133,13 @@ class _CappedRetry(Retry):
 
     def get_retry_after(self, response):
         value = super().get_retry_after(response)
-        return None if value is None else min(value, self.retry_after_max_s)
+        if value is None:
+            return None
+        wait = min(value, self.retry_after_max_s)
+        if wait >= RETRY_AFTER_LOG_S:  # a long silent pause looks like a hang
+            log.warning("HTTP %s: the server asks to wait %.0f s (Retry-After); waiting",
+                        response.status, wait)
+        return wait
 
 
 def make_session(

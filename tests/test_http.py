@@ -210,3 +210,16 @@ def test_a_listing_that_does_not_parse_is_not_kept_in_the_cache(tmp_path, server
     server.routes["/search"].body = body  # the server recovers
     assert len(client.get(server.url("/search"), accept=JSON_TYPES).json()["resultList"]["result"]) == 2
     assert server.hits["/search"] == 2
+
+
+def test_long_retry_after_waits_are_capped_and_said(caplog):
+    from urllib3.response import HTTPResponse
+
+    from miners.http import _CappedRetry
+
+    retry = _CappedRetry(total=2, respect_retry_after_header=True)
+    with caplog.at_level("WARNING", logger="miners.http"):
+        assert retry.get_retry_after(HTTPResponse(status=429, headers={"Retry-After": "1"})) == 1
+        assert not caplog.records  # short waits stay quiet
+        assert retry.get_retry_after(HTTPResponse(status=429, headers={"Retry-After": "100"})) == 60
+    assert "wait 60 s" in caplog.text
