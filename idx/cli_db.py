@@ -38,6 +38,24 @@ def _print_frame(frame, output_format: str, columns=None) -> None:
         click.echo("(no rows)" if frame.empty else frame.to_string(index=False, max_colwidth=40))
 
 
+def warn_if_runs_mix(db, run_id, database) -> None:
+    """Log a warning when rows of several extraction runs would be pooled (no ``--run``)."""
+    import logging
+    import sqlite3
+
+    if run_id is not None:
+        return
+    try:
+        runs = [r[0] for r in db.conn.execute("SELECT DISTINCT run_id FROM panels")]
+    except sqlite3.Error:  # not an idx database: the query itself will say so
+        return
+    if len(runs) > 1:
+        logging.getLogger(__name__).warning(
+            "%s holds %d extraction runs (other models or parameters) and rows of all of them are "
+            "pooled; pick one with --run (ids and settings: `idx stats %s`)",
+            database, len(runs), database)
+
+
 @cli.command()
 @click.argument("database", type=click.Path(dir_okay=False))
 @click.option("--material", help="Phrase searched in captions and article titles (full text).")
@@ -74,6 +92,8 @@ def query(database, material, technique, min_diameter_nm, max_diameter_nm, year,
         raise IdxError(f"{given} select particles, not panels; drop --panels, or filter panels "
                        "with --sql (e.g. on diameter_mean_nm)")
     with Database(database, readonly=True) as db:
+        if sql_query is None and panel_id is None:
+            warn_if_runs_mix(db, run_id, database)
         if sql_query is not None:
             frame, columns = db.sql(sql_query), None
         elif per_panel:
@@ -108,7 +128,9 @@ def stats(database, as_json):
         f"rows: {tables}",
         f"particles with a scale: {summary['particles_with_scale']}"
         + (f", mean diameter {summary['diameter_mean_nm']:.3g} nm"
-           if summary["diameter_mean_nm"] is not None else ""),
+           if summary["diameter_mean_nm"] is not None else "")
+        + (f" (the {len(summary['runs'])} runs below pooled; one run: `idx query --run ID`)"
+           if len(summary["runs"]) > 1 else ""),
         "years: " + ("-" if summary["years"][0] is None
                      else f"{summary['years'][0]}-{summary['years'][1]}"),
         "techniques: " + (", ".join(f"{k} {v}" for k, v in summary["techniques"].items()) or "-"),
@@ -126,9 +148,10 @@ def stats(database, as_json):
 @click.option("--all", "all_panels", is_flag=True, help="Histogram of every particle with a scale.")
 @click.option("--kind", type=click.Choice(["histogram", "rdf", "overlay"]), default="histogram",
               show_default=True, help="What to plot.")
+@click.option("--run", "run_id", help="With --all: only this run's particles (see `idx stats`).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="PNG file to write.")
-def plot(database, panel_id, all_panels, kind, output):
+def plot(database, panel_id, all_panels, kind, run_id, output):
     """Plot a size histogram, g(r) or the segmentation overlay of a panel.
 
     \b
@@ -150,8 +173,10 @@ def plot(database, panel_id, all_panels, kind, output):
     output = Path(output)
     with Database(database, readonly=True) as db:
         if all_panels:
-            diameters = db.sql("SELECT diameter_nm FROM particles WHERE NOT touches_border "
-                               "AND diameter_nm IS NOT NULL")["diameter_nm"].to_numpy()
+            warn_if_runs_mix(db, run_id, database)
+            particles = db.particles(min_diameter_nm=0, run=run_id)
+            diameters = particles.loc[~particles["touches_border"].astype(bool),
+                                      "diameter_nm"].to_numpy()
             figure = plot_size_histogram(diameters, "nm", title="all panels")
         else:
             panels = db.panel_stats(panel=panel_id)

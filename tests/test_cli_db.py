@@ -312,3 +312,30 @@ def test_read_only_share_with_real_permissions(database, tmp_path):
     finally:
         share.chmod(0o755)
         path.chmod(0o644)
+
+
+def test_readers_say_when_several_runs_are_pooled(tmp_path, caplog):
+    path = tmp_path / "two.db"
+    labels = lattice_labels()
+    table = measure_particles(labels, nm_per_px=0.5)
+    runs = []
+    with Database(path) as db:
+        article_id = db.add_article({"doi": "10.1000/two", "title": "Gold", "year": 2020})
+        figure_id = db.add_figure(article_id, {"id": "fig1", "caption": "TEM of Au"})
+        for samples in (4, 8):  # the same panel extracted with two settings
+            run_id = db.start_run("bpartis-test", "0" * 64, {"mc_samples": samples})
+            runs.append(run_id)
+            db.add_panel(run_id, figure_id, {"bbox": [0, 0, 144, 144], "label": "a",
+                                             "technique": "TEM", "nm_per_px": 0.5},
+                         table, labels, None, summarise_panel(table, labels.shape))
+    pooled = run("query", path, "--format", "csv")
+    assert len(pd.read_csv(io.StringIO(pooled.stdout))) == 2 * len(table)
+    assert "holds 2 extraction runs" in caplog.text and "--run" in caplog.text
+    caplog.clear()
+    one = run("query", path, "--format", "csv", "--run", runs[0])
+    assert len(pd.read_csv(io.StringIO(one.stdout))) == len(table) and not caplog.text
+    assert "2 runs below pooled" in run("stats", path).stdout
+    plotted = run("plot", path, "--all", "--run", runs[1], "-o", tmp_path / "h.png")
+    assert plotted.exit_code == 0 and (tmp_path / "h.png").stat().st_size > 0 and not caplog.text
+    run("plot", path, "--all", "-o", tmp_path / "g.png")
+    assert "extraction runs" in caplog.text
