@@ -239,10 +239,35 @@ def serve(database, port):
     \b
         idx serve particles.db --port 8001   # then open http://127.0.0.1:8001/
     """
-    from datasette.cli import cli as datasette_cli
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    from contextlib import closing, suppress
+    from pathlib import Path
 
-    datasette_cli.main(datasette_args(database, port), prog_name="idx serve",
-                       standalone_mode=False)
+    args = datasette_args(database, port)
+    sidecars = [Path(f"{database}-wal"), Path(f"{database}-shm")]
+    existed = any(p.exists() for p in sidecars)
+    # datasette runs in its own process: its read-only connections leave SQLite's -wal / -shm
+    # files, which the last connection to close removes, so one is closed here once it has gone
+    server = subprocess.Popen([sys.executable, "-m", "datasette", *args])
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: server.send_signal(signum))
+    try:
+        while True:
+            try:
+                server.wait()
+                break
+            except KeyboardInterrupt:  # pass it on (from a terminal the server has it already)
+                server.send_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
+        if not existed and any(p.exists() for p in sidecars):
+            with suppress(sqlite3.Error), closing(sqlite3.connect(database)) as conn:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
 
 def datasette_args(database, port) -> list:

@@ -224,6 +224,7 @@ def test_serve_renders_pages_on_localhost(database):
     finally:
         server.terminate()
         server.wait(timeout=10)
+    assert not any(Path(f"{path}-{ext}").exists() for ext in ("wal", "shm"))  # reads leave no files
 
 
 def test_commands_read_a_database_in_a_folder_that_cannot_be_written(database, tmp_path,
