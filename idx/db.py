@@ -620,6 +620,27 @@ class Database:
                  "first_failed_at": old[1] if old else now, "last_failed_at": now},
                 pk=("key", "figure_key"))
 
+    def list_missing_images(self, key: str) -> list[dict]:
+        """Figures of the article stored under crawl ``key`` whose downloaded image file is gone
+        (the crawl cache was moved or cleared) and that have a URL to fetch it from again.
+
+        Returns
+        -------
+        list of dict
+            ``{"figure_id", "url"}`` per such figure.
+        """
+        doi = _normalise_doi(key)
+        with self._errors("list missing figure images"):
+            keyed = ("SELECT article_id FROM article_keys WHERE key = ? UNION "
+                     if self._has_table("article_keys") else "SELECT NULL WHERE ? IS NULL UNION ")
+            rows = self.conn.execute(
+                "SELECT f.figure_key, f.image_url, f.image_path FROM figures f WHERE "
+                f"f.image_url IS NOT NULL AND f.article_id IN ({keyed}"
+                "SELECT id FROM articles WHERE key = ? OR doi = ? OR id = ?)",
+                [key, key, doi, key]).fetchall()
+        return [{"figure_id": figure_key, "url": url} for figure_key, url, path in rows
+                if not path or not Path(path).is_file()]
+
     def list_figure_failures(self, key: str | None = None) -> list[dict]:
         """Figures of crawled articles still missing (of article ``key``, or of all).
 

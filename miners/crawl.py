@@ -647,12 +647,18 @@ def download_figures(article: dict, client: HttpClient, all_figures: bool = Fals
 
 
 def _figures_to_retry(store, key: str, retry_failed: bool) -> list[dict]:
-    """Recorded figure failures of a stored article that this run should try again."""
+    """Recorded figure failures of a stored article that this run should try again, and its
+    stored figures whose image file has gone (when the store can tell)."""
     list_failures = getattr(store, "list_figure_failures", None)
     if list_failures is None:
         return []
-    return [f for f in list_failures(key)
-            if retry_failed or (not f["permanent"] and int(f["attempts"]) < FIGURE_MAX_ATTEMPTS)]
+    pending = [f for f in list_failures(key)
+               if retry_failed or (not f["permanent"] and int(f["attempts"]) < FIGURE_MAX_ATTEMPTS)]
+    list_missing = getattr(store, "list_missing_images", None)
+    if list_missing is not None:  # stored, but the downloaded file is gone: fetch it again
+        known = {f["figure_id"] for f in pending}
+        pending += [f for f in list_missing(key) if f["figure_id"] not in known]
+    return pending
 
 
 def _record_figure_failures(store, key: str, failures: list[dict], report: CrawlReport) -> None:

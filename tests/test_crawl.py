@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -717,3 +718,26 @@ def test_failed_pmcid_key_cleared_when_its_doi_is_stored(tmp_path, server):
                       "WHERE a.doi = '10.5555/pmc1000002' ORDER BY 1")["key"].tolist() == \
             ["doi:10.5555/pmc1000002", "pmcid:PMC1000002"]
     assert count_rows(db_path) == {"articles": 2, "figures": 6, "crawl_failures": 0, "crawl_figure_failures": 0}
+
+
+def test_stored_figures_whose_files_are_gone_are_fetched_again(tmp_path, server):
+    """The crawl cache holds the downloaded images; clearing it must not lose them for good."""
+    import shutil
+
+    from idx.db import Database
+
+    site = build_three_figure_site(server)
+    db_path = tmp_path / "idx.db"
+    with Database(db_path) as db:
+        first = three_figure_crawl(tmp_path, server, site, db)
+        assert (first.stored, first.figures) == (2, 6)
+        rows_before = count_rows(db_path)
+        shutil.rmtree(make_client(tmp_path, server).cache_dir)
+        assert len(db.list_missing_images("pmcid:PMC1000001")) == 3
+        second = three_figure_crawl(tmp_path, server, site, db)
+        assert (second.retried, second.stored, second.figures, second.figures_failed) == (2, 0, 6, 0)
+        assert db.list_missing_images("pmcid:PMC1000001") == []
+        third = three_figure_crawl(tmp_path, server, site, db)
+        assert (third.skipped, third.retried, third.figures) == (2, 0, 0)
+        paths = [row[0] for row in db.conn.execute("SELECT image_path FROM figures")]
+    assert count_rows(db_path) == rows_before and all(Path(p).is_file() for p in paths)
