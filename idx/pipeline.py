@@ -94,15 +94,19 @@ class PanelResult:
         """Matplotlib figure: particle contours over the panel."""
         from idx.plots import plot_overlay
 
+        self._require_segmented()
+        return plot_overlay(self.image, self.labels, title=self._title())
+
+    def _require_segmented(self) -> None:
         if self.labels is None:
             raise IdxError(f"panel {self.panel.get('label') or self.panel['bbox']} was not "
                            "segmented (not an EM micrograph)")
-        return plot_overlay(self.image, self.labels, title=self._title())
 
     def plot_histogram(self, bins: int = 20):
         """Matplotlib figure: size histogram of the equivalent diameters (nm, else px)."""
         from idx.plots import plot_size_histogram
 
+        self._require_segmented()
         unit = "nm" if self.nm_per_px else "px"
         column = "diameter_nm" if unit == "nm" else "diameter_px"
         table = self.particles
@@ -115,6 +119,7 @@ class PanelResult:
         """Matplotlib figure: radial distribution function g(r) of the particle centroids."""
         from idx.plots import plot_rdf
 
+        self._require_segmented()
         rdf = self.summary.get("rdf")
         if not rdf:
             raise IdxError(f"no g(r) for this panel: {self.summary.get('rdf_reason', 'not computed')}")

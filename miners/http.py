@@ -42,6 +42,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from idx.errors import CrawlError
@@ -132,7 +133,12 @@ class _CappedRetry(Retry):
     retry_after_max_s: float = 60.0
 
     def get_retry_after(self, response):
-        value = super().get_retry_after(response)
+        try:
+            value = super().get_retry_after(response)
+        except InvalidHeader:  # "Retry-After: soon": wait by the backoff instead
+            log.info("HTTP %s: unreadable Retry-After %r; backing off instead", response.status,
+                     response.headers.get("Retry-After"))
+            return None
         if value is None:
             return None
         wait = min(value, self.retry_after_max_s)

@@ -223,3 +223,11 @@ def test_long_retry_after_waits_are_capped_and_said(caplog):
         assert not caplog.records  # short waits stay quiet
         assert retry.get_retry_after(HTTPResponse(status=429, headers={"Retry-After": "100"})) == 60
     assert "wait 60 s" in caplog.text
+
+
+def test_unreadable_retry_after_backs_off_and_recovers(tmp_path, server):
+    server.add("/busy", b'{"ok": true}', "application/json", fault="status", times=1,
+               fault_status=503, retry_after="garbage")
+    client = make_client(tmp_path, server)
+    assert client.get(server.url("/busy"), accept=JSON_TYPES).json() == {"ok": True}
+    assert server.hits["/busy"] == 2

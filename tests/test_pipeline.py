@@ -297,3 +297,11 @@ def test_extract_to_db_writes_beside_the_database_not_the_input(segmenter, tmp_p
     with Database(out / "p.db") as db:
         (image_path,) = db.conn.execute("SELECT image_path FROM figures").fetchone()
     assert Path(image_path).parent == (out / "p-figures").resolve() and Path(image_path).is_file()
+
+
+def test_plots_of_a_panel_that_was_not_segmented_say_so(segmenter, tmp_path):
+    results = extract(DEMO_PDF, segmenter=segmenter, progress=False, figure_dir=tmp_path)
+    (plot_panel,) = [r for r in results if r.panel["kind"] != "em"]  # panel d: a size histogram
+    for method in (plot_panel.plot_histogram, plot_panel.plot_overlay, plot_panel.plot_rdf):
+        with pytest.raises(IdxError, match="was not segmented"):
+            method()
