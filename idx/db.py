@@ -629,15 +629,15 @@ class Database:
         list of dict
             ``{"figure_id", "url"}`` per such figure.
         """
-        doi = _normalise_doi(key)
+        articles, params = "SELECT id FROM articles WHERE key = ? OR doi = ? OR id = ?", [
+            key, _normalise_doi(key), key]
         with self._errors("list missing figure images"):
-            keyed = ("SELECT article_id FROM article_keys WHERE key = ? UNION "
-                     if self._has_table("article_keys") else "SELECT NULL WHERE ? IS NULL UNION ")
+            if self._has_table("article_keys"):
+                articles += " UNION SELECT article_id FROM article_keys WHERE key = ?"
+                params.append(key)
             rows = self.conn.execute(
-                "SELECT f.figure_key, f.image_url, f.image_path FROM figures f WHERE "
-                f"f.image_url IS NOT NULL AND f.article_id IN ({keyed}"
-                "SELECT id FROM articles WHERE key = ? OR doi = ? OR id = ?)",
-                [key, key, doi, key]).fetchall()
+                "SELECT figure_key, image_url, image_path FROM figures WHERE image_url IS NOT NULL "
+                f"AND article_id IN ({articles})", params).fetchall()
         return [{"figure_id": figure_key, "url": url} for figure_key, url, path in rows
                 if not path or not Path(path).is_file()]
 
@@ -806,8 +806,8 @@ class Database:
         ----------
         material : str, optional
             Phrase searched (full text): a panel matches when its own sub-caption names it, or
-            the figure's caption names it outside the other panels' sub-captions, or the
-            article's title names it and the figure's caption does not name it at all.
+            its figure's caption names it and no other panel's sub-caption does, or the
+            article's title names it and the figure's caption does not.
         technique : str, optional
             Panel technique, e.g. ``"TEM"`` (case-insensitive).
         min_diameter_nm, max_diameter_nm : float, optional

@@ -460,7 +460,8 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     dict
         ``run_id``, ``figures``, ``panels`` (stored now, ``updated`` of them replacing a stored
         panel), ``skipped`` (already stored), ``em_panels``, ``particles``, ``failed`` (files of
-        a folder that could not be read) and ``failures`` (``{"path", "error"}`` of each).
+        a folder, or image files of crawled figures, that could not be read) and ``failures``
+        (``{"path", "error"}`` of each).
 
     Raises
     ------
