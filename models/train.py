@@ -245,7 +245,12 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
                                   ("--batch-size", batch_size, batch_size >= 1, "at least 1"),
                                   ("--crop", crop, crop >= 16 and crop % 8 == 0,
                                    "a multiple of 8 from 16 up (the encoder halves it 3 times)"),
-                                  ("--lr", lr, lr > 0, "above 0"), ("--workers", workers, workers >= 0, "0 or more"),
+                                  ("--lr", lr, math.isfinite(lr) and lr > 0, "a finite number above 0"),
+                                  ("--workers", workers, workers >= 0, "0 or more"),
+                                  ("--threads", threads, threads is None or threads >= 1, "at least 1"),
+                                  ("--eval-every", eval_every, eval_every >= 0, "0 (never) or more"),
+                                  ("--snapshot-every", snapshot_every, snapshot_every >= 0,
+                                   "0 (never) or more"),
                                   ("--image-size", image_size, image_size >= crop,
                                    f"at least --crop ({crop})")):
         if not ok:
@@ -285,6 +290,9 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state.get("best", -1.0)
         log.info("resumed from %s at epoch %d", last, start_epoch)
+        if start_epoch >= epochs:
+            log.warning("%s is already at epoch %d of %d: nothing to train; raise --epochs to go on",
+                        last, start_epoch, epochs)
     elif init:
         model.load_state_dict(load_weights(init))
         log.info("warm start from %s", init)
@@ -303,6 +311,11 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
             group["lr"] = epoch_lr
         train_terms = train_one_epoch(model, itertools.islice(batches, n_batches), optimizer, loss_fn,
                                       device, total=n_batches, bf16=bf16, freeze_bn=freeze_bn)
+        if not math.isfinite(train_terms[0]):  # before anything is saved: last.pt stays resumable
+            raise IdxError(f"training diverged at epoch {epoch} (loss {train_terms[0]}); {last} still "
+                           f"holds epoch {epoch - 1}: resume with a lower --lr (this run: {lr:g})"
+                           if epoch > 1 else f"training diverged at epoch 1 (loss {train_terms[0]}); "
+                           f"nothing was saved: start again with a lower --lr (this run: {lr:g})")
         row = {"epoch": epoch, "lr": epoch_lr, "train_loss": train_terms[0],
                "instance": train_terms[1], "seed": train_terms[2], "smooth": train_terms[3]}
         if epoch % VAL_LOSS_EVERY == 0 or epoch == epochs:
@@ -328,8 +341,6 @@ def train(data_dir, out_dir, epochs, batch_size=BATCH_SIZE, crop=CROP, lr=LEARNI
             plot_log(log_path, out_dir / "loss.png")
         log.info("epoch %d: %s", epoch, {k: (round(v, 4) if isinstance(v, float) else v)
                                          for k, v in row.items()})
-        if not math.isfinite(train_terms[0]):
-            raise RuntimeError(f"training diverged at epoch {epoch} (loss {train_terms[0]})")
     return out_dir
 
 

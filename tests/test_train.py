@@ -1,4 +1,5 @@
 import csv
+import math
 
 import numpy as np
 import pandas as pd
@@ -140,7 +141,10 @@ def test_em_augmentation_batches_keep_images_and_instances_aligned(tmp_path):
     for options, message in (({"batch_size": 0}, "--batch-size 0: must be at least 1"),
                              ({"crop": 60}, "--crop 60: must be a multiple of 8"),
                              ({"epochs": 0}, "--epochs 0: must be at least 1"),
-                             ({"lr": -1e-4}, "--lr -0.0001: must be above 0"),
+                             ({"lr": -1e-4}, "--lr -0.0001: must be a finite number above 0"),
+                             ({"lr": math.inf}, "--lr inf: must be a finite number above 0"),
+                             ({"threads": -1}, "--threads -1: must be at least 1"),
+                             ({"snapshot_every": -1}, "--snapshot-every -1: must be 0"),
                              ({"batch_size": 9}, "--batch-size 9: more than the 4 training images")):
         with pytest.raises(IdxError, match=message):
             train(root, tmp_path / "run", **{"epochs": 1, **options})
@@ -187,6 +191,27 @@ def test_em_mosaics_take_four_different_images(tmp_path, monkeypatch):
     list(run_batches(samples, 2, 16, epochs=range(1, 9), augmentation="em"))
     assert len(groups) == 8 * len(samples)
     assert all(len(set(group)) == 4 for group in groups)  # an image never fills two of its own quadrants
+
+
+def test_a_diverged_epoch_saves_nothing_and_leaves_the_last_good_checkpoint(tmp_path, caplog,
+                                                                            monkeypatch):
+    import models.train as train_module
+
+    root = fake_emps(tmp_path / "emps")
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    train(root, out, epochs=1, batch_size=2, crop=32, eval_every=0, threads=1, snapshot_every=1)
+    good = torch.load(out / "last.pt", weights_only=False)
+    monkeypatch.setattr(train_module, "train_one_epoch", lambda *a, **k: (math.nan,) * 4)
+    with pytest.raises(IdxError, match="diverged at epoch 2 .*still holds epoch 1: resume with a lower --lr"):
+        train(root, out, epochs=2, batch_size=2, crop=32, eval_every=0, threads=1, snapshot_every=1)
+    kept = torch.load(out / "last.pt", weights_only=False)
+    assert kept["epoch"] == 1 and not (out / "snapshots" / "epoch0002.pt").exists()
+    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+    monkeypatch.undo()
+    with caplog.at_level("WARNING", logger="models.train"):
+        train(root, out, epochs=1, batch_size=2, crop=32, eval_every=0, threads=1)
+    torch.set_num_threads(threads)
+    assert "already at epoch 1 of 1: nothing to train" in caplog.text
 
 
 def test_resuming_keeps_the_runs_augmentation_and_says_so(tmp_path, caplog):
