@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -57,13 +58,25 @@ def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
 
 
+class FiniteFloat(click.FloatRange):
+    """``click.FloatRange`` that also refuses nan and inf (which pass its bounds)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def segmenter_options(func):
     """The options of every command that segments: ``--mc-samples``, ``--tu``, ``--no-filter``,
     ``--no-tta``, ``--min-size``, ``--zoom``, ``--no-snap``, ``--smooth``, ``--compile/--no-compile``,
     ``--weights``, ``--device``."""
     func = click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
                         help="Monte-Carlo dropout samples T (1: dropout off).")(func)
-    func = click.option("--tu", default=None, type=click.FloatRange(min=0.0),
+    func = click.option("--tu", default=None, type=FiniteFloat(min=0.0),
                         help="Use the published uncertainty filter with this t_u (mean MI, nats) instead of "
                         "the learned instance filter shipped with the weights.")(func)
     func = click.option("--no-filter", is_flag=True,
@@ -84,7 +97,7 @@ def segmenter_options(func):
     func = click.option("--no-snap", is_flag=True,
                         help="Keep the network's masks: no snapping of each particle's one-pixel rim "
                         "to the micrograph's edge (the weights' card's edge_alpha).")(func)
-    func = click.option("--smooth", type=click.FloatRange(min=0.0), default=None, metavar="SIGMA",
+    func = click.option("--smooth", type=FiniteFloat(min=0.0), default=None, metavar="SIGMA",
                         help="Blur the micrograph the network sees with a Gaussian of this sigma (pixels of "
                         "the 512 x 512 working image); measurements still use the sharp image. For finely "
                         "textured particles (mesoporous silica) that the overlay shows missed: try 0.5. "

@@ -33,10 +33,14 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
     \b
         idx segment fig2b.png --mc-samples 10 -o fig2b-labels.png --json
     """
+    from idx.errors import IdxError
     from miners.images import load_image
 
     if output:
         check_output(output, "-o")
+        if Path(output).suffix.lower() not in (".png", ".tif", ".tiff"):
+            raise IdxError(f"-o {output}: the instance map is written as a 16-bit PNG or TIFF; "
+                           "give a name ending in .png or .tif")
     array = load_image(image)
     result = make_segmenter(weights, device, mc_samples, tu, no_filter, no_tta, min_size,
                             compile_kernels, zoom, no_snap, smooth).segment(array)
@@ -73,7 +77,7 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
 @click.option("--snapshot-every", default=TD.SNAPSHOT_EVERY, show_default=True, help="Keep the weights every N epochs and at the last (0: never).")
 @click.option("--augment", type=click.Choice(TD.AUGMENTATIONS), default=TD.AUGMENTATIONS[0], show_default=True,
               help="published: flips, turns, crops, colour jitter; em: also mosaics, gamma, blur, noise.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all).")
 @click.option("--workers", type=int, default=TD.WORKERS, show_default=True,
               help="Processes making the augmented batches (0: this one; a GPU run wants several).")
 @click.option("--freeze-bn", is_flag=True, default=False,
@@ -101,7 +105,7 @@ def train(data, out, epochs, batch_size, crop, image_size, device, eval_every, i
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["test", "val", "fit", "train"]))
 @segmenter_options
-@click.option("--limit", type=int, default=None, help="Only the first N images of the split.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images of the split.")
 @click.option("--per-image", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write one CSV row per image (stem, source article, metrics, recall at IoU 0.5, "
               "particle counts, seconds), worst AP first: where to look at the failures.")

@@ -50,9 +50,17 @@ def main(argv=None):
     parser.add_argument("--sweep", default=None,
                         help="models.tune sweep JSON: t_u, clustering thresholds and instance filter")
     parser.add_argument("--tu", type=float, default=None, help="t_u (default: the sweep's)")
-    parser.add_argument("--out", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--out", default=str(DEFAULT_WEIGHTS),
+                        help="weights file to write, its card and filter beside it (default: the shipped "
+                             "%(default)s, which it replaces)")
     parser.add_argument("--extra", default="{}", help="JSON merged into the card")
     args = parser.parse_args(argv)
+    try:
+        extra_card = json.loads(args.extra)
+    except ValueError as exc:
+        parser.error(f"--extra is not JSON ({exc}); give an object such as '{{\"key\": 1}}'")
+    if not isinstance(extra_card, dict):
+        parser.error("--extra must be a JSON object ({...})")
     sweep = json.loads(Path(args.sweep).read_text()) if args.sweep else {}
     tu = args.tu if args.tu is not None else sweep.get("tu")
     if tu is None:
@@ -63,7 +71,7 @@ def main(argv=None):
     extra = {k: sweep[k] for k in keys if sweep.get(k) is not None}
     if sweep.get("scored_with_edge_alpha") is not None:  # the filter's threshold was chosen with these rims
         extra["edge_alpha"] = sweep["scored_with_edge_alpha"]
-    print(export_weights(args.checkpoint, tu, args.out, extra | json.loads(args.extra),
+    print(export_weights(args.checkpoint, tu, args.out, extra | extra_card,
                          sweep.get("instance_filter")))
 
 

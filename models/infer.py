@@ -90,11 +90,19 @@ def read_checkpoint(path: Path, remedy: str):
     the CPU); an empty or unreadable file is a one-line :class:`WeightsError` ending in ``remedy``."""
     if path.stat().st_size == 0:
         raise WeightsError(f"{path}: the file is empty; {remedy}")
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head != b"PK" and not head.startswith(b"\x80"):  # torch.save: a zip, or a legacy pickle
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip or a pickle, "
+                           f"this file starts with {head!r}); pass the .pt weights file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        lines = str(exc).splitlines() or [""]
+        # torch's weights-only refusal puts its reason on a later line
+        reason = next((line.strip() for line in lines if "WeightsUnpickler error" in line), lines[0])
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:120]}); {remedy}") from None
+                           f"{reason[:160]}); {remedy}") from None
 
 
 def load_weights(path: str | Path) -> dict:

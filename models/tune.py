@@ -718,9 +718,11 @@ def _grid(text: str | None, parse) -> tuple | None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--weights", default=None)
-    parser.add_argument("--data", default=str(default_emps_dir()))
-    parser.add_argument("--out", default="docs/bpartis")
+    parser.add_argument("--weights", default=None, help="BPartIS weights (default: the shipped ones)")
+    parser.add_argument("--data", default=str(default_emps_dir()), help="EMPS folder (default: %(default)s)")
+    parser.add_argument("--out", default="docs/bpartis",
+                        help="folder for the sweep, plots and report (default: %(default)s, the recorded "
+                             "choices of the shipped weights, which a run there replaces)")
     parser.add_argument("--step", choices=["sweep", "filter", "features", "report", "all", "compare", "edges"],
                         default="all",
                         help="features: compare the filter's feature sets out of fold over all train images; "
@@ -747,6 +749,9 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    for name in ("limit", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
     card = tuned_params()  # the shipped card, with the options' overrides: compare and edges cluster with it
     edge_alpha = card.get("edge_alpha") if args.edge_alpha is None else \
         args.edge_alpha if args.edge_alpha >= 0 else None

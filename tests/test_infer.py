@@ -35,7 +35,7 @@ def test_training_checkpoint_dict_is_accepted(tmp_path):
 @pytest.mark.parametrize("content, match", [
     (None, "no BPartIS weights"),
     (b"", "empty"),
-    (b"not a zip or pickle", "not a readable PyTorch checkpoint"),
+    (b"not a zip or pickle", "not a PyTorch checkpoint .torch.save writes a zip or a pickle"),
 ])
 def test_bad_weight_files_give_one_line_errors(tmp_path, content, match):
     path = tmp_path / "w.pt"
@@ -543,3 +543,25 @@ def test_smooth_option_reaches_the_segmenter_and_leaves_default_runs_alone(tmp_p
     assert Extractor(mc_samples=2, smooth=0.5).run["params"]["smooth"] == 0.5
     bad = CliRunner().invoke(cli, ["segment", str(path), "--smooth", "-1"])
     assert bad.exit_code == 2 and "--smooth" in bad.output
+
+
+@pytest.mark.parametrize("args, match", [
+    (["segment", "IMG", "--smooth", "nan"], "is not a finite number"),
+    (["segment", "IMG", "--tu", "inf"], "is not a finite number"),
+    (["segment", "IMG", "-o", "OUT/labels.jpg"], "16-bit PNG or TIFF"),
+    (["segment", "IMG", "-o", "OUT/labels"], "16-bit PNG or TIFF"),
+    (["evaluate", "--limit", "-1"], "-1 is not in the range x>=1"),
+    (["train", "--threads", "-1"], "-1 is not in the range x>=1"),
+])
+def test_cli_refuses_bad_numbers_and_outputs_before_any_work(tmp_path, args, match):
+    """Each fails in one line before a model is loaded (nan and inf pass click's own ranges)."""
+    from click.testing import CliRunner
+
+    from idx.cli import cli
+
+    image = tmp_path / "m.png"
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(image)
+    args = [a.replace("IMG", str(image)).replace("OUT", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code in (1, 2) and match in result.output, result.output
+    assert "Traceback" not in result.output and not list(tmp_path.glob("labels*"))
