@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import numpy as np
 import pandas as pd
@@ -243,7 +245,10 @@ def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
     from miners.articles import read
     from miners.images import load_image
 
-    article = read(path, figure_dir=figure_dir or _figure_cache(path))
+    # an HTML page on disk: its relative image links ("Save page as": paper_files/fig1.png) are
+    # files beside it, whatever its canonical URL says
+    local_base = path.resolve().parent.as_uri() + "/" if sniff_markup(path) == "html" else None
+    article = read(path, base_url=local_base, figure_dir=figure_dir or _figure_cache(path))
     meta = article.to_dict()
     meta.pop("figures", None)
     meta["source_path"] = str(path.resolve())
@@ -251,13 +256,18 @@ def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
         record = {"id": figure.id, "label": figure.label, "caption": figure.caption,
                   "image": figure.image}
         image_path = figure.image
-        if not image_path or str(image_path).startswith(("http://", "https://")):
+        if image_path and str(image_path).startswith("file:"):
+            image_path = Path(url2pathname(urlsplit(str(image_path)).path))
+            record["image"] = str(image_path)
+        elif not image_path or str(image_path).startswith(("http://", "https://")):
             local = path.parent / Path(str(image_path or "")).name
             if image_path and local.is_file():
                 image_path = local  # saved next to the HTML/XML ("Save page as")
+                record |= {"image": str(local), "image_url": figure.image}
             else:
-                log.warning("%s %s: image %s is not on disk; fetch it with `idx crawl`",
-                            path.name, figure.id, image_path)
+                log.warning("%s %s: %s; keep the figure images beside the article file, or fetch "
+                            "the article with `idx crawl`", path.name, figure.id,
+                            f"image {image_path} is not on disk" if image_path else "no image link")
                 continue
         try:
             image = load_image(image_path)
@@ -265,6 +275,18 @@ def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
             log.warning("%s %s: %s", path.name, figure.id, exc)
             continue
         yield FigureSource(image, figure.caption or "", record, meta)
+
+
+def sniff_markup(path: Path) -> str | None:
+    """'html' for an HTML document (the article reader's own test), else its format or None."""
+    from miners.articles import detect_format
+
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    try:
+        return detect_format(head)
+    except IdxError:
+        return None
 
 
 def _figure_cache(path: Path) -> Path:

@@ -305,3 +305,24 @@ def test_plots_of_a_panel_that_was_not_segmented_say_so(segmenter, tmp_path):
     for method in (plot_panel.plot_histogram, plot_panel.plot_overlay, plot_panel.plot_rdf):
         with pytest.raises(IdxError, match="was not segmented"):
             method()
+
+
+def test_a_saved_html_page_finds_its_images_by_their_relative_links(segmenter, tmp_path):
+    """"Save page as" keeps images in NAME_files/ with relative links, and the page's canonical
+    URL points elsewhere: the images on disk are the ones to read."""
+    folder = tmp_path / "saved"
+    (folder / "paper_files").mkdir(parents=True)
+    Image.fromarray(micrograph(3)).save(folder / "paper_files" / "fig1.png")
+    Image.fromarray(micrograph(4)).save(folder / "fig2.png")
+    figures = "".join(
+        f'<figure id="f{k}"><img src="{src}"><figcaption>Figure {k}. TEM image of gold '
+        f"nanoparticles.</figcaption></figure>" for k, src in ((1, "paper_files/fig1.png"), (2, "fig2.png")))
+    (folder / "paper.html").write_text(
+        '<html><head><title>Gold particles</title><link rel="canonical" '
+        f'href="https://publisher.example/article/1"></head><body><article>{figures}</article></body></html>')
+    db_path = tmp_path / "p.db"
+    report = extract_to_db(folder / "paper.html", db_path, segmenter=segmenter, progress=False)
+    assert report["figures"] == 2 and report["failed"] == 0
+    with Database(db_path) as db:
+        paths = sorted(Path(r[0]).name for r in db.conn.execute("SELECT image_path FROM figures"))
+    assert paths == ["fig1.png", "fig2.png"]
