@@ -332,6 +332,9 @@ class ParticleSegmenter:
         tuned = tuned_params(self.weights_path) if self.weights_path else {}
         self.tu = tuned.get("tu", TU_DEFAULT) if tu is None else tu
         self.mc_samples, self.filter = mc_samples, filter and mc_samples > 1
+        if tu is not None and filter and mc_samples <= 1:
+            log.warning("t_u %g ignored: one sample (mc_samples 1) has no Monte-Carlo uncertainty to "
+                        "filter on; give --mc-samples 2 or more", tu)
         self.instance_filter: InstanceFilter | None = tuned.get("instance_filter") if tu is None else None
         self.bf16, self.size = bf16, size
         # the clustering tuned with the filter in use: the t_u sweep's when tu is given, else the

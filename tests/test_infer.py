@@ -565,3 +565,15 @@ def test_cli_refuses_bad_numbers_and_outputs_before_any_work(tmp_path, args, mat
     result = CliRunner().invoke(cli, args)
     assert result.exit_code in (1, 2) and match in result.output, result.output
     assert "Traceback" not in result.output and not list(tmp_path.glob("labels*"))
+
+
+def test_a_tu_with_one_sample_is_said_to_be_ignored(caplog):
+    torch.manual_seed(0)
+    with caplog.at_level("WARNING", logger="models.infer"):
+        one = ParticleSegmenter(model=BPartIS(), mc_samples=1, tu=0.04, size=64)
+    assert not one.filter and "t_u 0.04 ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="models.infer"):
+        ParticleSegmenter(model=BPartIS(), mc_samples=1, filter=False, size=64)
+        ParticleSegmenter(model=BPartIS(), mc_samples=2, tu=0.04, size=64)
+    assert "ignored" not in caplog.text
