@@ -20,6 +20,12 @@ import click
 from idx.errors import IdxError
 
 
+class Interrupted(click.ClickException):
+    """Ctrl-C: one line, and the shell's exit status for SIGINT (128 + 2), as ``python -m`` gives."""
+
+    exit_code = 130
+
+
 class IdxGroup(click.Group):
     """Click group that turns an ``IdxError``, or a file the system refuses (an output folder that
     cannot be written, a full disk, a path through a file), into a one-line ``Error: ...`` and exit
@@ -31,7 +37,7 @@ class IdxGroup(click.Group):
         except IdxError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            raise click.ClickException("interrupted; everything stored so far is kept") from None
+            raise Interrupted("interrupted; everything stored so far is kept") from None
         except OSError as exc:
             message = file_error(exc)
             if message is None or logging.getLogger().isEnabledFor(logging.DEBUG):

@@ -326,3 +326,17 @@ def test_a_saved_html_page_finds_its_images_by_their_relative_links(segmenter, t
     with Database(db_path) as db:
         paths = sorted(Path(r[0]).name for r in db.conn.execute("SELECT image_path FROM figures"))
     assert paths == ["fig1.png", "fig2.png"]
+
+
+def test_ctrl_c_is_one_line_with_the_sigint_exit_status(tmp_path, monkeypatch):
+    import idx.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(idx.pipeline, "extract_to_db", interrupted)
+    image = tmp_path / "m.png"
+    Image.fromarray(micrograph()).save(image)
+    result = CliRunner().invoke(cli, ["extract", str(image), "--db", str(tmp_path / "p.db")])
+    assert result.exit_code == 130
+    assert result.output.strip() == "Error: interrupted; everything stored so far is kept"
