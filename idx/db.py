@@ -345,11 +345,30 @@ class Database:
                 hint = f"cannot {action} in {where}: {message}"
             raise DatabaseError(hint) from None
 
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction. ``BEGIN IMMEDIATE`` takes the write lock first, so another
+        process's lock is waited for (``busy_timeout_s``): a deferred ``BEGIN`` that has read
+        first cannot wait, SQLite refuses its upgrade at once. Inside an open transaction it is
+        a savepoint (``sqlite_utils`` ``atomic``)."""
+        if self.conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
     # ------------------------------------------------------------------ schema
 
     def _create_schema(self) -> None:
         db = self.db
-        with db.atomic():
+        with self._write():
             db.table("runs").create(
                 {"id": str, "model_version": str, "weights_sha256": str, "params": str,
                  "started_at": str, "last_used_at": str},
@@ -442,7 +461,7 @@ class Database:
         params_json = json.dumps(params or {}, sort_keys=True, default=_json_default)
         run_id = make_id("run", model_version, weights_sha256, params_json)
         now = _now()
-        with self._errors("start a run"), self.db.atomic():
+        with self._errors("start a run"), self._write():
             runs = self.db.table("runs")
             if self.conn.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone():
                 runs.update(run_id, {"last_used_at": now})
@@ -507,7 +526,7 @@ class Database:
             "source_path": str(source_path) if source_path else None, "url": url,
             "added_at": _now(),
         }
-        with self._errors(f"add article {doi or key or source_path or url}"), self.db.atomic():
+        with self._errors(f"add article {doi or key or source_path or url}"), self._write():
             # fields not given now keep their stored values (e.g. the crawl key)
             self.db.table("articles").upsert(
                 {k: v for k, v in row.items() if v is not None}, pk="id")
@@ -576,7 +595,7 @@ class Database:
         """
         now = _now()
         doi = _key_doi(key, doi)
-        with self._errors("record a crawl failure"), self.db.atomic():
+        with self._errors("record a crawl failure"), self._write():
             if doi and self.conn.execute("SELECT 1 FROM articles WHERE doi = ? LIMIT 1",
                                          [doi]).fetchone():
                 logger.info("crawl failure of %s not recorded: DOI %s is stored under another key",
@@ -608,7 +627,7 @@ class Database:
             raise DatabaseError("record_figure_failure needs the article key and the failure's "
                                 f"figure_id; got key={key!r}, figure_id={figure_key!r}")
         now = _now()
-        with self._errors("record a figure failure"), self.db.atomic():
+        with self._errors("record a figure failure"), self._write():
             old = self.conn.execute(
                 "SELECT attempts, first_failed_at FROM crawl_figure_failures "
                 "WHERE key = ? AND figure_key = ?", [key, str(figure_key)]).fetchone()
@@ -713,8 +732,8 @@ class Database:
 
         Re-adding the same panel (same figure, bbox and run) replaces its rows, never
         duplicates them; if anything fails, nothing of the panel is written. The transaction is
-        ``db.atomic()`` rather than ``with conn:``: sqlite-utils commits its own writes inside a
-        plain ``with conn:`` block, while ``atomic()`` nests them as savepoints.
+        ``_write()`` rather than ``with conn:``: sqlite-utils commits its own writes inside a
+        plain ``with conn:`` block, while inside ``_write()`` they nest as savepoints.
 
         Parameters
         ----------
@@ -766,7 +785,7 @@ class Database:
             for rec in particles.to_dict("records")
         ]
         labels_npz, unc_npz = encode_maps(labels, uncertainty)
-        with self._errors(f"store panel {panel_id}"), self.db.atomic():
+        with self._errors(f"store panel {panel_id}"), self._write():
             self.db.table("panels").upsert(row, pk="id")
             self.conn.execute("DELETE FROM particles WHERE panel_id = ?", [panel_id])
             if records:

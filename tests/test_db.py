@@ -520,3 +520,46 @@ def test_material_matches_the_panel_that_names_it_not_its_neighbours():
     assert panels_of("polystyrene") == [("fig1", "b")]
     assert panels_of("gold") == [("fig2", "a"), ("fig2", "b")]  # the shared part of the caption
     assert len(db.panel_stats(material="polystyrene")) == 1
+
+
+def test_a_writer_waits_for_another_process_lock_then_writes(tmp_path):
+    """Two extractions on one database: the second waits for the first's write lock."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "p.db"
+    Database(path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({str(path)!r}); c.execute('BEGIN IMMEDIATE')\n"
+         "c.execute(\"INSERT INTO runs (id, model_version) VALUES ('other', 'v')\")\n"
+         "print('locked', flush=True); time.sleep(1.5); c.commit()"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        start = time.monotonic()
+        with Database(path, busy_timeout_s=20) as db:  # opening writes the schema: waits too
+            run_id = db.start_run("bpartis-1.0", "ab" * 32, {"mc_samples": 10})
+        waited = time.monotonic() - start
+    finally:
+        holder.wait(timeout=20)
+    assert 0.5 < waited < 15
+    with Database(path, readonly=True) as db:
+        ids = {r[0] for r in db.conn.execute("SELECT id FROM runs")}
+    assert ids == {"other", run_id}
+    db = Database(path, busy_timeout_s=0.3)  # open before the lock: a short wait, then the error
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, time\n"
+         f"c = sqlite3.connect({str(path)!r}); c.execute('BEGIN IMMEDIATE')\n"
+         "print('locked', flush=True); time.sleep(5)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        start = time.monotonic()
+        with pytest.raises(DatabaseError, match=r"locked by another process \(waited 0.3 s\)"):
+            db.start_run("bpartis-1.0", "cd" * 32, {"mc_samples": 5})
+        assert time.monotonic() - start >= 0.25  # it waited before giving up
+    finally:
+        holder.kill()
+        holder.wait()
+        db.close()
