@@ -173,6 +173,20 @@ def _key_doi(key: str | None, doi=None) -> str | None:
     return None
 
 
+def _as_number(value, name: str, kind=float):
+    """``kind(value)`` for a filter argument, or a one-line DatabaseError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, np.integer, np.floating)):
+        raise DatabaseError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+        if kind is int and not number.is_integer():
+            raise ValueError
+    except ValueError:
+        raise DatabaseError(f"{name} must be {'a whole number' if kind is int else 'a number'}, "
+                            f"got {value!r}") from None
+    return int(number) if kind is int else number
+
+
 def _fts_phrase(text: str) -> str:
     """User text -> one FTS5 phrase, so punctuation such as "Au-NP" is not FTS syntax."""
     return '"' + str(text).replace('"', '""') + '"'
@@ -850,8 +864,9 @@ class Database:
         pandas.DataFrame
             Particle columns plus ``technique``, ``figure_label``, ``doi``, ``year``, ``title``.
         """
-        low = 0.0 if min_diameter_nm is None else float(min_diameter_nm)
-        high = math.inf if max_diameter_nm is None else float(max_diameter_nm)
+        low = 0.0 if min_diameter_nm is None else _as_number(min_diameter_nm, "min_diameter_nm", float)
+        high = math.inf if max_diameter_nm is None else _as_number(max_diameter_nm, "max_diameter_nm",
+                                                                   float)
         if not 0 <= low <= high:
             raise DatabaseError(f"no diameter lies between {low:g} and {high:g} nm; give "
                                 "0 <= min_diameter_nm <= max_diameter_nm")
@@ -907,7 +922,7 @@ class Database:
             params.append(technique)
         if year is not None:
             where.append("a.year = ?")
-            params.append(int(year))
+            params.append(_as_number(year, "year", int))
         if doi:
             where.append("a.doi = ?")
             params.append(_normalise_doi(doi))
@@ -924,6 +939,8 @@ class Database:
             query += " WHERE " + " AND ".join(where)
         query += f" ORDER BY {order}"
         if limit is not None:
+            if _as_number(limit, "limit", int) < 1:
+                raise DatabaseError(f"limit must be at least 1, got {limit!r}; pass None for every row")
             query += " LIMIT ?"
             params = [*params, int(limit)]
         with self._errors("query"):
@@ -940,6 +957,8 @@ class Database:
         DatabaseError
             For a write statement, a syntax error or an unknown table/column.
         """
+        if not isinstance(query, str):
+            raise DatabaseError(f"the query must be SQL text, got {type(query).__name__}")
         keyword = _first_keyword(query)
         if keyword in WRITE_KEYWORDS or not keyword:
             raise DatabaseError(f"only read-only queries (SELECT, WITH, EXPLAIN) are allowed; "

@@ -128,11 +128,14 @@ def measure_particles(
         If ``labels`` is not a 2-D integer array of non-negative ids, a map's shape differs,
         or ``nm_per_px`` is not a positive finite number.
     """
+    labels = np.asarray(labels)
     _check_inputs(labels, nm_per_px, uncertainty, intensity)
     height, width = labels.shape
-    regions = regionprops(np.asarray(labels))
+    regions = regionprops(labels)
     if not regions:
-        return _empty_table()
+        table = _empty_table()
+        table.attrs["nm_per_px"] = None if nm_per_px is None else float(nm_per_px)
+        return table
     ids = [region.label for region in regions]
     uncertainty_means = _mean_per_label(uncertainty, labels, ids)
     intensity_means = _mean_per_label(intensity, labels, ids)
@@ -159,9 +162,13 @@ def _check_inputs(labels, nm_per_px, uncertainty, intensity) -> None:
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be an integer instance map, got dtype {labels.dtype}; "
                          "label a binary mask first (skimage.measure.label)")
-    if labels.size and labels.min() < 0:
+    if labels.size == 0:
+        raise ValueError(f"labels is empty (shape {labels.shape}); pass the instance map of a panel")
+    if labels.min() < 0:
         raise ValueError("labels must be >= 0 (0 = background); relabel negative ids")
-    if nm_per_px is not None and not (math.isfinite(nm_per_px) and nm_per_px > 0):
+    if nm_per_px is not None and (isinstance(nm_per_px, (bool, np.bool_))
+                                  or not isinstance(nm_per_px, (int, float, np.integer, np.floating))
+                                  or not (math.isfinite(nm_per_px) and nm_per_px > 0)):
         raise ValueError(f"nm_per_px must be a positive number or None, got {nm_per_px!r}")
     for name, array in (("uncertainty", uncertainty), ("intensity", intensity)):
         if array is not None and np.shape(array)[:2] != labels.shape:
@@ -367,13 +374,18 @@ def summarise_panel(
         (count per shape class), ``rdf`` (dict ``r``, ``g``, ``unit``, ``dr``) or None, and
         ``rdf_reason`` (None when computed).
     """
-    if len(labels_shape) < 2 or min(labels_shape[:2]) <= 0:
-        raise ValueError(f"labels_shape must be (rows, cols) > 0, got {labels_shape!r}")
+    if (np.ndim(labels_shape) != 1 or len(labels_shape) < 2
+            or not all(isinstance(n, (int, np.integer)) and n > 0 for n in labels_shape[:2])):
+        raise ValueError(f"labels_shape must be (rows, cols), positive integers, got {labels_shape!r}")
     missing = {"diameter_px", "touches_border", "centroid_row_px", "units"} - set(particles)
     if missing:
         raise ValueError(f"particles lacks columns {sorted(missing)}; pass measure_particles output")
-    scaled = len(particles) > 0 and bool((particles["units"] == "nm").all())
-    nm_per_px = float(particles["nm_per_px"].iloc[0]) if scaled else None
+    if len(particles):
+        scaled = bool((particles["units"] == "nm").all())
+        nm_per_px = float(particles["nm_per_px"].iloc[0]) if scaled else None
+    else:  # no particle: the scale measure_particles was given, kept on the empty table
+        nm_per_px = particles.attrs.get("nm_per_px")
+        scaled = nm_per_px is not None
     measured = particles[~particles["touches_border"].astype(bool)]
     summary: dict = {
         "count": int(len(particles)),

@@ -563,3 +563,18 @@ def test_a_writer_waits_for_another_process_lock_then_writes(tmp_path):
         holder.kill()
         holder.wait()
         db.close()
+
+
+def test_bad_filter_arguments_are_one_line_database_errors():
+    db = Database(memory=True)
+    fill(db)
+    for kwargs, match in ((dict(min_diameter_nm="abc"), "min_diameter_nm must be a number"),
+                          (dict(year="twenty"), "year must be a whole number"),
+                          (dict(year=2020.5), "year must be a whole number"),
+                          (dict(limit="x"), "limit must be a whole number"),
+                          (dict(limit=-1), "limit must be at least 1")):
+        with pytest.raises(DatabaseError, match=match):
+            db.particles(**kwargs)
+    assert len(db.particles(year="2020")) == len(db.particles(year=2020)) > 0
+    with pytest.raises(DatabaseError, match="must be SQL text"):
+        db.sql(None)

@@ -243,3 +243,21 @@ def test_round_particles_of_any_size_have_circularity_at_most_one_and_an_unbiase
     row = measure_particles(square).iloc[0]
     assert row["aspect_ratio"] == pytest.approx(math.sqrt(2), rel=0.02)  # diagonal / side
     assert row["circularity"] < 0.9  # pi / 4 for the continuous square
+
+
+def test_measure_and_summarise_validate_their_inputs_and_keep_an_empty_panels_scale():
+    with pytest.raises(ValueError, match="labels is empty"):
+        measure_particles(np.zeros((0, 0), np.int32), 1.0)
+    for bad in ("1.5", True, [2.0]):
+        with pytest.raises(ValueError, match="nm_per_px must be a positive number"):
+            measure_particles(np.zeros((5, 5), np.int32), bad)
+    labels = np.zeros((20, 20), np.int64)
+    labels[2:8, 2:8] = 1
+    assert len(measure_particles(labels.tolist(), 2.0)) == 1  # a nested list is an array too
+    empty = measure_particles(np.zeros((10, 10), np.int32), 1.5)
+    summary = summarise_panel(empty, (10, 10))
+    assert summary["count"] == 0 and summary["units"] == "nm" and summary["nm_per_px"] == 1.5
+    assert summarise_panel(measure_particles(np.zeros((10, 10), np.int32)), (10, 10))["units"] == "px"
+    for shape in (50, (float("nan"), 50), (0, 10)):
+        with pytest.raises(ValueError, match="labels_shape must be"):
+            summarise_panel(empty, shape)
