@@ -150,6 +150,20 @@ def expand_labels(marker: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _scale_statements(text: str) -> list[tuple[int, int]]:
+    """(start, stop) of each scale-bar statement; one in parentheses ("QDs (scale bar 10 nm) and
+    ...") spans its parentheses and no further."""
+    spans = []
+    for match in _SCALE_SENTENCE_RE.finditer(text):
+        start, stop = match.span()
+        if start > 0 and text[start - 1] == "(":
+            close = text.find(")", start, stop)
+            if close >= 0:
+                start, stop = start - 1, close + 1
+        spans.append((start, stop))
+    return spans
+
+
 def split_caption(caption: str) -> dict[str | None, SubCaption]:
     """Split a caption into per-label parts.
 
@@ -174,14 +188,17 @@ def split_caption(caption: str) -> dict[str | None, SubCaption]:
     label_scales: dict[str, tuple[float, str]] = {}
     global_scale = None
     unlabelled = []  # (position, scale) of statements that name no label
-    for match in list(_SCALE_SENTENCE_RE.finditer(text)):
-        scales, common = _read_scale_statement(match.group(0))
+    statements = _scale_statements(text)
+    for start, stop in statements:
+        scales, common = _read_scale_statement(text[start:stop])
         for label, scale in scales.items():
             label_scales.setdefault(label, scale)
         if common:
-            unlabelled.append((match.start(), common))
+            unlabelled.append((start, common))
     # blanked with spaces of the same length: marker positions stay positions in ``text``
-    body = _SCALE_SENTENCE_RE.sub(lambda m: " " * len(m.group(0)), text)
+    body = text
+    for start, stop in statements:
+        body = body[:start] + " " * (stop - start) + body[stop:]
 
     markers = _find_markers(body)
     owners = _scale_owners(markers, unlabelled, len(body))
@@ -206,7 +223,7 @@ def split_caption(caption: str) -> dict[str | None, SubCaption]:
             clause = max(body.rfind(sep, begin, start) for sep in seps)
             begin = max(begin, clause + 1) if clause >= 0 else begin
             span = (begin, start)
-        piece = body[span[0]:span[1]].strip(" ,;:.")
+        piece = re.sub(r"\s+", " ", body[span[0]:span[1]]).strip(" ,;:.")
         piece = re.sub(r"^(?:and|&)\s+|\s*,?\s+(?:and|&)$", "", piece).strip(" ,;:")
         for i in range(span[0], span[1]):
             owned[i] = True

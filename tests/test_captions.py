@@ -210,3 +210,14 @@ def test_labelled_caption_set_accuracy():
     result = evaluate(miners.captions, CAPTIONS)
     assert len(CAPTIONS) >= 40 and result["labels"] >= 200
     assert result["sub-caption start"] >= 0.95 and result["technique"] >= 0.95 and result["scale"] >= 0.98
+
+
+def test_a_scale_statement_in_parentheses_leaves_no_bracket_behind():
+    parts = describe_panels("(a,b) TEM images of CdSe QDs (scale bar 10 nm)", ["a", "b"])
+    assert parts["a"]["text"] == parts["b"]["text"] == "TEM images of CdSe QDs"
+    assert parts["a"]["scale"] == [10.0, "nm"]
+    mixed = describe_panels("(a) TEM of QDs (scale bars, 10 nm) and rods. (b) SEM of wires "
+                            "(scale bar 1 µm).", ["a", "b"])
+    assert mixed["a"]["text"] == "TEM of QDs and rods" and mixed["a"]["scale"] == [10.0, "nm"]
+    assert mixed["b"] == {**mixed["b"], "text": "SEM of wires", "technique": "SEM",
+                          "scale": [1.0, "µm"]}
