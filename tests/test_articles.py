@@ -357,3 +357,11 @@ def test_ocr_caption_lines_of_uneven_box_heights_stay_one_caption():
     assert scanned["caption"].endswith("200 nm (c).") and "(d) Size distribution" in scanned["caption"]
     (typeset,) = find_captions(lines(ocr=False), page_width=600.0)
     assert typeset["caption"].endswith("colloidal")
+
+
+def test_html_saved_as_utf16_reads_as_its_utf8_original():
+    path = FIXTURES / "nature" / "srep01497.html"
+    original = read(path)
+    for encoding in ("utf-16", "utf-8-sig"):
+        again = read(path.read_bytes().decode("utf-8").encode(encoding))
+        assert again.title == original.title and len(again.figures) == len(original.figures) > 0

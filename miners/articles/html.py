@@ -7,6 +7,7 @@ publisher URL patterns used to reach it are named in :data:`HIRES_REWRITES`.
 """
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 import warnings
@@ -87,7 +88,13 @@ def split_label(text: str) -> tuple[str, str]:
 
 
 def decode_html(data: bytes) -> str:
-    """Decode HTML bytes: declared charset, else UTF-8, else cp1252 (never fails)."""
+    """Decode HTML bytes: a byte-order mark, else the declared charset, else UTF-8, else cp1252
+    (never fails)."""
+    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                          (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                          (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace")
     head = data[:4096].decode("ascii", errors="replace")
     match = re.search(r"""charset\s*=\s*["']?([\w-]+)""", head, re.IGNORECASE)
     candidates = ([match.group(1)] if match else []) + ["utf-8", "cp1252"]
