@@ -43,6 +43,9 @@ def run_demo(out: str | Path = "idx-demo", mc_samples: int = 30, segmenter=None)
             import json
 
             summary = json.loads(row.pop("summary") or "{}")
+            for key in ("count", "count_measured"):  # pandas reads an int column with NULLs as floats
+                if row[key] is not None and row[key] == row[key]:
+                    row[key] = int(row[key])
             panels.append(row)
             if row["kind"] != "em":
                 continue

@@ -141,6 +141,8 @@ def test_demo_article_runs_end_to_end(segmenter, tmp_path):
     report = run_demo(tmp_path / "demo", segmenter=segmenter)
     kinds = [p["kind"] for p in report["panels"]]
     assert len(kinds) == 4 and kinds.count("em") >= 2
+    assert all(isinstance(p[key], int) for p in report["panels"] for key in ("count", "count_measured")
+               if p[key] is not None)
     # each micrograph's own bar is read (b: a 1000 nm bar whose half-level top row the PDF
     # rendering doubled); expected: the annotated EMPS bar (tests/data/scalebars.json: 124, 205
     # and 176 px) times the panel's scale in the figure (476 px wide from 766, 598 and 775), +-2 %
