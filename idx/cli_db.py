@@ -177,6 +177,12 @@ def plot(database, panel_id, all_panels, kind, run_id, output):
             particles = db.particles(min_diameter_nm=0, run=run_id)
             diameters = particles.loc[~particles["touches_border"].astype(bool),
                                       "diameter_nm"].to_numpy()
+            if not len(diameters):
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "no particle with a scale (nm) to plot in %s; panels without a readable scale "
+                    "are in px: plot one with --panel ID", database)
             figure = plot_size_histogram(diameters, "nm", title="all panels")
         else:
             panels = db.panel_stats(panel=panel_id)

@@ -339,4 +339,15 @@ def test_readers_say_when_several_runs_are_pooled(tmp_path, caplog):
     plotted = run("plot", path, "--all", "--run", runs[1], "-o", tmp_path / "h.png")
     assert plotted.exit_code == 0 and (tmp_path / "h.png").stat().st_size > 0 and not caplog.text
     run("plot", path, "--all", "-o", tmp_path / "g.png")
-    assert "extraction runs" in caplog.text
+    assert "extraction runs" in caplog.text and "no particle with a scale" not in caplog.text
+    caplog.clear()
+    pixels = tmp_path / "px.db"
+    with Database(pixels) as db:
+        article_id = db.add_article({"doi": "10.1000/px", "title": "Gold", "year": 2020})
+        figure_id = db.add_figure(article_id, {"id": "fig1", "caption": "TEM of Au"})
+        run_id = db.start_run("bpartis-test", "0" * 64, {"mc_samples": 4})
+        unscaled = measure_particles(labels)
+        db.add_panel(run_id, figure_id, {"bbox": [0, 0, 144, 144], "label": "a", "technique": "TEM"},
+                     unscaled, labels, None, summarise_panel(unscaled, labels.shape))
+    assert run("plot", pixels, "--all", "-o", tmp_path / "p.png").exit_code == 0
+    assert "no particle with a scale" in caplog.text
