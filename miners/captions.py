@@ -183,6 +183,7 @@ def split_caption(caption: str) -> dict[str | None, SubCaption]:
         return {}
     text = re.sub(r"\s+", " ", str(caption)).strip()
     text = _FIGURE_PREFIX_RE.sub("", text, count=1)
+    text, roman = _roman_to_placeholders(text)
 
     # scale-bar statements are read on their own and removed from the label text
     label_scales: dict[str, tuple[float, str]] = {}
@@ -255,7 +256,33 @@ def split_caption(caption: str) -> dict[str | None, SubCaption]:
     for label, scale in label_scales.items():
         if label not in result:
             result[label] = SubCaption(text="", techniques=[], scale=scale)
-    return result
+    return _placeholders_to_roman(result) if roman else result
+
+
+ROMAN = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii")
+_ROMAN_MARKER_RE = re.compile(r"\((" + "|".join(sorted(ROMAN, key=len, reverse=True)) + r")\)", re.IGNORECASE)
+_ROMAN_PLACEHOLDER_RE = re.compile(r"\(r(\d{1,2})\)")
+
+
+def _roman_to_placeholders(text: str) -> tuple[str, bool]:
+    """Roman panel markers "(i)", "(ii)", ... as "(r1)", "(r2)", ... (the label form the marker
+    rules read), when the caption numbers its panels so: it has "(ii)" and no "(b)"."""
+    if not re.search(r"\(ii\)", text, re.IGNORECASE) or re.search(r"\([bB]\)", text):
+        return text, False
+    return _ROMAN_MARKER_RE.sub(lambda m: f"(r{ROMAN.index(m.group(1).lower()) + 1})", text), True
+
+
+def _placeholders_to_roman(result: dict) -> dict:
+    def roman(match):
+        return f"({ROMAN[int(match.group(1)) - 1]})"
+
+    out = {}
+    for label, sub in result.items():
+        if label is not None and re.fullmatch(r"r\d{1,2}", label):
+            label = ROMAN[int(label[1:]) - 1]
+        sub.text = _ROMAN_PLACEHOLDER_RE.sub(roman, sub.text)
+        out[label] = sub
+    return out
 
 
 def describe_panels(caption: str, labels: list[str | None]) -> dict[str, dict]:

@@ -221,3 +221,16 @@ def test_a_scale_statement_in_parentheses_leaves_no_bracket_behind():
     assert mixed["a"]["text"] == "TEM of QDs and rods" and mixed["a"]["scale"] == [10.0, "nm"]
     assert mixed["b"] == {**mixed["b"], "text": "SEM of wires", "technique": "SEM",
                           "scale": [1.0, "µm"]}
+
+
+def test_roman_numeral_panels_get_their_own_sub_captions():
+    caption = ("Fig. 2 (i) TEM image of Ag cubes, (ii) SEM image of Ag wires and (iii) XRD pattern. "
+               "Scale bars: 50 nm (i), 1 µm (ii).")
+    parts = describe_panels(caption, ["i", "ii", "iii"])
+    assert [parts[k]["technique"] for k in ("i", "ii", "iii")] == ["TEM", "SEM", "XRD"]
+    assert parts["ii"]["text"] == "SEM image of Ag wires" and parts["ii"]["scale"] == [1.0, "µm"]
+    assert parts["i"]["scale"] == [50.0, "nm"] and parts["iii"]["em"] is False
+    # letters label the panels: "(i)", "(ii)" inside a sub-caption stay its text
+    mixed = describe_panels("(a) TEM of NPs annealed at (i) 300 °C and (ii) 500 °C. (b) SEM.", ["a", "b"])
+    assert mixed["a"]["text"] == "TEM of NPs annealed at (i) 300 °C and (ii) 500 °C"
+    assert mixed["b"]["technique"] == "SEM"
