@@ -4,7 +4,11 @@ from idx.cli import check_output, cli, emit, json_option, segmenter_options  # n
 
 # --- query, stats, plot, serve (idx.db, idx.plots) -------------------------------------------
 
+import logging  # noqa: E402
+
 import click  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 QUERY_TABLE_COLUMNS = ("panel_id", "label", "doi", "year", "technique", "units", "diameter_nm",
                        "diameter_px", "feret_max_nm", "aspect_ratio", "shape", "touches_border")
@@ -40,7 +44,6 @@ def _print_frame(frame, output_format: str, columns=None) -> None:
 
 def warn_if_runs_mix(db, run_id, database) -> None:
     """Log a warning when rows of several extraction runs would be pooled (no ``--run``)."""
-    import logging
     import sqlite3
 
     if run_id is not None:
@@ -50,7 +53,7 @@ def warn_if_runs_mix(db, run_id, database) -> None:
     except sqlite3.Error:  # not an idx database: the query itself will say so
         return
     if len(runs) > 1:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "%s holds %d extraction runs (other models or parameters) and rows of all of them are "
             "pooled; pick one with --run (ids and settings: `idx stats %s`)",
             database, len(runs), database)
@@ -178,9 +181,7 @@ def plot(database, panel_id, all_panels, kind, run_id, output):
             diameters = particles.loc[~particles["touches_border"].astype(bool),
                                       "diameter_nm"].to_numpy()
             if not len(diameters):
-                import logging
-
-                logging.getLogger(__name__).warning(
+                log.warning(
                     "no particle with a scale (nm) to plot in %s; panels without a readable scale "
                     "are in px: plot one with --panel ID", database)
             figure = plot_size_histogram(diameters, "nm", title="all panels")
@@ -214,12 +215,9 @@ def plot(database, panel_id, all_panels, kind, run_id, output):
 
 def _read_panel_image(path, shape):
     """The panel image if its file is readable and matches the map, else None (logged)."""
-    import logging
-
     from idx.errors import ImageError
     from miners.images import load_image
 
-    log = logging.getLogger(__name__)
     if not path:
         log.warning("panel has no image path; drawing contours on a blank background")
         return None

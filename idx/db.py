@@ -728,13 +728,9 @@ class Database:
         box = bbox_to_dict(bbox)
         return make_id("panel", figure_id, [box[k] for k in sorted(box)], run_id)
 
-    def has_panel(self, run_id: str, figure_id: str, bbox) -> bool:
-        """Whether this run already stored this panel (lets an extraction resume)."""
-        return self.stored_panel(run_id, figure_id, bbox) is not None
-
     def stored_panel(self, run_id: str, figure_id: str, bbox) -> dict | None:
         """The caption details this run stored for this panel (``label``, ``technique``,
-        ``caption``), or None if it has not stored it."""
+        ``caption``), or None if it has not stored it (lets an extraction resume)."""
         with self._errors("look up a panel"):
             row = self.conn.execute("SELECT label, technique, caption FROM panels WHERE id = ?",
                                     [self.panel_id(run_id, figure_id, bbox)]).fetchone()

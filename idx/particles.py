@@ -155,8 +155,7 @@ def measure_particles(
     return table[list(COLUMNS)]
 
 
-def _check_inputs(labels, nm_per_px, uncertainty, intensity) -> None:
-    labels = np.asarray(labels)
+def _check_inputs(labels: np.ndarray, nm_per_px, uncertainty, intensity) -> None:
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):

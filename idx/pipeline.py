@@ -247,7 +247,7 @@ def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
 
     # an HTML page on disk: its relative image links ("Save page as": paper_files/fig1.png) are
     # files beside it, whatever its canonical URL says
-    local_base = path.resolve().parent.as_uri() + "/" if sniff_markup(path) == "html" else None
+    local_base = path.resolve().parent.as_uri() + "/" if _is_html(path) else None
     article = read(path, base_url=local_base, figure_dir=figure_dir or _figure_cache(path))
     meta = article.to_dict()
     meta.pop("figures", None)
@@ -277,16 +277,16 @@ def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
         yield FigureSource(image, figure.caption or "", record, meta)
 
 
-def sniff_markup(path: Path) -> str | None:
-    """'html' for an HTML document (the article reader's own test), else its format or None."""
+def _is_html(path: Path) -> bool:
+    """Whether the article reader reads ``path`` as HTML (its own test on the first bytes)."""
     from miners.articles import detect_format
 
     with open(path, "rb") as fh:
         head = fh.read(65536)
     try:
-        return detect_format(head)
+        return detect_format(head) == "html"
     except IdxError:
-        return None
+        return False  # the reader itself will say what is wrong with it
 
 
 def _figure_cache(path: Path) -> Path:

@@ -472,12 +472,13 @@ class HttpClient:
                 continue
             finally:
                 resp.close()
-            if accept and all(a.startswith("image/") for a in accept) and not body.startswith(_IMAGE_MAGIC) \
+            wants_image = bool(accept) and all(a.startswith("image/") for a in accept)
+            if wants_image and not body.startswith(_IMAGE_MAGIC) \
                     and not (body[:4] == b"RIFF" and body[8:12] == b"WEBP"):
                 raise CrawlError(f"GET {url}: body is not a PNG/JPEG/GIF/TIFF/WebP/BMP image although "
                                  f"the server said {content_type}; the link is broken", kind="not an image",
                                  permanent=True)
-            if accept and all(a.startswith("image/") for a in accept) and not _image_complete(body):
+            if wants_image and not _image_complete(body):
                 last_error, last_timed_out = "image data cut short", False
                 log.info("GET %s: image data cut short; retry %d of %d", url, attempt + 1, self.retries)
                 continue
