@@ -81,7 +81,7 @@ def segmenter_options(func):
     ``--no-tta``, ``--min-size``, ``--zoom``, ``--no-snap``, ``--smooth``, ``--compile/--no-compile``,
     ``--weights``, ``--device``."""
     func = click.option("--mc-samples", default=30, show_default=True, type=click.IntRange(1, 1000),
-                        help="Monte-Carlo dropout samples T (1: dropout off).")(func)
+                        help="Monte-Carlo dropout samples T (1: dropout off, and no false-positive filter).")(func)
     func = click.option("--tu", default=None, type=FiniteFloat(min=0.0),
                         help="Use the published uncertainty filter with this t_u (mean MI, nats) instead of "
                         "the learned instance filter shipped with the weights.")(func)

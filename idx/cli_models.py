@@ -54,8 +54,10 @@ def segment(image, weights, device, mc_samples, tu, no_filter, no_tta, min_size,
         overlay = Path(output).with_name(Path(output).stem + "-overlay.png")
         plot_overlay(array, result.labels, title=f"{Path(image).name}: {result.count} particles").savefig(overlay)
         payload |= {"labels_png": output, "overlay_png": str(overlay)}
-    emit(payload, as_json, text=f"{image}: {result.count} particles "
-         f"({result.n_removed} removed by the {result.params['filter_kind']} filter)")
+    kind = result.params["filter_kind"]
+    emit(payload, as_json, text=f"{image}: {result.count} particles " + (
+        "(no false-positive filter)" if kind == "none" else
+        f"({result.n_removed} removed by the {'learned' if kind == 'learned' else 'uncertainty'} filter)"))
 
 
 @cli.command()

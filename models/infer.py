@@ -335,6 +335,9 @@ class ParticleSegmenter:
         if tu is not None and filter and mc_samples <= 1:
             log.warning("t_u %g ignored: one sample (mc_samples 1) has no Monte-Carlo uncertainty to "
                         "filter on; give --mc-samples 2 or more", tu)
+        elif filter and mc_samples <= 1:
+            log.warning("the false-positive filter is off at mc_samples 1 (no Monte-Carlo uncertainty to "
+                        "filter on): expect more false particles; give --mc-samples 2 or more")
         self.instance_filter: InstanceFilter | None = tuned.get("instance_filter") if tu is None else None
         self.bf16, self.size = bf16, size
         # the clustering tuned with the filter in use: the t_u sweep's when tu is given, else the

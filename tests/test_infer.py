@@ -576,4 +576,23 @@ def test_a_tu_with_one_sample_is_said_to_be_ignored(caplog):
     with caplog.at_level("WARNING", logger="models.infer"):
         ParticleSegmenter(model=BPartIS(), mc_samples=1, filter=False, size=64)
         ParticleSegmenter(model=BPartIS(), mc_samples=2, tu=0.04, size=64)
-    assert "ignored" not in caplog.text
+        ParticleSegmenter(model=BPartIS(), mc_samples=2, size=64)
+    assert "ignored" not in caplog.text and "filter is off" not in caplog.text
+    # the default filter asked for at one sample: it is off too, and said to be
+    with caplog.at_level("WARNING", logger="models.infer"):
+        one = ParticleSegmenter(model=BPartIS(), mc_samples=1, size=64)
+    assert not one.filter and one.params["filter_kind"] == "none"
+    assert "false-positive filter is off at mc_samples 1" in caplog.text
+
+
+def test_segment_line_says_when_no_filter_ran(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from idx.cli import cli
+
+    image = tmp_path / "m.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(image)
+    result = CliRunner().invoke(cli, ["segment", str(image), "--mc-samples", "1"])
+    assert result.exit_code == 0 and "(no false-positive filter)" in result.output, result.output
+    assert "none filter" not in result.output
