@@ -394,7 +394,7 @@ class Database:
                 pk="id", if_not_exists=True)
             db.table("figures").create(
                 {"id": str, "article_id": str, "figure_key": str, "label": str, "caption": str,
-                 "image_path": str, "image_url": str},
+                 "image_path": str, "image_url": str, "image_sha256": str},
                 pk="id", if_not_exists=True, foreign_keys=[("article_id", "articles", "id")])
             panel_columns = {
                 "id": str, "figure_id": str, "run_id": str, "bbox_x0": int, "bbox_y0": int,
@@ -705,7 +705,8 @@ class Database:
             From ``add_article``.
         figure : dict
             ``id`` (the figure's id within the article, e.g. ``"fig2"``), ``label``, ``caption``,
-            ``image`` or ``image_path`` (local file), ``image_url``.
+            ``image`` or ``image_path`` (local file), ``image_url``, ``image_sha256`` (pixel
+            digest; a stored figure given other pixels loses the panels measured on the old ones).
         """
         figure = _as_dict(figure)
         figure_key = figure.get("id") or figure.get("label") or figure.get("image_url") \
@@ -717,11 +718,59 @@ class Database:
         row = {"id": figure_id, "article_id": article_id, "figure_key": str(figure_key),
                "label": figure.get("label"), "caption": figure.get("caption"),
                "image_path": str(image_path) if image_path else None,
-               "image_url": figure.get("image_url")}
+               "image_url": figure.get("image_url"), "image_sha256": figure.get("image_sha256")}
+        before = self.figure_image_sha256(figure_id) if row["image_sha256"] else None
+        if before is not None and before != row["image_sha256"]:
+            # the file was replaced by another image: what was measured on the old one goes
+            dropped = self.drop_figure_panels(figure_id)
+            logger.warning("%s: the image changed since it was stored; its %d earlier panel(s) removed",
+                        image_path or figure_key, dropped)
         with self._errors(f"add figure {figure_key}"):
             self.db.table("figures").upsert(
-                {k: v for k, v in row.items() if v is not None}, pk="id")
+                {k: v for k, v in row.items() if v is not None}, pk="id", alter=True)
         return figure_id
+
+    def figure_image_sha256(self, figure_id: str) -> str | None:
+        """The pixel digest (``idx.pipeline.image_digest``) the figure was stored with, if any."""
+        if "image_sha256" not in self.db.table("figures").columns_dict:  # made by an older idx
+            return None
+        with self._errors("look up a figure"):
+            row = self.conn.execute("SELECT image_sha256 FROM figures WHERE id = ?", [figure_id]).fetchone()
+        return row[0] if row else None
+
+    def figure_with_image(self, image_sha256: str, run_id: str) -> dict | None:
+        """``{"id", "image_path", "panels"}`` of a stored figure with these pixels and panels of
+        this run (the same micrograph at another path: a moved, renamed or copied file)."""
+        if "image_sha256" not in self.db.table("figures").columns_dict:
+            return None
+        with self._errors("look up a figure"):
+            row = self.conn.execute(
+                "SELECT f.id, f.image_path, COUNT(pa.id) FROM figures f JOIN panels pa ON pa.figure_id = f.id "
+                "WHERE f.image_sha256 = ? AND pa.run_id = ? GROUP BY f.id ORDER BY f.rowid LIMIT 1",
+                [image_sha256, run_id]).fetchone()
+        return None if row is None else dict(zip(("id", "image_path", "panels"), row))
+
+    def set_figure_image_path(self, figure_id: str, image_path: str) -> None:
+        """Point a stored figure at its image's new place (a moved file)."""
+        with self._errors("update a figure"), self._write():
+            self.conn.execute("UPDATE figures SET image_path = ? WHERE id = ?", [str(image_path), figure_id])
+
+    def drop_figure_panels(self, figure_id: str) -> int:
+        """Delete every panel of a figure (all runs), with its particles and maps; returns how many.
+        For a figure whose image changed since they were measured."""
+        with self._errors(f"remove the panels of figure {figure_id}"), self._write():
+            ids = [r[0] for r in self.conn.execute("SELECT id FROM panels WHERE figure_id = ?", [figure_id])]
+            for table, column in (("particles", "panel_id"), ("panel_maps", "panel_id"), ("panels", "id")):
+                self.conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", [[i] for i in ids])
+        return len(ids)
+
+    def drop_run_if_empty(self, run_id: str) -> bool:
+        """Delete a run that stored no panel (an extraction that failed or found nothing)."""
+        with self._errors("tidy the runs"), self._write():
+            if self.conn.execute("SELECT 1 FROM panels WHERE run_id = ? LIMIT 1", [run_id]).fetchone():
+                return False
+            self.conn.execute("DELETE FROM runs WHERE id = ?", [run_id])
+        return True
 
     def panel_id(self, run_id: str, figure_id: str, bbox) -> str:
         """The stable id ``add_panel`` gives a panel (figure + bbox + run)."""
@@ -924,11 +973,27 @@ class Database:
             params.append(_normalise_doi(doi))
         if run:
             where.append("pa.run_id = ?")
-            params.append(run)
+            params.append(self.resolve_run(run))
         if panel:
             where.append("pa.id = ?")
             params.append(panel)
         return where, params
+
+    def resolve_run(self, run: str) -> str:
+        """The id of the run ``run`` names: its id or a unique start of it (as ``git`` takes
+        hashes). An unknown or ambiguous one is a :class:`DatabaseError` listing the runs."""
+        with self._errors("look up the run"):
+            ids = [r[0] for r in self.conn.execute("SELECT id FROM runs ORDER BY started_at")]
+        run = str(run).strip()
+        if run in ids:
+            return run
+        matches = [i for i in ids if run and i.startswith(run)]
+        if len(matches) == 1:
+            return matches[0]
+        where = f"{self.path}" if self.path else "the database"
+        known = ", ".join(ids) if ids else "none"
+        what = "matches several runs" if matches else "is no run"
+        raise DatabaseError(f"{run!r} {what} of {where} (runs: {known}); see `idx stats`")
 
     def _select(self, query, where, params, order, limit) -> pd.DataFrame:
         if where:
@@ -985,11 +1050,16 @@ class Database:
         with self._errors("summarise the database"):
             counts = {t: self.db.table(t).count if self._has_table(t) else 0 for t in TABLES}
             crawl = self.crawl_stats()
-            runs = [dict(zip(("id", "model_version", "weights_sha256", "started_at", "panels"), r))
+            runs = [dict(zip(("id", "model_version", "weights_sha256", "started_at", "panels", "params"), r))
                     for r in self.conn.execute(
                         "SELECT r.id, r.model_version, r.weights_sha256, r.started_at, "
-                        "(SELECT COUNT(*) FROM panels WHERE run_id = r.id) FROM runs r "
+                        "(SELECT COUNT(*) FROM panels WHERE run_id = r.id), r.params FROM runs r "
                         "ORDER BY r.started_at")]
+            for run in runs:
+                try:
+                    run["params"] = json.loads(run["params"] or "{}")
+                except ValueError:
+                    run["params"] = {}
             techniques = dict(self.conn.execute(
                 "SELECT COALESCE(technique, 'unknown'), COUNT(*) FROM panels GROUP BY 1"))
             shapes = dict(self.conn.execute(

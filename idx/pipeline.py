@@ -196,12 +196,22 @@ def iter_sources(source, caption: str | None = None, figure_dir=None,
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file()
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        for file in files:
-            if sniff(file) is None:
+        kinds = {file: sniff(file) for file in files}
+        # articles first: an image an article of the folder shows ("Save page as" keeps them
+        # beside it) is that article's figure, with its caption and DOI, not a figure of its own
+        shown = set()
+        for file in sorted(files, key=lambda f: kinds[f] != "article"):
+            if kinds[file] is None:
                 log.debug("skipping %s: neither an image nor an article", file)
                 continue
+            if kinds[file] == "image" and file.resolve() in shown:
+                log.debug("skipping %s: a figure of an article in %s", file, path)
+                continue
             try:
-                yield from iter_sources(file, caption, figure_dir)
+                for figure in iter_sources(file, caption, figure_dir):
+                    if figure.figure.get("image"):
+                        shown.add(Path(figure.figure["image"]).resolve())
+                    yield figure
             except IdxError as exc:
                 message = str(exc) if str(file) in str(exc) else f"{file}: {exc}"
                 log.warning("skipping %s", message)
@@ -212,7 +222,7 @@ def iter_sources(source, caption: str | None = None, figure_dir=None,
     if kind == "image":
         from miners.images import load_image
 
-        yield FigureSource(load_image(path), caption or "", {"id": path.stem, "image": str(path)},
+        yield FigureSource(load_image(path), caption or "", {"id": path.stem, "image": str(path.resolve())},
                            {"source_path": str(path.resolve()), "title": path.stem}, single=True)
     elif kind == "article":
         yield from _article_figures(path, figure_dir)
@@ -259,11 +269,15 @@ def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
         if image_path and str(image_path).startswith("file:"):
             image_path = Path(url2pathname(urlsplit(str(image_path)).path))
             record["image"] = str(image_path)
-        elif not image_path or str(image_path).startswith(("http://", "https://")):
-            local = path.parent / Path(str(image_path or "")).name
+        if not image_path or not Path(str(image_path)).is_file():
+            # a link to the publisher ("https://...", a site path "/images/fig2.gif") or a missing
+            # file: the image saved next to the HTML/XML ("Save page as") under the same name
+            local = path.parent / Path(urlsplit(str(image_path or "")).path).name
             if image_path and local.is_file():
-                image_path = local  # saved next to the HTML/XML ("Save page as")
-                record |= {"image": str(local), "image_url": figure.image}
+                image_path = local.resolve()
+                record["image"] = str(image_path)
+                if str(figure.image).startswith(("http://", "https://")):
+                    record["image_url"] = figure.image
             else:
                 log.warning("%s %s: %s; keep the figure images beside the article file, or fetch "
                             "the article with `idx crawl`", path.name, figure.id,
@@ -503,31 +517,48 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     counts = {"figures": 0, "panels": 0, "updated": 0, "skipped": 0, "em_panels": 0, "particles": 0}
     failures = []
     panel_dir = default_panel_dir(db_path)
-    with Database(db_path) as db:
+    with Database(db_path) as db, tqdm(desc="panels", unit="panel", disable=not progress) as bar:
         run_id = db.start_run(**extractor.run)
-        figures = (iter_db_figures(db, failures=failures) if source is None
-                   else iter_sources(source, caption, figure_dir, failures=failures))
-        bar = tqdm(desc="panels", unit="panel", disable=not progress)
-        for figure in figures:
-            counts["figures"] += 1
-            article_id = db.add_article(_article_record(figure))
-            figure_id = db.add_figure(article_id, _figure_record(figure))
-            for panel in extractor.panels_of(figure):
-                bar.update()
-                stored = db.stored_panel(run_id, figure_id, panel["bbox"])
-                if stored is not None and all((v or None) == (panel.get(k) or None)
-                                              for k, v in stored.items()):
-                    counts["skipped"] += 1
-                    continue
-                result = extractor.process(figure, panel)
-                store_panel(db, run_id, result, panel_dir, figure_id=figure_id)
-                counts["panels"] += 1
-                counts["updated"] += int(stored is not None)
-                counts["em_panels"] += int(result.segmented)
-                counts["particles"] += len(result.particles)
-                bar.set_postfix(particles=counts["particles"])
-        bar.close()
+        try:
+            _extract_figures(db, run_id, extractor, iter_db_figures(db, failures=failures) if source is None
+                             else iter_sources(source, caption, figure_dir, failures=failures),
+                             panel_dir, counts, bar)
+        finally:  # an extraction that stored nothing (a bad file, an interruption) leaves no run
+            db.drop_run_if_empty(run_id)
     return {"run_id": run_id, **counts, "failed": len(failures), "failures": failures}
+
+
+def _extract_figures(db, run_id: str, extractor: Extractor, figures, panel_dir: Path, counts: dict, bar) -> None:
+    """The loop of :func:`extract_to_db`: each figure's panels measured and stored, ``counts``
+    kept up to date."""
+    for figure in figures:
+        counts["figures"] += 1
+        digest = image_digest(figure.image)
+        if figure.single and figure.figure.get("image"):  # a micrograph file, not an article's figure
+            same = db.figure_with_image(digest, run_id)
+            if same is not None and same["image_path"] != figure.figure["image"]:
+                # the same pixels stored from another path: a moved, renamed or copied file
+                log.info("%s: the same image as %s, already stored; skipped", figure.figure["image"],
+                         same["image_path"])
+                if same["image_path"] and not Path(same["image_path"]).exists():
+                    db.set_figure_image_path(same["id"], figure.figure["image"])  # moved
+                counts["skipped"] += same["panels"]
+                continue
+        article_id = db.add_article(_article_record(figure))
+        figure_id = db.add_figure(article_id, _figure_record(figure) | {"image_sha256": digest})
+        for panel in extractor.panels_of(figure):
+            bar.update()
+            stored = db.stored_panel(run_id, figure_id, panel["bbox"])
+            if stored is not None and all((v or None) == (panel.get(k) or None) for k, v in stored.items()):
+                counts["skipped"] += 1
+                continue
+            result = extractor.process(figure, panel)
+            store_panel(db, run_id, result, panel_dir, figure_id=figure_id)
+            counts["panels"] += 1
+            counts["updated"] += int(stored is not None)
+            counts["em_panels"] += int(result.segmented)
+            counts["particles"] += len(result.particles)
+            bar.set_postfix(particles=counts["particles"])
 
 
 def image_digest(image: np.ndarray) -> str:

@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +343,82 @@ def test_ctrl_c_is_one_line_with_the_sigint_exit_status(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["extract", str(image), "--db", str(tmp_path / "p.db")])
     assert result.exit_code == 130
     assert result.output.strip() == "Error: interrupted; everything stored so far is kept"
+
+
+def _saved_page(folder: Path, srcs) -> Path:
+    figures = "".join(
+        f'<figure id="f{k}"><img src="{src}"><figcaption>Figure {k}. TEM image of gold '
+        f"nanoparticles.</figcaption></figure>" for k, src in enumerate(srcs, start=1))
+    page = folder / "paper.html"
+    page.write_text('<html><head><title>Gold particles</title><meta name="citation_doi" content="10.1000/gold.1">'
+                    f"</head><body><article>{figures}</article></body></html>")
+    return page
+
+
+def test_a_folder_stores_an_article_image_once_as_the_article_figure(segmenter, tmp_path):
+    """An image saved beside its article (also under a site path, "/images/...") was stored twice:
+    as the article's figure and again as a figure of its own without DOI or caption."""
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    Image.fromarray(micrograph(3)).save(folder / "a_fig1.png")  # sorts before paper.html
+    Image.fromarray(micrograph(4)).save(folder / "b_fig2.png")
+    Image.fromarray(micrograph(5)).save(folder / "other.png")  # no article shows it
+    _saved_page(folder, ["https://publisher.example/a_fig1.png", "/services/images/b_fig2.png"])
+    db_path = tmp_path / "p.db"
+    report = extract_to_db(folder, db_path, segmenter=segmenter, progress=False)
+    assert report["figures"] == 3 and report["failed"] == 0
+    with Database(db_path) as db:
+        rows = db.conn.execute("SELECT a.doi, f.image_path FROM figures f JOIN articles a ON a.id = f.article_id "
+                               "ORDER BY f.image_path").fetchall()
+    assert [(doi, Path(path).name) for doi, path in rows] == [
+        ("10.1000/gold.1", "a_fig1.png"), ("10.1000/gold.1", "b_fig2.png"), (None, "other.png")]
+    assert all(Path(path).is_absolute() for _, path in rows)
+
+
+def test_a_moved_or_copied_micrograph_is_not_stored_again(segmenter, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    Image.fromarray(micrograph(1)).save(old / "m.png")
+    db_path = tmp_path / "p.db"
+    first = extract_to_db(old, db_path, segmenter=segmenter, progress=False)
+    shutil.copytree(old, tmp_path / "copy")
+    copied = extract_to_db(tmp_path / "copy", db_path, segmenter=segmenter, progress=False)
+    (old / "m.png").rename(tmp_path / "moved.png")
+    moved = extract_to_db(tmp_path / "moved.png", db_path, segmenter=segmenter, progress=False)
+    assert first["panels"] == 1 and copied["panels"] == moved["panels"] == 0
+    assert copied["skipped"] == moved["skipped"] == 1
+    with Database(db_path) as db:
+        assert db.conn.execute("SELECT COUNT(*) FROM panels").fetchone()[0] == 1
+        assert db.conn.execute("SELECT COUNT(*) FROM particles").fetchone()[0] == first["particles"]
+        (path,) = db.conn.execute("SELECT image_path FROM figures").fetchone()
+    assert Path(path) == (tmp_path / "moved.png").resolve()  # the stored figure follows the move
+
+
+def test_a_replaced_image_file_replaces_its_panels(segmenter, tmp_path, caplog):
+    image = tmp_path / "x.png"
+    Image.fromarray(micrograph(1, size=160)).save(image)
+    db_path = tmp_path / "p.db"
+    extract_to_db(image, db_path, segmenter=segmenter, progress=False)
+    Image.fromarray(micrograph(2, size=192)).save(image)  # another micrograph, another size
+    with caplog.at_level("WARNING", logger="idx.db"):
+        second = extract_to_db(image, db_path, segmenter=segmenter, progress=False)
+    assert "image changed since it was stored" in caplog.text
+    with Database(db_path) as db:
+        panels = db.conn.execute("SELECT id, bbox_x1, count FROM panels").fetchall()
+        particles = db.conn.execute("SELECT COUNT(*) FROM particles").fetchone()[0]
+        maps = db.conn.execute("SELECT COUNT(*) FROM panel_maps").fetchone()[0]
+    assert [p[1] for p in panels] == [192] and particles == second["particles"] and maps == 1
+
+
+def test_a_failed_extraction_leaves_no_empty_run(segmenter, tmp_path):
+    db_path = tmp_path / "p.db"
+    extract_to_db(micrograph(1), db_path, segmenter=segmenter, progress=False)
+    empty = tmp_path / "zero.png"
+    empty.write_bytes(b"")
+    other = ParticleSegmenter(model=BPartIS(), mc_samples=3, size=64)  # another run
+    with pytest.raises(IdxError):
+        extract_to_db(empty, db_path, segmenter=other, progress=False)
+    with Database(db_path) as db:
+        assert db.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+        run = db.stats()["runs"][0]
+    assert run["panels"] == 1
