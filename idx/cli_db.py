@@ -4,6 +4,7 @@ from idx.cli import check_output, cli, emit, json_option, segmenter_options  # n
 
 # --- query, stats, plot, serve (idx.db, idx.plots) -------------------------------------------
 
+import json  # noqa: E402
 import logging  # noqa: E402
 
 import click  # noqa: E402
@@ -112,6 +113,23 @@ def query(database, material, technique, min_diameter_nm, max_diameter_nm, year,
     _print_frame(frame, output_format, columns)
 
 
+KEY_SETTINGS = ("mc_samples", "filter_kind")  # shown for every run; other settings where runs differ
+
+
+def run_settings(runs: list[dict]) -> list[str]:
+    """One ``name=value`` line per run: its T and filter, then every setting that differs between
+    the runs (the rest is the same for all; ``idx stats --json`` has them all)."""
+    def shown(value):
+        return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+    names = set().union(*(run.get("params", {}) for run in runs)) if runs else set()
+    differ = sorted(n for n in names if n not in KEY_SETTINGS
+                    and len({shown(run.get("params", {}).get(n)) for run in runs}) > 1)
+    return [", ".join(f"{n}={shown(run.get('params', {}).get(n))}" for n in (*KEY_SETTINGS, *differ)
+                      if n in run.get("params", {}) or n in differ)
+            for run in runs]
+
+
 @cli.command()
 @click.argument("database", type=click.Path(dir_okay=False))
 @json_option
@@ -139,9 +157,9 @@ def stats(database, as_json):
         "techniques: " + (", ".join(f"{k} {v}" for k, v in summary["techniques"].items()) or "-"),
         "shapes: " + (", ".join(f"{k} {v}" for k, v in summary["shapes"].items()) or "-"),
     ]
-    for run in summary["runs"]:
+    for run, settings in zip(summary["runs"], run_settings(summary["runs"])):
         lines.append(f"run {run['id']}: {run['model_version']} ({run['weights_sha256'][:12]}), "
-                     f"{run['panels']} panels, started {run['started_at']}")
+                     f"{run['panels']} panels, started {run['started_at']}" + (f"; {settings}" if settings else ""))
     emit(summary, as_json, text="\n".join(lines))
 
 
@@ -161,7 +179,6 @@ def plot(database, panel_id, all_panels, kind, run_id, output):
         idx plot particles.db --all -o sizes.png
         idx plot particles.db --panel 3f2a9c0d1b2e4f5a --kind overlay -o overlay.png
     """
-    import json
     from pathlib import Path
 
     from idx.db import Database
@@ -170,6 +187,8 @@ def plot(database, panel_id, all_panels, kind, run_id, output):
 
     if bool(panel_id) == bool(all_panels):
         raise click.UsageError("pass exactly one of --panel ID or --all")
+    if panel_id and run_id:
+        raise click.UsageError("--run goes with --all; a panel id already names its run")
     if all_panels and kind != "histogram":
         raise click.UsageError(f"--kind {kind} needs one panel: pass --panel ID")
     check_output(output, "-o")

@@ -335,7 +335,20 @@ def test_readers_say_when_several_runs_are_pooled(tmp_path, caplog):
     caplog.clear()
     one = run("query", path, "--format", "csv", "--run", runs[0])
     assert len(pd.read_csv(io.StringIO(one.stdout))) == len(table) and not caplog.text
-    assert "2 runs below pooled" in run("stats", path).stdout
+    stats = run("stats", path).stdout
+    assert "2 runs below pooled" in stats
+    # each run's settings, so that --run can be chosen: the ones that tell them apart
+    assert f"run {runs[0]}" in stats and "mc_samples=4" in stats and "mc_samples=8" in stats
+    assert [r["params"] for r in json.loads(run("stats", path, "--json").stdout)["runs"]] == [
+        {"mc_samples": 4}, {"mc_samples": 8}]
+    # an unknown run is an error naming the runs; a unique start of an id is that run
+    unknown = run("query", path, "--run", "nosuch")
+    assert unknown.exit_code == 1 and "'nosuch' is no run" in unknown.output and runs[0] in unknown.output
+    assert run("plot", path, "--all", "--run", "nosuch", "-o", tmp_path / "n.png").exit_code == 1
+    assert not (tmp_path / "n.png").exists()
+    short = run("query", path, "--format", "csv", "--run", runs[1][:6])
+    assert len(pd.read_csv(io.StringIO(short.stdout))) == len(table)
+    assert run("plot", path, "--panel", "x", "--run", runs[0], "-o", tmp_path / "m.png").exit_code == 2
     plotted = run("plot", path, "--all", "--run", runs[1], "-o", tmp_path / "h.png")
     assert plotted.exit_code == 0 and (tmp_path / "h.png").stat().st_size > 0 and not caplog.text
     run("plot", path, "--all", "-o", tmp_path / "g.png")
