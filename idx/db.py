@@ -261,6 +261,7 @@ class Database:
             self.db = sqlite_utils.Database(self._connect(), execute_plugins=False)
             self.conn.execute("PRAGMA schema_version").fetchone()  # fails if not SQLite
             if not readonly:
+                self._refuse_foreign()
                 self.conn.execute("PRAGMA foreign_keys = ON")
                 if not memory:
                     self.db.enable_wal()
@@ -379,6 +380,16 @@ class Database:
         self.conn.execute("COMMIT")
 
     # ------------------------------------------------------------------ schema
+
+    def _refuse_foreign(self) -> None:
+        """Refuse, before anything is written, an SQLite file holding tables but not idx's: any
+        idx database has a runs table (made first) with its params; nothing is added to another."""
+        names = set(self.db.table_names())
+        if names and ("runs" not in names or "params" not in self.db.table("runs").columns_dict):
+            where = "the in-memory database" if self.path is None else str(self.path)
+            shown = ", ".join(sorted(names)[:6]) + (", ..." if len(names) > 6 else "")
+            raise DatabaseError(f"{where} is an SQLite database of something else (tables: {shown}); "
+                                "idx leaves it as it is: give a new file for the idx database")
 
     def _create_schema(self) -> None:
         db = self.db

@@ -368,7 +368,8 @@ def summarise_panel(
         ``count`` (all particles), ``count_measured`` (not touching the border; the diameter
         statistics use only these), ``count_border``, ``units`` ("nm" or "px"), ``nm_per_px``,
         ``diameter_{mean,median,std,geomean,geostd}_px`` and ``..._nm`` (None without scale;
-        ``geostd`` is the dimensionless geometric standard deviation), ``histogram`` (dict
+        ``geostd`` is the dimensionless geometric standard deviation; the two spreads are None
+        with one measured particle), ``histogram`` (dict
         ``bin_edges``, ``counts``, ``unit``; None without measured particles), ``shapes``
         (count per shape class), ``rdf`` (dict ``r``, ``g``, ``unit``, ``dr``) or None, and
         ``rdf_reason`` (None when computed).
@@ -415,9 +416,10 @@ def _describe_sizes(diameters: np.ndarray) -> dict:
     return {
         "mean": float(diameters.mean()),
         "median": float(np.median(diameters)),
-        "std": float(diameters.std(ddof=1)) if diameters.size > 1 else 0.0,
+        # the sample spread of one particle is undefined, not 0 (a panel of one is no monodisperse sample)
+        "std": float(diameters.std(ddof=1)) if diameters.size > 1 else None,
         "geomean": float(np.exp(logs.mean())),
-        "geostd": float(np.exp(logs.std(ddof=1))) if logs.size > 1 else 1.0,
+        "geostd": float(np.exp(logs.std(ddof=1))) if logs.size > 1 else None,
     }
 
 

@@ -224,6 +224,26 @@ def test_not_sqlite_file_is_refused_and_untouched(tmp_path):
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("schema", ["CREATE TABLE particles (id INTEGER PRIMARY KEY, name TEXT)",
+                                    "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)"])
+def test_someone_elses_sqlite_database_is_refused_and_untouched(tmp_path, schema):
+    """idx used to add its ~25 tables (and rows) to any SQLite file it was given, then fail."""
+    path = tmp_path / "mine.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(schema)
+        conn.execute("INSERT INTO %s VALUES (1, 'mine')" % schema.split()[2])
+    before = path.read_bytes()
+    with pytest.raises(DatabaseError, match="of something else"):
+        Database(path)
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as conn:  # an empty SQLite file is fine: idx makes its tables there
+        pass
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with Database(empty) as db:
+        assert "runs" in db.db.table_names()
+
+
 def test_locked_database_times_out_with_clear_error(tmp_path):
     path = tmp_path / "p.db"
     Database(path).close()

@@ -203,6 +203,9 @@ def test_summarise_panel_excludes_border_and_explains_missing_rdf():
     assert summary["diameter_mean_px"] == pytest.approx(math.sqrt(400 / math.pi))
     assert summary["diameter_mean_nm"] is None and summary["units"] == "px"
     assert summary["rdf"] is None and "fewer than the 5" in summary["rdf_reason"]
+    # one measured particle: its spread is undefined (None, NULL in the database), not 0
+    assert summary["count_measured"] == 1
+    assert summary["diameter_std_px"] is None and summary["diameter_geostd_px"] is None
 
 
 def test_summarise_panel_rejects_foreign_table():
