@@ -90,6 +90,10 @@ def crawl(query, source_name, doi_file, max_articles, db_path, cache_dir, mailto
         lines.append(f"  ... and {len(summary['figure_failures']) - max_lines} more failed figures; list them "
                      f"with `idx query {db_path} --sql \"SELECT * FROM crawl_figure_failures\"`")
     emit(summary, as_json, "\n".join(lines))
+    if summary["failed"] and not (summary["stored"] or summary["retried"] or summary["skipped"]):
+        # a script must see a crawl that got nothing (offline, a bad key) as a failure
+        raise IdxError(f"all {summary['failed']} articles failed and nothing was stored; see the reasons "
+                       "above, fix them (network, DOIs, API key) and run the same crawl again")
 
 
 @cli.command()

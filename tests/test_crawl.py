@@ -242,6 +242,11 @@ def test_cli_crawl_against_local_services(tmp_path, server, monkeypatch):
     hits = server.total_hits()
     again = json.loads(CliRunner().invoke(cli, args).stdout)
     assert again["skipped"] == 2 and again["stored"] == 0 and server.total_hits() == hits
+    # a crawl where every article fails (an unknown DOI here) exits 1, with the summary first
+    doi_file.write_text("10.9999/no-such-article\n")
+    failed = CliRunner().invoke(cli, args[:-1])
+    assert failed.exit_code == 1 and "0 articles stored" in failed.output
+    assert failed.output.strip().splitlines()[-1].startswith("Error: all 1 articles failed"), failed.output
 
 
 def test_arxiv_crawl_reads_pdfs_and_pages_the_feed(tmp_path, server):
