@@ -226,10 +226,24 @@ def plot(database, panel_id, all_panels, kind, run_id, output):
                 figure = plot_rdf(rdf["r"], rdf["g"], rdf["unit"], title=title or None)
             else:
                 labels, uncertainty = db.load_panel_maps(panel_id)
-                image = _read_panel_image(row["image_path"], labels.shape)
+                image = _read_panel_image(_panel_image_path(row["image_path"], database), labels.shape)
                 figure = plot_overlay(image, labels, title=title or None)
     figure.savefig(output)  # a file the system refuses is a one-line error (idx.cli.IdxGroup)
     click.echo(str(output))
+
+
+def _panel_image_path(path, database):
+    """Where a panel crop is now: its stored (absolute) path, or, when the database was moved or
+    shared with its ``NAME-panels/`` folder, the file of that name in the folder beside it."""
+    from pathlib import Path
+
+    from idx.pipeline import default_panel_dir
+
+    if path and not Path(path).exists():
+        beside = default_panel_dir(database) / Path(path).name
+        if beside.is_file():
+            return str(beside)
+    return path
 
 
 def _read_panel_image(path, shape):

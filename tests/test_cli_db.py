@@ -180,6 +180,30 @@ def test_plot_overlay_uses_the_real_panel_image(database, tmp_path):
     assert rdf.exit_code == 1 and "no g(r)" in rdf.output and "fewer than" in rdf.output
 
 
+def test_overlay_finds_its_crop_beside_a_moved_database(tmp_path, caplog):
+    """Crops are stored by absolute path; a database moved or shared with its NAME-panels/
+    folder drew its overlays on a blank background."""
+    from idx.pipeline import extract_to_db
+    from models.infer import ParticleSegmenter
+    from models.network import BPartIS
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    image = np.full((96, 96), 200, np.uint8)
+    image[20:40, 20:40] = 40
+    folder = tmp_path / "A"
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "m.png")
+    segmenter = ParticleSegmenter(model=BPartIS(), mc_samples=2, size=64)
+    extract_to_db(folder / "m.png", folder / "p.db", segmenter=segmenter, progress=False)
+    moved = folder.rename(tmp_path / "B")
+    panel = run("query", moved / "p.db", "--panels", "--format", "csv").output.splitlines()[1].split(",")[0]
+    with caplog.at_level("WARNING"):
+        result = run("plot", moved / "p.db", "--panel", panel, "--kind", "overlay", "-o", tmp_path / "o.png")
+    assert result.exit_code == 0, result.output
+    assert "blank background" not in caplog.text and "no such file" not in caplog.text
+
+
 def test_plot_bad_usage(database, tmp_path):
     path, _ = database
     out = tmp_path / "x.png"
