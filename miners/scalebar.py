@@ -458,9 +458,21 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
     fixed = _fix_ocr(text)
     if unit == "µm" and text_box is not None and _DROPPED_MICRO_RE.search(text):
         # "20 nm" and "2.0 µm" both come out of tesseract as "20m"; a micro sign has a descender
+        # (a "p" has one too, and a closed bowl: "500 pm" also comes out as "500m")
         if (_unit_has_descender(gray, text_box, bar["polarity"], _digit_count(fixed)) is False
                 and is_plausible_scale(value, "nm", bar["length_px"])):
             unit = "nm"
+        elif _unit_prefix(gray, text_box, _digit_count(fixed)) == "p":
+            unit = "pm"
+    said = re.search(r"\d\s*[pPmM][mM]\b", text)
+    if said and text_box is not None:
+        # tesseract's "pm" and "mm" stand for µm and nm as often as not (_fix_ocr takes them so);
+        # where the glyphs can be told apart, their shape decides: "500 pm" and "5 mm" bars exist
+        shape_unit = {"p": "pm", "µ": "µm", "m": "mm", "n": "nm"}.get(
+            _unit_prefix(gray, text_box, _digit_count(fixed)))
+        if shape_unit is not None and shape_unit != unit:
+            log.debug("scale bar: %r read as %s by the glyphs' shape, not %s", text, shape_unit, unit)
+            unit = shape_unit
     if text_box is not None:
         value = _repair_digits(gray, text_box, fixed, value, bar["polarity"])
     value = _drop_stray_leading_digit(_round_misread_zeros(value))
@@ -636,6 +648,40 @@ def _unit_has_descender(gray: np.ndarray, box: tuple[int, int, int, int],
     cannot be isolated (touching glyphs, tiny text) or, given ``n_digits`` (the OCR's), when a
     different number of digit glyphs is found (text merged with the texture behind it).
     """
+    found = _unit_glyphs(gray, box, n_digits)
+    if found is None:
+        return None
+    _, unit, cap_h, baseline = found
+    return unit[0][0].stop >= baseline + max(2.0, 0.15 * cap_h)
+
+
+def _unit_prefix(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int | None = None) -> str | None:
+    """The first letter of the unit as its shape says: ``"µ"``, ``"p"``, ``"n"`` or ``"m"``; None
+    when the letters cannot be isolated (see :func:`_unit_has_descender`) or the shape is unclear.
+
+    Tesseract reads a micro sign as ``p`` and an ``n`` as ``m``, so ``pm`` and ``mm`` are taken
+    for ``µm`` and ``nm`` (:func:`_fix_ocr`); the glyphs tell them apart where the text is big
+    enough: ``µ`` and ``p`` reach below the baseline and only ``p`` closes a bowl (a hole); an
+    ``m`` is as wide as the ``m`` after it, an ``n`` at most three quarters of it.
+    """
+    found = _unit_glyphs(gray, box, n_digits)
+    if found is None:
+        return None
+    ink, unit, cap_h, baseline = found
+    first = unit[0]
+    if first[0].stop >= baseline + max(2.0, 0.15 * cap_h):
+        return "p" if _count_holes(ink[first]) >= 1 else "µ"
+    if len(unit) < 2:
+        return None
+    ratio = (first[1].stop - first[1].start) / max(1, unit[1][1].stop - unit[1][1].start)
+    return "m" if ratio >= 0.88 else "n" if ratio <= 0.78 else None
+
+
+def _unit_glyphs(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int | None = None) -> tuple | None:
+    """``(ink, unit glyphs, cap height, baseline)`` of a label box: the ink mask of the crop, the
+    slices of the letters right of the number that start at the x-height (left to right), the
+    digits' height and their baseline row (crop coordinates); None as :func:`_unit_has_descender`
+    says."""
     r0, c0, r1, c1 = box
     height, width = gray.shape
     pad = max(2, (r1 - r0) // 3)
@@ -680,12 +726,19 @@ def _unit_has_descender(gray: np.ndarray, box: tuple[int, int, int, int],
     if cap_h < 5:
         return None
     # n, m and µ start at the x-height; µ, the unit's first letter, reaches below the baseline
-    unit_glyphs = [sl for sl in shapes if digits[-1][1].stop <= sl[1].start <= digits[-1][1].stop + 2 * cap_h
-                   and top + 0.25 * cap_h <= sl[0].start < baseline - 0.3 * cap_h
-                   and height(sl) >= 0.3 * cap_h]
-    if not unit_glyphs:  # the unit letters were not isolated: undecided
-        return None
-    return unit_glyphs[0][0].stop >= baseline + max(2.0, 0.15 * cap_h)
+    letters = [sl for sl in shapes if digits[-1][1].stop <= sl[1].start
+               and top + 0.25 * cap_h <= sl[0].start < baseline - 0.3 * cap_h
+               and height(sl) >= 0.3 * cap_h]
+    # the first letter within two digit heights of the number, then each one that follows it
+    # closely (a wide "mm" puts its second letter beyond that reach)
+    if not letters or letters[0][1].start > digits[-1][1].stop + 2 * cap_h:
+        return None  # the unit letters were not isolated: undecided
+    unit_glyphs = letters[:1]
+    for sl in letters[1:]:
+        if sl[1].start - unit_glyphs[-1][1].stop > 0.5 * cap_h:
+            break
+        unit_glyphs.append(sl)
+    return ink, unit_glyphs, cap_h, baseline
 
 
 def find_bar_candidates(image: np.ndarray) -> list[dict]:

@@ -278,6 +278,47 @@ def test_dropped_micro_sign_becomes_nm_without_descender():
     assert parsed == (20.0, "nm")
 
 
+@pytest.mark.parametrize("text, letter", [("500 pm", "p"), ("500 µm", "µ"), ("5 nm", "n"), ("5 mm", "m"),
+                                           ("0.5 µm", "µ"), ("200 pm", "p")])
+def test_unit_prefix_told_by_glyph_shape(text, letter):
+    from miners.scalebar import _unit_prefix
+
+    line = text_line(text)
+    rows, cols = np.nonzero(line > 160)
+    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    assert _unit_prefix(line, box) == letter
+
+
+@needs_tesseract
+@pytest.mark.parametrize("text, bar_px, unit", [("500 pm", 60, "pm"), ("5 mm", 400, "mm"), ("3 mm", 300, "mm")])
+def test_picometre_and_millimetre_labels_keep_their_unit(text, bar_px, unit):
+    # tesseract's "pm" and "mm" used to be taken for µm and nm whatever the glyphs: a 500 pm bar
+    # gave 8,300 nm/px, a 5 mm one 0.0125 nm/px (a factor 10^6 off, both accepted)
+    image, _ = draw_scalebar(noisy_background((500, 700), level=60), text, bar_px, row=440,
+                             col=650 - bar_px, font_px=24)
+    result = read_scalebar(image)
+    value = parse_scale_text(text)[0]
+    assert (result.value, result.unit) == (value, unit)
+    assert result.nm_per_px == pytest.approx(to_nm(value, unit) / bar_px, rel=0.03)
+
+
+def test_nm_read_as_mm_stays_nm_by_its_glyphs():
+    from miners.scalebar import _check_reading
+
+    line = text_line("50 nm")
+    rows, cols = np.nonzero(line > 160)
+    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    bar = {"polarity": "light", "length_px": 100.0}
+    *_, parsed = _check_reading(line, (bar, "50 mm", box, 60.0, (50.0, "nm")))
+    assert parsed == (50.0, "nm")
+    # and a real "2 mm" read as such but drawn "2 nm" is put right
+    line = text_line("2 nm")
+    rows, cols = np.nonzero(line > 160)
+    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    *_, parsed = _check_reading(line, (bar, "2 mm", box, 60.0, (2.0, "mm")))
+    assert parsed == (2.0, "nm")
+
+
 @pytest.mark.parametrize("value, unit, bar_px, plausible", [
     (200, "nm", 100, True), (10, "Å", 80, True), (2.9, "mm", 98, False), (1, "pm", 500, False),
 ])

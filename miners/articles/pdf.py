@@ -170,7 +170,8 @@ def _write_png(out_dir: Path, png: bytes) -> Path:
         if not file.exists():
             file.write_bytes(png)
     except OSError as exc:
-        raise ArticleError(f"cannot write figure crops to {out_dir} ({exc}); pass figure_dir=WRITABLE_DIR") from None
+        raise ArticleError(f"cannot write figure crops to {out_dir} ({exc}); give a folder you may write "
+                           "(--figure-dir DIR, or figure_dir= in Python)") from None
     return file
 
 
