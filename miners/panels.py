@@ -57,6 +57,7 @@ GLYPH_LIGHT_MIN = 185
 GLYPH_STD_MAX = 40
 GLYPH_FILL_MAX = 0.74  # a letter wider than a stroke fills at most this of its box
 GLYPH_CONTRAST_MIN = 90  # grey difference between a letter and the ring around it
+INSIDE_LABEL_PENALTY = 2.0  # text inside the panel counts as this much farther from its corner
 EM_THRESHOLD = 0.5  # em_score >= this: kind "em"
 
 
@@ -720,13 +721,19 @@ def read_panel_labels(gray: np.ndarray, panels: list[Panel]) -> list[str | None]
                         "(apt-get install tesseract-ocr)")
             _TESSERACT_WARNED = True
         return [None] * len(panels)
-    crops = [_label_crop(gray, panel) for panel in panels]
+    crops = [_label_crop(gray, panel, [other.bbox for other in panels if other is not panel])
+             for panel in panels]
     texts = _ocr_batch(crops)
     return harmonise_labels([normalise_label(t) if t else None for t in texts])
 
 
-def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
-    """Black-on-white crop of the text blob nearest the panel's top-left corner, or None."""
+def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
+    """Black-on-white crop of the text blob nearest the panel's top-left corner, or None.
+
+    ``others``: the figure's other panel boxes; text inside one of them is that panel's. Text
+    outside the panel (in the gutter) is preferred to text as near inside it: the gap between
+    particles of a micrograph, or an axis's tick label, passes for a letter too (the demo
+    figure's "b" and "d" lost to them)."""
     x0, y0, x1, y1 = panel.bbox
     height, width = gray.shape
     pw, ph = x1 - x0, y1 - y0
@@ -759,6 +766,8 @@ def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
             bottom, right = wy0 + rs.stop, wx0 + cs.stop
             if dense and ((left <= x0 < right and bottom > y0) or (top <= y0 < bottom and right > x0)):
                 continue  # touches the edge of an image panel: part of the image, not a label
+            if any(ox0 <= left and right <= ox1 and oy0 <= top and bottom <= oy1 for ox0, oy0, ox1, oy1 in others):
+                continue  # inside another panel: its text, not this panel's label
             glyph = labels[sl] == index
             fill = glyph.mean()
             if at_edge or fill > 0.95 or fill < 0.08:
@@ -780,7 +789,8 @@ def _label_crop(gray: np.ndarray, panel: Panel) -> np.ndarray | None:
             continue
 
         def corner_distance(b):
-            return abs(b[0] - corner[0]) + abs(b[2] - corner[1])
+            inside = b[0] >= corner[0] and b[2] >= corner[1]  # starts within the panel's box
+            return (abs(b[0] - corner[0]) + abs(b[2] - corner[1])) * (INSIDE_LABEL_PENALTY if inside else 1)
 
         seed = min(cands, key=corner_distance)
         group = [seed]

@@ -286,6 +286,10 @@ def test_panels_cli_fills_unread_labels_from_the_caption_as_extract_does(tmp_pat
     assert [p["label"] for p in panels] == ["a", "b", "c", "d"]
     assert [(p["caption"] or {}).get("technique") for p in panels] == ["TEM", "SEM", "TEM", None]
     assert panels[1]["caption"]["scale"] == [1.0, "µm"]
+    # without a caption the letters are read from the figure: "b" and "d" used to lose to a gap
+    # between particles inside panel b and to the "40" tick label inside the plot d
+    plain = CliRunner().invoke(cli, ["panels", str(figure.image), "--json"])
+    assert [p["label"] for p in json.loads(plain.stdout)["panels"]] == ["a", "b", "c", "d"]
 
 
 def test_extract_to_db_writes_beside_the_database_not_the_input(segmenter, tmp_path):
