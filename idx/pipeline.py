@@ -57,7 +57,8 @@ class PanelResult:
     particles : pandas.DataFrame
         One row per particle (``idx.particles.measure_particles``).
     summary : dict
-        Per-panel statistics (``idx.particles.summarise_panel``).
+        Per-panel statistics (``idx.particles.summarise_panel``); ``{"count": 0}`` for a panel
+        that was not segmented (not a micrograph), as the database stores it.
     """
 
     source: FigureSource
@@ -67,7 +68,7 @@ class PanelResult:
     labels: np.ndarray | None = None
     uncertainty: np.ndarray | None = None
     particles: pd.DataFrame = field(default_factory=pd.DataFrame)
-    summary: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=lambda: {"count": 0})
 
     def __repr__(self) -> str:  # the arrays would fill a screen
         height, width = self.image.shape[:2]
@@ -610,4 +611,4 @@ def store_panel(db, run_id: str, result: PanelResult, panel_dir: Path, figure_id
     labels = result.labels if result.labels is not None else np.zeros(crop.shape[:2], np.int32)
     particles = result.particles if len(result.particles) else measure_particles(labels)
     return db.add_panel(run_id, figure_id, panel, particles, labels, result.uncertainty,
-                        result.summary or {"count": 0})
+                        result.summary)

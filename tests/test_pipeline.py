@@ -309,6 +309,8 @@ def test_extract_to_db_writes_beside_the_database_not_the_input(segmenter, tmp_p
 def test_plots_of_a_panel_that_was_not_segmented_say_so(segmenter, tmp_path):
     results = extract(DEMO_PDF, segmenter=segmenter, progress=False, figure_dir=tmp_path)
     (plot_panel,) = [r for r in results if r.panel["kind"] != "em"]  # panel d: a size histogram
+    # every panel has a count, as in the database (the README's pattern raised KeyError on it)
+    assert [r.summary["count"] for r in results][-1] == 0 and plot_panel.to_dict()["count"] == 0
     for method in (plot_panel.plot_histogram, plot_panel.plot_overlay, plot_panel.plot_rdf):
         with pytest.raises(IdxError, match="was not segmented"):
             method()
