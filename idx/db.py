@@ -301,7 +301,14 @@ class Database:
         """A WAL database in a folder that cannot be written (a read-only share, a published copy)
         cannot be read through mode=ro: SQLite must create its -wal and -shm files first. When the
         database was closed cleanly (no write-ahead log beside it) every row is in the file
-        itself, so it is opened immutable instead."""
+        itself, so it is opened immutable instead. So is a read-only file in a folder that can be
+        written: mode=ro would create -wal and -shm files there, with the file's read-only mode,
+        leave them on close, and they would block writing once the file is made writable."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        logged = wal.is_file() and wal.stat().st_size > 0
+        if os.access(self.path.parent, os.W_OK) and not logged:
+            self.immutable = True
+            return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=self.busy_timeout_s)
         conn = None
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s)
@@ -310,8 +317,7 @@ class Database:
         except sqlite3.OperationalError:
             if conn is not None:
                 conn.close()
-        wal = self.path.with_name(self.path.name + "-wal")
-        if wal.is_file() and wal.stat().st_size > 0:
+        if logged:
             raise DatabaseError(f"{self.path} has unsaved changes in {wal.name} and its folder cannot "
                                 "be written; open it once where it can be written (or copy the "
                                 "folder) so SQLite folds the log in")

@@ -1,5 +1,6 @@
 """Tests of idx.db: schema, stable ids, queries, read-only SQL and every bad-input branch."""
 import os
+from pathlib import Path
 import sqlite3
 import subprocess
 import sys
@@ -481,6 +482,24 @@ def test_read_only_open_in_unwritable_folder(tmp_path, monkeypatch):
         assert len(reader.sql("SELECT * FROM particles")) == len(particles)
         with pytest.raises(DatabaseError, match="cannot be written"):
             reader.add_article({"doi": "10.1/new"})
+
+
+def test_read_only_file_in_a_writable_folder_leaves_no_files(tmp_path, monkeypatch):
+    """A database file made read-only (chmod 444) in a writable folder: a mode=ro reader left
+    -wal and -shm files beside it, read-only too, which then blocked writing once the file was
+    writable again."""
+    path = tmp_path / "p.db"
+    with Database(path) as writer:
+        _, _, _, particles, _, _ = fill(writer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.db"]
+
+    def file_read_only(target, mode, *args, **kwargs):
+        return not (mode & os.W_OK and Path(target) == path) and os.path.exists(target)
+
+    monkeypatch.setattr("idx.db.os.access", file_read_only)
+    with Database(path, readonly=True) as reader:
+        assert reader.stats()["tables"]["particles"] == len(particles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.db"]
 
 
 def test_read_only_open_refuses_unfolded_log_in_unwritable_folder(tmp_path, monkeypatch):
