@@ -352,9 +352,10 @@ def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filte
         raise IdxError(f"{source}: no figure could be read from it ({unreadable}the warnings above "
                        "say why); no panel was stored")
     if source is None and failed and not report["figures"]:
-        raise IdxError(f"{db_path}: none of the {failed} crawled figures' image files could be read "
-                       "(the warnings above say why; crawled images live in the crawl cache: if it "
-                       "was moved or cleared, run the same `idx crawl` again, which fetches them)")
+        raise IdxError(f"{db_path}: none of the {failed} stored figures' image files could be read "
+                       "(the warnings above say why): crawled images live in the crawl cache, so if "
+                       "it was moved or cleared run the same `idx crawl` again, which fetches them; "
+                       "for your own files, extract them again from where they are now (idx extract PATH)")
     updated = f", {report['updated']} of them updated for a new caption" if report["updated"] else ""
     emit(report, as_json, text=(
         f"{report['figures']} figures, {report['panels']} panels stored{updated} "

@@ -464,12 +464,13 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
             unit = "nm"
         elif _unit_prefix(gray, text_box, _digit_count(fixed)) == "p":
             unit = "pm"
-    said = re.search(r"\d\s*[pPmM][mM]\b", text)
+    said = re.search(r"\d\s*([pPmM])[mM]\b", text)
     if said and text_box is not None:
         # tesseract's "pm" and "mm" stand for µm and nm as often as not (_fix_ocr takes them so);
-        # where the glyphs can be told apart, their shape decides: "500 pm" and "5 mm" bars exist
-        shape_unit = {"p": "pm", "µ": "µm", "m": "mm", "n": "nm"}.get(
-            _unit_prefix(gray, text_box, _digit_count(fixed)))
+        # where the glyphs can be told apart, their shape decides between those two only: "500
+        # pm" and "5 mm" bars exist
+        choices = {"p": {"p": "pm", "µ": "µm"}, "m": {"m": "mm", "n": "nm"}}[said.group(1).lower()]
+        shape_unit = choices.get(_unit_prefix(gray, text_box, _digit_count(fixed)))
         if shape_unit is not None and shape_unit != unit:
             log.debug("scale bar: %r read as %s by the glyphs' shape, not %s", text, shape_unit, unit)
             unit = shape_unit
