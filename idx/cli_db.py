@@ -359,7 +359,9 @@ def extract(source, db_path, caption, no_split, device, mc_samples, tu, no_filte
     updated = f", {report['updated']} of them updated for a new caption" if report["updated"] else ""
     emit(report, as_json, text=(
         f"{report['figures']} figures, {report['panels']} panels stored{updated} "
-        f"({report['em_panels']} EM, {report['particles']} particles), "
+        f"({report['em_panels']} EM"
+        + (f", {report['unscaled']} of them without a scale: sizes in px" if report["unscaled"] else "")
+        + f", {report['particles']} particles), "
         f"{report['skipped']} already stored"
         + (f", {failed} files not readable (see the warnings above)" if failed else "")
         + f" -> {db_path}"))

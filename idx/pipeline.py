@@ -401,6 +401,8 @@ class Extractor:
         crop = np.ascontiguousarray(source.image[y0:y1, x0:x1])
         scale = panel.get("caption_scale")
         scalebar = read_scalebar(crop, caption_scale=tuple(scale) if scale else None)
+        if scale and scalebar.found and scalebar.source == "image":
+            _check_against_caption(source, panel, scalebar, tuple(scale))
         result = PanelResult(source, panel, scalebar, crop)
         if panel["kind"] != "em" or min(crop.shape[:2]) < 16:
             return result
@@ -413,6 +415,23 @@ class Extractor:
         result.summary = summarise_panel(result.particles, segmentation.labels.shape)
         result.summary["scale_found"] = bool(scalebar.found)
         return result
+
+
+def _check_against_caption(source: FigureSource, panel: dict, scalebar, stated: tuple) -> None:
+    """Warn when the bar's label and the caption's stated scale for this panel disagree (the
+    bar's reading is kept: the caption's statement may be about another bar, an inset's)."""
+    from miners.scalebar import to_nm
+
+    try:
+        said = to_nm(*stated)
+    except (TypeError, ValueError):
+        return
+    read = to_nm(scalebar.value, scalebar.unit)
+    if abs(read - said) > 0.02 * said:
+        where = source.figure.get("image") or source.figure.get("id") or "figure"
+        log.warning("%s panel %s: the scale bar reads %g %s but the caption states %g %s; the bar's "
+                    "reading is kept (%.4g nm/px): check the panel", where, panel.get("label") or "?",
+                    scalebar.value, scalebar.unit, stated[0], stated[1], scalebar.nm_per_px)
 
 
 def assign_caption_labels(panels: list[dict], caption_labels: list[str]) -> None:
@@ -496,7 +515,8 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     -------
     dict
         ``run_id``, ``figures``, ``panels`` (stored now, ``updated`` of them replacing a stored
-        panel), ``skipped`` (already stored), ``em_panels``, ``particles``, ``failed`` (files of
+        panel), ``skipped`` (already stored), ``em_panels`` (``unscaled`` of them without a scale:
+        sizes in px), ``particles``, ``failed`` (files of
         a folder, or image files of crawled figures, that could not be read) and ``failures``
         (``{"path", "error"}`` of each).
 
@@ -515,7 +535,8 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
     extractor = Extractor(segmenter, weights, device, mc_samples, tu, filter, split, tta=tta,
                           min_instance_px=min_instance_px, compile=compile, zoom=zoom, edges=edges,
                           smooth=smooth)
-    counts = {"figures": 0, "panels": 0, "updated": 0, "skipped": 0, "em_panels": 0, "particles": 0}
+    counts = {"figures": 0, "panels": 0, "updated": 0, "skipped": 0, "em_panels": 0, "unscaled": 0,
+              "particles": 0}
     failures = []
     panel_dir = default_panel_dir(db_path)
     with Database(db_path) as db, tqdm(desc="panels", unit="panel", disable=not progress) as bar:
@@ -558,6 +579,7 @@ def _extract_figures(db, run_id: str, extractor: Extractor, figures, panel_dir: 
             counts["panels"] += 1
             counts["updated"] += int(stored is not None)
             counts["em_panels"] += int(result.segmented)
+            counts["unscaled"] += int(result.segmented and not result.nm_per_px)
             counts["particles"] += len(result.particles)
             bar.set_postfix(particles=counts["particles"])
 

@@ -428,3 +428,21 @@ def test_a_failed_extraction_leaves_no_empty_run(segmenter, tmp_path):
         assert db.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
         run = db.stats()["runs"][0]
     assert run["panels"] == 1
+
+
+def test_a_bar_that_disagrees_with_the_caption_is_said_and_unscaled_panels_counted(segmenter, tmp_path, caplog):
+    from miners.scalebar_synth import draw_scalebar
+
+    image, _ = draw_scalebar(np.stack([micrograph(7, size=320)] * 3, -1), "50 nm", 100, row=290, col=200,
+                             font_px=22, colour=(0, 0, 0))
+    path = tmp_path / "bar.png"
+    Image.fromarray(image).save(path)
+    with caplog.at_level("WARNING", logger="idx.pipeline"):
+        results = extract(path, segmenter=segmenter, progress=False, split=False,
+                          caption="Fig. 1 TEM image of gold particles. Scale bar, 200 nm.")
+    assert results[0].scalebar.value == 50 and results[0].scalebar.source == "image"
+    assert "reads 50 nm but the caption states 200 nm" in caplog.text
+    plain = tmp_path / "plain.png"
+    Image.fromarray(micrograph(8)).save(plain)
+    report = extract_to_db(plain, tmp_path / "p.db", segmenter=segmenter, progress=False, split=False)
+    assert report["em_panels"] == report["unscaled"] == 1
