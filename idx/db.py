@@ -61,6 +61,7 @@ import logging
 import math
 import os
 import re
+import unicodedata
 import sqlite3
 from pathlib import Path
 
@@ -190,6 +191,14 @@ def _as_number(value, name: str, kind=float):
 def _fts_phrase(text: str) -> str:
     """User text -> one FTS5 phrase, so punctuation such as "Au-NP" is not FTS syntax."""
     return '"' + str(text).replace('"', '""') + '"'
+
+
+def caption_words(text: str | None) -> str:
+    """``" silica nanoparticles "``: the words of ``text`` lower-cased, accents dropped, each
+    between single spaces (as FTS5's unicode61 tokenizer splits them), so that a phrase is
+    found with ``instr`` as the full-text index would find it."""
+    folded = unicodedata.normalize("NFKD", str(text or "")).encode("ascii", "ignore").decode()
+    return " " + " ".join(re.findall(r"[a-z0-9]+", folded.lower())) + " "
 
 
 def _as_dict(obj) -> dict:
@@ -411,7 +420,7 @@ class Database:
                 pk="id", if_not_exists=True)
             db.table("figures").create(
                 {"id": str, "article_id": str, "figure_key": str, "label": str, "caption": str,
-                 "image_path": str, "image_url": str, "image_sha256": str},
+                 "image_path": str, "image_url": str, "image_sha256": str, "shared_caption_words": str},
                 pk="id", if_not_exists=True, foreign_keys=[("article_id", "articles", "id")])
             panel_columns = {
                 "id": str, "figure_id": str, "run_id": str, "bbox_x0": int, "bbox_y0": int,
@@ -606,6 +615,10 @@ class Database:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                                  [name]).fetchone() is not None
 
+    def _has_column(self, table: str, column: str) -> bool:
+        """Whether ``table`` has ``column`` (databases of an older idx lack the newer ones)."""
+        return column in self.db.table(table).columns_dict
+
     def record_failure(self, key: str, url: str, reason: str, doi: str | None = None) -> None:
         """Remember that the crawler could not fetch ``key`` from ``url`` (counts attempts).
 
@@ -723,7 +736,9 @@ class Database:
         figure : dict
             ``id`` (the figure's id within the article, e.g. ``"fig2"``), ``label``, ``caption``,
             ``image`` or ``image_path`` (local file), ``image_url``, ``image_sha256`` (pixel
-            digest; a stored figure given other pixels loses the panels measured on the old ones).
+            digest; a stored figure given other pixels loses the panels measured on the old ones),
+            ``shared_caption_words`` (:func:`caption_words` of the caption's text that no panel
+            label owns, for ``material``).
         """
         figure = _as_dict(figure)
         figure_key = figure.get("id") or figure.get("label") or figure.get("image_url") \
@@ -735,7 +750,8 @@ class Database:
         row = {"id": figure_id, "article_id": article_id, "figure_key": str(figure_key),
                "label": figure.get("label"), "caption": figure.get("caption"),
                "image_path": str(image_path) if image_path else None,
-               "image_url": figure.get("image_url"), "image_sha256": figure.get("image_sha256")}
+               "image_url": figure.get("image_url"), "image_sha256": figure.get("image_sha256"),
+               "shared_caption_words": figure.get("shared_caption_words")}
         before = self.figure_image_sha256(figure_id) if row["image_sha256"] else None
         if before is not None and before != row["image_sha256"]:
             # the file was replaced by another image: what was measured on the old one goes
@@ -749,7 +765,7 @@ class Database:
 
     def figure_image_sha256(self, figure_id: str) -> str | None:
         """The pixel digest (``idx.pipeline.image_digest``) the figure was stored with, if any."""
-        if "image_sha256" not in self.db.table("figures").columns_dict:  # made by an older idx
+        if not self._has_column("figures", "image_sha256"):  # made by an older idx
             return None
         with self._errors("look up a figure"):
             row = self.conn.execute("SELECT image_sha256 FROM figures WHERE id = ?", [figure_id]).fetchone()
@@ -758,7 +774,7 @@ class Database:
     def figure_with_image(self, image_sha256: str, run_id: str) -> dict | None:
         """``{"id", "image_path", "panels"}`` of a stored figure with these pixels and panels of
         this run (the same micrograph at another path: a moved, renamed or copied file)."""
-        if "image_sha256" not in self.db.table("figures").columns_dict:
+        if not self._has_column("figures", "image_sha256"):
             return None
         with self._errors("look up a figure"):
             row = self.conn.execute(
@@ -969,16 +985,23 @@ class Database:
             # the most specific text that names it: the panel's own sub-caption; the figure's
             # caption unless it names the material in another panel's sub-caption only; the
             # article's title when the figure does not name it at all
+            # (a panel with a sub-caption of its own takes the figure's caption only through
+            # the text no label owns, "Silica spheres: (a) TEM, (b) SEM", when the figure
+            # records it; a sibling's letter that was not read must not lend it its words)
             phrase = _fts_phrase(material)
             in_panels = "SELECT rowid FROM panels_fts WHERE panels_fts MATCH ?"
             in_figure = "f.rowid IN (SELECT rowid FROM figures_fts WHERE figures_fts MATCH ?)"
+            shared = ("pa.caption IS NOT NULL AND pa.caption != '' AND f.shared_caption_words IS NOT NULL"
+                      if self._has_column("figures", "shared_caption_words") else "0")
+            words = caption_words(material)
             where.append(
                 f"(pa.rowid IN ({in_panels}) "
-                f"OR ({in_figure} AND NOT EXISTS (SELECT 1 FROM panels sib WHERE "
+                f"OR (({shared}) AND instr(f.shared_caption_words, ?) > 0) "
+                f"OR ({in_figure} AND NOT ({shared}) AND NOT EXISTS (SELECT 1 FROM panels sib WHERE "
                 f"sib.figure_id = pa.figure_id AND sib.run_id = pa.run_id AND sib.rowid IN ({in_panels}))) "
                 f"OR (a.rowid IN (SELECT rowid FROM articles_fts WHERE articles_fts MATCH ?) "
                 f"AND NOT {in_figure}))")
-            params += [phrase, phrase, phrase, phrase, phrase]
+            params += [phrase, words, phrase, phrase, phrase, phrase]
         if technique:
             where.append("pa.technique = ? COLLATE NOCASE")
             params.append(technique)

@@ -599,8 +599,14 @@ def _article_record(figure: FigureSource) -> dict:
 
 
 def _figure_record(figure: FigureSource) -> dict:
+    from idx.db import caption_words
+    from miners.captions import split_caption
+
     record = {k: v for k, v in figure.figure.items() if v is not None}
     record.setdefault("caption", figure.caption or None)
+    if record.get("caption"):  # the words no panel label owns (idx query --material)
+        shared = split_caption(record["caption"]).get(None)
+        record["shared_caption_words"] = caption_words(shared.text if shared else "")
     if record.get("id") == "array":
         record["id"] = f"array-{image_digest(figure.image)[:16]}"
     return record

@@ -559,6 +559,25 @@ def test_material_matches_the_panel_that_names_it_not_its_neighbours():
     assert panels_of("polystyrene") == [("fig1", "b")]
     assert panels_of("gold") == [("fig2", "a"), ("fig2", "b")]  # the shared part of the caption
     assert len(db.panel_stats(material="polystyrene")) == 1
+    # figures stored by the pipeline record the caption's words that no label owns: a panel with
+    # a sub-caption of its own takes only those from the figure's caption. Panel b's letter was
+    # not read here, so no sibling names silica, and panel a (silver) used to match it.
+    from idx.pipeline import FigureSource, _figure_record
+
+    for fig, caption, labels_ in (
+            ("fig4", "(a) TEM image of silver nanoparticles. (b) SEM image of silica spheres.", ("a", None)),
+            ("fig5", "TEM images of Gold nanoparticles: (a) as made, (b) annealed.", ("a", "b"))):
+        source = FigureSource(np.zeros((8, 8), np.uint8), caption, {"id": fig, "caption": caption}, {})
+        figure_id = db.add_figure(mixed, _figure_record(source))
+        subs = {"a": "TEM image of silver nanoparticles" if fig == "fig4" else "as made", "b": "annealed"}
+        for k, label in enumerate(labels_):
+            panel = {"bbox": [200 * k, 0, 200 * k + 120, 120], "label": label, "kind": "em",
+                     "technique": "TEM", "caption": subs.get(label), "nm_per_px": 0.5}
+            ids[fig, label or "?"] = db.add_panel(run_id, figure_id, panel, particles, labels,
+                                                  uncertainty, summary)
+    assert panels_of("silica") == [("fig1", "a"), ("fig3", "a"), ("fig4", "?")]
+    assert panels_of("silver") == [("fig4", "a")]
+    assert panels_of("gold") == [("fig2", "a"), ("fig2", "b"), ("fig5", "a"), ("fig5", "b")]
 
 
 def test_a_writer_waits_for_another_process_lock_then_writes(tmp_path):
