@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from idx.errors import IdxError, ImageError
+from idx.errors import DatabaseError, IdxError, ImageError
 
 log = logging.getLogger(__name__)
 
@@ -575,7 +575,11 @@ def _extract_figures(db, run_id: str, extractor: Extractor, figures, panel_dir: 
                 counts["skipped"] += 1
                 continue
             result = extractor.process(figure, panel)
-            store_panel(db, run_id, result, panel_dir, figure_id=figure_id)
+            try:
+                store_panel(db, run_id, result, panel_dir, figure_id=figure_id)
+            except DatabaseError as exc:  # "database or disk is full": say which figure was being stored
+                where = figure.figure.get("image") or figure.article.get("source_path") or figure.figure.get("id")
+                raise DatabaseError(f"{where} panel {panel.get('label') or '?'}: {exc}") from None
             counts["panels"] += 1
             counts["updated"] += int(stored is not None)
             counts["em_panels"] += int(result.segmented)

@@ -446,3 +446,19 @@ def test_a_bar_that_disagrees_with_the_caption_is_said_and_unscaled_panels_count
     Image.fromarray(micrograph(8)).save(plain)
     report = extract_to_db(plain, tmp_path / "p.db", segmenter=segmenter, progress=False, split=False)
     assert report["em_panels"] == report["unscaled"] == 1
+
+
+def test_a_database_write_error_names_the_figure_being_stored(segmenter, tmp_path, monkeypatch):
+    import sqlite3
+
+    from idx.errors import DatabaseError
+
+    Image.fromarray(micrograph(1)).save(tmp_path / "m.png")
+
+    def full(self, *args, **kwargs):
+        with self._errors("store panel 0123abcd"):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Database, "add_panel", full)
+    with pytest.raises(DatabaseError, match=r"m\.png panel \?: cannot store panel .*disk is full"):
+        extract_to_db(tmp_path / "m.png", tmp_path / "p.db", segmenter=segmenter, progress=False)
