@@ -99,7 +99,8 @@ def run_real(skip: tuple[str, ...] = ()) -> list[dict]:
                          has_bar=item["has_bar"], true_value=item.get("value"),
                          true_unit=item.get("unit"), true_nm_per_px=true_nm_per_px,
                          found=result.found, value=result.value, unit=result.unit,
-                         nm_per_px=result.nm_per_px, text=result.text, seconds=seconds))
+                         nm_per_px=result.nm_per_px, text=result.text, seconds=seconds,
+                         confidence=result.confidence, source=result.source))
     return rows
 
 
@@ -120,7 +121,8 @@ def run_synthetic(n: int, seed: int) -> list[dict]:
                          value=result.value, unit=result.unit, nm_per_px=result.nm_per_px,
                          text=result.text, seconds=seconds, true_text=case.text,
                          true_bar_px=case.bar_px, bar_px=result.bar_px,
-                         true_bar_bbox=case.bar_bbox, bar_bbox=result.bar_bbox, params=case.params))
+                         true_bar_bbox=case.bar_bbox, bar_bbox=result.bar_bbox, params=case.params,
+                         confidence=result.confidence))
     return rows
 
 

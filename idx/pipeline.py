@@ -476,6 +476,11 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
         Caption of an image or array source (gives panel techniques and stated scales).
     split : bool
         Split figures into panels; False treats each image as one panel.
+    figure_dir : str or Path, optional
+        Where the figures cut from a PDF go; default: a hidden ``.NAME-figures/`` beside the PDF
+        (hidden, so that extracting the folder again does not take them for micrographs of their
+        own). ``idx article`` writes ``NAME_figures/`` there and ``extract_to_db`` (``idx extract
+        --db``) ``NAME-figures/`` beside the database.
 
     Returns
     -------
