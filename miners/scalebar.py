@@ -826,8 +826,20 @@ def _candidates_from_masks(gray: np.ndarray, masks: list[tuple]) -> list[dict]:
                     and _same_bar(other, bar)
                     for other in candidates):
                 candidates.append(bar)
+    # a piece of a bar (a JPEG block edge cut it at one level) is not the bar: the whole one,
+    # found at another level on the same rows, wins when it scores almost as well
+    candidates = [bar for bar in candidates if not any(_longer_same_bar(other, bar) for other in candidates)]
     candidates.sort(key=lambda b: -b["score"])
     return candidates
+
+
+def _longer_same_bar(other: dict, bar: dict) -> bool:
+    """``other`` is ``bar`` made longer: same polarity and rows (within 1 px), its columns
+    spanning ``bar``'s and at least 3 px more, and a score at least 0.95 of ``bar``'s."""
+    (r0, c0, r1, c1), (o_r0, o_c0, o_r1, o_c1) = bar["bbox"], other["bbox"]
+    return (other is not bar and other["polarity"] == bar["polarity"]
+            and abs(o_r0 - r0) <= 1 and abs(o_r1 - r1) <= 1 and o_c0 <= c0 + 1 and o_c1 >= c1 - 1
+            and other["length_px"] >= bar["length_px"] + 3 and other["score"] >= 0.95 * bar["score"])
 
 
 def _measure_bar(gray: np.ndarray, comp: np.ndarray, sl: tuple[slice, slice],

@@ -1123,3 +1123,15 @@ def test_a_bar_end_fading_through_a_shoulder_is_measured_to_the_ground():
     assert length == pytest.approx(42.333 - 9.5, abs=0.02)  # half-level crossings 9.5, 42.33
     gray[2, 40:43] = 170.0
     assert _subpixel_length(gray, 2, 3, 10, 40, 38.0) == pytest.approx(30.0, abs=0.3)
+
+
+def test_a_bar_cut_in_two_at_one_level_is_measured_whole():
+    """JPEG left the last 26 px of a white bar at 244: at the near-white level (245) the bar is a
+    134-px piece that scored a little above the whole 160-px bar found at the lower level, and
+    won (nm/px 19 % too large in the QA's JPEG case)."""
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(60, 10, (300, 400)), 0, 255).astype(np.uint8)
+    image[250:256, 100:234] = 250
+    image[250:256, 234:260] = 244
+    best = find_bar_candidates(image)[0]
+    assert best["bbox"] == (250, 100, 256, 260) and best["length_px"] == pytest.approx(160, abs=0.5)
