@@ -141,6 +141,28 @@ def test_non_utf8_html_is_read():
     assert article.figures[0].image == "https://example.org/a/f1.png"
 
 
+@pytest.mark.parametrize("pad", [0, 1])
+def test_a_non_utf8_page_is_read_whatever_its_length(pad):
+    """An even number of bytes "decoded" as UTF-16 garbage, so the page was refused as not HTML."""
+    page = ('<html><head><meta charset="windows-1252"><meta name="citation_title" content="Caf\u00e9 '
+            'nanoparticles"></head><body><figure><img src="f1.png"><figcaption>Figure 1. SEM image \u2013 '
+            'overview</figcaption></figure></body></html>' + " " * pad).encode("cp1252")
+    assert read(page, base_url="https://example.org/a/").title == "Caf\u00e9 nanoparticles"
+
+
+def test_detection_survives_a_utf8_character_cut_by_the_sample_and_latin1_xml():
+    page = (FIXTURES / "nature" / "srep01497.html").read_bytes()
+    cut = 65536 - 1  # put the first byte of a 3-byte "\u2013" on the sample's last byte
+    shifted = page[:200] + b" " * (cut - 200 - page[200:].index(b"\xe2\x80\x93")) + page[200:]
+    assert shifted[cut:cut + 3] == b"\xe2\x80\x93"
+    assert detect_format(shifted) == "html"
+    jats = (FIXTURES / "jats" / "1471-2180-11-174.nxml").read_text(encoding="utf-8")
+    data = ('<?xml version="1.0" encoding="ISO-8859-1"?>\n' + jats).encode("latin-1", errors="replace")
+    if len(data) % 2:
+        data += b" "
+    assert read(data).doi == "10.1186/1471-2180-11-174"
+
+
 # ---------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("data, message", [
     (b"", "empty"),

@@ -8,6 +8,7 @@ The format is detected from the content, never from the file name.
 """
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
@@ -90,11 +91,16 @@ def detect_format(data: bytes) -> str:
 
 
 def _decode_head(data: bytes) -> str:
-    for encoding in ("utf-8", "utf-16", "cp1252"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
+    """The first bytes of a document as text, to find its root element: UTF-16 only with its
+    byte-order mark (any even number of bytes "decodes" as UTF-16), UTF-8 even when the sample
+    ends inside a character, else Latin-1 (every byte is a character; markup is ASCII)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(data) - 3:  # a multi-byte character cut by the sample's end
+            return data[:exc.start].decode("utf-8", errors="replace")
     return data.decode("latin-1")
 
 
