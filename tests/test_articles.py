@@ -387,3 +387,22 @@ def test_html_saved_as_utf16_reads_as_its_utf8_original():
     for encoding in ("utf-16", "utf-8-sig"):
         again = read(path.read_bytes().decode("utf-8").encode(encoding))
         assert again.title == original.title and len(again.figures) == len(original.figures) > 0
+
+
+def test_a_pdf_whose_first_page_has_only_low_text_is_read(tmp_path):
+    """A footer (or a scan's last OCR line) alone on page 1 crashed the title search with
+    ValueError: max() arg is an empty sequence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    path = tmp_path / "footer.pdf"
+    with PdfPages(path) as pdf:
+        fig = plt.figure(figsize=(8.27, 11.69))
+        fig.text(0.5, 0.03, "Page 1", ha="center", fontsize=9)
+        pdf.savefig(fig)
+        plt.close(fig)
+    article = read(path, figure_dir=tmp_path / "figs")
+    assert article.title is None and article.figures == []

@@ -486,8 +486,11 @@ def _article_metadata(meta: dict, texts: list[str], first_lines: list[dict]) -> 
     if not title or len(title) < 12 or re.search(r"\.(?:docx?|pdf|tex|dvi)$|^untitled|microsoft", title, re.I):
         title = None
     authors: list[str] = []
-    if first_lines:
-        upper = [line for line in first_lines if line["top"] < 0.5 * max(line["bottom"] for line in first_lines) + 200]
+    # the title sits in the upper part of the first page; a page whose only text is low (a
+    # footer, a scan's last line) has none there
+    upper = [line for line in first_lines if line["top"] < 0.5 * max(line["bottom"] for line in first_lines) + 200] \
+        if first_lines else []
+    if upper:
         biggest = max(line["size"] for line in upper)
         body = median(line["size"] for line in first_lines)
         if biggest >= body + 2:
