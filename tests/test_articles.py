@@ -406,3 +406,17 @@ def test_a_pdf_whose_first_page_has_only_low_text_is_read(tmp_path):
         plt.close(fig)
     article = read(path, figure_dir=tmp_path / "figs")
     assert article.title is None and article.figures == []
+
+
+@pytest.mark.parametrize("text, label", [("Fig. S1. HRTEM image of the wire tip.", "Fig. S1"),
+                                         ("Supplementary Figure 3: TEM of the seeds.", "Supplementary Figure 3"),
+                                         ("Scheme 1. Synthesis of the nanorods.", "Scheme 1"),
+                                         ("Figure 2. SEM image of the film.", "Figure 2")])
+def test_pdf_captions_of_supplementary_figures_and_schemes_are_found(text, label):
+    """Supplementary-information PDFs label their figures "Fig. S1": none was found."""
+    lines = [{"text": "Body text of the article goes on here.", "x0": 50.0, "x1": 500.0, "top": 100.0,
+              "bottom": 110.0, "size": 10.0, "bold": False, "ocr": False},
+             {"text": text, "x0": 50.0, "x1": 400.0, "top": 600.0, "bottom": 609.0, "size": 9.0,
+              "bold": False, "ocr": False}]
+    (caption,) = find_captions(lines, page_width=600.0)
+    assert caption["label"] == label and caption["caption"] == text[len(label):].lstrip(".: ")

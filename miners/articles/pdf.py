@@ -45,8 +45,9 @@ OCR_DPI = 200
 OCR_MIN_CONFIDENCE = 30.0
 OCR_SIZE_PER_HEIGHT = 1.0  # font size ~ height of the word box (x-height words are smaller)
 OCR_SIZE_TOLERANCE = 0.3  # caption lines of one font, by OCR: sizes within 30 % (measured 7.2-9.0)
-CAPTION_START = re.compile(
-    r"^(?P<label>(?:Fig(?:ure)?s?\.?|FIG(?:URE)?S?\.?)\s*(?P<number>\d{1,3}[A-Za-z]?))"
+CAPTION_START = re.compile(  # "Fig. 2", "FIGURE 3b", "Supplementary Fig. S1", "Scheme 1"
+    r"^(?P<label>(?:(?:Supplementary |Extended Data )?(?:Fig(?:ure)?s?\.?|FIG(?:URE)?S?\.?)|Scheme|SCHEME)"
+    r"\s*(?P<number>S?\d{1,3}[A-Za-z]?))"
     r"(?P<punct>\s*[.:|\u2014\u2013]|\s*(?=\())?\s*"
 )
 
