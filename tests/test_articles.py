@@ -420,3 +420,17 @@ def test_pdf_captions_of_supplementary_figures_and_schemes_are_found(text, label
               "bold": False, "ocr": False}]
     (caption,) = find_captions(lines, page_width=600.0)
     assert caption["label"] == label and caption["caption"] == text[len(label):].lstrip(".: ")
+
+
+def test_numeric_superscripts_stay_exponents():
+    """"at least 10<sup>4</sup> s" read "at least 104 s": a different number."""
+    page = ('<html><head><meta name="citation_title" content="Retention"></head><body><figure>'
+            '<img src="f1.png"><figcaption>Figure 1. Retention of at least 10<sup>4</sup> s at 0.8 MV '
+            'cm<sup>\u22121</sup>; Fe<sup>3+</sup> ions; ref.<sup>a</sup> kept.</figcaption></figure></body></html>')
+    caption = read(page.encode(), base_url="https://example.org/").figures[0].caption
+    assert caption == "Retention of at least 10^4 s at 0.8 MV cm^\u22121; Fe^3+ ions; ref.a kept."
+    jats = ('<article><front><article-meta><title-group><article-title>T</article-title></title-group>'
+            '</article-meta></front><body><fig id="F1"><label>Figure 1</label><caption><p>Fit '
+            '(x - 3)<sup>2</sup> of 10<sup>3</sup> particles.</p></caption><graphic xmlns:xlink='
+            '"http://www.w3.org/1999/xlink" xlink:href="f1"/></fig></body></article>')
+    assert read(jats.encode()).figures[0].caption == "Fit (x - 3)^2 of 10^3 particles."

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlparse
 from bs4 import BeautifulSoup, NavigableString, Tag, XMLParsedAsHTMLWarning
 
 from idx.errors import ArticleError
-from miners.articles.model import Article, Figure, clean_doi, normalise_text, parse_year
+from miners.articles.model import Article, Figure, clean_doi, normalise_text, parse_year, superscript
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ def html_text(node) -> str:
                 parts.append(str(child))
             elif isinstance(child, Tag):
                 if child.name in SKIP_TAGS:
+                    continue
+                if child.name == "sup" and (power := superscript(child.get_text(), "".join(parts[-3:]))):
+                    parts.append(power)  # 10<sup>4</sup> s: "10^4 s", not "104 s"
                     continue
                 block = child.name in BLOCK_TAGS
                 if block:

@@ -87,6 +87,20 @@ class Article:
         }
 
 
+_POWER = re.compile(r"[-+\u2212\u2013]?\d+(?:\.\d+)?[-+\u2212\u2013]?")
+
+
+def superscript(text: str, before: str) -> str | None:
+    """``"^4"`` for a numeric superscript (an exponent or a charge, ``"4"``, ``"-1"``, ``"3+"``)
+    right after a number, letter or bracket (``10<sup>4</sup>``, ``cm<sup>-1</sup>``), so that it
+    does not read as more digits ("104 s"); None for any other superscript (footnote marks, words),
+    which keeps its text."""
+    text, last = text.strip(), before[-1:]
+    if text and last and (last.isalnum() or last in ")]") and _POWER.fullmatch(text):
+        return "^" + text
+    return None
+
+
 def normalise_text(text: str | None) -> str:
     """Collapse runs of whitespace (including non-breaking spaces) to one space and strip.
 

@@ -12,7 +12,7 @@ from urllib.parse import quote, urljoin
 from lxml import etree
 
 from idx.errors import ArticleError
-from miners.articles.model import Article, Figure, clean_doi, normalise_text, parse_year
+from miners.articles.model import Article, Figure, clean_doi, normalise_text, parse_year, superscript
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ def text_of(element) -> str:
         if name and node.text:
             parts.append(node.text)
         for child in node:
-            if local(child) not in SKIP_TAGS:
+            if local(child) == "sup" and (power := superscript("".join(child.itertext()), "".join(parts[-3:]))):
+                parts.append(power)  # 10<sup>4</sup> s: "10^4 s", not "104 s"
+            elif local(child) not in SKIP_TAGS:
                 walk(child)
             if child.tail:
                 parts.append(child.tail)
