@@ -434,3 +434,31 @@ def test_numeric_superscripts_stay_exponents():
             '(x - 3)<sup>2</sup> of 10<sup>3</sup> particles.</p></caption><graphic xmlns:xlink='
             '"http://www.w3.org/1999/xlink" xlink:href="f1"/></fig></body></article>')
     assert read(jats.encode()).figures[0].caption == "Fit (x - 3)^2 of 10^3 particles."
+
+
+def test_jats_string_name_authors_and_fig_group_captions():
+    jats = ('<article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta><title-group>'
+            '<article-title>Clusters</article-title></title-group><contrib-group>'
+            '<contrib contrib-type="author"><name><surname>M\u00fcller</surname><given-names>Anna</given-names>'
+            '</name></contrib><contrib contrib-type="author"><string-name>Bob K. Lee</string-name></contrib>'
+            '</contrib-group></article-meta></front><body><fig-group id="FG1"><label>Figure 1</label>'
+            '<caption><p>Overview of the samples.</p></caption><fig id="F1a"><label>(a)</label><caption>'
+            '<p>TEM image of Au25 clusters.</p></caption><graphic xlink:href="f1a"/></fig>'
+            '<fig id="F1b"><label>(b)</label><caption><p>SEM image of the support.</p></caption>'
+            '<graphic xlink:href="f1b"/></fig></fig-group></body></article>')
+    article = read(jats.encode())
+    assert article.authors == ["Anna M\u00fcller", "Bob K. Lee"]
+    assert [(f.label, f.caption) for f in article.figures] == [
+        ("Figure 1 (a)", "Overview of the samples. TEM image of Au25 clusters."),
+        ("Figure 1 (b)", "Overview of the samples. SEM image of the support.")]
+
+
+@needs_fixtures
+def test_elsevier_graphical_abstract_is_no_figure():
+    raw = (FIXTURES / "elsevier" / "j.jnoncrysol.2017.07.006.xml").read_text(encoding="utf-8")
+    abstract = ('<ce:abstract class="graphical"><ce:abstract-sec><ce:simple-para><ce:figure id="f0099">'
+                '<ce:link locator="fx1"/></ce:figure></ce:simple-para></ce:abstract-sec></ce:abstract>')
+    marked = raw.replace("</ce:title>", "</ce:title>" + abstract, 1)
+    assert marked != raw
+    ids = [f.id for f in read(marked.encode()).figures]
+    assert "f0099" not in ids and len(ids) == len(read(raw.encode()).figures)

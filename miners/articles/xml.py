@@ -184,10 +184,11 @@ def _read_jats_root(root, base_url, image_url=None) -> Article:
             given = text_of(find_local(name, "given-names"))
             surname = text_of(find_local(name, "surname"))
             authors.append(normalise_text(f"{given} {surname}"))
-        else:
-            collab = find_local(contrib, "collab")
-            if collab is not None:
-                authors.append(text_of(collab))
+        else:  # a name in one string ("Bob K. Lee"), or a group
+            other = find_local(contrib, "string-name")
+            other = other if other is not None else find_local(contrib, "collab")
+            if other is not None:
+                authors.append(text_of(other))
     doi = clean_doi(ids.get("doi"))
     license_ = None
     lic = find_local(meta, "permissions", "license")
@@ -203,11 +204,19 @@ def _read_jats_root(root, base_url, image_url=None) -> Article:
     for number, fig in enumerate(iter_local(root, "fig"), start=1):
         graphic = next(iter_local(fig, "graphic"), None)
         href = graphic.get(XLINK_HREF) if graphic is not None else None
+        label, caption = text_of(find_local(fig, "label")), text_of(find_local(fig, "caption"))
+        group = fig.getparent()
+        if group is not None and local(group) == "fig-group":
+            # a figure of a <fig-group>: "Figure 1" and the group's caption belong to it too
+            group_label = text_of(next((c for c in group if local(c) == "label"), None))
+            group_caption = text_of(next((c for c in group if local(c) == "caption"), None))
+            label = normalise_text(f"{group_label} {label}") if group_label else label
+            caption = normalise_text(f"{group_caption} {caption}") if group_caption else caption
         figures.append(
             Figure(
                 id=fig.get("id") or f"fig{number}",
-                label=text_of(find_local(fig, "label")),
-                caption=text_of(find_local(fig, "caption")),
+                label=label,
+                caption=caption,
                 image=image_url(href, base_url, pmcid, doi) if image_url else graphic_url(href, base_url, pmcid),
             )
         )
@@ -254,6 +263,8 @@ def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
             objects[ref] = (pixels, url)
     figures = []
     for number, fig in enumerate(iter_local(root, "figure"), start=1):
+        if any(local(up) == "abstract" for up in fig.iterancestors()):
+            continue  # the graphical abstract's image: no figure of the article (as ACS's TOC image)
         link = find_local(fig, "link")
         locator = link.get("locator") if link is not None else None
         image = objects[locator][1] if locator in objects else None
