@@ -462,3 +462,14 @@ def test_elsevier_graphical_abstract_is_no_figure():
     assert marked != raw
     ids = [f.id for f in read(marked.encode()).figures]
     assert "f0099" not in ids and len(ids) == len(read(raw.encode()).figures)
+
+
+@needs_fixtures
+def test_a_cut_short_html_page_is_said_to_be(caplog):
+    raw = (FIXTURES / "nature" / "srep23945.html").read_bytes()
+    with caplog.at_level("WARNING", logger="miners.articles.html"):
+        read(raw)
+    assert "cut short" not in caplog.text
+    with caplog.at_level("WARNING", logger="miners.articles.html"):
+        article = read(raw[: len(raw) // 2], base_url="https://www.nature.com/articles/srep23945")
+    assert "cut short" in caplog.text and article.doi == "10.1038/srep23945"

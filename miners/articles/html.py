@@ -318,9 +318,15 @@ def read_html(data: bytes, base_url: str | None = None, name: str = "<bytes>") -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
         try:
-            soup = BeautifulSoup(decode_html(data), "lxml")
+            text = decode_html(data)
+            soup = BeautifulSoup(text, "lxml")
         except Exception as exc:  # lxml raises many parser error types
             raise ArticleError(f"{name}: cannot parse HTML ({exc}); re-download the page") from None
+    tail = text[-2048:].lower()
+    if "</html" not in tail and "</body" not in tail:
+        # HTML may leave both out, publishers' pages never do: most likely a download cut short
+        log.warning("%s: the page ends without </body> or </html>; it may be cut short (a partial "
+                    "download), so figures may be missing: download it again", name)
     meta = _meta(soup)
     doi = clean_doi(_first(meta, "citation_doi", "dc.identifier", "prism.doi", "doi", "dc.identifier.doi"))
     title = _first(meta, "citation_title", "dc.title", "og:title")
