@@ -473,3 +473,13 @@ def test_a_cut_short_html_page_is_said_to_be(caplog):
     with caplog.at_level("WARNING", logger="miners.articles.html"):
         article = read(raw[: len(raw) // 2], base_url="https://www.nature.com/articles/srep23945")
     assert "cut short" in caplog.text and article.doi == "10.1038/srep23945"
+
+
+def test_xml_html_entities_and_thin_spaces_keep_words_apart():
+    jats = ('<article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta><title-group>'
+            '<article-title>Caf&eacute; particles</article-title></title-group></article-meta></front><body>'
+            '<fig id="F1"><label>Figure 1</label><caption><p>HRTEM&nbsp;of a &ldquo;particle&rdquo; of '
+            '5&nbsp;&micro;m &amp; more.</p></caption><graphic xlink:href="f1"/></fig></body></article>')
+    article = read(jats.encode())
+    assert article.title == "Caf\u00e9 particles"
+    assert article.figures[0].caption == "HRTEM of a \u201cparticle\u201d of 5 \u00b5m & more."

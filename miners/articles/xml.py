@@ -5,6 +5,7 @@ Namespaces differ between sources, so elements are matched on their local name.
 """
 from __future__ import annotations
 
+import html.entities
 import logging
 import re
 from urllib.parse import quote, urljoin
@@ -35,9 +36,25 @@ def parse_xml(data: bytes, name: str) -> etree._ElementTree:
     """
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, recover=False)
     try:
-        return etree.fromstring(data, parser).getroottree()
+        return etree.fromstring(_html_entities_as_numbers(data), parser).getroottree()
     except etree.XMLSyntaxError as exc:
         raise ArticleError(f"{name}: malformed XML ({exc}); re-download the full text") from None
+
+
+_NAMED_ENTITY = re.compile(rb"&([A-Za-z][A-Za-z0-9]{1,31});")
+_XML_ENTITIES = {b"amp", b"lt", b"gt", b"quot", b"apos"}
+
+
+def _html_entities_as_numbers(data: bytes) -> bytes:
+    """``&nbsp;``, ``&ldquo;``, ``&micro;`` ... as character references: full texts use HTML's
+    named entities, which XML without their DTD (never fetched) leaves out, gluing the words
+    around them ("HRTEM&nbsp;of" read "HRTEMof")."""
+    def number(match):
+        name = match.group(1)
+        code = html.entities.name2codepoint.get(name.decode("ascii"))
+        return match.group(0) if code is None or name in _XML_ENTITIES else b"&#%d;" % code
+
+    return _NAMED_ENTITY.sub(number, data)
 
 
 def local(element) -> str:
@@ -80,7 +97,9 @@ def text_of(element) -> str:
         if name and node.text:
             parts.append(node.text)
         for child in node:
-            if local(child) == "sup" and (power := superscript("".join(child.itertext()), "".join(parts[-3:]))):
+            if local(child) == "hsp":  # Elsevier's thin space: "0.5<ce:hsp sp="0.25"/>nm"
+                parts.append(" ")
+            elif local(child) == "sup" and (power := superscript("".join(child.itertext()), "".join(parts[-3:]))):
                 parts.append(power)  # 10<sup>4</sup> s: "10^4 s", not "104 s"
             elif local(child) not in SKIP_TAGS:
                 walk(child)
