@@ -87,6 +87,9 @@ COLUMNS = (
 )
 
 
+SPARSE_LABEL_MAX = 1_000_000  # larger ids are renumbered before measuring (memory grows with the largest)
+
+
 def measure_particles(
     labels: np.ndarray,
     nm_per_px: float | None = None,
@@ -131,6 +134,12 @@ def measure_particles(
     labels = np.asarray(labels)
     _check_inputs(labels, nm_per_px, uncertainty, intensity)
     height, width = labels.shape
+    present = None
+    if labels.max() > SPARSE_LABEL_MAX:
+        # regionprops (find_objects) allocates per id up to the largest: ids 1 and 2**31 - 1 ran
+        # out of memory. Measure on consecutive ids, report the given ones.
+        present = np.unique(labels[labels > 0])
+        labels = np.where(labels > 0, np.searchsorted(present, labels) + 1, 0).astype(np.int32)
     regions = regionprops(labels)
     if not regions:
         table = _empty_table()
@@ -146,6 +155,8 @@ def measure_particles(
         row["intensity_mean"] = inten
         rows.append(row)
     table = pd.DataFrame(rows)
+    if present is not None:
+        table["label"] = present[table["label"].to_numpy() - 1]
     scale = float(nm_per_px) if nm_per_px is not None else math.nan
     table["units"] = "nm" if nm_per_px is not None else "px"
     table["nm_per_px"] = scale
@@ -204,7 +215,10 @@ def _measure_region(region, height: int, width: int) -> dict:
     feret_max_px = hull["feret_max"] if len(hull_points) >= 3 else float(region.feret_diameter_max)
     feret_min_px = hull["feret_min"]
     perimeter_px = float(perimeter_crofton(region.image, directions=4))
-    major, minor = float(region.axis_major_length), float(region.axis_minor_length)
+    # the ellipse of the same second moments, each pixel a unit square (variance 1/12 along each
+    # axis, as gyration_radius counts it): a 300 x 1 line is 300 long and 1 wide, not 346 x 0
+    low, high = np.clip(np.linalg.eigvalsh(np.asarray(region.inertia_tensor, float)), 0, None)
+    major, minor = 4 * math.sqrt(high + 1 / 12), 4 * math.sqrt(low + 1 / 12)
     coords = region.coords.astype(np.float64)
     gyration_px = math.sqrt(
         float(((coords - coords.mean(axis=0)) ** 2).sum(axis=1).mean()) + PIXEL_GYRATION_TERM
@@ -423,10 +437,19 @@ def _describe_sizes(diameters: np.ndarray) -> dict:
     }
 
 
+def histogram_range(values: np.ndarray) -> tuple[float, float]:
+    """The span of a size histogram: the values' range, or +-10 % around a single size (numpy
+    would span value +- 0.5 in whatever unit: negative sizes for particles of 0.05 nm)."""
+    low, high = float(np.min(values)), float(np.max(values))
+    if high - low <= 1e-9 * abs(high):
+        low, high = (0.9 * low, 1.1 * high) if high > 0 else (low - 0.5, high + 0.5)
+    return low, high
+
+
 def _histogram(diameters: np.ndarray, n_bins: int, unit: str) -> dict | None:
     if diameters.size == 0:
         return None
-    counts, edges = np.histogram(diameters, bins=n_bins)
+    counts, edges = np.histogram(diameters, bins=n_bins, range=histogram_range(diameters))
     return {"bin_edges": edges.tolist(), "counts": counts.tolist(), "unit": unit}
 
 

@@ -13,6 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from idx.particles import histogram_range
+
 logger = logging.getLogger(__name__)
 
 FIGURE_SIZE_IN = (5.0, 3.6)  # inches
@@ -58,7 +60,7 @@ def plot_size_histogram(diameters: np.ndarray, unit: str = "nm", bins: int = 20,
     if values.size == 0:
         axes.text(0.5, 0.5, "no particles", ha="center", va="center", transform=axes.transAxes)
     else:
-        axes.hist(values, bins=bins, color="0.6", edgecolor="0.2")
+        axes.hist(values, bins=bins, range=histogram_range(values), color="0.6", edgecolor="0.2")
         axes.axvline(values.mean(), color="tab:red", label=f"mean {values.mean():.3g} {unit}")
         axes.axvline(np.median(values), color="tab:blue", linestyle="--",
                      label=f"median {np.median(values):.3g} {unit}")

@@ -264,3 +264,32 @@ def test_measure_and_summarise_validate_their_inputs_and_keep_an_empty_panels_sc
     for shape in (50, (float("nan"), 50), (0, 10)):
         with pytest.raises(ValueError, match="labels_shape must be"):
             summarise_panel(empty, shape)
+
+
+def test_huge_label_ids_are_measured_without_huge_memory():
+    """regionprops allocates per id up to the largest: ids 1 and 2**31 - 1 raised MemoryError."""
+    labels = np.zeros((120, 120), np.int64)
+    labels[10:30, 10:30] = 1
+    labels[60:100, 50:100] = 2**31 - 1
+    uncertainty = np.where(labels == 1, 0.25, 0.5)
+    table = measure_particles(labels, uncertainty=uncertainty)
+    assert table["label"].tolist() == [1, 2**31 - 1] and table["area_px"].tolist() == [400, 2000]
+    assert table["uncertainty_mean"].tolist() == pytest.approx([0.25, 0.5])
+
+
+def test_a_histogram_of_one_size_spans_that_size_not_negative_ones():
+    labels = np.zeros((120, 120), np.int32)
+    for k, (r, c) in enumerate([(20, 20), (20, 60), (60, 20), (60, 60)], start=1):
+        labels[r - 3:r + 3, c - 3:c + 3] = k
+    summary = summarise_panel(measure_particles(labels, nm_per_px=0.01), labels.shape)
+    edges = summary["histogram"]["bin_edges"]
+    assert edges[0] > 0 and edges[0] < summary["diameter_mean_nm"] < edges[-1]
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5])
+def test_ellipse_aspect_ratio_of_thin_lines(width):
+    """Moments without the pixels' own extent gave NaN for a 1-px line and 173 for 300 x 2."""
+    labels = np.zeros((40, 360), np.int32)
+    labels[10:10 + width, 20:320] = 1
+    (ratio,) = measure_particles(labels)["ellipse_aspect_ratio"]
+    assert ratio == pytest.approx(300 / width, rel=0.01)
