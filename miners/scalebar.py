@@ -834,11 +834,12 @@ def _candidates_from_masks(gray: np.ndarray, masks: list[tuple]) -> list[dict]:
 
 
 def _longer_same_bar(other: dict, bar: dict) -> bool:
-    """``other`` is ``bar`` made longer: same polarity and rows (within 1 px), its columns
+    """``other`` is ``bar`` made longer: same polarity and the same rows (a label glyph touching
+    the bar makes its component a row taller or deeper: that is no longer bar), its columns
     spanning ``bar``'s and at least 3 px more, and a score at least 0.95 of ``bar``'s."""
     (r0, c0, r1, c1), (o_r0, o_c0, o_r1, o_c1) = bar["bbox"], other["bbox"]
     return (other is not bar and other["polarity"] == bar["polarity"]
-            and abs(o_r0 - r0) <= 1 and abs(o_r1 - r1) <= 1 and o_c0 <= c0 + 1 and o_c1 >= c1 - 1
+            and (o_r0, o_r1) == (r0, r1) and o_c0 <= c0 + 1 and o_c1 >= c1 - 1
             and other["length_px"] >= bar["length_px"] + 3 and other["score"] >= 0.95 * bar["score"])
 
 
