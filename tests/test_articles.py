@@ -483,3 +483,10 @@ def test_xml_html_entities_and_thin_spaces_keep_words_apart():
     article = read(jats.encode())
     assert article.title == "Caf\u00e9 particles"
     assert article.figures[0].caption == "HRTEM of a \u201cparticle\u201d of 5 \u00b5m & more."
+
+
+def test_a_page_that_is_no_article_is_said_to_be(caplog):
+    page = b"<html><head><title>Login</title></head><body><form><input name=user></form></body></html>"
+    with caplog.at_level("WARNING", logger="miners.articles.html"):
+        article = read(page, base_url="https://publisher.example/login")
+    assert article.figures == [] and "login" in caplog.text and "rather than the article" in caplog.text

@@ -357,6 +357,9 @@ def read_html(data: bytes, base_url: str | None = None, name: str = "<bytes>") -
     for number, figure in enumerate(figures, start=1):
         figure.id = figure.id or f"fig{number}"
     log.debug("%s: %s HTML, %d figures, base %s", name, publisher, len(figures), base)
+    if not figures and not doi and not any(key.startswith(("citation_", "dc.", "prism.")) for key in meta):
+        log.warning("%s: no figure and no article metadata (DOI, citation tags): is it a landing, "
+                    "login or cookie page rather than the article? Download the full text", name)
     return Article(doi=doi, title=title, journal=journal, year=year, authors=authors,
                    license=license_, figures=figures,
                    format="html" if publisher == "generic" else f"html-{publisher}")
