@@ -178,21 +178,36 @@ def panels(figure, caption, insets, no_labels, as_json):
 
 @cli.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--caption", help="The figure's caption: its stated scale ('Scale bar, 50 nm') is used "
+              "when the bar's label cannot be read, as `idx extract` does.")
 @json_option
-def scalebar(image, as_json):
+def scalebar(image, caption, as_json):
     """Find and read the scale bar of one micrograph.
 
     \b
         idx scalebar fig2b.png --json
+        idx scalebar fig2b.png --caption "TEM image of Au nanorods. Scale bar, 50 nm."
     """
+    from miners.captions import split_caption
     from miners.images import load_image
-    from miners.scalebar import read_scalebar
+    from miners.scalebar import find_bar_candidates, read_scalebar
 
-    result = read_scalebar(load_image(image)).to_dict()
+    array = load_image(image)
+    shared = split_caption(caption).get(None) if caption else None
+    stated = shared.scale if shared is not None else None
+    result = read_scalebar(array, caption_scale=stated).to_dict()
     if result["found"]:
         text = (f"{result['value']:g} {result['unit']} = {result['bar_px']:.1f} px -> "
                 f"{result['nm_per_px']:.4g} nm/px (source: {result['source']}, "
                 f"confidence {result['confidence']:.2f})")
     else:
-        text = "no scale bar found"
+        bars = [bar for bar in find_bar_candidates(array) if bar["score"] >= 0.5]
+        result["unread_bar_px"] = bars[0]["length_px"] if bars else None
+        if bars and stated is None:
+            text = (f"a bar of {bars[0]['length_px']:.1f} px was found but its label could not be read; "
+                    "give the caption's scale with --caption (e.g. \"Scale bar, 50 nm.\")")
+        elif bars:
+            text = f"a bar of {bars[0]['length_px']:.1f} px was found but its label could not be read"
+        else:
+            text = "no scale bar found"
     emit(result, as_json, text=text)

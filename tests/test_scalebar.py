@@ -255,14 +255,19 @@ def text_line(text: str, font_px: int = 28, ink: int = 255, ground: int = 60) ->
     return np.asarray(image)
 
 
+def ink_box(line: np.ndarray) -> tuple[int, int, int, int]:
+    """(row0, col0, row1, col1) of the light text of a :func:`text_line` image."""
+    rows, cols = np.nonzero(line > 160)
+    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+
+
 @pytest.mark.parametrize("text, has_descender", [("20 nm", False), ("20 µm", True),
                                                  ("1.0 µm", True), ("100 nm", False)])
 def test_micro_sign_told_from_n_by_its_descender(text, has_descender):
     from miners.scalebar import _unit_has_descender
 
     line = text_line(text)
-    rows, cols = np.nonzero(line > 160)
-    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    box = ink_box(line)
     assert _unit_has_descender(line, box, "light") is has_descender
 
 
@@ -270,8 +275,7 @@ def test_dropped_micro_sign_becomes_nm_without_descender():
     from miners.scalebar import _check_reading
 
     line = text_line("20 nm")
-    rows, cols = np.nonzero(line > 160)
-    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    box = ink_box(line)
     bar = {"polarity": "light", "length_px": 61.0}
     # tesseract reads "20 nm" as "20m"; the repair rules first make it 20 µm
     *_, parsed = _check_reading(line, (bar, "20m", box, 10.0, (20.0, "µm")))
@@ -284,8 +288,7 @@ def test_unit_prefix_told_by_glyph_shape(text, letter):
     from miners.scalebar import _unit_prefix
 
     line = text_line(text)
-    rows, cols = np.nonzero(line > 160)
-    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    box = ink_box(line)
     assert _unit_prefix(line, box) == letter
 
 
@@ -306,15 +309,13 @@ def test_nm_read_as_mm_stays_nm_by_its_glyphs():
     from miners.scalebar import _check_reading
 
     line = text_line("50 nm")
-    rows, cols = np.nonzero(line > 160)
-    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    box = ink_box(line)
     bar = {"polarity": "light", "length_px": 100.0}
     *_, parsed = _check_reading(line, (bar, "50 mm", box, 60.0, (50.0, "nm")))
     assert parsed == (50.0, "nm")
     # and a real "2 mm" read as such but drawn "2 nm" is put right
     line = text_line("2 nm")
-    rows, cols = np.nonzero(line > 160)
-    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    box = ink_box(line)
     *_, parsed = _check_reading(line, (bar, "2 mm", box, 60.0, (2.0, "mm")))
     assert parsed == (2.0, "nm")
 
@@ -376,8 +377,7 @@ def test_dropped_micro_sign_stays_micro_when_nm_is_implausible():
     from miners.scalebar import _check_reading
 
     line = text_line("20 nm")
-    rows, cols = np.nonzero(line > 160)
-    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    box = ink_box(line)
     bar = {"polarity": "light", "length_px": 61.0}
     # 0.1 nm over 61 px would be 0.0016 nm/px: below any micrograph, so the µm reading stays
     *_, parsed = _check_reading(line, (bar, "0.1m", box, 10.0, (0.1, "µm")))
@@ -477,12 +477,10 @@ def test_glyph_repair_inserts_point_and_fixes_eight():
     from miners.scalebar import _repair_digits
 
     line = text_line("1.0 µm")
-    rows, cols = np.nonzero(line > 160)
-    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    box = ink_box(line)
     assert _repair_digits(line, box, "10 µm", 10.0) == 1.0
     line = text_line("200 nm")
-    rows, cols = np.nonzero(line > 160)
-    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    box = ink_box(line)
     assert _repair_digits(line, box, "208 nm", 208.0) == 200.0  # the third glyph has one hole
     assert _repair_digits(line, box, "200 nm", 200.0) == 200.0  # nothing to repair
 
@@ -584,8 +582,7 @@ def test_text_ink_image_keeps_light_text_over_light_and_dark_grounds():
 def line_with_speck(text: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """A text line with a dot-sized speck on the baseline after the first digit, and its box."""
     line = text_line(text).copy()
-    rows, cols = np.nonzero(line > 160)
-    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    box = ink_box(line)
     digit_cols = np.flatnonzero((line[box[0]:box[2]] > 160).any(axis=0))
     first_end = digit_cols[np.flatnonzero(np.diff(digit_cols) > 1)[0]]
     baseline = int(np.flatnonzero((line[:, box[1]:first_end + 1] > 160).any(axis=1)).max()) + 1
@@ -1135,3 +1132,18 @@ def test_a_bar_cut_in_two_at_one_level_is_measured_whole():
     image[250:256, 234:260] = 244
     best = find_bar_candidates(image)[0]
     assert best["bbox"] == (250, 100, 256, 260) and best["length_px"] == pytest.approx(160, abs=0.5)
+
+
+def test_scalebar_cli_says_when_a_bar_has_no_readable_label_and_takes_a_caption(tmp_path):
+    image, _ = draw_scalebar(noisy_background(level=60), " ", 120, row=340, col=300, font_px=22)
+    path = tmp_path / "bar.png"
+    Image.fromarray(image).save(path)
+    runner = CliRunner()
+    plain = runner.invoke(cli, ["scalebar", str(path)])
+    assert plain.exit_code == 0 and "a bar of 120" in plain.output and "--caption" in plain.output
+    stated = runner.invoke(cli, ["scalebar", str(path), "--caption", "TEM image. Scale bar, 50 nm.", "--json"])
+    reading = json.loads(stated.output)
+    assert reading["source"] == "caption" and reading["nm_per_px"] == pytest.approx(50 / 120, rel=0.02)
+    blank = tmp_path / "blank.png"
+    Image.fromarray(noisy_background(level=60)).save(blank)
+    assert runner.invoke(cli, ["scalebar", str(blank)]).output.strip() == "no scale bar found"
