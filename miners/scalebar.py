@@ -1417,6 +1417,10 @@ def _parse_label(text: str) -> tuple[float, str] | None:
 def _fix_ocr(text: str) -> str:
     """Undo common tesseract misreadings in a scale label (``pm``/``ym``/``jim`` -> ``µm``, O -> 0)."""
     t = unicodedata.normalize("NFC", text).replace("\u03bc", "µ").replace("_", " ")  # "_": the bar
+    t = re.sub(r"(?<![\w.,])[Oo](?=\d)", "0", t)  # "o5 um"
+    # a leading "0" then a digit is a dropped point: no label reads "05 µm" ("o5 um" for "0.5 um")
+    t = re.sub(r"(?<![\w.,])0(\d)(?=\s*[a-zA-Zµ])", r"0.\1", t)
+    t = re.sub(r"(?<![\w.,]),(?=\d)", "", t)  # a speck before the number read as a comma: ",20nm"
     t = re.sub(r"(?<=\d)[Oo](?=\d|\s|[nµu])", "0", t)
     t = re.sub(r"\b[Oo](?=[.,]\d)", "0", t)
     t = re.sub(r"(?<=\d)[lI|](?=\d)", "1", t)

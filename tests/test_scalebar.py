@@ -1134,6 +1134,18 @@ def test_a_bar_cut_in_two_at_one_level_is_measured_whole():
     assert best["bbox"] == (250, 100, 256, 260) and best["length_px"] == pytest.approx(160, abs=0.5)
 
 
+@pytest.mark.parametrize("ocr, reading", [
+    ("o5 um", (0.5, "µm")),  # a dropped point: no label reads "05 µm" (was 5 µm)
+    ("05 um", (0.5, "µm")),
+    (",20nm ,", (20.0, "nm")),  # a speck read as a leading comma (was 0.2 nm)
+    ("0.5 um", (0.5, "µm")), ("500 nm", (500.0, "nm")), ("1O nm", (10.0, "nm")), ("2005 nm", (2005.0, "nm")),
+])
+def test_ocr_repairs_of_leading_zeros_and_commas(ocr, reading):
+    from miners.scalebar import _parse_label
+
+    assert _parse_label(ocr) == reading
+
+
 def test_scalebar_cli_says_when_a_bar_has_no_readable_label_and_takes_a_caption(tmp_path):
     image, _ = draw_scalebar(noisy_background(level=60), " ", 120, row=340, col=300, font_px=22)
     path = tmp_path / "bar.png"
