@@ -459,7 +459,7 @@ def _radial_distribution(particles, labels_shape, min_particles, nm_per_px):
 
     n = len(particles)
     if n < max(min_particles, 2):
-        return None, f"{n} particles, fewer than the {min_particles} needed for g(r)"
+        return None, f"{n} particle{'' if n == 1 else 's'}, fewer than the {min_particles} needed for g(r)"
     scale = nm_per_px or 1.0
     rows, cols = float(labels_shape[0]), float(labels_shape[1])
     centroids = particles[["centroid_col_px", "centroid_row_px"]].to_numpy(float)
