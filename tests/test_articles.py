@@ -490,3 +490,13 @@ def test_a_page_that_is_no_article_is_said_to_be(caplog):
     with caplog.at_level("WARNING", logger="miners.articles.html"):
         article = read(page, base_url="https://publisher.example/login")
     assert article.figures == [] and "login" in caplog.text and "rather than the article" in caplog.text
+
+
+def test_a_figure_shown_twice_on_a_page_is_one_figure():
+    figure = ('<figure id="{id}"><img src="{src}"><figcaption>Fig. 2. SEM image of films.</figcaption></figure>')
+    page = ('<html><head><meta name="citation_title" content="Films"></head><body>'
+            + figure.format(id="f2", src="fig2_thumb.jpg") + figure.format(id="f2dup", src="fig2_large.jpg")
+            + '<figure id="f3"><img src="f3.png"><figcaption>Fig. 3. TEM image.</figcaption></figure></body></html>')
+    figures = read(page.encode(), base_url="https://example.org/a/").figures
+    assert [(f.id, f.image) for f in figures] == [("f2", "https://example.org/a/fig2_large.jpg"),
+                                                  ("f3", "https://example.org/a/f3.png")]

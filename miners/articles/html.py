@@ -354,6 +354,7 @@ def read_html(data: bytes, base_url: str | None = None, name: str = "<bytes>") -
     figures = reader(soup, base)
     if not figures and reader is not _generic_figures:
         figures = _generic_figures(soup, base)
+    figures = _drop_repeats(figures)
     for number, figure in enumerate(figures, start=1):
         figure.id = figure.id or f"fig{number}"
     log.debug("%s: %s HTML, %d figures, base %s", name, publisher, len(figures), base)
@@ -363,6 +364,24 @@ def read_html(data: bytes, base_url: str | None = None, name: str = "<bytes>") -
     return Article(doi=doi, title=title, journal=journal, year=year, authors=authors,
                    license=license_, figures=figures,
                    format="html" if publisher == "generic" else f"html-{publisher}")
+
+
+_THUMBNAIL = re.compile(r"thumb|small|preview|_lw\d|/lw\d", re.IGNORECASE)
+
+
+def _drop_repeats(figures: list) -> list:
+    """One figure per label and caption: pages that show a figure twice (a thumbnail in the text,
+    the full size in a viewer) gave it twice; the first stays, with the image that is not a
+    thumbnail where one of them is."""
+    kept: dict[tuple, Figure] = {}
+    for figure in figures:
+        key = (figure.label, figure.caption)
+        if not figure.caption or key not in kept:
+            kept[key if figure.caption else (id(figure),)] = figure
+        elif figure.image and (not kept[key].image or _THUMBNAIL.search(kept[key].image)) \
+                and not _THUMBNAIL.search(figure.image):
+            kept[key].image = figure.image
+    return list(kept.values())
 
 
 def _author_name(name: str) -> str:
