@@ -24,6 +24,7 @@ BLOCK_TAGS = {
     "p", "div", "br", "li", "ul", "ol", "td", "th", "tr", "table", "figcaption", "section",
     "h1", "h2", "h3", "h4", "h5", "h6", "dd", "dt", "dl", "blockquote",
 }
+FOOTNOTE_MARK = re.compile(r"[a-z*\u2020\u2021\u00a7\u00b6#]")  # a, *, †, ‡, §, ¶, #
 SKIP_TAGS = {"script", "style", "noscript", "button", "svg", "math-renderer"}
 # Figure label at the start of a caption: "Figure 1", "Fig. 2", "Scheme 3", "Extended Data Fig. 4".
 LABEL = re.compile(
@@ -69,6 +70,9 @@ def html_text(node) -> str:
                 if child.name == "sup" and (power := superscript(child.get_text(), "".join(parts[-3:]))):
                     parts.append(power)  # 10<sup>4</sup> s: "10^4 s", not "104 s"
                     continue
+                if child.name == "sup" and FOOTNOTE_MARK.fullmatch(child.get_text().strip()) \
+                        and (not "".join(parts).strip() or "".join(parts[-3:])[-1:].isspace()):
+                    continue  # a footnote mark opening a note: "<sup>a</sup>Conditions" read "aConditions"
                 block = child.name in BLOCK_TAGS
                 if block:
                     parts.append(" ")
