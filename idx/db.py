@@ -463,9 +463,12 @@ class Database:
                               "WHERE doi IS NULL AND key LIKE 'doi:10.%'")
             self.conn.execute("DELETE FROM crawl_failures WHERE key IN (SELECT key FROM article_keys) "
                               "OR doi IN (SELECT doi FROM articles WHERE doi IS NOT NULL)")
+            for column in ("image_sha256", "shared_caption_words"):  # figures of older idx lack them
+                if column not in db.table("figures").columns_dict:
+                    db.table("figures").add_column(column, str)
             indexes = {
                 "articles": (["doi"], ["key"], ["year"]),
-                "figures": (["article_id"],),
+                "figures": (["article_id"], ["image_sha256"]),
                 "article_keys": (["article_id"],),
                 "crawl_failures": (["doi"],),
                 "panels": (["figure_id"], ["run_id"], ["technique"], ["diameter_mean_nm"]),
