@@ -551,15 +551,7 @@ class Database:
             _normalise_doi(key) if key and str(key).startswith("10.") else None)
         source_path = article.get("source_path") or article.get("path")
         url = article.get("url") or article.get("source_url")
-        if doi:
-            article_id = make_id("doi", doi)
-        elif key:
-            article_id = make_id("key", key)
-        elif source_path or url:
-            article_id = make_id("source", str(source_path or url))
-        else:
-            raise DatabaseError("article has no doi, key, source_path or url to identify it; "
-                                "pass at least one")
+        article_id = self.article_id_of(article, key)
         authors = article.get("authors")
         row = {
             "id": article_id, "key": key, "doi": doi, "title": article.get("title"),
@@ -729,6 +721,34 @@ class Database:
                  "first_failed_at", "last_failed_at")
         return [{**dict(zip(names, row)), "permanent": bool(row[5])} for row in rows]
 
+    @staticmethod
+    def article_id_of(article: dict, key: str | None = None) -> str:
+        """The id :meth:`add_article` gives ``article``: from its DOI, else its key, else its
+        source path or URL."""
+        article = _as_dict(article)
+        key = key or article.get("key")
+        doi = _normalise_doi(article.get("doi")) or (
+            _normalise_doi(key) if key and str(key).startswith("10.") else None)
+        source = article.get("source_path") or article.get("path") or article.get("url") \
+            or article.get("source_url")
+        if doi:
+            return make_id("doi", doi)
+        if key:
+            return make_id("key", key)
+        if source:
+            return make_id("source", str(source))
+        raise DatabaseError("article has no doi, key, source_path or url to identify it; pass at least one")
+
+    @staticmethod
+    def figure_id_of(article_id: str, figure: dict) -> str:
+        """The id :meth:`add_figure` gives ``figure`` of article ``article_id``."""
+        figure = _as_dict(figure)
+        figure_key = figure.get("id") or figure.get("label") or figure.get("image_url") \
+            or figure.get("image") or figure.get("image_path")
+        if not figure_key:
+            raise DatabaseError("figure has no id, label or image to identify it; pass one")
+        return make_id("figure", article_id, str(figure_key))
+
     def add_figure(self, article_id: str, figure: dict) -> str:
         """Store (or update) a figure of a stored article; returns the figure id.
 
@@ -744,11 +764,9 @@ class Database:
             label owns, for ``material``).
         """
         figure = _as_dict(figure)
+        figure_id = self.figure_id_of(article_id, figure)
         figure_key = figure.get("id") or figure.get("label") or figure.get("image_url") \
             or figure.get("image") or figure.get("image_path")
-        if not figure_key:
-            raise DatabaseError("figure has no id, label or image to identify it; pass one")
-        figure_id = make_id("figure", article_id, str(figure_key))
         image_path = figure.get("image_path") or figure.get("image")
         row = {"id": figure_id, "article_id": article_id, "figure_key": str(figure_key),
                "label": figure.get("label"), "caption": figure.get("caption"),
@@ -774,21 +792,56 @@ class Database:
             row = self.conn.execute("SELECT image_sha256 FROM figures WHERE id = ?", [figure_id]).fetchone()
         return row[0] if row else None
 
+    # a micrograph stored as itself (idx extract IMAGE), not as a figure of an article
+    _STANDALONE = "(a.doi IS NULL AND a.key IS NULL AND a.source_path = f.image_path)"
+
     def figure_with_image(self, image_sha256: str, run_id: str) -> dict | None:
-        """``{"id", "image_path", "panels"}`` of a stored figure with these pixels and panels of
-        this run (the same micrograph at another path: a moved, renamed or copied file)."""
+        """``{"id", "image_path", "panels", "standalone"}`` of a stored figure with these pixels
+        and panels of this run (the same micrograph at another path, or as an article's figure
+        and as a file of its own); ``standalone``: stored as a micrograph file, not an article's
+        figure. Article figures come first."""
         if not self._has_column("figures", "image_sha256"):
             return None
         with self._errors("look up a figure"):
             row = self.conn.execute(
-                "SELECT f.id, f.image_path, COUNT(pa.id) FROM figures f JOIN panels pa ON pa.figure_id = f.id "
-                "WHERE f.image_sha256 = ? AND pa.run_id = ? GROUP BY f.id ORDER BY f.rowid LIMIT 1",
-                [image_sha256, run_id]).fetchone()
-        return None if row is None else dict(zip(("id", "image_path", "panels"), row))
+                f"SELECT f.id, f.image_path, COUNT(pa.id), {self._STANDALONE} FROM figures f "
+                "JOIN articles a ON a.id = f.article_id JOIN panels pa ON pa.figure_id = f.id "
+                "WHERE f.image_sha256 = ? AND pa.run_id = ? GROUP BY f.id "
+                f"ORDER BY {self._STANDALONE}, f.rowid LIMIT 1", [image_sha256, run_id]).fetchone()
+        return None if row is None else dict(zip(("id", "image_path", "panels", "standalone"),
+                                                 (*row[:3], bool(row[3]))))
+
+    def stale_figures_at(self, image_path: str, image_sha256: str) -> list[str]:
+        """Micrograph files stored from ``image_path`` with other pixels: the file was replaced
+        since (also after a move had re-pointed an older figure there)."""
+        if not self._has_column("figures", "image_sha256"):
+            return []
+        with self._errors("look up a figure"):
+            return [r[0] for r in self.conn.execute(
+                f"SELECT f.id FROM figures f JOIN articles a ON a.id = f.article_id WHERE f.image_path = ? "
+                f"AND f.image_sha256 IS NOT NULL AND f.image_sha256 != ? AND {self._STANDALONE}",
+                [str(image_path), image_sha256])]
+
+    def drop_figure(self, figure_id: str) -> int:
+        """Delete a figure with its panels (all runs), and its article when no other figure or
+        crawl key keeps it; returns the number of panels deleted."""
+        dropped = self.drop_figure_panels(figure_id)
+        with self._errors(f"remove figure {figure_id}"), self._write():
+            row = self.conn.execute("SELECT article_id FROM figures WHERE id = ?", [figure_id]).fetchone()
+            self.conn.execute("DELETE FROM figures WHERE id = ?", [figure_id])
+            if row is not None:
+                self.conn.execute(
+                    "DELETE FROM articles WHERE id = ? AND NOT EXISTS (SELECT 1 FROM figures WHERE article_id = ?) "
+                    "AND NOT EXISTS (SELECT 1 FROM article_keys WHERE article_id = ?)", [row[0]] * 3)
+        return dropped
 
     def set_figure_image_path(self, figure_id: str, image_path: str) -> None:
-        """Point a stored figure at its image's new place (a moved file)."""
+        """Point a stored figure at its image's new place (a moved file); a micrograph stored as
+        itself has its article's ``source_path`` moved with it."""
         with self._errors("update a figure"), self._write():
+            self.conn.execute("UPDATE articles SET source_path = ? WHERE source_path = (SELECT image_path "
+                              "FROM figures WHERE id = ?) AND id = (SELECT article_id FROM figures WHERE id = ?)",
+                              [str(image_path), figure_id, figure_id])
             self.conn.execute("UPDATE figures SET image_path = ? WHERE id = ?", [str(image_path), figure_id])
 
     def drop_figure_panels(self, figure_id: str) -> int:
@@ -1014,7 +1067,7 @@ class Database:
         if doi:
             where.append("a.doi = ?")
             params.append(_normalise_doi(doi))
-        if run:
+        if run is not None:  # "" is no run: an error, not every run
             where.append("pa.run_id = ?")
             params.append(self.resolve_run(run))
         if panel:

@@ -18,6 +18,7 @@ from urllib.request import url2pathname
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from idx.errors import DatabaseError, IdxError, ImageError
 
@@ -492,12 +493,11 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
                           min_instance_px=min_instance_px, compile=compile, zoom=zoom, edges=edges,
                           smooth=smooth)
     results = []
-    bar = tqdm(desc="panels", unit="panel", disable=not progress)
-    for figure in iter_sources(source, caption, figure_dir):
-        for panel in extractor.panels_of(figure):
-            results.append(extractor.process(figure, panel))
-            bar.update()
-    bar.close()
+    with logging_redirect_tqdm(), tqdm(desc="panels", unit="panel", disable=not progress) as bar:
+        for figure in iter_sources(source, caption, figure_dir):
+            for panel in extractor.panels_of(figure):
+                results.append(extractor.process(figure, panel))
+                bar.update()
     return Extraction(results, extractor.run)
 
 
@@ -544,7 +544,9 @@ def extract_to_db(source, db_path, *, segmenter=None, weights=None, device="cpu"
               "particles": 0}
     failures = []
     panel_dir = default_panel_dir(db_path)
-    with Database(db_path) as db, tqdm(desc="panels", unit="panel", disable=not progress) as bar:
+    # warnings go above the progress bar, each on its line (they were glued to the bar's)
+    with Database(db_path) as db, logging_redirect_tqdm(), \
+            tqdm(desc="panels", unit="panel", disable=not progress) as bar:
         run_id = db.start_run(**extractor.run)
         try:
             _extract_figures(db, run_id, extractor, iter_db_figures(db, failures=failures) if source is None
@@ -561,18 +563,30 @@ def _extract_figures(db, run_id: str, extractor: Extractor, figures, panel_dir: 
     for figure in figures:
         counts["figures"] += 1
         digest = image_digest(figure.image)
+        same = db.figure_with_image(digest, run_id)  # these pixels, stored by this run already
         if figure.single and figure.figure.get("image"):  # a micrograph file, not an article's figure
-            same = db.figure_with_image(digest, run_id)
-            if same is not None and same["image_path"] != figure.figure["image"]:
-                # the same pixels stored from another path: a moved, renamed or copied file
-                log.info("%s: the same image as %s, already stored; skipped", figure.figure["image"],
-                         same["image_path"])
-                if same["image_path"] and not Path(same["image_path"]).exists():
-                    db.set_figure_image_path(same["id"], figure.figure["image"])  # moved
+            path = figure.figure["image"]
+            for stale in db.stale_figures_at(path, digest):  # the file was replaced since
+                log.warning("%s: the image changed since it was stored; its earlier panels removed", path)
+                db.drop_figure(stale)
+            if same is not None and not (same["standalone"] and same["image_path"] == path):
+                # an article's figure, or the same file at another path (moved, renamed, copied)
+                log.info("%s: the same image as %s, already stored; skipped", path, same["image_path"])
+                if same["standalone"] and same["image_path"] and not Path(same["image_path"]).exists():
+                    db.set_figure_image_path(same["id"], path)  # moved
                 counts["skipped"] += same["panels"]
                 continue
-        article_id = db.add_article(_article_record(figure))
-        figure_id = db.add_figure(article_id, _figure_record(figure) | {"image_sha256": digest})
+        elif same is not None and same["standalone"]:
+            # stored before as a file of its own: the article's figure (caption, DOI) replaces it
+            log.info("%s: stored before as a micrograph of its own; now as a figure of its article",
+                     same["image_path"])
+            db.drop_figure(same["id"])
+        article_record, figure_record = _article_record(figure), _figure_record(figure) | {"image_sha256": digest}
+        if (figure.single and same is not None and same["standalone"]
+                and same["id"] != db.figure_id_of(db.article_id_of(article_record), figure_record)):
+            figure_id = same["id"]  # this file's figure, stored from where the file was before a move
+        else:
+            figure_id = db.add_figure(db.add_article(article_record), figure_record)
         for panel in extractor.panels_of(figure):
             bar.update()
             stored = db.stored_panel(run_id, figure_id, panel["bbox"])

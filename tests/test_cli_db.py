@@ -369,6 +369,7 @@ def test_readers_say_when_several_runs_are_pooled(tmp_path, caplog):
     unknown = run("query", path, "--run", "nosuch")
     assert unknown.exit_code == 1 and "'nosuch' is no run" in unknown.output and runs[0] in unknown.output
     assert run("plot", path, "--all", "--run", "nosuch", "-o", tmp_path / "n.png").exit_code == 1
+    assert run("query", path, "--run", "").exit_code == 1  # an empty id is no run, not every run
     assert not (tmp_path / "n.png").exists()
     short = run("query", path, "--format", "csv", "--run", runs[1][:6])
     assert len(pd.read_csv(io.StringIO(short.stdout))) == len(table)

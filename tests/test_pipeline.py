@@ -391,8 +391,9 @@ def test_a_moved_or_copied_micrograph_is_not_stored_again(segmenter, tmp_path):
     copied = extract_to_db(tmp_path / "copy", db_path, segmenter=segmenter, progress=False)
     (old / "m.png").rename(tmp_path / "moved.png")
     moved = extract_to_db(tmp_path / "moved.png", db_path, segmenter=segmenter, progress=False)
-    assert first["panels"] == 1 and copied["panels"] == moved["panels"] == 0
-    assert copied["skipped"] == moved["skipped"] == 1
+    again = extract_to_db(tmp_path / "moved.png", db_path, segmenter=segmenter, progress=False)
+    assert first["panels"] == 1 and copied["panels"] == moved["panels"] == again["panels"] == 0
+    assert copied["skipped"] == moved["skipped"] == again["skipped"] == 1  # also once it is re-pointed
     with Database(db_path) as db:
         assert db.conn.execute("SELECT COUNT(*) FROM panels").fetchone()[0] == 1
         assert db.conn.execute("SELECT COUNT(*) FROM particles").fetchone()[0] == first["particles"]
@@ -462,3 +463,35 @@ def test_a_database_write_error_names_the_figure_being_stored(segmenter, tmp_pat
     monkeypatch.setattr(Database, "add_panel", full)
     with pytest.raises(DatabaseError, match=r"m\.png panel \?: cannot store panel .*disk is full"):
         extract_to_db(tmp_path / "m.png", tmp_path / "p.db", segmenter=segmenter, progress=False)
+
+
+@pytest.mark.parametrize("article_first", [True, False])
+def test_an_image_extracted_alone_and_as_its_articles_figure_is_stored_once(segmenter, tmp_path, article_first):
+    """Separate runs on the saved page's folder and on its image alone stored the image twice,
+    once without DOI or caption; the article's figure is the one kept, in either order."""
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    Image.fromarray(micrograph(3)).save(folder / "fig1.png")
+    _saved_page(folder, ["https://publisher.example/fig1.png"])
+    db_path = tmp_path / "p.db"
+    for source in ([folder, folder / "fig1.png"] if article_first else [folder / "fig1.png", folder]):
+        extract_to_db(source, db_path, segmenter=segmenter, progress=False)
+    with Database(db_path) as db:
+        rows = db.conn.execute("SELECT a.doi, f.caption FROM panels p JOIN figures f ON f.id = p.figure_id "
+                               "JOIN articles a ON a.id = f.article_id").fetchall()
+        articles = db.conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+    assert rows == [("10.1000/gold.1", "TEM image of gold nanoparticles.")] and articles == 1
+
+
+def test_a_file_replaced_after_a_move_loses_the_moved_figures_panels(segmenter, tmp_path):
+    db_path = tmp_path / "p.db"
+    Image.fromarray(micrograph(1)).save(tmp_path / "a.png")
+    extract_to_db(tmp_path / "a.png", db_path, segmenter=segmenter, progress=False)
+    (tmp_path / "a.png").rename(tmp_path / "b.png")  # moved: the stored figure now points at b.png
+    extract_to_db(tmp_path / "b.png", db_path, segmenter=segmenter, progress=False)
+    Image.fromarray(micrograph(2)).save(tmp_path / "b.png")  # then replaced by another micrograph
+    second = extract_to_db(tmp_path / "b.png", db_path, segmenter=segmenter, progress=False)
+    with Database(db_path) as db:
+        figures = db.conn.execute("SELECT COUNT(*) FROM figures").fetchone()[0]
+        particles = db.conn.execute("SELECT COUNT(*) FROM particles").fetchone()[0]
+    assert figures == 1 and particles == second["particles"]
