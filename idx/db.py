@@ -778,7 +778,7 @@ class Database:
             # the file was replaced by another image: what was measured on the old one goes
             dropped = self.drop_figure_panels(figure_id)
             logger.warning("%s: the image changed since it was stored; its %d earlier panel(s) removed",
-                        image_path or figure_key, dropped)
+                           image_path or figure_key, dropped)
         with self._errors(f"add figure {figure_key}"):
             self.db.table("figures").upsert(
                 {k: v for k, v in row.items() if v is not None}, pk="id", alter=True)
