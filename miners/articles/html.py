@@ -336,6 +336,9 @@ def read_html(data: bytes, base_url: str | None = None, name: str = "<bytes>") -
     title = _first(meta, "citation_title", "dc.title", "og:title")
     page_title = html_text(soup.title) if soup.title else ""
     title = title or page_title or None
+    heading = re.sub(r"[\s\u2020\u2021\u00a7\u00b6*]+$", "", html_text(soup.find("h1")) if soup.find("h1") else "")
+    if title and heading and heading != title and re.sub(r"\s", "", heading) == re.sub(r"\s", "", title):
+        title = heading  # the page's own heading spaces formulas right: "Ni12P5", not "Ni 12 P 5"
     journal = _first(meta, "citation_journal_title", "prism.publicationname", "citation_journal_abbrev")
     match = re.search(r" - ([^-]+?) \((?:ACS|Wiley) [^)]*\)$", page_title)
     if not journal and match:  # ACS: "<title> - Journal of Medicinal Chemistry (ACS Publications)"
