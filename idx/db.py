@@ -848,10 +848,15 @@ class Database:
         """Delete every panel of a figure (all runs), with its particles and maps; returns how many.
         For a figure whose image changed since they were measured."""
         with self._errors(f"remove the panels of figure {figure_id}"), self._write():
-            ids = [r[0] for r in self.conn.execute("SELECT id FROM panels WHERE figure_id = ?", [figure_id])]
+            rows = self.conn.execute("SELECT id, image_path FROM panels WHERE figure_id = ?", [figure_id]).fetchall()
             for table, column in (("particles", "panel_id"), ("panel_maps", "panel_id"), ("panels", "id")):
-                self.conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", [[i] for i in ids])
-        return len(ids)
+                self.conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", [[i] for i, _ in rows])
+            crops = {path for _, path in rows if path} - {
+                r[0] for r in self.conn.execute("SELECT DISTINCT image_path FROM panels WHERE image_path IS NOT NULL")}
+        for crop in crops:  # the crops no other panel shows (content-named, shared between runs)
+            with contextlib.suppress(OSError):  # a crop that cannot be removed only takes space
+                Path(crop).unlink(missing_ok=True)
+        return len(rows)
 
     def drop_run_if_empty(self, run_id: str) -> bool:
         """Delete a run that stored no panel (an extraction that failed or found nothing)."""

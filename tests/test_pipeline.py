@@ -415,6 +415,7 @@ def test_a_replaced_image_file_replaces_its_panels(segmenter, tmp_path, caplog):
         particles = db.conn.execute("SELECT COUNT(*) FROM particles").fetchone()[0]
         maps = db.conn.execute("SELECT COUNT(*) FROM panel_maps").fetchone()[0]
     assert [p[1] for p in panels] == [192] and particles == second["particles"] and maps == 1
+    assert len(list((tmp_path / "p-panels").glob("*.png"))) == 1  # the old crop went with its panel
 
 
 def test_a_failed_extraction_leaves_no_empty_run(segmenter, tmp_path):
