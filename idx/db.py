@@ -844,6 +844,12 @@ class Database:
                               [str(image_path), figure_id, figure_id])
             self.conn.execute("UPDATE figures SET image_path = ? WHERE id = ?", [str(image_path), figure_id])
 
+    def set_figure_caption(self, figure_id: str, caption: str, shared_caption_words: str | None = None) -> None:
+        """Give a stored figure a caption (and the words of it no panel label owns)."""
+        with self._errors("update a figure"), self._write():
+            self.conn.execute("UPDATE figures SET caption = ?, shared_caption_words = ? WHERE id = ?",
+                              [caption, shared_caption_words, figure_id])
+
     def drop_figure_panels(self, figure_id: str) -> int:
         """Delete every panel of a figure (all runs), with its particles and maps; returns how many.
         For a figure whose image changed since they were measured."""

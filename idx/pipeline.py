@@ -571,11 +571,13 @@ def _extract_figures(db, run_id: str, extractor: Extractor, figures, panel_dir: 
                 db.drop_figure(stale)
             if same is not None and not (same["standalone"] and same["image_path"] == path):
                 # an article's figure, or the same file at another path (moved, renamed, copied)
-                log.info("%s: the same image as %s, already stored; skipped", path, same["image_path"])
                 if same["standalone"] and same["image_path"] and not Path(same["image_path"]).exists():
                     db.set_figure_image_path(same["id"], path)  # moved
-                counts["skipped"] += same["panels"]
-                continue
+                if not (same["standalone"] and figure.caption):
+                    log.info("%s: the same image as %s, already stored; skipped", path, same["image_path"])
+                    counts["skipped"] += same["panels"]
+                    continue
+                # the same micrograph given a caption now: its stored panels take it (below)
         elif same is not None and same["standalone"]:
             # stored before as a file of its own: the article's figure (caption, DOI) replaces it
             log.info("%s: stored before as a micrograph of its own; now as a figure of its article",
@@ -585,6 +587,8 @@ def _extract_figures(db, run_id: str, extractor: Extractor, figures, panel_dir: 
         if (figure.single and same is not None and same["standalone"]
                 and same["id"] != db.figure_id_of(db.article_id_of(article_record), figure_record)):
             figure_id = same["id"]  # this file's figure, stored from where the file was before a move
+            if figure_record.get("caption"):  # or a copy of it, given a caption now
+                db.set_figure_caption(figure_id, figure_record["caption"], figure_record.get("shared_caption_words"))
         else:
             figure_id = db.add_figure(db.add_article(article_record), figure_record)
         for panel in extractor.panels_of(figure):

@@ -496,3 +496,20 @@ def test_a_file_replaced_after_a_move_loses_the_moved_figures_panels(segmenter, 
         figures = db.conn.execute("SELECT COUNT(*) FROM figures").fetchone()[0]
         particles = db.conn.execute("SELECT COUNT(*) FROM particles").fetchone()[0]
     assert figures == 1 and particles == second["particles"]
+
+
+def test_a_copy_given_a_caption_updates_the_stored_micrograph(segmenter, tmp_path):
+    """A copy extracted with a new --caption was skipped as already stored, losing the caption."""
+    Image.fromarray(micrograph(1)).save(tmp_path / "x.png")
+    db_path = tmp_path / "p.db"
+    extract_to_db(tmp_path / "x.png", db_path, segmenter=segmenter, progress=False)
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "y.png").write_bytes((tmp_path / "x.png").read_bytes())
+    report = extract_to_db(tmp_path / "copy" / "y.png", db_path, segmenter=segmenter, progress=False,
+                           caption="TEM image of gold nanoparticles.")
+    assert report["updated"] == 1
+    with Database(db_path) as db:
+        rows = db.conn.execute("SELECT p.technique, f.caption FROM panels p JOIN figures f ON f.id = p.figure_id"
+                               ).fetchall()
+        found = db.particles(material="gold")
+    assert rows == [("TEM", "TEM image of gold nanoparticles.")] and len(found) == report["particles"]
