@@ -61,8 +61,8 @@ import logging
 import math
 import os
 import re
-import unicodedata
 import sqlite3
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -551,7 +551,15 @@ class Database:
             _normalise_doi(key) if key and str(key).startswith("10.") else None)
         source_path = article.get("source_path") or article.get("path")
         url = article.get("url") or article.get("source_url")
-        article_id = self.article_id_of(article, key)
+        if doi:
+            article_id = make_id("doi", doi)
+        elif key:
+            article_id = make_id("key", key)
+        elif source_path or url:
+            article_id = make_id("source", str(source_path or url))
+        else:
+            raise DatabaseError("article has no doi, key, source_path or url to identify it; "
+                                "pass at least one")
         authors = article.get("authors")
         row = {
             "id": article_id, "key": key, "doi": doi, "title": article.get("title"),
@@ -721,34 +729,6 @@ class Database:
                  "first_failed_at", "last_failed_at")
         return [{**dict(zip(names, row)), "permanent": bool(row[5])} for row in rows]
 
-    @staticmethod
-    def article_id_of(article: dict, key: str | None = None) -> str:
-        """The id :meth:`add_article` gives ``article``: from its DOI, else its key, else its
-        source path or URL."""
-        article = _as_dict(article)
-        key = key or article.get("key")
-        doi = _normalise_doi(article.get("doi")) or (
-            _normalise_doi(key) if key and str(key).startswith("10.") else None)
-        source = article.get("source_path") or article.get("path") or article.get("url") \
-            or article.get("source_url")
-        if doi:
-            return make_id("doi", doi)
-        if key:
-            return make_id("key", key)
-        if source:
-            return make_id("source", str(source))
-        raise DatabaseError("article has no doi, key, source_path or url to identify it; pass at least one")
-
-    @staticmethod
-    def figure_id_of(article_id: str, figure: dict) -> str:
-        """The id :meth:`add_figure` gives ``figure`` of article ``article_id``."""
-        figure = _as_dict(figure)
-        figure_key = figure.get("id") or figure.get("label") or figure.get("image_url") \
-            or figure.get("image") or figure.get("image_path")
-        if not figure_key:
-            raise DatabaseError("figure has no id, label or image to identify it; pass one")
-        return make_id("figure", article_id, str(figure_key))
-
     def add_figure(self, article_id: str, figure: dict) -> str:
         """Store (or update) a figure of a stored article; returns the figure id.
 
@@ -764,17 +744,20 @@ class Database:
             label owns, for ``material``).
         """
         figure = _as_dict(figure)
-        figure_id = self.figure_id_of(article_id, figure)
         figure_key = figure.get("id") or figure.get("label") or figure.get("image_url") \
             or figure.get("image") or figure.get("image_path")
+        if not figure_key:
+            raise DatabaseError("figure has no id, label or image to identify it; pass one")
+        figure_id = make_id("figure", article_id, str(figure_key))
         image_path = figure.get("image_path") or figure.get("image")
         row = {"id": figure_id, "article_id": article_id, "figure_key": str(figure_key),
                "label": figure.get("label"), "caption": figure.get("caption"),
                "image_path": str(image_path) if image_path else None,
                "image_url": figure.get("image_url"), "image_sha256": figure.get("image_sha256"),
                "shared_caption_words": figure.get("shared_caption_words")}
-        before = self.figure_image_sha256(figure_id) if row["image_sha256"] else None
-        if before is not None and before != row["image_sha256"]:
+        with self._errors(f"add figure {figure_key}"):
+            stored = self.conn.execute("SELECT image_sha256 FROM figures WHERE id = ?", [figure_id]).fetchone()
+        if row["image_sha256"] and stored and stored[0] and stored[0] != row["image_sha256"]:
             # the file was replaced by another image: what was measured on the old one goes
             dropped = self.drop_figure_panels(figure_id)
             logger.warning("%s: the image changed since it was stored; its %d earlier panel(s) removed",
@@ -784,14 +767,6 @@ class Database:
                 {k: v for k, v in row.items() if v is not None}, pk="id", alter=True)
         return figure_id
 
-    def figure_image_sha256(self, figure_id: str) -> str | None:
-        """The pixel digest (``idx.pipeline.image_digest``) the figure was stored with, if any."""
-        if not self._has_column("figures", "image_sha256"):  # made by an older idx
-            return None
-        with self._errors("look up a figure"):
-            row = self.conn.execute("SELECT image_sha256 FROM figures WHERE id = ?", [figure_id]).fetchone()
-        return row[0] if row else None
-
     # a micrograph stored as itself (idx extract IMAGE), not as a figure of an article
     _STANDALONE = "(a.doi IS NULL AND a.key IS NULL AND a.source_path = f.image_path)"
 
@@ -800,8 +775,6 @@ class Database:
         and panels of this run (the same micrograph at another path, or as an article's figure
         and as a file of its own); ``standalone``: stored as a micrograph file, not an article's
         figure. Article figures come first."""
-        if not self._has_column("figures", "image_sha256"):
-            return None
         with self._errors("look up a figure"):
             row = self.conn.execute(
                 f"SELECT f.id, f.image_path, COUNT(pa.id), {self._STANDALONE} FROM figures f "
@@ -814,8 +787,6 @@ class Database:
     def stale_figures_at(self, image_path: str, image_sha256: str) -> list[str]:
         """Micrograph files stored from ``image_path`` with other pixels: the file was replaced
         since (also after a move had re-pointed an older figure there)."""
-        if not self._has_column("figures", "image_sha256"):
-            return []
         with self._errors("look up a figure"):
             return [r[0] for r in self.conn.execute(
                 f"SELECT f.id FROM figures f JOIN articles a ON a.id = f.article_id WHERE f.image_path = ? "

@@ -564,33 +564,34 @@ def _extract_figures(db, run_id: str, extractor: Extractor, figures, panel_dir: 
         counts["figures"] += 1
         digest = image_digest(figure.image)
         same = db.figure_with_image(digest, run_id)  # these pixels, stored by this run already
+        figure_id = None
         if figure.single and figure.figure.get("image"):  # a micrograph file, not an article's figure
             path = figure.figure["image"]
             for stale in db.stale_figures_at(path, digest):  # the file was replaced since
                 log.warning("%s: the image changed since it was stored; its earlier panels removed", path)
                 db.drop_figure(stale)
-            if same is not None and not (same["standalone"] and same["image_path"] == path):
-                # an article's figure, or the same file at another path (moved, renamed, copied)
-                if same["standalone"] and same["image_path"] and not Path(same["image_path"]).exists():
-                    db.set_figure_image_path(same["id"], path)  # moved
-                if not (same["standalone"] and figure.caption):
+            if same is not None:
+                elsewhere = same["image_path"] != path  # stored from another path
+                if elsewhere and same["standalone"] and not Path(same["image_path"]).exists():
+                    db.set_figure_image_path(same["id"], path)  # the file was moved here
+                if not same["standalone"] or elsewhere and not figure.caption:
+                    # an article's figure stays the one; a moved, renamed or copied file is done
                     log.info("%s: the same image as %s, already stored; skipped", path, same["image_path"])
                     counts["skipped"] += same["panels"]
                     continue
-                # the same micrograph given a caption now: its stored panels take it (below)
+                # this file's figure (also when stored before a move), or a copy given a caption now
+                figure_id = same["id"]
+                if figure.caption:
+                    record = _figure_record(figure)
+                    db.set_figure_caption(figure_id, record["caption"], record.get("shared_caption_words"))
         elif same is not None and same["standalone"]:
             # stored before as a file of its own: the article's figure (caption, DOI) replaces it
             log.info("%s: stored before as a micrograph of its own; now as a figure of its article",
                      same["image_path"])
             db.drop_figure(same["id"])
-        article_record, figure_record = _article_record(figure), _figure_record(figure) | {"image_sha256": digest}
-        if (figure.single and same is not None and same["standalone"]
-                and same["id"] != db.figure_id_of(db.article_id_of(article_record), figure_record)):
-            figure_id = same["id"]  # this file's figure, stored from where the file was before a move
-            if figure_record.get("caption"):  # or a copy of it, given a caption now
-                db.set_figure_caption(figure_id, figure_record["caption"], figure_record.get("shared_caption_words"))
-        else:
-            figure_id = db.add_figure(db.add_article(article_record), figure_record)
+        if figure_id is None:
+            figure_id = db.add_figure(db.add_article(_article_record(figure)),
+                                      _figure_record(figure) | {"image_sha256": digest})
         for panel in extractor.panels_of(figure):
             bar.update()
             stored = db.stored_panel(run_id, figure_id, panel["bbox"])
