@@ -12,6 +12,7 @@ Units are normalised to ``pm``, ``Å``, ``nm``, ``µm`` (U+00B5 MICRO SIGN) or `
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -456,13 +457,14 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
         return bar, text, text_box, ocr_conf, None
     value, unit = parsed
     fixed = _fix_ocr(text)
+    # the unit's letters, found once and only when a rule below asks for their shape
+    unit_glyphs = functools.cache(lambda: _unit_glyphs(gray, text_box, _digit_count(fixed)))
     if unit == "µm" and text_box is not None and _DROPPED_MICRO_RE.search(text):
         # "20 nm" and "2.0 µm" both come out of tesseract as "20m"; a micro sign has a descender
         # (a "p" has one too, and a closed bowl: "500 pm" also comes out as "500m")
-        if (_unit_has_descender(gray, text_box, bar["polarity"], _digit_count(fixed)) is False
-                and is_plausible_scale(value, "nm", bar["length_px"])):
+        if _descends(unit_glyphs()) is False and is_plausible_scale(value, "nm", bar["length_px"]):
             unit = "nm"
-        elif _unit_prefix(gray, text_box, _digit_count(fixed)) == "p":
+        elif _first_letter(unit_glyphs()) == "p":
             unit = "pm"
     said = re.search(r"\d\s*([pPmM])[mM]\b", text)
     if said and text_box is not None:
@@ -470,7 +472,7 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
         # where the glyphs can be told apart, their shape decides between those two only: "500
         # pm" and "5 mm" bars exist
         choices = {"p": {"p": "pm", "µ": "µm"}, "m": {"m": "mm", "n": "nm"}}[said.group(1).lower()]
-        shape_unit = choices.get(_unit_prefix(gray, text_box, _digit_count(fixed)))
+        shape_unit = choices.get(_first_letter(unit_glyphs()))
         if shape_unit is not None and shape_unit != unit:
             log.debug("scale bar: %r read as %s by the glyphs' shape, not %s", text, shape_unit, unit)
             unit = shape_unit
@@ -649,28 +651,31 @@ def _unit_has_descender(gray: np.ndarray, box: tuple[int, int, int, int],
     cannot be isolated (touching glyphs, tiny text) or, given ``n_digits`` (the OCR's), when a
     different number of digit glyphs is found (text merged with the texture behind it).
     """
-    found = _unit_glyphs(gray, box, n_digits)
+    return _descends(_unit_glyphs(gray, box, n_digits))
+
+
+def _descends(found: tuple | None) -> bool | None:
+    """:func:`_unit_has_descender` of :func:`_unit_glyphs`' result."""
     if found is None:
         return None
     _, unit, cap_h, baseline = found
     return unit[0][0].stop >= baseline + max(2.0, 0.15 * cap_h)
 
 
-def _unit_prefix(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int | None = None) -> str | None:
+def _first_letter(found: tuple | None) -> str | None:
     """The first letter of the unit as its shape says: ``"µ"``, ``"p"``, ``"n"`` or ``"m"``; None
-    when the letters cannot be isolated (see :func:`_unit_has_descender`) or the shape is unclear.
+    when :func:`_unit_glyphs` found no letters (``found`` None) or the shape is unclear.
 
     Tesseract reads a micro sign as ``p`` and an ``n`` as ``m``, so ``pm`` and ``mm`` are taken
     for ``µm`` and ``nm`` (:func:`_fix_ocr`); the glyphs tell them apart where the text is big
     enough: ``µ`` and ``p`` reach below the baseline and only ``p`` closes a bowl (a hole); an
     ``m`` is as wide as the ``m`` after it, an ``n`` at most three quarters of it.
     """
-    found = _unit_glyphs(gray, box, n_digits)
     if found is None:
         return None
-    ink, unit, cap_h, baseline = found
+    ink, unit, _, _ = found
     first = unit[0]
-    if first[0].stop >= baseline + max(2.0, 0.15 * cap_h):
+    if _descends(found):
         return "p" if _count_holes(ink[first]) >= 1 else "µ"
     if len(unit) < 2:
         return None

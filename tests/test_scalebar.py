@@ -285,11 +285,11 @@ def test_dropped_micro_sign_becomes_nm_without_descender():
 @pytest.mark.parametrize("text, letter", [("500 pm", "p"), ("500 µm", "µ"), ("5 nm", "n"), ("5 mm", "m"),
                                            ("0.5 µm", "µ"), ("200 pm", "p")])
 def test_unit_prefix_told_by_glyph_shape(text, letter):
-    from miners.scalebar import _unit_prefix
+    from miners.scalebar import _first_letter, _unit_glyphs
 
     line = text_line(text)
     box = ink_box(line)
-    assert _unit_prefix(line, box) == letter
+    assert _first_letter(_unit_glyphs(line, box)) == letter
 
 
 @needs_tesseract
