@@ -67,12 +67,13 @@ def html_text(node) -> str:
             elif isinstance(child, Tag):
                 if child.name in SKIP_TAGS:
                     continue
-                if child.name == "sup" and (power := superscript(child.get_text(), "".join(parts[-3:]))):
-                    parts.append(power)  # 10<sup>4</sup> s: "10^4 s", not "104 s"
-                    continue
-                if child.name == "sup" and FOOTNOTE_MARK.fullmatch(child.get_text().strip()) \
-                        and (not "".join(parts).strip() or "".join(parts[-3:])[-1:].isspace()):
-                    continue  # a footnote mark opening a note: "<sup>a</sup>Conditions" read "aConditions"
+                if child.name == "sup":
+                    mark, before = child.get_text(), "".join(parts[-3:])
+                    if power := superscript(mark, before):
+                        parts.append(power)  # 10<sup>4</sup> s: "10^4 s", not "104 s"
+                        continue
+                    if FOOTNOTE_MARK.fullmatch(mark.strip()) and (not before or before[-1].isspace()):
+                        continue  # a footnote mark opening a note: "<sup>a</sup>Conditions" read "aConditions"
                 block = child.name in BLOCK_TAGS
                 if block:
                     parts.append(" ")
@@ -336,7 +337,7 @@ def read_html(data: bytes, base_url: str | None = None, name: str = "<bytes>") -
     title = _first(meta, "citation_title", "dc.title", "og:title")
     page_title = html_text(soup.title) if soup.title else ""
     title = title or page_title or None
-    heading = re.sub(r"[\s\u2020\u2021\u00a7\u00b6*]+$", "", html_text(soup.find("h1")) if soup.find("h1") else "")
+    heading = re.sub(r"[\s\u2020\u2021\u00a7\u00b6*]+$", "", html_text(soup.find("h1")))  # html_text(None) is ""
     if title and heading and heading != title and re.sub(r"\s", "", heading) == re.sub(r"\s", "", title):
         title = heading  # the page's own heading spaces formulas right: "Ni12P5", not "Ni 12 P 5"
     journal = _first(meta, "citation_journal_title", "prism.publicationname", "citation_journal_abbrev")
