@@ -203,11 +203,7 @@ def scalebar(image, caption, as_json):
     else:
         bars = [bar for bar in find_bar_candidates(array) if bar["score"] >= 0.5]
         result["unread_bar_px"] = bars[0]["length_px"] if bars else None
-        if bars and stated is None:
-            text = (f"a bar of {bars[0]['length_px']:.1f} px was found but its label could not be read; "
-                    "give the caption's scale with --caption (e.g. \"Scale bar, 50 nm.\")")
-        elif bars:
-            text = f"a bar of {bars[0]['length_px']:.1f} px was found but its label could not be read"
-        else:
-            text = "no scale bar found"
+        text = "no scale bar found" if not bars else (
+            f"a bar of {bars[0]['length_px']:.1f} px was found but its label could not be read"
+            + ("" if stated else "; give the caption's scale with --caption (e.g. \"Scale bar, 50 nm.\")"))
     emit(result, as_json, text=text)
