@@ -208,9 +208,14 @@ class Segmentation:
         return int(self.labels.max())
 
     def to_dict(self) -> dict:
+        """JSON-ready summary; ``params.tu`` is None unless the t_u filter ran (``params`` itself
+        keeps the card's value: it is part of the stored runs' identity)."""
+        params = dict(self.params)
+        if params.get("filter_kind", "mi") != "mi":
+            params["tu"] = None
         return {"count": self.count, "n_removed": self.n_removed, "shape": list(self.labels.shape), "zoom": self.zoom,
                 "instance_uncertainty": [round(float(u), 6) for u in self.instance_uncertainty],
-                "params": self.params}
+                "params": params}
 
 
 def prepare_image(image: np.ndarray) -> np.ndarray:

@@ -257,6 +257,12 @@ def test_segment_command_follows_the_card_and_no_tta_turns_augmentation_off(tmp_
     assert default.exit_code == 0 and plain.exit_code == 0, default.output + plain.output
     tta = json.loads(default.stdout)["params"]["tta"]
     assert tta == tuned_params().get("tta", False) and json.loads(plain.stdout)["params"]["tta"] is False
+    # t_u is reported only where the uncertainty filter ran, not beside the learned filter
+    params = json.loads(default.stdout)["params"]
+    assert params["filter_kind"] == "learned" and params["tu"] is None
+    with_tu = runner.invoke(cli, ["segment", str(path), "--mc-samples", "2", "--tu", "0.03", "--json"])
+    assert json.loads(with_tu.stdout)["params"] == {**json.loads(with_tu.stdout)["params"],
+                                                    "filter_kind": "mi", "tu": 0.03}
     assert Image.open(tmp_path / "labels.png").size == (128, 96)
     overlay = Path(json.loads(default.stdout)["overlay_png"])
     assert overlay == tmp_path / "labels-overlay.png"
