@@ -163,7 +163,11 @@ def measure_particles(
     table["area_nm2"] = table["area_px"] * scale**2
     for name in LENGTH_COLUMNS:
         table[f"{name}_nm"] = table[f"{name}_px"] * scale
-    return table[list(COLUMNS)]
+    table = table[list(COLUMNS)]
+    # kept on every table (pandas carries attrs through filters): a selection left empty still
+    # knows its scale for summarise_panel
+    table.attrs["nm_per_px"] = None if nm_per_px is None else float(nm_per_px)
+    return table
 
 
 def _check_inputs(labels: np.ndarray, nm_per_px, uncertainty, intensity) -> None:

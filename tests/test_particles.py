@@ -147,6 +147,18 @@ def test_empty_labels_give_empty_table_with_columns():
     assert summary["count"] == 0 and summary["rdf"] is None and summary["histogram"] is None
 
 
+def test_a_selection_left_empty_keeps_the_scale():
+    """Filtering a measured table down to nothing (``table[table.area_px > big]``) still
+    summarises in nm: the scale goes with the table, not with its rows."""
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:15, 5:15] = 1
+    table = measure_particles(labels, nm_per_px=2.5)
+    summary = summarise_panel(table[table["area_px"] > 10_000], labels.shape)
+    assert summary["count"] == 0 and summary["units"] == "nm" and summary["nm_per_px"] == 2.5
+    unscaled = measure_particles(labels)
+    assert summarise_panel(unscaled[unscaled["area_px"] > 10_000], labels.shape)["units"] == "px"
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"labels": np.zeros((4, 4, 3), np.int32)}, "2-D"),
     ({"labels": np.zeros((4, 4), np.float32)}, "integer"),
