@@ -337,12 +337,15 @@ class ParticleSegmenter:
         tuned = tuned_params(self.weights_path) if self.weights_path else {}
         self.tu = tuned.get("tu", TU_DEFAULT) if tu is None else tu
         self.mc_samples, self.filter = mc_samples, filter and mc_samples > 1
+        # said once, at the first image segmented (a run whose panels are all skipped says nothing)
+        self._one_sample_warning = None
         if tu is not None and filter and mc_samples <= 1:
-            log.warning("t_u %g ignored: one sample (mc_samples 1) has no Monte-Carlo uncertainty to "
-                        "filter on; give --mc-samples 2 or more", tu)
+            self._one_sample_warning = (f"t_u {tu:g} ignored: one sample (mc_samples 1) has no Monte-Carlo "
+                                        "uncertainty to filter on; give --mc-samples 2 or more")
         elif filter and mc_samples <= 1:
-            log.warning("the false-positive filter is off at mc_samples 1 (no Monte-Carlo uncertainty to "
-                        "filter on): expect more false particles; give --mc-samples 2 or more")
+            self._one_sample_warning = ("the false-positive filter is off at mc_samples 1 (no Monte-Carlo "
+                                        "uncertainty to filter on): expect more false particles; give "
+                                        "--mc-samples 2 or more")
         self.instance_filter: InstanceFilter | None = tuned.get("instance_filter") if tu is None else None
         self.bf16, self.size = bf16, size
         # the clustering tuned with the filter in use: the t_u sweep's when tu is given, else the
@@ -553,6 +556,9 @@ class ParticleSegmenter:
         -------
         Segmentation at the input resolution.
         """
+        if self._one_sample_warning:
+            log.warning("%s", self._one_sample_warning)
+            self._one_sample_warning = None
         array = np.asarray(image)
         height, width = array.shape[:2]
         zoom = self.choose_zoom(array)

@@ -574,19 +574,28 @@ def test_cli_refuses_bad_numbers_and_outputs_before_any_work(tmp_path, args, mat
 
 
 def test_a_tu_with_one_sample_is_said_to_be_ignored(caplog):
+    """Said once, when the first image is segmented: a run that segments nothing (every panel
+    skipped as not EM) says nothing."""
     torch.manual_seed(0)
+    image = np.zeros((64, 64), np.uint8)
     with caplog.at_level("WARNING", logger="models.infer"):
         one = ParticleSegmenter(model=BPartIS(), mc_samples=1, tu=0.04, size=64)
-    assert not one.filter and "t_u 0.04 ignored" in caplog.text
+    assert not one.filter and not caplog.text
+    with caplog.at_level("WARNING", logger="models.infer"):
+        one.segment(image)
+        one.segment(image)
+    assert caplog.text.count("t_u 0.04 ignored") == 1
     caplog.clear()
     with caplog.at_level("WARNING", logger="models.infer"):
-        ParticleSegmenter(model=BPartIS(), mc_samples=1, filter=False, size=64)
-        ParticleSegmenter(model=BPartIS(), mc_samples=2, tu=0.04, size=64)
-        ParticleSegmenter(model=BPartIS(), mc_samples=2, size=64)
+        for seg in (ParticleSegmenter(model=BPartIS(), mc_samples=1, filter=False, size=64),
+                    ParticleSegmenter(model=BPartIS(), mc_samples=2, tu=0.04, size=64),
+                    ParticleSegmenter(model=BPartIS(), mc_samples=2, size=64)):
+            seg.segment(image)
     assert "ignored" not in caplog.text and "filter is off" not in caplog.text
     # the default filter asked for at one sample: it is off too, and said to be
     with caplog.at_level("WARNING", logger="models.infer"):
         one = ParticleSegmenter(model=BPartIS(), mc_samples=1, size=64)
+        one.segment(image)
     assert not one.filter and one.params["filter_kind"] == "none"
     assert "false-positive filter is off at mc_samples 1" in caplog.text
 
