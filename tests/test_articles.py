@@ -1,6 +1,7 @@
 """Tests of miners.articles: real publisher documents, synthetic PDFs, bad input, EM captions."""
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -500,3 +501,57 @@ def test_a_figure_shown_twice_on_a_page_is_one_figure():
     figures = read(page.encode(), base_url="https://example.org/a/").figures
     assert [(f.id, f.image) for f in figures] == [("f2", "https://example.org/a/fig2_large.jpg"),
                                                   ("f3", "https://example.org/a/f3.png")]
+
+
+# --------------------------------------------------------------------- XML figure image links
+ELSEVIER_XML = FIXTURES / "elsevier" / "j.jnoncrysol.2017.07.006.xml"
+ELSEVIER_API = "https://api.elsevier.com/content/object/eid/1-s2.0-S0022309317303496-{}?httpAccept=%2A%2F%2A"
+
+
+@needs_fixtures
+def test_elsevier_figure_takes_its_high_res_rendition_even_without_sizes():
+    """The renditions were told apart by width x height only: without them the first listed, the
+    ~200 px thumbnail, was the figure's image."""
+    raw = ELSEVIER_XML.read_text(encoding="utf-8")
+    unsized = re.sub(r' (?:width|height)="\d+"', "", raw)
+    assert unsized.count("<object ") == raw.count("<object ") and "width=" not in unsized
+    figures = read(unsized.encode()).figures
+    assert [f.image for f in figures] == [ELSEVIER_API.format(f"gr{n}_lrg.jpg") for n in range(1, 14)]
+    assert [f.note for f in figures] == [None] * 13
+    # a figure whose only listed rendition is the thumbnail keeps it, and says so
+    better = r'<object ref="gr2" category="(?:standard|high)"[^>]*>[^<]*</object>'
+    thumbnail_only = read(re.sub(better, "", raw).encode()).figures[1]
+    assert thumbnail_only.image == ELSEVIER_API.format("gr2.sml")
+    assert "only a thumbnail (202x164 px)" in thumbnail_only.note
+
+
+@needs_fixtures
+def test_elsevier_figure_of_several_images_keeps_every_image():
+    """Only the first <ce:link> of a figure was read: its other images were lost, silently."""
+    raw = ELSEVIER_XML.read_text(encoding="utf-8")
+    link = re.search(r'<ce:link id="lk0005" locator="gr1"[^>]*/>', raw).group(0)
+    objects = "".join(re.findall(r'<object ref="gr1" [^>]*>[^<]*</object>', raw))
+    two_images = raw.replace(link, link + link.replace("gr1", "gr1b").replace("lk0005", "lk0005b"), 1)
+    two_images = two_images.replace("<objects>", "<objects>" + objects.replace("gr1", "gr1b"), 1)
+    original = read(raw.encode()).figures
+    figures = read(two_images.encode()).figures
+    assert len(figures) == len(original) + 1
+    first, second = figures[:2]
+    assert (first.id, second.id) == ("f0005-gr1", "f0005-gr1b")
+    assert first.label == second.label == "Fig. 1" and first.caption == second.caption == original[0].caption
+    assert (first.image, second.image) == (ELSEVIER_API.format("gr1_lrg.jpg"), ELSEVIER_API.format("gr1b_lrg.jpg"))
+    assert first.note.startswith("image 1 of 2 of Fig. 1") and second.note.startswith("image 2 of 2 of Fig. 1")
+    assert "the caption describes all of them" in second.to_dict()["note"]
+    assert [f.to_dict() for f in figures[2:]] == [f.to_dict() for f in original[1:]]
+
+
+@needs_fixtures
+def test_elsevier_formula_image_in_a_caption_is_no_image_of_the_figure():
+    """The first <ce:link> anywhere in the figure was its image: an inline formula image in the
+    caption (no figure rendition) left the figure without one."""
+    raw = ELSEVIER_XML.read_text(encoding="utf-8")
+    para = '<ce:simple-para id="sp0005" view="all">'
+    formula = para + '<ce:inline-figure><ce:link locator="si1"/></ce:inline-figure>'
+    figure = read(raw.replace(para, formula, 1).encode()).figures[0]
+    assert (figure.id, figure.image) == ("f0005", ELSEVIER_API.format("gr1_lrg.jpg"))
+    assert figure.caption == read(raw.encode()).figures[0].caption

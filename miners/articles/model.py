@@ -29,6 +29,10 @@ class Figure:
     bbox : list of float or None
         ``[x0, y0, x1, y1]`` of the figure region on its page, in PDF points from the top-left
         corner (PDFs only).
+    note : str or None
+        What to know about ``image`` when it is not simply the image the source links to: one
+        of several separate images sharing the caption, a URL built from the publisher's pattern,
+        only a thumbnail, or why there is no image. None when there is nothing to say.
     """
 
     id: str
@@ -37,12 +41,15 @@ class Figure:
     image: str | None = None
     page: int | None = None
     bbox: list[float] | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict:
         out = {"id": self.id, "label": self.label, "caption": self.caption, "image": self.image}
         if self.page is not None:
             out["page"] = self.page
             out["bbox"] = self.bbox
+        if self.note:
+            out["note"] = self.note
         return out
 
 

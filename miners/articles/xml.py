@@ -254,8 +254,20 @@ def _read_jats_root(root, base_url, image_url=None) -> Article:
 def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
     """Article from an Elsevier full-text API response (``<full-text-retrieval-response>``).
 
-    Each ``<ce:figure>`` links to its image through ``<ce:link locator="gr1">``; the image URL is
-    the ``<object ref="gr1">`` with the most pixels (the ``IMAGE-HIGH-RES`` rendition).
+    Each ``<ce:figure>`` links to its image through ``<ce:link locator="gr1">``; the API lists
+    every rendition of that image in ``<objects>`` as ``<object ref="gr1">``: a thumbnail
+    (``IMAGE-THUMBNAIL``, ~200 px), a downsampled one (``IMAGE-DOWNSAMPLED``) and, for most
+    articles, a high-resolution one (``IMAGE-HIGH-RES``, ``..._lrg.jpg``). The figure's image is
+    the best rendition for measuring particles: high-resolution before downsampled before
+    thumbnail (by ``type``, else ``category``), then the most pixels; a figure whose only listed
+    rendition is a thumbnail keeps it, with a note saying so.
+
+    A ``<ce:figure>`` with several ``<ce:link>`` is made of several separate images (not
+    renditions of one). Each becomes its own :class:`Figure`, in document order, with the
+    figure's label and caption (the caption describes all of them), the id ``"<figure id>-<locator>"``
+    and a note "image 2 of 3 of Fig. 4 ...": every image is measured, none is lost, and the shared
+    caption is not mistaken for a caption of that image alone. Links inside the caption (an
+    inline formula image) are not images of the figure.
     """
     root = tree.getroot()
     core = find_local(root, "coredata")
@@ -269,34 +281,27 @@ def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
     for creator in fields.get("creator", []):
         surname, _, given = creator.partition(",")
         authors.append(normalise_text(f"{given} {surname}"))
-    objects: dict[str, tuple[int, str]] = {}
-    for obj in iter_local(root, "object"):
-        ref, url = obj.get("ref"), normalise_text(obj.text)
-        if not ref or not url or obj.get("type", "").upper() == "ALTIMG":
-            continue
-        try:
-            pixels = int(obj.get("width", 0)) * int(obj.get("height", 0))
-        except ValueError:
-            pixels = 0
-        if ref not in objects or pixels > objects[ref][0]:
-            objects[ref] = (pixels, url)
+    renditions = _elsevier_renditions(root)
     figures = []
     for number, fig in enumerate(iter_local(root, "figure"), start=1):
         if any(local(up) == "abstract" for up in fig.iterancestors()):
             continue  # the graphical abstract's image: no figure of the article (as ACS's TOC image)
-        link = find_local(fig, "link")
-        locator = link.get("locator") if link is not None else None
-        image = objects[locator][1] if locator in objects else None
-        if image and base_url and not image.startswith("http"):
-            image = urljoin(base_url, image)
-        figures.append(
-            Figure(
-                id=fig.get("id") or f"fig{number}",
-                label=text_of(find_local(fig, "label")),
-                caption=text_of(find_local(fig, "caption")),
-                image=image,
-            )
-        )
+        fig_id = fig.get("id") or f"fig{number}"
+        label, caption = text_of(find_local(fig, "label")), text_of(find_local(fig, "caption"))
+        locators = list(dict.fromkeys(link.get("locator") for link in _figure_links(fig)))
+        if not locators:
+            figures.append(Figure(id=fig_id, label=label, caption=caption, image=None,
+                                  note="the figure links no image (no <ce:link locator>)"))
+            continue
+        for part, locator in enumerate(locators, start=1):
+            image, note = _elsevier_image(locator, renditions, base_url)
+            figure = Figure(id=fig_id, label=label, caption=caption, image=image, note=note)
+            if len(locators) > 1:
+                figure.id = f"{fig_id}-{locator}"
+                figure.note = normalise_text(
+                    f"image {part} of {len(locators)} of {label or fig_id} (locator {locator}), "
+                    f"each a figure of its own; the caption describes all of them. {note or ''}")
+            figures.append(figure)
     return Article(
         doi=clean_doi(first("doi") or first("identifier")),
         title=first("title") or None,
@@ -307,3 +312,62 @@ def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
         figures=figures,
         format="elsevier-xml",
     )
+
+
+# Elsevier renditions of one image, worst to best for measuring: thumbnail, downsampled, high-res.
+_RENDITION_RANK = {"IMAGE-THUMBNAIL": 0, "THUMBNAIL": 0, "IMAGE-DOWNSAMPLED": 1, "STANDARD": 1,
+                   "IMAGE-HIGH-RES": 2, "HIGH": 2}
+# Parts of a <ce:figure> whose <ce:link>s are no image of the figure (inline formula images).
+_FIGURE_TEXT_TAGS = {"caption", "label", "legend", "alt-text", "source", "copyright", "inline-figure"}
+
+
+def _elsevier_renditions(root) -> dict[str, tuple[str, int, int, int]]:
+    """Best image rendition of each ``<object ref>``: ``ref -> (url, rank, width_px, height_px)``.
+
+    Rank is that of the ``type`` (else ``category``) in ``_RENDITION_RANK`` (1 when unknown);
+    among equal ranks the most pixels win, then the first listed. Formula images (``ALTIMG``)
+    and non-image objects (supplementary PDFs, videos) are left out.
+    """
+    best: dict[str, tuple[str, int, int, int]] = {}
+    for obj in iter_local(root, "object"):
+        ref, url = obj.get("ref"), normalise_text(obj.text)
+        kind, mime = obj.get("type", "").upper(), obj.get("mimetype", "image/").lower()
+        if not ref or not url or kind == "ALTIMG" or not mime.startswith("image/"):
+            continue
+        rank = _RENDITION_RANK.get(kind, _RENDITION_RANK.get(obj.get("category", "").upper(), 1))
+        try:
+            width_px, height_px = int(obj.get("width", 0)), int(obj.get("height", 0))
+        except ValueError:
+            width_px = height_px = 0
+        if ref not in best or (rank, width_px * height_px) > (best[ref][1], best[ref][2] * best[ref][3]):
+            best[ref] = (url, rank, width_px, height_px)
+    return best
+
+
+def _figure_links(fig) -> list:
+    """The ``<ce:link locator>`` elements naming images of a ``<ce:figure>``, in document order."""
+    links = []
+    for link in iter_local(fig, "link"):
+        inside = []
+        for up in link.iterancestors():
+            if up is fig:
+                break
+            inside.append(local(up))
+        if link.get("locator") and not _FIGURE_TEXT_TAGS.intersection(inside):
+            links.append(link)
+    return links
+
+
+def _elsevier_image(locator: str, renditions: dict, base_url: str | None) -> tuple[str | None, str | None]:
+    """URL of the image ``locator`` names and a note on it (None when it is the high-resolution or
+    downsampled rendition the document lists)."""
+    if locator in renditions:
+        url, rank, width_px, height_px = renditions[locator]
+        if base_url and not url.startswith("http"):
+            url = urljoin(base_url, url)
+        if rank == 0:
+            size = f" ({width_px}x{height_px} px)" if width_px and height_px else ""
+            return url, (f"only a thumbnail{size} of {locator} is listed in <objects>; small "
+                         "particles may be unmeasurable on it")
+        return url, None
+    return None, None
