@@ -555,3 +555,21 @@ def test_elsevier_formula_image_in_a_caption_is_no_image_of_the_figure():
     figure = read(raw.replace(para, formula, 1).encode()).figures[0]
     assert (figure.id, figure.image) == ("f0005", ELSEVIER_API.format("gr1_lrg.jpg"))
     assert figure.caption == read(raw.encode()).figures[0].caption
+
+
+@needs_fixtures
+def test_springer_jats_without_the_api_wrapper_links_its_figures():
+    """Springer's JATS without the API's <response> wrapper is read as plain JATS, which knew
+    only PMC's figure folder: every figure image was None."""
+    raw = (FIXTURES / "springer" / "spr_test1.xml").read_text(encoding="utf-8")
+    bare = '<?xml version="1.0"?>\n' + raw[raw.index("<article "):raw.index("</article>") + len("</article>")]
+    article = read(bare.encode())
+    want = EXPECTED["springer/spr_test1.xml"]
+    assert article.format == "jats" and article.doi == want["doi"]
+    assert [f.image for f in article.figures] == [f["image"] for f in want["figures"]]
+    assert article.figures[0].image.endswith("art%3A10.1186%2Fs11671-021-03631-x/MediaObjects/11671_2021_3631_Fig1_HTML.png")
+    # as for the wrapped form, a page it was saved from resolves its links; an API endpoint does not
+    mirrored = read(bare.encode(), base_url="https://mirror.example.org/s11671/").figures[0].image
+    assert mirrored == "https://mirror.example.org/s11671/MediaObjects/11671_2021_3631_Fig1_HTML.png"
+    api = read(bare.encode(), base_url="https://example.org/api/v1/jats?doi=10.1186/s11671-021-03631-x")
+    assert api.figures[0].image == want["figures"][0]["image"]

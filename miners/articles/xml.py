@@ -142,13 +142,20 @@ def graphic_url(href: str | None, base_url: str | None, pmcid: str | None) -> st
 def read_jats(tree, base_url: str | None = None) -> Article:
     """Article from a JATS/NLM XML document (PMC ``.nxml``, Europe PMC ``fullTextXML``, bioRxiv).
 
+    A Springer Nature article's own JATS (``<graphic xlink:href="MediaObjects/...">``, what the
+    Springer API serves, here without the API's ``<response>`` wrapper) gets the figure URLs of
+    :func:`read_springer_xml`, built from the href and the DOI; PMC's copies of such articles
+    name their figures without ``MediaObjects/`` and keep the Europe PMC links.
+
     Parameters
     ----------
     tree : lxml ElementTree
     base_url : str, optional
         URL the document came from; relative figure links are resolved against it.
     """
-    return _read_jats_root(_jats_article(tree.getroot()), base_url)
+    article = _jats_article(tree.getroot())
+    image_url = _springer_media_or_graphic_url if _is_springer_nature(article) else None
+    return _read_jats_root(article, base_url, image_url=image_url)
 
 
 def read_springer_xml(tree, base_url: str | None = None) -> Article:
@@ -157,16 +164,41 @@ def read_springer_xml(tree, base_url: str | None = None) -> Article:
     Relative ``MediaObjects/...`` links become ``media.springernature.com/full/...`` URLs, the
     largest rendition Springer serves, unless ``base_url`` is given.
     """
-    article = _jats_article(tree.getroot())
-
-    def springer_url(href, base, pmcid, doi):
-        if href and not re.match(r"^[a-z]+://", href) and doi and not (base and not _API_HOST.search(base)):
-            return SPRINGER_MEDIA.format(doi=quote(doi, safe=""), href=href.lstrip("/"))
-        return graphic_url(href, base, pmcid)
-
-    result = _read_jats_root(article, base_url, image_url=springer_url)
+    result = _read_jats_root(_jats_article(tree.getroot()), base_url, image_url=springer_media_url)
     result.format = "springer-xml"
     return result
+
+
+def springer_media_url(href: str | None, base_url: str | None, pmcid: str | None, doi: str | None) -> str | None:
+    """Springer's static-content URL of a relative ``<graphic xlink:href>``:
+    ``SPRINGER_MEDIA`` with the article's DOI, unless ``base_url`` is a page to resolve it
+    against (then, and without a DOI, as :func:`graphic_url`)."""
+    if href and not re.match(r"^[a-z]+://", href) and doi and not (base_url and not _API_HOST.search(base_url)):
+        return SPRINGER_MEDIA.format(doi=quote(doi, safe=""), href=href.lstrip("/"))
+    return graphic_url(href, base_url, pmcid)
+
+
+# Springer Nature's DOI prefixes (Springer, BioMed Central, Nature, EPJ, Materials and Structures,
+# Palgrave) and publisher names.
+SPRINGER_NATURE_DOI = ("10.1007/", "10.1186/", "10.1038/", "10.1140/", "10.1617/", "10.1057/")
+_SPRINGER_NATURE = re.compile(r"springer|nature|biomed central", re.IGNORECASE)
+
+
+def _is_springer_nature(article) -> bool:
+    """Whether a JATS ``<article>`` is Springer Nature's: by its journal's publisher or its DOI."""
+    journal = find_local(article, "journal-meta")
+    publisher = text_of(find_local(journal, "publisher-name")) if journal is not None else ""
+    doi = next((normalise_text(el.text) for el in iter_local(article, "article-id")
+                if el.get("pub-id-type") == "doi"), "").lower()
+    return bool(_SPRINGER_NATURE.search(publisher)) or doi.startswith(SPRINGER_NATURE_DOI)
+
+
+def _springer_media_or_graphic_url(href, base_url, pmcid, doi):
+    """:func:`springer_media_url` for the links into ``MediaObjects/``, Springer's folder of
+    figures; :func:`graphic_url` for the others (PMC's copies: ``1471-2180-11-174-1``)."""
+    if href and href.lstrip("/").startswith("MediaObjects/"):
+        return springer_media_url(href, base_url, pmcid, doi)
+    return graphic_url(href, base_url, pmcid)
 
 
 def _jats_article(root):
