@@ -573,3 +573,25 @@ def test_springer_jats_without_the_api_wrapper_links_its_figures():
     assert mirrored == "https://mirror.example.org/s11671/MediaObjects/11671_2021_3631_Fig1_HTML.png"
     api = read(bare.encode(), base_url="https://example.org/api/v1/jats?doi=10.1186/s11671-021-03631-x")
     assert api.figures[0].image == want["figures"][0]["image"]
+
+
+@needs_fixtures
+def test_elsevier_xml_without_objects_builds_image_urls_from_the_pii(caplog):
+    """Without <objects> no figure had an image, and nothing said why."""
+    raw = ELSEVIER_XML.read_text(encoding="utf-8")
+    bare = re.sub(r"<objects>.*</objects>", "", raw, flags=re.DOTALL)
+    assert "<object " not in bare
+    figures = read(bare.encode()).figures
+    cdn = "https://ars.els-cdn.com/content/image/1-s2.0-S0022309317303496-gr{}_lrg.jpg"
+    assert [f.image for f in figures] == [cdn.format(n) for n in range(1, 14)]
+    assert all("built from the PII" in f.note for f in figures)
+    # the formatted <pii> alone is enough
+    only_pii = re.sub(r"<eid>[^<]*</eid>", "", bare).replace('xlink:href="pii:S0022309317303496/', 'xlink:href="')
+    assert read(only_pii.encode()).figures[0].image == cdn.format(1)
+    # no PII at all: no image, and each figure and the log say it cannot be located
+    anonymous = re.sub(r"<pii>[^<]*</pii>", "", only_pii)
+    with caplog.at_level(logging.WARNING, logger="miners.articles.xml"):
+        figures = read(anonymous.encode()).figures
+    assert len(figures) == 13 and all(f.image is None for f in figures)
+    assert all(f.note.startswith("image cannot be located") for f in figures)
+    assert "13 figure images cannot be located" in caplog.text

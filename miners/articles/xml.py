@@ -6,6 +6,7 @@ Namespaces differ between sources, so elements are matched on their local name.
 from __future__ import annotations
 
 import html.entities
+import itertools
 import logging
 import re
 from urllib.parse import quote, urljoin
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 EUROPEPMC_BIN = "https://europepmc.org/articles/PMC{pmcid}/bin/{name}"
 SPRINGER_MEDIA = "https://media.springernature.com/full/springer-static/image/art%3A{doi}/{href}"
+ELSEVIER_CDN = "https://ars.els-cdn.com/content/image/{eid}-{locator}_lrg.jpg"  # eid = 1-s2.0-{PII}
 # Block-level children of a caption: their texts are joined with a space, inline ones without.
 BLOCK_TAGS = {"title", "p", "list-item", "caption", "simple-para", "para", "list"}
 SKIP_TAGS = {"object-id", "graphic", "alternatives"}  # inside a caption: not text
@@ -300,6 +302,13 @@ def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
     and a note "image 2 of 3 of Fig. 4 ...": every image is measured, none is lost, and the shared
     caption is not mistaken for a caption of that image alone. Links inside the caption (an
     inline formula image) are not images of the figure.
+
+    A locator with no ``<object>`` (a document saved without its ``<objects>``) gets the URL of
+    ScienceDirect's high-resolution rendition, ``https://ars.els-cdn.com/content/image/
+    1-s2.0-{PII}-{locator}_lrg.jpg`` (the link of "Download high-res image", the pattern the
+    HTML reader also uses), built from the article's PII, with a note saying it was built;
+    without a PII the image is None, with a note and a warning saying the image cannot be
+    located.
     """
     root = tree.getroot()
     core = find_local(root, "coredata")
@@ -313,8 +322,10 @@ def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
     for creator in fields.get("creator", []):
         surname, _, given = creator.partition(",")
         authors.append(normalise_text(f"{given} {surname}"))
+    doi = clean_doi(first("doi") or first("identifier"))
     renditions = _elsevier_renditions(root)
-    figures = []
+    eid = _elsevier_eid(first("eid"), first("pii"), root)
+    figures, unlocated = [], 0
     for number, fig in enumerate(iter_local(root, "figure"), start=1):
         if any(local(up) == "abstract" for up in fig.iterancestors()):
             continue  # the graphical abstract's image: no figure of the article (as ACS's TOC image)
@@ -326,7 +337,8 @@ def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
                                   note="the figure links no image (no <ce:link locator>)"))
             continue
         for part, locator in enumerate(locators, start=1):
-            image, note = _elsevier_image(locator, renditions, base_url)
+            image, note = _elsevier_image(locator, renditions, eid, base_url)
+            unlocated += image is None
             figure = Figure(id=fig_id, label=label, caption=caption, image=image, note=note)
             if len(locators) > 1:
                 figure.id = f"{fig_id}-{locator}"
@@ -334,8 +346,12 @@ def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
                     f"image {part} of {len(locators)} of {label or fig_id} (locator {locator}), "
                     f"each a figure of its own; the caption describes all of them. {note or ''}")
             figures.append(figure)
+    if unlocated:
+        log.warning("Elsevier XML %s: %d figure images cannot be located (no <object> for their "
+                    "locator and no PII to build the URL from); download the full text with its "
+                    "<objects> (API view=FULL)", doi or "(no DOI)", unlocated)
     return Article(
-        doi=clean_doi(first("doi") or first("identifier")),
+        doi=doi,
         title=first("title") or None,
         journal=first("publicationName"),
         year=parse_year(first("coverDate")),
@@ -351,6 +367,7 @@ _RENDITION_RANK = {"IMAGE-THUMBNAIL": 0, "THUMBNAIL": 0, "IMAGE-DOWNSAMPLED": 1,
                    "IMAGE-HIGH-RES": 2, "HIGH": 2}
 # Parts of a <ce:figure> whose <ce:link>s are no image of the figure (inline formula images).
 _FIGURE_TEXT_TAGS = {"caption", "label", "legend", "alt-text", "source", "copyright", "inline-figure"}
+_PII = re.compile(r"[SB][0-9X]{15,20}")  # S0022309317303496, B9780128093887000155
 
 
 def _elsevier_renditions(root) -> dict[str, tuple[str, int, int, int]]:
@@ -376,6 +393,17 @@ def _elsevier_renditions(root) -> dict[str, tuple[str, int, int, int]]:
     return best
 
 
+def _elsevier_eid(eid: str | None, pii: str | None, root) -> str | None:
+    """``"1-s2.0-{PII}"`` of the article, from ``<eid>``, else ``<pii>`` (``S0022-3093(17)30349-6``
+    written without punctuation), else a ``<ce:link xlink:href="pii:S.../gr1">``; None if none."""
+    links = ((link.get(XLINK_HREF) or "").removeprefix("pii:").split("/")[0] for link in iter_local(root, "link"))
+    for candidate in itertools.chain([(eid or "").strip().removeprefix("1-s2.0-"), pii or ""], links):
+        compact = re.sub(r"[^0-9A-Za-z]", "", candidate).upper()
+        if _PII.fullmatch(compact):
+            return f"1-s2.0-{compact}"
+    return None
+
+
 def _figure_links(fig) -> list:
     """The ``<ce:link locator>`` elements naming images of a ``<ce:figure>``, in document order."""
     links = []
@@ -390,7 +418,8 @@ def _figure_links(fig) -> list:
     return links
 
 
-def _elsevier_image(locator: str, renditions: dict, base_url: str | None) -> tuple[str | None, str | None]:
+def _elsevier_image(locator: str, renditions: dict, eid: str | None,
+                    base_url: str | None) -> tuple[str | None, str | None]:
     """URL of the image ``locator`` names and a note on it (None when it is the high-resolution or
     downsampled rendition the document lists)."""
     if locator in renditions:
@@ -402,4 +431,9 @@ def _elsevier_image(locator: str, renditions: dict, base_url: str | None) -> tup
             return url, (f"only a thumbnail{size} of {locator} is listed in <objects>; small "
                          "particles may be unmeasurable on it")
         return url, None
-    return None, None
+    if eid:
+        return ELSEVIER_CDN.format(eid=eid, locator=locator), (
+            f"image URL built from the PII and locator {locator} (ScienceDirect's high-resolution "
+            "rendition): the document lists no <object> for it")
+    return None, (f"image cannot be located: the document lists no <object> for locator {locator} "
+                  "and names no PII to build its URL from")
