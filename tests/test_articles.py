@@ -537,7 +537,7 @@ def test_elsevier_figure_of_several_images_keeps_every_image():
     figures = read(two_images.encode()).figures
     assert len(figures) == len(original) + 1
     first, second = figures[:2]
-    assert (first.id, second.id) == ("f0005-gr1", "f0005-gr1b")
+    assert (first.id, second.id) == ("f0005", "f0005-gr1b")
     assert first.label == second.label == "Fig. 1" and first.caption == second.caption == original[0].caption
     assert (first.image, second.image) == (ELSEVIER_API.format("gr1_lrg.jpg"), ELSEVIER_API.format("gr1b_lrg.jpg"))
     assert first.note.startswith("image 1 of 2 of Fig. 1") and second.note.startswith("image 2 of 2 of Fig. 1")

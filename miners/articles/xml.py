@@ -299,6 +299,7 @@ def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
     A ``<ce:figure>`` with several ``<ce:link>`` is made of several separate images (not
     renditions of one). Each becomes its own :class:`Figure`, in document order, with the
     figure's label and caption (the caption describes all of them), the id ``"<figure id>-<locator>"``
+    (the first keeps ``"<figure id>"``)
     and a note "image 2 of 3 of Fig. 4 ...": every image is measured, none is lost, and the shared
     caption is not mistaken for a caption of that image alone. Links inside the caption (an
     inline formula image) are not images of the figure.
@@ -341,7 +342,9 @@ def read_elsevier_xml(tree, base_url: str | None = None) -> Article:
             unlocated += image is None
             figure = Figure(id=fig_id, label=label, caption=caption, image=image, note=note)
             if len(locators) > 1:
-                figure.id = f"{fig_id}-{locator}"
+                # the first image keeps the figure's id (the one figure read before, so databases
+                # crawled then gain the others instead of a second copy of it)
+                figure.id = fig_id if part == 1 else f"{fig_id}-{locator}"
                 figure.note = normalise_text(
                     f"image {part} of {len(locators)} of {label or fig_id} (locator {locator}), "
                     f"each a figure of its own; the caption describes all of them. {note or ''}")
