@@ -159,13 +159,28 @@ class Extraction(list):
         return pd.concat(frames[1:], ignore_index=True)
 
     def to_db(self, path, panel_dir=None) -> list[str]:
-        """Store every panel in the database at ``path``; returns the panel ids (re-runs upsert)."""
+        """Store every panel in the database at ``path``; returns the ids of the panels stored.
+
+        As ``idx extract --db``: re-runs upsert; a micrograph file whose pixels this run stored
+        already (a copy, a moved or renamed file) is not stored twice, and a file replaced since
+        it was stored loses its old panels.
+        """
         from idx.db import Database
 
         with Database(path) as db:
             run_id = db.start_run(**self.run)
             folder = Path(panel_dir) if panel_dir else default_panel_dir(path)
-            return [store_panel(db, run_id, result, folder) for result in self]
+            ids, placed = [], {}
+            try:
+                for result in self:
+                    key = id(result.source)  # the panels of one figure share its FigureSource
+                    if key not in placed:
+                        placed[key] = place_figure(db, run_id, result.source)[0]
+                    if placed[key] is not None:
+                        ids.append(store_panel(db, run_id, result, folder, figure_id=placed[key]))
+            finally:
+                db.drop_run_if_empty(run_id)
+            return ids
 
 
 def default_panel_dir(db_path) -> Path:
@@ -562,36 +577,10 @@ def _extract_figures(db, run_id: str, extractor: Extractor, figures, panel_dir: 
     kept up to date."""
     for figure in figures:
         counts["figures"] += 1
-        digest = image_digest(figure.image)
-        same = db.figure_with_image(digest, run_id)  # these pixels, stored by this run already
-        figure_id = None
-        if figure.single and figure.figure.get("image"):  # a micrograph file, not an article's figure
-            path = figure.figure["image"]
-            for stale in db.stale_figures_at(path, digest):  # the file was replaced since
-                log.warning("%s: the image changed since it was stored; its earlier panels removed", path)
-                db.drop_figure(stale)
-            if same is not None:
-                elsewhere = same["image_path"] != path  # stored from another path
-                if elsewhere and same["standalone"] and not Path(same["image_path"]).exists():
-                    db.set_figure_image_path(same["id"], path)  # the file was moved here
-                if not same["standalone"] or elsewhere and not figure.caption:
-                    # an article's figure stays the one; a moved, renamed or copied file is done
-                    log.info("%s: the same image as %s, already stored; skipped", path, same["image_path"])
-                    counts["skipped"] += same["panels"]
-                    continue
-                # this file's figure (also when stored before a move), or a copy given a caption now
-                figure_id = same["id"]
-                if figure.caption:
-                    record = _figure_record(figure)
-                    db.set_figure_caption(figure_id, record["caption"], record.get("shared_caption_words"))
-        elif same is not None and same["standalone"]:
-            # stored before as a file of its own: the article's figure (caption, DOI) replaces it
-            log.info("%s: stored before as a micrograph of its own; now as a figure of its article",
-                     same["image_path"])
-            db.drop_figure(same["id"])
+        figure_id, skipped = place_figure(db, run_id, figure)
         if figure_id is None:
-            figure_id = db.add_figure(db.add_article(_article_record(figure)),
-                                      _figure_record(figure) | {"image_sha256": digest})
+            counts["skipped"] += skipped
+            continue
         for panel in extractor.panels_of(figure):
             bar.update()
             stored = db.stored_panel(run_id, figure_id, panel["bbox"])
@@ -610,6 +599,43 @@ def _extract_figures(db, run_id: str, extractor: Extractor, figures, panel_dir: 
             counts["unscaled"] += int(result.segmented and not result.nm_per_px)
             counts["particles"] += len(result.particles)
             bar.set_postfix(particles=counts["particles"])
+
+
+def place_figure(db, run_id: str, figure: FigureSource) -> tuple[str | None, int]:
+    """The stored figure ``figure``'s panels go under, as ``(figure_id, 0)``; ``(None, n)`` when
+    this run stored these pixels already (a moved, renamed or copied micrograph file: its ``n``
+    panels stand). A micrograph file replaced since it was stored loses its old panels; a file
+    stored alone and now met as an article's figure becomes that figure."""
+    digest = image_digest(figure.image)
+    same = db.figure_with_image(digest, run_id)  # these pixels, stored by this run already
+    figure_id = None
+    if figure.single and figure.figure.get("image"):  # a micrograph file, not an article's figure
+        path = figure.figure["image"]
+        for stale in db.stale_figures_at(path, digest):  # the file was replaced since
+            log.warning("%s: the image changed since it was stored; its earlier panels removed", path)
+            db.drop_figure(stale)
+        if same is not None:
+            elsewhere = same["image_path"] != path  # stored from another path
+            if elsewhere and same["standalone"] and not Path(same["image_path"]).exists():
+                db.set_figure_image_path(same["id"], path)  # the file was moved here
+            if not same["standalone"] or elsewhere and not figure.caption:
+                # an article's figure stays the one; a moved, renamed or copied file is done
+                log.info("%s: the same image as %s, already stored; skipped", path, same["image_path"])
+                return None, same["panels"]
+            # this file's figure (also when stored before a move), or a copy given a caption now
+            figure_id = same["id"]
+            if figure.caption:
+                record = _figure_record(figure)
+                db.set_figure_caption(figure_id, record["caption"], record.get("shared_caption_words"))
+    elif same is not None and same["standalone"]:
+        # stored before as a file of its own: the article's figure (caption, DOI) replaces it
+        log.info("%s: stored before as a micrograph of its own; now as a figure of its article",
+                 same["image_path"])
+        db.drop_figure(same["id"])
+    if figure_id is None:
+        figure_id = db.add_figure(db.add_article(_article_record(figure)),
+                                  _figure_record(figure) | {"image_sha256": digest})
+    return figure_id, 0
 
 
 def image_digest(image: np.ndarray) -> str:

@@ -418,6 +418,28 @@ def test_a_replaced_image_file_replaces_its_panels(segmenter, tmp_path, caplog):
     assert len(list((tmp_path / "p-panels").glob("*.png"))) == 1  # the old crop went with its panel
 
 
+def test_extraction_to_db_keeps_copies_and_replaced_files_as_extract_to_db_does(segmenter, tmp_path):
+    """The Python route (``extract(...).to_db``) stores what ``idx extract --db`` stores: a copied
+    file adds nothing, a replaced file loses its old panels, and the CLI sees the same figure."""
+    image = tmp_path / "m.png"
+    Image.fromarray(micrograph(1)).save(image)
+    db_path = tmp_path / "p.db"
+    first = extract(image, segmenter=segmenter, progress=False)
+    assert len(first.to_db(db_path)) == 1
+    shutil.copy(image, tmp_path / "copy.png")
+    assert extract(tmp_path / "copy.png", segmenter=segmenter, progress=False).to_db(db_path) == []
+    cli_copy = extract_to_db(tmp_path / "copy.png", db_path, segmenter=segmenter, progress=False)
+    assert cli_copy["panels"] == 0 and cli_copy["skipped"] == 1
+    Image.fromarray(micrograph(2, size=192)).save(image)  # the file replaced by another micrograph
+    replaced = extract(image, segmenter=segmenter, progress=False)
+    replaced.to_db(db_path)
+    with Database(db_path) as db:
+        panels = db.conn.execute("SELECT bbox_x1 FROM panels").fetchall()
+        particles = db.conn.execute("SELECT COUNT(*) FROM particles").fetchone()[0]
+        figures = db.conn.execute("SELECT COUNT(*) FROM figures").fetchone()[0]
+    assert panels == [(192,)] and particles == len(replaced[0].particles) and figures == 1
+
+
 def test_a_failed_extraction_leaves_no_empty_run(segmenter, tmp_path):
     db_path = tmp_path / "p.db"
     extract_to_db(micrograph(1), db_path, segmenter=segmenter, progress=False)
