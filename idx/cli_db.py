@@ -45,19 +45,8 @@ def _print_frame(frame, output_format: str, columns=None) -> None:
 
 def warn_if_runs_mix(db, run_id, database) -> None:
     """Log a warning when rows of several extraction runs would be pooled (no ``--run``)."""
-    import sqlite3
-
-    if run_id is not None:
-        return
-    try:
-        runs = [r[0] for r in db.conn.execute("SELECT DISTINCT run_id FROM panels")]
-    except sqlite3.Error:  # not an idx database: the query itself will say so
-        return
-    if len(runs) > 1:
-        log.warning(
-            "%s holds %d extraction runs (other models or parameters) and rows of all of them are "
-            "pooled; pick one with --run (ids and settings: `idx stats %s`)",
-            database, len(runs), database)
+    if run_id is None:
+        db.warn_if_runs_pooled(f"pick one with --run (ids and settings: `idx stats {database}`)")
 
 
 @cli.command()

@@ -71,6 +71,7 @@ import sqlite_utils
 
 from idx.errors import DatabaseError
 from idx.particles import COLUMNS as PARTICLE_COLUMNS
+from idx.particles import SHAPE_CLASSES
 from miners.crawl import figure_key as _figure_key
 
 logger = logging.getLogger(__name__)
@@ -265,6 +266,7 @@ class Database:
         self.readonly = readonly
         self.immutable = False  # set when a clean database in an unwritable folder is opened
         self.busy_timeout_s = busy_timeout_s
+        self._pooled_warned = False  # warn_if_runs_pooled says it once
         where = "memory" if memory else str(self.path)
         with self._errors(f"open {where}"):
             self.db = sqlite_utils.Database(self._connect(), execute_plugins=False)
@@ -994,6 +996,8 @@ class Database:
             where.append("p.diameter_nm <= ?")
             params.append(float(max_diameter_nm))
         if shape is not None:
+            if shape not in SHAPE_CLASSES:
+                raise DatabaseError(f"shape {shape!r} is no shape class; use one of {', '.join(SHAPE_CLASSES)}")
             where.append("p.shape = ?")
             params.append(shape)
         query = ("SELECT p.*, pa.technique, f.label AS figure_label, a.doi, a.year, a.title "
@@ -1052,10 +1056,27 @@ class Database:
         if run is not None:  # "" is no run: an error, not every run
             where.append("pa.run_id = ?")
             params.append(self.resolve_run(run))
+        else:
+            self.warn_if_runs_pooled()
         if panel:
             where.append("pa.id = ?")
             params.append(panel)
         return where, params
+
+    def warn_if_runs_pooled(self, hint: str = "pass run=ID (ids and settings: Database.stats()['runs'])") -> None:
+        """Log a warning, once per connection, when the panels of several extraction runs (other
+        models or parameters) would be pooled by a query without a run."""
+        if self._pooled_warned:
+            return
+        self._pooled_warned = True
+        try:
+            runs = self.conn.execute("SELECT COUNT(DISTINCT run_id) FROM panels").fetchone()[0]
+        except sqlite3.Error:  # not an idx database: the query itself will say so
+            return
+        if runs > 1:
+            where = self.path or "the database"
+            logger.warning("%s holds %d extraction runs (other models or parameters) and rows of all of "
+                        "them are pooled; %s", where, runs, hint)
 
     def resolve_run(self, run: str) -> str:
         """The id of the run ``run`` names: its id or a unique start of it (as ``git`` takes

@@ -18,6 +18,7 @@ from skimage.draw import disk
 
 from idx.cli import cli
 from idx.db import Database
+from idx.errors import DatabaseError
 from idx.particles import measure_particles, summarise_panel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -355,7 +356,17 @@ def test_readers_say_when_several_runs_are_pooled(tmp_path, caplog):
                          table, labels, None, summarise_panel(table, labels.shape))
     pooled = run("query", path, "--format", "csv")
     assert len(pd.read_csv(io.StringIO(pooled.stdout))) == 2 * len(table)
-    assert "holds 2 extraction runs" in caplog.text and "--run" in caplog.text
+    assert caplog.text.count("holds 2 extraction runs") == 1 and "--run" in caplog.text
+    caplog.clear()
+    # the Python route says it too, once per connection, naming its own argument
+    with Database(path, readonly=True) as db, caplog.at_level("WARNING", logger="idx.db"):
+        assert len(db.particles()) == 2 * len(table) and len(db.panel_stats()) == 2
+        assert len(db.particles(run=runs[1])) == len(table)
+    assert caplog.text.count("holds 2 extraction runs") == 1 and "run=ID" in caplog.text
+    with Database(path, readonly=True) as db:
+        with pytest.raises(DatabaseError, match="'cube' is no shape class; use one of sphere"):
+            db.particles(shape="cube")
+        assert len(db.particles(shape="cube/rectangle", run=runs[0])) <= len(table)
     caplog.clear()
     one = run("query", path, "--format", "csv", "--run", runs[0])
     assert len(pd.read_csv(io.StringIO(one.stdout))) == len(table) and not caplog.text
