@@ -137,7 +137,8 @@ def stats(database, as_json):
         f"{summary['path']}: {summary['size_bytes'] or 0:,} bytes",
         f"rows: {tables}",
         f"particles with a scale: {summary['particles_with_scale']}"
-        + (f", mean diameter {summary['diameter_mean_nm']:.3g} nm"
+        + (f", mean diameter {summary['diameter_mean_nm']:.3g} nm over the "
+           f"{summary['particles_measured']} not cut by a panel's edge"
            if summary["diameter_mean_nm"] is not None else "")
         + (f" (the {len(summary['runs'])} runs below pooled; one run: `idx query --run ID`)"
            if len(summary["runs"]) > 1 else ""),

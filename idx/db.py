@@ -1141,6 +1141,9 @@ class Database:
     def stats(self) -> dict:
         """Summary of the database: rows per table, runs, techniques, shapes, years, size, crawl.
 
+        ``diameter_mean_nm`` is the mean over the ``particles_measured``: particles with a scale
+        not touching their panel's edge (as the panel summaries and ``idx plot --all``).
+
         ``crawl`` is ``{"articles_failed", "figures_missing", "figures_missing_permanent"}``:
         crawl failures of keys not stored since (a database of an older idx opened read-only can
         still hold rows of stored keys in ``crawl_failures``) and figure images still missing.
@@ -1163,8 +1166,11 @@ class Database:
                 "SELECT COALESCE(technique, 'unknown'), COUNT(*) FROM panels GROUP BY 1"))
             shapes = dict(self.conn.execute(
                 "SELECT COALESCE(shape, 'unknown'), COUNT(*) FROM particles GROUP BY 1"))
-            scaled, diameter = self.conn.execute(
-                "SELECT COUNT(diameter_nm), AVG(diameter_nm) FROM particles").fetchone()
+            # the mean over whole particles, as the panel summaries and `idx plot --all`: one cut
+            # by a panel's edge is measured short
+            scaled, measured, diameter = self.conn.execute(
+                "SELECT COUNT(diameter_nm), COUNT(CASE WHEN NOT touches_border THEN diameter_nm END), "
+                "AVG(CASE WHEN NOT touches_border THEN diameter_nm END) FROM particles").fetchone()
             years = self.conn.execute("SELECT MIN(year), MAX(year) FROM articles").fetchone()
         size = None
         if self.path is not None:  # the database file plus its write-ahead log
@@ -1172,7 +1178,7 @@ class Database:
                        if p.exists())
         return {"path": str(self.path) if self.path else ":memory:", "size_bytes": size,
                 "tables": counts, "particles_with_scale": scaled,
-                "diameter_mean_nm": diameter, "years": list(years), "runs": runs,
+                "particles_measured": measured, "diameter_mean_nm": diameter, "years": list(years), "runs": runs,
                 "techniques": techniques, "shapes": shapes, "crawl": crawl}
 
     def crawl_stats(self) -> dict:

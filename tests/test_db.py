@@ -307,8 +307,20 @@ def test_stats_summarises_database(tmp_path):
     stats = db.stats()
     assert stats["tables"]["particles"] == len(particles)
     assert stats["particles_with_scale"] == len(particles)
-    assert stats["techniques"] == {"TEM": 1} and stats["years"] == [2020, 2020]
-    assert stats["runs"][0]["panels"] == 1 and stats["size_bytes"] > 0
+    # the mean diameter is over whole particles, as the panel summary's and `idx plot --all`'s:
+    # a large particle cut by the panel's edge is left out
+    labels, _ = panel_maps()
+    labels[0:5, 40:80] = labels.max() + 1
+    cut = measure_particles(labels, nm_per_px=0.5)
+    db.add_panel(stats["runs"][0]["id"], db.add_figure(db.add_article(ARTICLE), {**FIGURE, "id": "fig9"}),
+                 {"bbox": [0, 0, 120, 120], "label": "b", "kind": "em", "nm_per_px": 0.5}, cut, labels,
+                 None, summarise_panel(cut, labels.shape))
+    stats = db.stats()
+    whole = pd.concat([particles, cut]).query("not touches_border")
+    assert stats["particles_measured"] == len(whole) == len(particles) + len(cut) - 1
+    assert stats["diameter_mean_nm"] == pytest.approx(whole["diameter_nm"].mean())
+    assert stats["techniques"] == {"TEM": 1, "unknown": 1} and stats["years"] == [2020, 2020]
+    assert stats["runs"][0]["panels"] == 2 and stats["size_bytes"] > 0
 
 
 def test_map_encoding_round_trip():
