@@ -195,11 +195,11 @@ def plot(database, panel_id, all_panels, kind, run_id, output):
                     "are in px: plot one with --panel ID", database)
             figure = plot_size_histogram(diameters, "nm", title="all panels")
         else:
-            panels = db.panel_stats(panel=panel_id)
-            if panels.empty:
-                raise IdxError(f"no panel {panel_id!r} in {database}; list them with "
-                               f"`idx query {database} --panels`")
-            row = panels.iloc[0]
+            panel_id = db.resolve_panel(panel_id)
+            row = db.panel_stats(panel=panel_id).iloc[0]
+            if row["kind"] not in (None, "em"):  # None: written by hand, not by idx extract
+                raise IdxError(f"panel {panel_id} was not segmented (not an EM micrograph), so it has "
+                               f"no particles to plot; list the EM panels with `idx query {database} --panels`")
             summary = json.loads(row["summary"] or "{}")
             title = f"{row['doi'] or ''} {row['figure_label'] or ''} {row['label'] or ''}".strip()
             if kind == "histogram":

@@ -1063,6 +1063,22 @@ class Database:
             params.append(panel)
         return where, params
 
+    def resolve_panel(self, panel: str) -> str:
+        """The id of the panel ``panel`` names: its id or a unique start of it (as
+        :meth:`resolve_run`). An unknown or ambiguous one is a :class:`DatabaseError`."""
+        panel = str(panel).strip()
+        with self._errors("look up the panel"):
+            matches = [r[0] for r in self.conn.execute(
+                "SELECT id FROM panels WHERE id = ? OR (? != '' AND substr(id, 1, length(?)) = ?) LIMIT 6",
+                [panel, panel, panel, panel])]
+        if panel in matches:
+            return panel
+        if len(matches) == 1:
+            return matches[0]
+        where = f"{self.path}" if self.path else "the database"
+        what = f"matches several panels ({', '.join(matches[:5])}...)" if matches else "is no panel"
+        raise DatabaseError(f"{panel!r} {what} of {where}; list them with `idx query {where} --panels`")
+
     def warn_if_runs_pooled(self, hint: str = "pass run=ID (ids and settings: Database.stats()['runs'])") -> None:
         """Log a warning, once per connection, when the panels of several extraction runs (other
         models or parameters) would be pooled by a query without a run."""

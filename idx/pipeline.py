@@ -29,6 +29,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".we
 ARTICLE_SUFFIXES = {".pdf", ".html", ".htm", ".xml", ".nxml"}
 
 
+MIN_PANEL_PX = 16  # a panel narrower than this is no micrograph to segment (a sliver, a label)
+
+
 @dataclass
 class FigureSource:
     """One figure to analyse: its image, caption and the article it belongs to."""
@@ -103,8 +106,11 @@ class PanelResult:
 
     def _require_segmented(self) -> None:
         if self.labels is None:
+            height, width = self.image.shape[:2]
+            why = (f"{width}x{height} px, under {MIN_PANEL_PX} px a side" if self.panel.get("kind") == "em"
+                   else "not an EM micrograph")
             raise IdxError(f"panel {self.panel.get('label') or self.panel['bbox']} was not "
-                           "segmented (not an EM micrograph)")
+                           f"segmented ({why})")
 
     def plot_histogram(self, bins: int = 20):
         """Matplotlib figure: size histogram of the equivalent diameters (nm, else px)."""
@@ -420,7 +426,12 @@ class Extractor:
         if scale and scalebar.found and scalebar.source == "image":
             _check_against_caption(source, panel, scalebar, tuple(scale))
         result = PanelResult(source, panel, scalebar, crop)
-        if panel["kind"] != "em" or min(crop.shape[:2]) < 16:
+        if panel["kind"] != "em":
+            return result
+        if min(crop.shape[:2]) < MIN_PANEL_PX:
+            log.warning("%s panel %s: %dx%d px, too small to segment (under %d px a side); not measured",
+                        source.figure.get("id") or "figure", panel.get("label") or panel["bbox"],
+                        crop.shape[1], crop.shape[0], MIN_PANEL_PX)
             return result
         segmentation = self.segmenter.segment(crop, exclude_mask=scalebar.mask)
         result.labels, result.uncertainty = segmentation.labels, segmentation.uncertainty

@@ -205,13 +205,38 @@ def test_overlay_finds_its_crop_beside_a_moved_database(tmp_path, caplog):
     assert "blank background" not in caplog.text and "no such file" not in caplog.text
 
 
+def test_plot_takes_a_panel_id_prefix_and_refuses_a_panel_that_was_not_segmented(tmp_path):
+    """`--panel` takes a unique start of an id (as --run does); a panel idx did not segment (not
+    EM) is a one-line error, not an empty '0 particles' plot."""
+    labels = lattice_labels()
+    table = measure_particles(labels, nm_per_px=0.5)
+    path = tmp_path / "k.db"
+    with Database(path) as db:
+        run_id = db.start_run("bpartis-test", "0" * 64, {})
+        figure_id = db.add_figure(db.add_article({"doi": "10.1000/k"}), {"id": "fig1"})
+        em = db.add_panel(run_id, figure_id, {"bbox": [0, 0, 144, 144], "label": "a", "kind": "em",
+                                              "nm_per_px": 0.5},
+                          table, labels, None, summarise_panel(table, labels.shape))
+        empty = measure_particles(np.zeros_like(labels))
+        other = db.add_panel(run_id, figure_id, {"bbox": [150, 0, 300, 144], "label": "b", "kind": "other"},
+                             empty, np.zeros_like(labels), None, {"count": 0})
+    drawn = run("plot", path, "--panel", em[:6], "-o", tmp_path / "h.png")
+    assert drawn.exit_code == 0, drawn.output
+    for kind in ("histogram", "overlay", "rdf"):
+        refused = run("plot", path, "--panel", other, "--kind", kind, "-o", tmp_path / "o.png")
+        assert refused.exit_code == 1 and "was not segmented (not an EM micrograph)" in refused.output
+    assert not (tmp_path / "o.png").exists()
+    unknown = run("plot", path, "--panel", "zz", "-o", tmp_path / "o.png")
+    assert unknown.exit_code == 1 and "'zz' is no panel" in unknown.output
+
+
 def test_plot_bad_usage(database, tmp_path):
     path, _ = database
     out = tmp_path / "x.png"
     assert "exactly one of" in run("plot", path, "-o", out).output
     assert "needs one panel" in run("plot", path, "--all", "--kind", "rdf", "-o", out).output
     missing = run("plot", path, "--panel", "nope", "-o", out)
-    assert missing.exit_code == 1 and "no panel 'nope'" in missing.output
+    assert missing.exit_code == 1 and "'nope' is no panel" in missing.output
     nowhere = run("plot", path, "--all", "-o", tmp_path / "no" / "x.png")
     assert nowhere.exit_code == 1 and "does not exist" in nowhere.output
 

@@ -47,6 +47,14 @@ def test_array_source_gives_one_segmented_panel_with_measurements(segmenter):
     assert len(repr(result)) < 200 and f"particles={len(result.particles)}" in repr(result)
 
 
+def test_a_micrograph_too_small_to_segment_says_so(segmenter, caplog):
+    with caplog.at_level("WARNING", logger="idx.pipeline"):
+        (result,) = extract(np.full((12, 40), 128, np.uint8), segmenter=segmenter, progress=False)
+    assert not result.segmented and "40x12 px, too small to segment" in caplog.text
+    with pytest.raises(IdxError, match=r"was not segmented \(40x12 px, under 16 px a side\)"):
+        result.plot_overlay()
+
+
 def test_caption_scale_reaches_the_panel(segmenter):
     results = extract(micrograph(), segmenter=segmenter, progress=False,
                       caption="Fig. 1 TEM image of Au nanoparticles. Scale bar 50 nm.")
