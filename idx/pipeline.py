@@ -200,7 +200,8 @@ def default_panel_dir(db_path) -> Path:
 
 def iter_sources(source, caption: str | None = None, figure_dir=None,
                  failures: list | None = None) -> Iterator[FigureSource]:
-    """Figures found in ``source``: an array, an image file, an article file or a folder.
+    """Figures found in ``source``: an array, an image file, an article file, a folder, or a list
+    of these.
 
     In a folder, a file that cannot be read is logged (a warning naming it) and skipped; with
     ``failures``, a ``{"path", "error"}`` dict is appended to it as well.
@@ -213,6 +214,13 @@ def iter_sources(source, caption: str | None = None, figure_dir=None,
     if isinstance(source, np.ndarray):
         yield FigureSource(source, caption or "", {"id": "array"}, {}, single=True)
         return
+    if isinstance(source, (list, tuple)) and all(isinstance(s, (str, os.PathLike, np.ndarray)) for s in source):
+        for item in source:  # several files, folders or arrays
+            yield from iter_sources(item, caption, figure_dir, failures)
+        return
+    if not isinstance(source, (str, os.PathLike)):
+        raise IdxError(f"cannot read a {type(source).__name__} as a source; pass a path (image, article "
+                       "or folder), a numpy array, or a list of these")
     path = Path(source)
     if not path.exists():
         raise IdxError(f"{path}: no such file or folder; check the path")
@@ -285,6 +293,7 @@ def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
     meta = article.to_dict()
     meta.pop("figures", None)
     meta["source_path"] = str(path.resolve())
+    missing = []  # said once for the article, not once per figure
     for figure in article.figures:
         record = {"id": figure.id, "label": figure.label, "caption": figure.caption,
                   "image": figure.image}
@@ -302,9 +311,9 @@ def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
                 if str(figure.image).startswith(("http://", "https://")):
                     record["image_url"] = figure.image
             else:
-                log.warning("%s %s: %s; keep the figure images beside the article file, or fetch "
-                            "the article with `idx crawl`", path.name, figure.id,
-                            f"image {image_path} is not on disk" if image_path else "no image link")
+                missing.append(figure.label or figure.id)
+                log.debug("%s %s: %s", path.name, figure.id,
+                          f"image {image_path} is not on disk" if image_path else "no image link")
                 continue
         try:
             image = load_image(image_path)
@@ -312,6 +321,11 @@ def _article_figures(path: Path, figure_dir=None) -> Iterator[FigureSource]:
             log.warning("%s %s: %s", path.name, figure.id, exc)
             continue
         yield FigureSource(image, figure.caption or "", record, meta)
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        log.warning("%s: %d of %d figures have no image on disk (%s); keep the figure images beside "
+                    "the article file, or fetch the article with `idx crawl`", path.name, len(missing),
+                    len(article.figures), shown)
 
 
 def _is_html(path: Path) -> bool:
@@ -487,9 +501,9 @@ def extract(source, *, segmenter=None, weights=None, device="cpu", mc_samples=30
 
     Parameters
     ----------
-    source : str, Path or ndarray
+    source : str, Path, ndarray or list of these
         A micrograph or figure (image file or array), an article (PDF, publisher HTML, JATS /
-        Elsevier / Springer XML) or a folder of them.
+        Elsevier / Springer XML), a folder of them, or a list of any of these.
     segmenter : models.ParticleSegmenter, optional
         Reuse a loaded model; otherwise one is made from ``weights``, ``device``, ``mc_samples``,
         ``tu``, ``filter``, ``tta``, ``min_instance_px`` (the smallest particle kept, px of the

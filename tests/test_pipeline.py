@@ -55,6 +55,31 @@ def test_a_micrograph_too_small_to_segment_says_so(segmenter, caplog):
         result.plot_overlay()
 
 
+def test_an_article_without_its_images_says_so_once(segmenter, tmp_path, caplog):
+    """An article file whose figure images are not beside it: one warning for the article
+    naming the figures, not one line per figure."""
+    fixture = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "articles" / "elsevier" / \
+        "j.jnoncrysol.2017.07.006.xml"
+    if not fixture.is_file():
+        pytest.skip("shared fixtures missing")
+    shutil.copy(fixture, tmp_path / "paper.xml")
+    with caplog.at_level("WARNING", logger="idx.pipeline"):
+        assert len(extract(tmp_path / "paper.xml", segmenter=segmenter, progress=False)) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "paper.xml: 13 of 13 figures have no image on disk" in warnings[0]
+    assert "Fig. 1, Fig. 2" in warnings[0] and "and 9 more" in warnings[0]
+
+
+def test_a_list_of_sources_is_read_in_turn_and_a_wrong_type_is_a_one_line_error(segmenter, tmp_path):
+    Image.fromarray(micrograph(1)).save(tmp_path / "a.png")
+    results = extract([tmp_path / "a.png", str(tmp_path / "a.png"), micrograph(2)], segmenter=segmenter,
+                      progress=False)
+    assert [r.source.figure["id"] for r in results] == ["a", "a", "array"]
+    for bad in ([[0, 1], [1, 0]], 3.5):
+        with pytest.raises(IdxError, match="cannot read a (list|float) as a source; pass a path"):
+            extract(bad, segmenter=segmenter, progress=False)
+
+
 def test_caption_scale_reaches_the_panel(segmenter):
     results = extract(micrograph(), segmenter=segmenter, progress=False,
                       caption="Fig. 1 TEM image of Au nanoparticles. Scale bar 50 nm.")
