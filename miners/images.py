@@ -97,8 +97,11 @@ def pil_to_array(img: Image.Image) -> np.ndarray:
 def as_uint8(array: np.ndarray) -> np.ndarray:
     """Bring any numeric image array to uint8 ``(H, W)`` or ``(H, W, 3)``.
 
-    Integer images wider than 8 bits and float images are rescaled by their range; RGBA drops
-    alpha. The input is never changed.
+    uint8 is kept; float images with values in [0, 1] are scaled by 255 and those in [0, 255]
+    are read as 8-bit grey levels (``np.asarray(image, float)`` of an 8-bit image gives the same
+    uint8 back); other float images and integer images wider than 8 bits (16-bit micrographs,
+    which often use a fraction of their range) are stretched from their minimum to their maximum.
+    RGBA drops alpha. The input is never changed.
     """
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -117,8 +120,8 @@ def as_uint8(array: np.ndarray) -> np.ndarray:
     if not np.isfinite(a).all():
         a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = float(a.min()), float(a.max())
-    if np.issubdtype(np.asarray(array).dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
-        lo, hi = 0.0, 1.0
+    if np.issubdtype(np.asarray(array).dtype, np.floating) and lo >= 0.0 and hi <= 255.0:
+        lo, hi = (0.0, 1.0) if hi <= 1.0 else (0.0, 255.0)
     if hi <= lo:
         return np.zeros(a.shape, dtype=np.uint8)
     return np.round((a - lo) / (hi - lo) * 255).astype(np.uint8)

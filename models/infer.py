@@ -549,6 +549,9 @@ class ParticleSegmenter:
         Parameters
         ----------
         image : ndarray, shape (H, W) or (H, W, 3|4), any integer or float dtype
+            Brought to 8-bit grey levels as ``miners.images.as_uint8`` does: uint8 as is, floats in
+            [0, 1] or [0, 255] on that scale, 16-bit and other images stretched over their own
+            range (the same pixels as uint8 and as uint16 * 257 can then segment differently).
         exclude_mask : ndarray of bool, shape (H, W), optional
             Pixels that cannot be particles (scale bar, its label); instances mostly inside are removed.
 

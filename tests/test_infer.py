@@ -573,6 +573,20 @@ def test_cli_refuses_bad_numbers_and_outputs_before_any_work(tmp_path, args, mat
     assert "Traceback" not in result.output and not list(tmp_path.glob("labels*"))
 
 
+def test_an_8_bit_image_as_floats_is_the_same_image():
+    """``np.asarray(image, float)`` of an 8-bit micrograph (0-255) and ``image / 255`` give the
+    uint8 image back; a 16-bit one is stretched over its range."""
+    from miners.images import as_uint8
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(20, 187, size=(32, 48)).astype(np.uint8)  # not the full 0-255 range
+    for same in (image.astype(np.float32), image.astype(float) / 255):
+        assert np.array_equal(as_uint8(same), image)
+    stretched = as_uint8(image.astype(np.uint16) * 257)
+    assert stretched.min() == 0 and stretched.max() == 255
+    assert np.array_equal(as_uint8(np.array([[0.0, 510.0]])), [[0, 255]])  # other floats: by range
+
+
 def test_a_tu_with_one_sample_is_said_to_be_ignored(caplog):
     """Said once, when the first image is segmented: a run that segments nothing (every panel
     skipped as not EM) says nothing."""
