@@ -50,8 +50,9 @@ INSET_MIN_FRACTION = 0.12  # an inset is at least this fraction of its panel's s
 MAX_SPLIT_PIXELS = 12_000_000  # bigger figures are split on a 2x max-pooled content mask
 LABEL_PATTERN = re.compile(r"^\(?([A-Za-z])(\d{0,2})\)?[.:]?$")
 LABEL_OCR_HEIGHT_PX = 40
-LABEL_LINE_MIN_PX = 25  # straight runs this long (or LABEL_LINE_FRACTION x figure side) are lines, not
-LABEL_LINE_FRACTION = 0.05  # ... letters: a label's strokes are shorter than 3 % of the figure side
+LABEL_LINE_MIN_PX = 25  # straight runs this long (and LABEL_LINE_FRACTION x figure side, and
+LABEL_LINE_FRACTION = 0.05  # ... LABEL_LINE_PANEL_FRACTION x the panel's shorter side) are lines,
+LABEL_LINE_PANEL_FRACTION = 0.15  # ... not letters: labels are up to ~12 % of a panel's side tall
 GLYPH_DARK_MAX = 70  # mean grey of a dark printed letter is at most this
 GLYPH_LIGHT_MIN = 185
 GLYPH_STD_MAX = 40
@@ -749,7 +750,9 @@ def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
     min_h = max(6, int(0.008 * min(pw, ph)))
     max_h = max(min_h + 4, int(min(0.3 * min(pw, ph), max(120, 0.04 * max(height, width)))))
     best = None
-    line_px = max(LABEL_LINE_MIN_PX, int(LABEL_LINE_FRACTION * max(height, width)))
+    # the stem of a 40 px "b" or "(" on a 512 px micrograph is no line: runs must outgrow a label
+    line_px = max(LABEL_LINE_MIN_PX, int(LABEL_LINE_FRACTION * max(height, width)),
+                  int(LABEL_LINE_PANEL_FRACTION * min(pw, ph)))
     for dark_text in (True, False):
         # axis lines and frames a label touches would merge with its letters: drop long straight runs
         mask = _drop_lines(_text_mask(window, dark_text), line_px)

@@ -331,3 +331,20 @@ def test_labels_on_white_boxes_are_read():
 @pytest.mark.parametrize("text, label", [("fa)", "a"), ("[c]", "c"), ("tb1", "b"), ("fl", None)])
 def test_normalise_label_repairs_misread_brackets(text, label):
     assert normalise_label(text) == label
+
+
+def emps_labels(stem: str) -> list[str | None]:
+    """Labels ``split_panels`` reads on one real EMPS micrograph (as ``idx extract`` loads it)."""
+    from miners.images import load_image
+
+    return [p.label for p in split_panels(load_image(EMPS / "images" / f"{stem}.png"), classify=False)]
+
+
+@needs_emps
+@needs_tesseract
+@pytest.mark.parametrize("stem, letter", [("10d85f70bd", "b"), ("2897b777fe", "c"), ("291898b7c6", "a"),
+                                          ("19b0afdf81", "B")])
+def test_tall_letters_of_a_real_micrograph_are_read_whole(stem, letter):
+    # "(b)", "(c)", "(a)" (40 px on 512 px) lost their stems to the line removal: the crop held a
+    # piece of "(" read as "f"; the stem of "B" went too ("i")
+    assert emps_labels(stem) == [letter]
