@@ -58,6 +58,8 @@ GLYPH_LIGHT_MIN = 185
 GLYPH_STD_MAX = 40
 GLYPH_FILL_MAX = 0.74  # a letter wider than a stroke fills at most this of its box
 GLYPH_CONTRAST_MIN = 90  # grey difference between a letter and the ring around it
+GLYPH_CONTRAST_WEAK = 50  # ... a glyph this faint only joins a crisper one on its text line
+LABEL_MAX_SEEDS = 8  # other glyphs near the corner whose text line may hold the nearest one
 INSIDE_LABEL_PENALTY = 2.0  # text inside the panel counts as this much farther from its corner
 EM_THRESHOLD = 0.5  # em_score >= this: kind "em"
 
@@ -784,38 +786,38 @@ def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
             ring = window[max(0, rs.start - 2):rs.stop + 2, max(0, cs.start - 2):cs.stop + 2]
             edge = np.ones(ring.shape, dtype=bool)
             edge[2:-2, 2:-2] = False
-            if abs(float(ring[edge].mean()) - level) < GLYPH_CONTRAST_MIN:
+            glyph_contrast = abs(float(ring[edge].mean()) - level)
+            if glyph_contrast < GLYPH_CONTRAST_WEAK:
                 continue
             cands.append((rs.start, rs.stop, cs.start, cs.stop))
-            contrast[cands[-1]] = abs(float(ring[edge].mean()) - level)
-        if not cands:
+            contrast[cands[-1]] = glyph_contrast
+        strong = [b for b in cands if contrast[b] >= GLYPH_CONTRAST_MIN]
+        if not strong:
             continue
 
         def corner_distance(b):
             inside = b[0] >= corner[0] and b[2] >= corner[1]  # starts within the panel's box
             return (abs(b[0] - corner[0]) + abs(b[2] - corner[1])) * (INSIDE_LABEL_PENALTY if inside else 1)
 
-        seed = min(cands, key=corner_distance)
-        group = [seed]
-        grown = True
-        while grown and len(group) < 5:
-            grown = False
-            r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
-            c0g, c1g = min(b[2] for b in group), max(b[3] for b in group)
-            gh = r1g - r0g
-            for b in cands:
-                if b in group:
-                    continue
-                overlap = min(b[1], r1g) - max(b[0], r0g)
-                gap = max(b[2] - c1g, c0g - b[3])
-                if overlap > 0.3 * min(gh, b[1] - b[0]) and gap < 0.5 * gh and b[1] - b[0] < 1.8 * gh:
-                    group.append(b)
-                    grown = True
+        seed = min(strong, key=corner_distance)
+        group = _grow_label_group(seed, cands)
+        if len(group) == 1:
+            # half a bracket cut by the figure's edge is too short to reach the letter beside it;
+            # the group grown from the letter holds it
+            for other in sorted(strong, key=corner_distance)[1:LABEL_MAX_SEEDS + 1]:
+                grown = _grow_label_group(other, cands)
+                if seed in grown and len(grown) > len(group):
+                    group = grown
         r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
         c0g, c1g = min(b[2] for b in group), max(b[3] for b in group)
-        found = (corner_distance(seed), min(contrast[b] for b in group), r1g - r0g, mask[r0g:r1g, c0g:c1g])
+        box = (r0g, r1g, c0g, c1g)
+        found = (corner_distance(seed), min(contrast[b] for b in group), r1g - r0g, mask[r0g:r1g, c0g:c1g], box,
+                 len(group))
         if best is None:
             best = found
+        elif (_encloses(found[4], best[4]) or _encloses(best[4], found[4])) and found[5] != best[5]:
+            # one inside the other: the letters on a box beat the box, a letter beats its counter
+            best = found if found[5] > best[5] else best
         elif abs(found[0] - best[0]) <= max(found[2], best[2]):
             # as near the corner as the other polarity: the crisper text wins (black letters on a
             # white box beat the box's own edges, which line removal may have cut into pieces)
@@ -827,6 +829,31 @@ def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
     crop = np.where(best[3], 0, 255).astype(np.uint8)
     out_w = max(4, int(round(crop.shape[1] * LABEL_OCR_HEIGHT_PX / crop.shape[0])))
     return np.asarray(Image.fromarray(crop).resize((out_w, LABEL_OCR_HEIGHT_PX), Image.BILINEAR))
+
+
+def _grow_label_group(seed: tuple, cands: list[tuple]) -> list[tuple]:
+    """The seed box and the boxes beside it on one text line, ``(r0, r1, c0, c1)`` each, at most 5."""
+    group = [seed]
+    grown = True
+    while grown and len(group) < 5:
+        grown = False
+        r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
+        c0g, c1g = min(b[2] for b in group), max(b[3] for b in group)
+        gh = r1g - r0g
+        for b in cands:
+            if b in group:
+                continue
+            overlap = min(b[1], r1g) - max(b[0], r0g)
+            gap = max(b[2] - c1g, c0g - b[3])
+            if overlap > 0.3 * min(gh, b[1] - b[0]) and gap < 0.5 * gh and b[1] - b[0] < 1.8 * gh:
+                group.append(b)
+                grown = True
+    return group
+
+
+def _encloses(outer: tuple, inner: tuple) -> bool:
+    """Box ``outer`` (r0, r1, c0, c1) holds box ``inner``."""
+    return outer[0] <= inner[0] and inner[1] <= outer[1] and outer[2] <= inner[2] and inner[3] <= outer[3]
 
 
 def harmonise_labels(labels: list[str | None]) -> list[str | None]:

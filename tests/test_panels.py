@@ -348,3 +348,15 @@ def test_tall_letters_of_a_real_micrograph_are_read_whole(stem, letter):
     # "(b)", "(c)", "(a)" (40 px on 512 px) lost their stems to the line removal: the crop held a
     # piece of "(" read as "f"; the stem of "B" went too ("i")
     assert emps_labels(stem) == [letter]
+
+
+@needs_emps
+@needs_tesseract
+@pytest.mark.parametrize("stem, letter", [
+    ("1e0f5d817e", "c"),  # white "(c)": the "c" is fainter against the grey than its brackets
+    ("22c776b059", "b"),  # thin "(b)" on a white box nearer the corner than the letters
+    ("5842aa1a32", "c"),  # "(c)" whose "(" is cut in two by the figure's edge
+])
+def test_bracketed_letter_of_a_real_micrograph_is_read_whole(stem, letter):
+    assert emps_labels(stem) == [letter]
+
