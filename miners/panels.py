@@ -59,6 +59,7 @@ GLYPH_STD_MAX = 40
 GLYPH_FILL_MAX = 0.74  # a letter wider than a stroke fills at most this of its box
 GLYPH_CONTRAST_MIN = 90  # grey difference between a letter and the ring around it
 GLYPH_CONTRAST_WEAK = 50  # ... a glyph this faint only joins a crisper one on its text line
+TEXTURE_REPEATS = 4  # a lone glyph with this many blobs of its height in the window is texture
 LABEL_MAX_SEEDS = 8  # other glyphs near the corner whose text line may hold the nearest one
 INSIDE_LABEL_PENALTY = 2.0  # text inside the panel counts as this much farther from its corner
 EM_THRESHOLD = 0.5  # em_score >= this: kind "em"
@@ -810,6 +811,9 @@ def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
                     group = grown
         r0g, r1g = min(b[0] for b in group), max(b[1] for b in group)
         c0g, c1g = min(b[2] for b in group), max(b[3] for b in group)
+        if len(group) == 1 and sum(abs((b[1] - b[0]) - (r1g - r0g)) <= 0.3 * (r1g - r0g)
+                                   for b in strong if b != seed) >= TEXTURE_REPEATS:
+            continue  # one blob among many alike (ring-shaped particles): texture, not a label
         box = (r0g, r1g, c0g, c1g)
         found = (corner_distance(seed), min(contrast[b] for b in group), r1g - r0g, mask[r0g:r1g, c0g:c1g], box,
                  len(group))

@@ -360,3 +360,10 @@ def test_tall_letters_of_a_real_micrograph_are_read_whole(stem, letter):
 def test_bracketed_letter_of_a_real_micrograph_is_read_whole(stem, letter):
     assert emps_labels(stem) == [letter]
 
+
+@needs_emps
+@needs_tesseract
+@pytest.mark.parametrize("stem", ["482193653a", "0113230c21", "1736c60650", "2556313831"])
+def test_no_letter_is_invented_on_a_real_micrograph_without_one(stem):
+    # ring-shaped particles (one cut by the edge read as "F"), "Au NPs", "PCL", "SiO2"
+    assert emps_labels(stem) == [None]
