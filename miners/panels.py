@@ -50,6 +50,7 @@ INSET_MIN_FRACTION = 0.12  # an inset is at least this fraction of its panel's s
 MAX_SPLIT_PIXELS = 12_000_000  # bigger figures are split on a 2x max-pooled content mask
 LABEL_PATTERN = re.compile(r"^\(?([A-Za-z])(\d{0,2})\)?[.:]?$")
 LABEL_OCR_HEIGHT_PX = 40
+LABEL_CONF_MIN = 20  # tesseract's word confidence (0-100) below which a label is not taken
 LABEL_LINE_MIN_PX = 25  # straight runs this long (and LABEL_LINE_FRACTION x figure side, and
 LABEL_LINE_FRACTION = 0.05  # ... LABEL_LINE_PANEL_FRACTION x the panel's shorter side) are lines,
 LABEL_LINE_PANEL_FRACTION = 0.15  # ... not letters: labels are up to ~12 % of a panel's side tall
@@ -725,10 +726,17 @@ def read_panel_labels(gray: np.ndarray, panels: list[Panel]) -> list[str | None]
                         "(apt-get install tesseract-ocr)")
             _TESSERACT_WARNED = True
         return [None] * len(panels)
-    crops = [_label_crop(gray, panel, [other.bbox for other in panels if other is not panel])
-             for panel in panels]
-    texts = _ocr_batch(crops)
-    return harmonise_labels([normalise_label(t) if t else None for t in texts])
+    others = [[other.bbox for other in panels if other is not panel] for panel in panels]
+    crops = [_label_crop(gray, panel, boxes) for panel, boxes in zip(panels, others)]
+    labels = [_confident_label(reading) for reading in _ocr_batch(crops)]
+    return harmonise_labels(labels)
+
+
+def _confident_label(reading: tuple[str, float] | None) -> str | None:
+    """The label of one OCR reading (text, confidence); None when unread or read with low confidence."""
+    if reading is None or reading[1] < LABEL_CONF_MIN:
+        return None
+    return normalise_label(reading[0])
 
 
 def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
@@ -912,12 +920,15 @@ def _text_mask(window: np.ndarray, dark_text: bool) -> np.ndarray:
     return w >= level
 
 
-def _ocr_batch(crops: list[np.ndarray | None]) -> list[str | None]:
-    """OCR many small black-on-white crops in one tesseract call, one crop per text line."""
+def _ocr_batch(crops: list[np.ndarray | None]) -> list[tuple[str, float] | None]:
+    """OCR many small black-on-white crops in one tesseract call, one crop per text line.
+
+    Returns (text, confidence) per crop, the confidence being tesseract's lowest word confidence
+    (0-100) on the crop's line; None where there is no crop or nothing was read."""
     import pytesseract
 
     present = [(i, c) for i, c in enumerate(crops) if c is not None]
-    out: list[str | None] = [None] * len(crops)
+    out: list[tuple[str, float] | None] = [None] * len(crops)
     if not present:
         return out
     gap = LABEL_OCR_HEIGHT_PX
@@ -936,15 +947,15 @@ def _ocr_batch(crops: list[np.ndarray | None]) -> list[str | None]:
     except (pytesseract.TesseractError, OSError) as exc:
         log.warning("tesseract failed on panel labels (%s); labels not read", exc)
         return out
-    words: dict[int, list[tuple[int, str]]] = {}
-    for text, top, h, left in zip(data["text"], data["top"], data["height"], data["left"]):
+    words: dict[int, list[tuple[int, str, float]]] = {}
+    for text, top, h, left, conf in zip(data["text"], data["top"], data["height"], data["left"], data["conf"]):
         text = (text or "").strip()
         if not text:
             continue
         centre = top + h / 2
         for i, start, stop in spans:
             if start <= centre < stop:
-                words.setdefault(i, []).append((left, text))
+                words.setdefault(i, []).append((left, text, float(conf)))
     for i, items in words.items():
-        out[i] = "".join(t for _, t in sorted(items))
+        out[i] = ("".join(t for _, t, _ in sorted(items)), min(c for _, _, c in items))
     return out

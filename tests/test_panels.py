@@ -367,3 +367,19 @@ def test_bracketed_letter_of_a_real_micrograph_is_read_whole(stem, letter):
 def test_no_letter_is_invented_on_a_real_micrograph_without_one(stem):
     # ring-shaped particles (one cut by the edge read as "F"), "Au NPs", "PCL", "SiO2"
     assert emps_labels(stem) == [None]
+
+
+@pytest.mark.parametrize("reading, label", [(("(c)", 91.0), "c"), (("(c)", 0.0), None), (("F", 12.0), None),
+                                            (None, None)])
+def test_a_label_is_taken_only_when_tesseract_is_confident(reading, label):
+    from miners.panels import _confident_label
+
+    assert _confident_label(reading) == label
+
+
+@needs_emps
+@needs_tesseract
+def test_low_confidence_reading_of_a_real_letter_is_not_taken():
+    # "(e)" in a thin serif: its grey crossbar falls below the text level, tesseract reads "(c)"
+    # with confidence 0; before, "c" was taken
+    assert emps_labels("58e8237dab") in ([None], ["e"])
