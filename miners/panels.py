@@ -729,6 +729,13 @@ def read_panel_labels(gray: np.ndarray, panels: list[Panel]) -> list[str | None]
     others = [[other.bbox for other in panels if other is not panel] for panel in panels]
     crops = [_label_crop(gray, panel, boxes) for panel, boxes in zip(panels, others)]
     labels = [_confident_label(reading) for reading in _ocr_batch(crops)]
+    retry = [i for i, label in enumerate(labels) if label is None and crops[i] is not None]
+    if retry:
+        # thin grey strokes lost at the window's text level ("(e)" read as "(c)"): once more, the
+        # letters cut at the grey level halfway between them and their surround
+        again = _ocr_batch([_label_crop(gray, panels[i], others[i], midpoint=True) for i in retry])
+        for i, reading in zip(retry, again):
+            labels[i] = _confident_label(reading)
     return harmonise_labels(labels)
 
 
@@ -739,13 +746,15 @@ def _confident_label(reading: tuple[str, float] | None) -> str | None:
     return normalise_label(reading[0])
 
 
-def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
+def _label_crop(gray: np.ndarray, panel: Panel, others=(), midpoint: bool = False) -> np.ndarray | None:
     """Black-on-white crop of the text blob nearest the panel's top-left corner, or None.
 
     ``others``: the figure's other panel boxes; text inside one of them is that panel's. Text
     outside the panel (in the gutter) is preferred to text as near inside it: the gap between
     particles of a micrograph, or an axis's tick label, passes for a letter too (the demo
-    figure's "b" and "d" lost to them)."""
+    figure's "b" and "d" lost to them). ``midpoint``: the letters are cut from their box at the
+    grey level halfway between them and their surround, not at the window's text level (which
+    loses the thin grey strokes of a serif "e")."""
     x0, y0, x1, y1 = panel.bbox
     height, width = gray.shape
     pw, ph = x1 - x0, y1 - y0
@@ -766,9 +775,10 @@ def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
                   int(LABEL_LINE_PANEL_FRACTION * min(pw, ph)))
     for dark_text in (True, False):
         # axis lines and frames a label touches would merge with its letters: drop long straight runs
-        mask = _drop_lines(_text_mask(window, dark_text), line_px)
+        raw = _text_mask(window, dark_text)
+        mask = _drop_lines(raw, line_px)
         labels, count = ndimage.label(mask)
-        cands, contrast = [], {}
+        cands, contrast, levels = [], {}, {}
         for index, sl in enumerate(ndimage.find_objects(labels), start=1):
             rs, cs = sl
             h, w = rs.stop - rs.start, cs.stop - cs.start
@@ -800,6 +810,7 @@ def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
                 continue
             cands.append((rs.start, rs.stop, cs.start, cs.stop))
             contrast[cands[-1]] = glyph_contrast
+            levels[cands[-1]] = (float(level), float(ring[edge].mean()))
         strong = [b for b in cands if contrast[b] >= GLYPH_CONTRAST_MIN]
         if not strong:
             continue
@@ -823,7 +834,13 @@ def _label_crop(gray: np.ndarray, panel: Panel, others=()) -> np.ndarray | None:
                                    for b in strong if b != seed) >= TEXTURE_REPEATS:
             continue  # one blob among many alike (ring-shaped particles): texture, not a label
         box = (r0g, r1g, c0g, c1g)
-        found = (corner_distance(seed), min(contrast[b] for b in group), r1g - r0g, mask[r0g:r1g, c0g:c1g], box,
+        text = mask[r0g:r1g, c0g:c1g]
+        if midpoint:
+            cut = (np.mean([levels[b][0] for b in group]) + np.mean([levels[b][1] for b in group])) / 2
+            part = window[r0g:r1g, c0g:c1g]
+            lines = ndimage.binary_dilation(raw & ~mask)[r0g:r1g, c0g:c1g]
+            text = ((part <= cut) if dark_text else (part >= cut)) & ~lines
+        found = (corner_distance(seed), min(contrast[b] for b in group), r1g - r0g, text, box,
                  len(group))
         if best is None:
             best = found

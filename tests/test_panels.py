@@ -383,3 +383,11 @@ def test_low_confidence_reading_of_a_real_letter_is_not_taken():
     # "(e)" in a thin serif: its grey crossbar falls below the text level, tesseract reads "(c)"
     # with confidence 0; before, "c" was taken
     assert emps_labels("58e8237dab") in ([None], ["e"])
+
+
+@needs_emps
+@needs_tesseract
+@pytest.mark.parametrize("stem, letter", [("58e8237dab", "e"), ("31121ca5cf", "A")])
+def test_unread_letter_is_read_again_cut_at_its_own_grey_level(stem, letter):
+    # the thin grey strokes of a serif "(e)" and "(A)" are lost at the window's text level
+    assert emps_labels(stem) == [letter]
