@@ -958,7 +958,7 @@ def _ocr_batch(crops: list[np.ndarray | None]) -> list[tuple[str, float] | None]
         sheet[top:top + crop.shape[0], gap:gap + crop.shape[1]] = crop
         spans.append((i, top - gap // 2, top + LABEL_OCR_HEIGHT_PX + gap // 2))
     config = ("--psm 6 -c tessedit_char_whitelist="
-              "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789()")
+              "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789()[]")
     try:
         data = image_to_data(sheet, config=config)
     except (pytesseract.TesseractError, OSError) as exc:

@@ -391,3 +391,10 @@ def test_low_confidence_reading_of_a_real_letter_is_not_taken():
 def test_unread_letter_is_read_again_cut_at_its_own_grey_level(stem, letter):
     # the thin grey strokes of a serif "(e)" and "(A)" are lost at the window's text level
     assert emps_labels(stem) == [letter]
+
+
+@needs_emps
+@needs_tesseract
+def test_letter_in_square_brackets_is_read():
+    # without "[" "]" in its character list tesseract read "[c]" as "(c" with confidence 0
+    assert emps_labels("37ce835fb2") == ["c"]
