@@ -466,6 +466,13 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
             unit = "nm"
         elif _first_letter(unit_glyphs()) == "p":
             unit = "pm"
+    elif (unit == "µm" and text_box is not None and not _READ_MICRO_RE.search(text)
+          and _is_n(unit_glyphs()) and is_plausible_scale(value, "nm", bar["length_px"])):
+        # an "n" touched by a particle comes out as "5 Hm" or "5pm", made µm by _fix_ocr; where
+        # tesseract saw a descender the glyphs may have lost a faint one, so only a whole "n"
+        # (an arch over two legs, a µ is the other way up) undoes it
+        log.debug("scale bar: %r read as nm: its first unit letter is an n", text)
+        unit = "nm"
     said = re.search(r"\d\s*([pPmM])[mM]\b", text)
     if said and text_box is not None:
         # tesseract's "pm" and "mm" stand for µm and nm as often as not (_fix_ocr takes them so);
@@ -658,8 +665,41 @@ def _descends(found: tuple | None) -> bool | None:
     """:func:`_unit_has_descender` of :func:`_unit_glyphs`' result."""
     if found is None:
         return None
-    _, unit, cap_h, baseline = found
+    _, unit, cap_h, baseline, _ = found
     return unit[0][0].stop >= baseline + max(2.0, 0.15 * cap_h)
+
+
+N_MAX_WIDTH = 1.3  # width / height of an "n" at most (an "m" is 1.45 and more)
+
+
+def _is_n(found: tuple | None) -> bool:
+    """True when the unit's first glyph (:func:`_unit_glyphs`) is a whole ``n``: no descender,
+    no wider than ``N_MAX_WIDTH`` times its height nor narrower than half of it (a stem of a
+    broken letter), right after the number (no ink between, where a µ glued to a particle would
+    be), with a row in its top third joined across most of its width (the arch) and two legs
+    apart in a row of its lower half. A ``u`` or a µ whose tail was lost is the other way up:
+    its arms stand apart at the top."""
+    if found is None or _descends(found):
+        return False
+    ink, unit, cap_h, baseline, number_end = found
+    first = unit[0]
+    glyph = ink[first]
+    h, w = glyph.shape
+    if not 0.5 * h <= w <= N_MAX_WIDTH * h or ink[max(0, int(baseline - cap_h)):int(baseline),
+                                                   number_end:first[1].start].any():
+        return False
+
+    def widest_gap(row):  # background columns between the row's ink runs, at most
+        runs = _runs(row)
+        return max((b[0] - a[1] for a, b in zip(runs, runs[1:])), default=0), runs
+
+    # the arch: ink across most of the width, broken by no gap wider than a pixel or a tenth of
+    # it (the threshold may leave one between stem and arch; a serif u's arms stand 0.17 apart);
+    # the legs: two runs a quarter of the width apart
+    arch = any(runs and runs[-1][1] - runs[0][0] >= 0.6 * w and gap <= max(1.0, 0.1 * w)
+               for gap, runs in map(widest_gap, glyph[:max(1, h // 3)]))
+    legs = any(len(runs) == 2 and gap >= 0.25 * w for gap, runs in map(widest_gap, glyph[h // 2:]))
+    return arch and legs
 
 
 def _first_letter(found: tuple | None) -> str | None:
@@ -673,7 +713,7 @@ def _first_letter(found: tuple | None) -> str | None:
     """
     if found is None:
         return None
-    ink, unit, _, _ = found
+    ink, unit, *_ = found
     first = unit[0]
     if _descends(found):
         return "p" if _count_holes(ink[first]) >= 1 else "µ"
@@ -684,10 +724,10 @@ def _first_letter(found: tuple | None) -> str | None:
 
 
 def _unit_glyphs(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int | None = None) -> tuple | None:
-    """``(ink, unit glyphs, cap height, baseline)`` of a label box: the ink mask of the crop, the
-    slices of the letters right of the number that start at the x-height (left to right), the
-    digits' height and their baseline row (crop coordinates); None as :func:`_unit_has_descender`
-    says."""
+    """``(ink, unit glyphs, cap height, baseline, number end)`` of a label box: the ink mask of the
+    crop, the slices of the letters right of the number that start at the x-height (left to
+    right), the digits' height, their baseline row and the column after the last digit (crop
+    coordinates); None as :func:`_unit_has_descender` says."""
     r0, c0, r1, c1 = box
     height, width = gray.shape
     pad = max(2, (r1 - r0) // 3)
@@ -700,7 +740,11 @@ def _unit_glyphs(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int
     dark = crop <= ground - max(GLYPH_CONTRAST / 2, (ground - crop.min()) / 2)
     ink = light if (crop.max() - ground) >= (ground - crop.min()) else dark
     labels, _ = ndimage.label(ink)
-    glyphs = _join_broken_glyphs([sl for sl in ndimage.find_objects(labels) if sl is not None])
+    # specks (a particle's noisy rim crossing the ink level) are no pieces of a glyph: joined
+    # to a letter below them, they would raise its top to the digits' and make it a digit
+    pieces = [sl for sl in ndimage.find_objects(labels)
+              if sl is not None and max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) >= 3]
+    glyphs = _join_broken_glyphs(pieces)
     glyphs = [sl for sl in glyphs if sl[0].stop - sl[0].start >= 3]
     glyphs.sort(key=lambda sl: sl[1].start)
 
@@ -731,9 +775,11 @@ def _unit_glyphs(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int
     baseline = float(np.median([sl[0].stop for sl in digits]))
     if cap_h < 5:
         return None
-    # n, m and µ start at the x-height; µ, the unit's first letter, reaches below the baseline
+    # n, m and µ start at the x-height (below the digits' top by more than the digits' own
+    # spread; DejaVu Sans' x-height is 0.75 of its cap height, and round tops overshoot it);
+    # µ, the unit's first letter, reaches below the baseline
     letters = [sl for sl in shapes if digits[-1][1].stop <= sl[1].start
-               and top + 0.25 * cap_h <= sl[0].start < baseline - 0.3 * cap_h
+               and top + max(2, 0.12 * cap0) < sl[0].start < baseline - 0.3 * cap_h
                and height(sl) >= 0.3 * cap_h]
     # the first letter within two digit heights of the number, then each one that follows it
     # closely (a wide "mm" puts its second letter beyond that reach)
@@ -744,7 +790,7 @@ def _unit_glyphs(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int
         if sl[1].start - unit_glyphs[-1][1].stop > 0.5 * cap_h:
             break
         unit_glyphs.append(sl)
-    return ink, unit_glyphs, cap_h, baseline
+    return ink, unit_glyphs, cap_h, baseline, digits[-1][1].stop
 
 
 def find_bar_candidates(image: np.ndarray) -> list[dict]:
@@ -1543,6 +1589,9 @@ def _parse_number(number: str) -> float | None:
 # what tesseract leaves of "20 nm" or "2.0 µm" when it drops or blurs the first unit letter:
 # "20m", "2.0 m", "200 im"
 _DROPPED_MICRO_RE = re.compile(r"\d\s*(?:[^\w\s]?\s*|[iIl|])m\b")
+# a micro sign tesseract saw as one ("2 µm", "2 um", "lum", "1 pum", "2 microns"); in other texts
+# read as µm ("5 Hm", "5pm") it stands for what tesseract made of the first unit letter
+_READ_MICRO_RE = re.compile(r"[uµ\u03bc]|micro", re.IGNORECASE)
 
 _TESSERACT_OK: bool | None = None
 
