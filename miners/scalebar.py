@@ -262,18 +262,21 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
         readings.append((bar, text, text_box, ocr_conf, parsed))
     readings = [_check_reading(gray, r) for r in readings]
     read = [r for r in readings if r[4] is not None]
-    if not read and tesseract_ok:
+    # a photograph's "5 m" or "1 cm" label: no route below may make an EM length of it
+    metre_label = None if read else _metre_label_of(gray, readings)
+    if not read and tesseract_ok and metre_label is None:
         # second route: the label first (sparse-text OCR of the label bands), then its bar
         text_first = _read_text_first(gray, arr, candidates, [MAX_SPARSE_OCR_CALLS])
         if text_first is not None:
             read = [text_first]
-    if not read and tesseract_ok and readings:
+    if not read and tesseract_ok and readings and metre_label is None:
         # third route: a blurred label OCRed with only the characters of a scale label
         restricted = _read_label_chars(gray, arr, readings[0][0])
         if restricted is not None:
             read = [_check_reading(gray, restricted)]
             read = [r for r in read if r[4] is not None]
-    if not read and tesseract_ok:
+            metre_label = _metre_label_of(gray, [restricted])
+    if not read and tesseract_ok and metre_label is None:
         # fourth route: faint bars (grey on white, dark grey on grey texture) that reach no
         # fixed level; only when nothing else reads, so no bar read before changes
         faint = [bar for bar in find_faint_bar_candidates(arr)
@@ -289,6 +292,10 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
             if reading[4] is not None:
                 read = [reading]
                 break
+    if metre_label is not None and not read:
+        log.warning("scale bar: the label read %r is in %s (its glyphs spell %r), not an electron "
+                    "micrograph's length unit; no pixel size is taken from it", metre_label[0],
+                    {"m": "metres", "cm": "centimetres"}[metre_label[1]], metre_label[1])
     if not readings and not read:
         return ScaleBar()
     if read:
@@ -459,6 +466,9 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
     fixed = _fix_ocr(text)
     # the unit's letters, found once and only when a rule below asks for their shape
     unit_glyphs = functools.cache(lambda: _unit_glyphs(gray, text_box, _digit_count(fixed)))
+    if _metre_label(gray, text, text_box) is not None:
+        log.debug("scale bar: %r is a label in metres or centimetres, not a micrograph length", text)
+        return bar, text, text_box, ocr_conf, None
     if unit == "µm" and text_box is not None and _DROPPED_MICRO_RE.search(text):
         # "20 nm" and "2.0 µm" both come out of tesseract as "20m"; a micro sign has a descender
         # (a "p" has one too, and a closed bowl: "500 pm" also comes out as "500m")
@@ -723,11 +733,71 @@ def _first_letter(found: tuple | None) -> str | None:
     return "m" if ratio >= 0.88 else "n" if ratio <= 0.78 else None
 
 
-def _unit_glyphs(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int | None = None) -> tuple | None:
+def _metre_label(gray: np.ndarray, text: str, text_box: tuple[int, int, int, int] | None) -> str | None:
+    """``"m"`` or ``"cm"`` when an OCR text of a number and a bare m (``"5m"``, ``"1m"``) stands
+    for metres or centimetres by the glyphs of its box (:func:`_metre_unit`); None otherwise.
+
+    Photographs in a figure carry such labels; tesseract reads "5 m" and "1 cm" as it reads a
+    "5 µm" or "5 nm" whose first letter it dropped.
+    """
+    if text_box is None or not _BARE_M_RE.search(text):
+        return None
+    # a one-digit label in metres has two glyphs only
+    return _metre_unit(_unit_glyphs(gray, text_box, _digit_count(_fix_ocr(text)), min_shapes=2))
+
+
+def _metre_label_of(gray: np.ndarray, readings: list[tuple]) -> tuple[str, str] | None:
+    """``(text, "m" or "cm")`` of the first reading whose label :func:`_metre_label` finds in
+    metres or centimetres, or None."""
+    for _, text, text_box, *_ in readings:
+        unit = _metre_label(gray, text, text_box)
+        if unit is not None:
+            return text, unit
+    return None
+
+
+M_WIDTH_RANGE = (1.35, 2.2)  # width / x-height of an "m" (n, c, µ: 0.7-1.26; "nm": 2.5 and more)
+
+
+def _metre_unit(found: tuple | None) -> str | None:
+    """``"m"`` or ``"cm"`` when the unit's glyphs (:func:`_unit_glyphs`) spell metres or
+    centimetres; None when they spell anything else or are unclear.
+
+    Tesseract reads "5 m" and "1 cm" as "5m" and "1m", as it reads a "5 µm" or "5 nm" whose first
+    letter it dropped. The glyphs tell them apart by the stems their middle rows cross (pieces of
+    a thin serif letter count as well as whole ones): an ``m`` has 3, ``nm`` and ``um`` 5, ``cm``
+    4. Metres are 3 stems as wide as an ``m`` (``M_WIDTH_RANGE``) with no ink between them and
+    the number (where a lost µ or n would be), centimetres 4 whose first glyph is a ``c``: as
+    wide as a letter and open on the right (no ink in the right third of its middle rows, where
+    ``n``, ``u`` and ``µ`` have a stem). A descender (µ) rules both out.
+    """
+    if found is None or _descends(found):
+        return None
+    ink, unit, cap_h, baseline, number_end = found
+    if ink[max(0, int(baseline - cap_h)):int(baseline + 0.35 * cap_h), number_end:unit[0][1].start].any():
+        return None  # a glyph (a µ joined to a particle, say) the letter search left out
+    top = min(sl[0].start for sl in unit)
+    x_height = baseline - top
+    c0, c1 = unit[0][1].start, max(sl[1].stop for sl in unit)
+    middle = range(int(top + 0.4 * x_height), int(np.ceil(top + 0.6 * x_height)))
+    stems = {len(_runs(ink[row, c0:c1])) for row in middle}
+    if stems == {3} and M_WIDTH_RANGE[0] <= (c1 - c0) / x_height <= M_WIDTH_RANGE[1]:
+        return "m"
+    first = ink[unit[0]]
+    h, w = first.shape
+    if (stems == {4} and w >= 0.5 * x_height
+            and not first[int(0.35 * h):int(np.ceil(0.65 * h)), w - w // 3:].any()):
+        return "cm"
+    return None
+
+
+def _unit_glyphs(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int | None = None,
+                 min_shapes: int = 3) -> tuple | None:
     """``(ink, unit glyphs, cap height, baseline, number end)`` of a label box: the ink mask of the
     crop, the slices of the letters right of the number that start at the x-height (left to
     right), the digits' height, their baseline row and the column after the last digit (crop
-    coordinates); None as :func:`_unit_has_descender` says."""
+    coordinates); None as :func:`_unit_has_descender` says, or when the box holds fewer than
+    ``min_shapes`` glyphs (a number and a unit of two letters, unless told otherwise)."""
     r0, c0, r1, c1 = box
     height, width = gray.shape
     pad = max(2, (r1 - r0) // 3)
@@ -753,7 +823,7 @@ def _unit_glyphs(gray: np.ndarray, box: tuple[int, int, int, int], n_digits: int
 
     # no bars or rules (flat), so the number is the leftmost glyph of text height
     shapes = [sl for sl in glyphs if sl[1].stop - sl[1].start <= 3 * height(sl)]
-    if len(shapes) < 3:
+    if len(shapes) < min_shapes:
         return None
     tall = 0.5 * float(np.median([height(sl) for sl in shapes]))
     first = next(i for i, sl in enumerate(shapes) if height(sl) >= tall)
@@ -1586,6 +1656,8 @@ def _parse_number(number: str) -> float | None:
         return None
 
 
+# a number and a bare "m" (or "cm"): what tesseract makes of "5 m", "1 cm", "5 µm" and "5 nm"
+_BARE_M_RE = re.compile(r"\d\s*[^\w\s]?\s*c?m\b")
 # what tesseract leaves of "20 nm" or "2.0 µm" when it drops or blurs the first unit letter:
 # "20m", "2.0 m", "200 im"
 _DROPPED_MICRO_RE = re.compile(r"\d\s*(?:[^\w\s]?\s*|[iIl|])m\b")

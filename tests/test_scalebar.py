@@ -1232,3 +1232,28 @@ def test_micro_labels_whose_glyphs_show_no_descender_stay_micrometres(stem, text
     # made both 1 nm
     result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
     assert result.text == text and (result.value, result.unit) == (1.0, "µm")
+
+
+@needs_tesseract
+@pytest.mark.parametrize("text", ["2 m", "1 cm", "50 m"])
+@pytest.mark.parametrize("light", [True, False])
+def test_labels_in_metres_or_centimetres_give_no_pixel_size(text, light, caplog):
+    # a photograph in a figure: tesseract reads "2m", "1m", "50m", which became 2 µm, 1 nm and
+    # 50 nm (the micro sign put back, then taken away again for want of a descender)
+    ground = noisy_background((400, 520), level=70 if light else 185, seed=24)
+    image, _ = draw_scalebar(ground, text, 150, row=340, col=330, thickness_px=6, font_px=24,
+                             colour=(255,) * 3 if light else (0,) * 3)
+    result = read_scalebar(image)
+    assert not result.found and result.nm_per_px is None
+    unit = "centimetres" if "cm" in text else "metres"
+    assert any(unit in record.getMessage() for record in caplog.records)
+
+
+@needs_tesseract
+@needs_emps
+@pytest.mark.parametrize("stem, text, bar_px", [("8e68b05e0e", "1m", 59), ("7988097925", "1.0m", 177)])
+def test_micrometre_labels_read_as_a_bare_m_stay_micrometres(stem, text, bar_px):
+    # "1 µm" labels whose micro sign tesseract drops: no metres, whatever their "m" looks like
+    result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
+    assert result.text == text and (result.value, result.unit) == (1.0, "µm")
+    assert result.nm_per_px == pytest.approx(1000 / bar_px, rel=0.03)
