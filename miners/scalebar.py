@@ -260,7 +260,10 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
             if far_parsed is not None:
                 (text, text_box, ocr_conf), parsed = far, far_parsed
         readings.append((bar, text, text_box, ocr_conf, parsed))
-    readings = [_check_reading(gray, r) for r in readings]
+    # a stroke of a longer bar's label (the foot of a "2") is no bar of its own
+    readings = [_check_reading(gray, r) for r in readings
+                if not any(_inside(r[0]["bbox"], other[2]) and other[0]["length_px"] > r[0]["length_px"]
+                           for other in readings if other[2] is not None)]
     read = [r for r in readings if r[4] is not None]
     # a photograph's "5 m" or "1 cm" label: no route below may make an EM length of it
     metre_label = None if read else _metre_label_of(gray, readings)
@@ -325,6 +328,11 @@ def read_scalebar(image: np.ndarray, caption_scale: tuple[float, str] | None = N
 def _same_bar(a: dict, b: dict) -> bool:
     """True when two bar candidates' ``bbox`` agree within 2 px on every side."""
     return max(abs(p - q) for p, q in zip(a["bbox"], b["bbox"])) <= 2
+
+
+def _inside(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """True when the ``(row0, col0, row1, col1)`` box ``a`` lies within ``b``."""
+    return b[0] <= a[0] and b[1] <= a[1] and a[2] <= b[2] and a[3] <= b[3]
 
 
 def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
@@ -1558,7 +1566,7 @@ def _fix_ocr(text: str) -> str:
     # "nm" read as "mm": micrographs with mm bars are rare, and then the value is small
     t = re.sub(r"(\d+(?:[.,]\d+)?)\s*mm\b",
                lambda m: m.group(0) if _parse_number(m.group(1)) <= 2 else m.group(1) + " nm", t)
-    t = re.sub(r"(?<=\d)[.,:;'`]+(?=\s*[a-zA-Zµ])", " ", t)  # "100.nm"
+    t = re.sub(r"(?<=\d)[.,:;'`°]+(?=\s*[a-zA-Zµ])", " ", t)  # "100.nm", "20°A" (the ring of Å)
     t = re.sub(r"(?<=\d)\s*[Aa]°?(?=\s|$)", " Å", t)
     return t
 

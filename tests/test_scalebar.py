@@ -1257,3 +1257,56 @@ def test_micrometre_labels_read_as_a_bare_m_stay_micrometres(stem, text, bar_px)
     result = read_scalebar(emps_crop(stem, slice(None), slice(None)))
     assert result.text == text and (result.value, result.unit) == (1.0, "µm")
     assert result.nm_per_px == pytest.approx(1000 / bar_px, rel=0.03)
+
+
+def speckled_ground(shape: tuple[int, int], seed: int, level: float = 170.0) -> np.ndarray:
+    """Light grey ground with dark particles of 4-25 px radius and noise (the QA pass's panels)."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    ground = np.full(shape, level)
+    rr, cc = np.mgrid[:h, :w]
+    for _ in range(max(5, h * w // 8000)):
+        r0, c0 = rng.uniform(0, h), rng.uniform(0, w)
+        radius = rng.uniform(4, max(6, min(h, w) / 20))
+        ground[(rr - r0) ** 2 + (cc - c0) ** 2 < radius ** 2] -= 60 * rng.uniform(0.5, 1)
+    ground += rng.normal(0, 12, shape)
+    return np.clip(ground, 0, 255).astype(np.uint8)
+
+
+def twenty_angstrom_panel() -> np.ndarray:
+    """A black 120 px bar with "20 Å" (DejaVu Sans, 24 px) above it on :func:`speckled_ground`;
+    a particle lies behind the "0 Å"."""
+    from PIL import ImageDraw, ImageFont
+
+    from miners.scalebar_synth import font_path
+
+    canvas = Image.fromarray(speckled_ground((512, 512), seed=3))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.truetype(font_path(), 24)
+    x0, y0, x1, y1 = draw.textbbox((0, 0), "20 Å", font=font)
+    top = 512 - 20 - (12 + y1 - y0)
+    draw.rectangle([372, top + y1 - y0 + 6, 491, top + y1 - y0 + 11], fill=0)
+    draw.text((372 + (120 - (x1 - x0)) // 2 - x0, top - y0), "20 Å", font=font, fill=0)
+    return np.asarray(canvas)
+
+
+@needs_tesseract
+def test_a_twenty_angstrom_label_is_read_over_its_bar_not_over_the_foot_of_its_2():
+    # tesseract reads the label "20°A" (the ring of the Å apart), which did not parse; the foot
+    # of the "2" (11 px, black at the near-black level) was then a bar with the label "2A": 2 Å
+    result = read_scalebar(twenty_angstrom_panel())
+    assert (result.value, result.unit) == (20.0, "Å")
+    assert result.bar_px == pytest.approx(120, abs=1.0)
+    assert result.nm_per_px == pytest.approx(2.0 / 120, rel=0.02)
+
+
+@needs_tesseract
+def test_a_stroke_inside_a_longer_bars_label_is_no_bar(monkeypatch):
+    import miners.scalebar as scalebar
+
+    # without the "20°A" repair the label is unread, and the foot of its "2", inside the label's
+    # box, must not stand in for the bar
+    fix_ocr = scalebar._fix_ocr
+    monkeypatch.setattr(scalebar, "_fix_ocr", lambda text: fix_ocr(text.replace("°", "~")))
+    result = read_scalebar(twenty_angstrom_panel())
+    assert not (result.found and result.bar_px < 20)
