@@ -480,7 +480,8 @@ def _check_reading(gray: np.ndarray, reading: tuple) -> tuple:
     if unit == "µm" and text_box is not None and _DROPPED_MICRO_RE.search(text):
         # "20 nm" and "2.0 µm" both come out of tesseract as "20m"; a micro sign has a descender
         # (a "p" has one too, and a closed bowl: "500 pm" also comes out as "500m")
-        if _descends(unit_glyphs()) is False and is_plausible_scale(value, "nm", bar["length_px"]):
+        if (_descends(unit_glyphs()) is False and _letter_follows_number(unit_glyphs())
+                and is_plausible_scale(value, "nm", bar["length_px"])):
             unit = "nm"
         elif _first_letter(unit_glyphs()) == "p":
             unit = "pm"
@@ -687,15 +688,26 @@ def _descends(found: tuple | None) -> bool | None:
     return unit[0][0].stop >= baseline + max(2.0, 0.15 * cap_h)
 
 
+def _letter_follows_number(found: tuple) -> bool:
+    """True when no glyph lies between the number and the first unit letter of
+    :func:`_unit_glyphs`' result ``found``: no ink over 0.3 cap heights of rows (specks are
+    less) from the digits' top to 0.2 below their baseline. A letter the search left out would be
+    there: a µ whose tail touches the bar or a particle, the first letter then found being the
+    ``m``."""
+    ink, unit, cap_h, baseline, number_end = found
+    gap = ink[max(0, int(baseline - cap_h)):int(baseline + 0.2 * cap_h), number_end:unit[0][1].start]
+    return int(gap.any(axis=1).sum()) < 0.3 * cap_h
+
+
 N_MAX_WIDTH = 1.3  # width / height of an "n" at most (an "m" is 1.45 and more)
 
 
 def _is_n(found: tuple | None) -> bool:
     """True when the unit's first glyph (:func:`_unit_glyphs`) is a whole ``n``: no descender,
     no wider than ``N_MAX_WIDTH`` times its height nor narrower than half of it (a stem of a
-    broken letter), right after the number (no ink between, where a µ glued to a particle would
-    be), with a row in its top third joined across most of its width (the arch) and two legs
-    apart in a row of its lower half. A ``u`` or a µ whose tail was lost is the other way up:
+    broken letter), right after the number (:func:`_letter_follows_number`), with a row in its
+    top third joined across most of its width (the arch) and two legs apart in a row of its
+    lower half. A ``u`` or a µ whose tail was lost is the other way up:
     its arms stand apart at the top."""
     if found is None or _descends(found):
         return False
@@ -703,8 +715,7 @@ def _is_n(found: tuple | None) -> bool:
     first = unit[0]
     glyph = ink[first]
     h, w = glyph.shape
-    if not 0.5 * h <= w <= N_MAX_WIDTH * h or ink[max(0, int(baseline - cap_h)):int(baseline),
-                                                   number_end:first[1].start].any():
+    if not 0.5 * h <= w <= N_MAX_WIDTH * h or not _letter_follows_number(found):
         return False
 
     def widest_gap(row):  # background columns between the row's ink runs, at most
@@ -782,8 +793,8 @@ def _metre_unit(found: tuple | None) -> str | None:
     if found is None or _descends(found):
         return None
     ink, unit, cap_h, baseline, number_end = found
-    if ink[max(0, int(baseline - cap_h)):int(baseline + 0.35 * cap_h), number_end:unit[0][1].start].any():
-        return None  # a glyph (a µ joined to a particle, say) the letter search left out
+    if not _letter_follows_number(found):
+        return None
     top = min(sl[0].start for sl in unit)
     x_height = baseline - top
     c0, c1 = unit[0][1].start, max(sl[1].stop for sl in unit)

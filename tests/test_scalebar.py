@@ -1310,3 +1310,17 @@ def test_a_stroke_inside_a_longer_bars_label_is_no_bar(monkeypatch):
     monkeypatch.setattr(scalebar, "_fix_ocr", lambda text: fix_ocr(text.replace("°", "~")))
     result = read_scalebar(twenty_angstrom_panel())
     assert not (result.found and result.bar_px < 20)
+
+
+def test_a_micro_sign_whose_tail_touches_the_bar_is_not_taken_for_a_missing_one():
+    from miners.scalebar import _check_reading
+
+    # like synthetic case 57 of --seed 1 ("2 μm" read "4m"): the µ's tail runs into the bar, so
+    # the letter search leaves the µ out and finds the "m" first; without a descender there it
+    # made the label nm
+    line = text_line("2 µm").copy()
+    box = ink_box(line)
+    line[box[2]:box[2] + 6, :] = 255  # the bar, right under the µ's tail
+    bar = {"polarity": "light", "length_px": 100.0}
+    *_, parsed = _check_reading(line, (bar, "2m", box, 60.0, (2.0, "µm")))
+    assert parsed == (2.0, "µm")
