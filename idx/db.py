@@ -175,6 +175,15 @@ def _key_doi(key: str | None, doi=None) -> str | None:
     return None
 
 
+def _named_id(value: str, ids: list[str]) -> tuple[str | None, list[str]]:
+    """The id of ``ids`` that ``value`` names (the id itself or a unique start of it, as ``git``
+    takes hashes), else None; with the ids ``value`` starts (for the error)."""
+    if value in ids:
+        return value, [value]
+    matches = [i for i in ids if value and i.startswith(value)]
+    return (matches[0] if len(matches) == 1 else None), matches
+
+
 def _as_number(value, name: str, kind=float):
     """``kind(value)`` for a filter argument, or a one-line DatabaseError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, np.integer, np.floating)):
@@ -1068,13 +1077,12 @@ class Database:
         :meth:`resolve_run`). An unknown or ambiguous one is a :class:`DatabaseError`."""
         panel = str(panel).strip()
         with self._errors("look up the panel"):
-            matches = [r[0] for r in self.conn.execute(
+            ids = [r[0] for r in self.conn.execute(
                 "SELECT id FROM panels WHERE id = ? OR (? != '' AND substr(id, 1, length(?)) = ?) LIMIT 6",
                 [panel, panel, panel, panel])]
-        if panel in matches:
-            return panel
-        if len(matches) == 1:
-            return matches[0]
+        found, matches = _named_id(panel, ids)
+        if found:
+            return found
         where = f"{self.path}" if self.path else "the database"
         what = f"matches several panels ({', '.join(matches[:5])}...)" if matches else "is no panel"
         raise DatabaseError(f"{panel!r} {what} of {where}; list them with `idx query {where} --panels`")
@@ -1092,7 +1100,7 @@ class Database:
         if runs > 1:
             where = self.path or "the database"
             logger.warning("%s holds %d extraction runs (other models or parameters) and rows of all of "
-                        "them are pooled; %s", where, runs, hint)
+                           "them are pooled; %s", where, runs, hint)
 
     def resolve_run(self, run: str) -> str:
         """The id of the run ``run`` names: its id or a unique start of it (as ``git`` takes
@@ -1100,11 +1108,9 @@ class Database:
         with self._errors("look up the run"):
             ids = [r[0] for r in self.conn.execute("SELECT id FROM runs ORDER BY started_at")]
         run = str(run).strip()
-        if run in ids:
-            return run
-        matches = [i for i in ids if run and i.startswith(run)]
-        if len(matches) == 1:
-            return matches[0]
+        found, matches = _named_id(run, ids)
+        if found:
+            return found
         where = f"{self.path}" if self.path else "the database"
         known = ", ".join(ids) if ids else "none"
         what = "matches several runs" if matches else "is no run"
