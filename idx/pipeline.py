@@ -691,15 +691,13 @@ def _figure_record(figure: FigureSource) -> dict:
     return record
 
 
-def store_panel(db, run_id: str, result: PanelResult, panel_dir: Path, figure_id=None) -> str:
-    """Write a panel crop PNG (named by content hash) and the panel's rows; returns the panel id."""
+def store_panel(db, run_id: str, result: PanelResult, panel_dir: Path, figure_id: str) -> str:
+    """Write a panel crop PNG (named by content hash) and the panel's rows under ``figure_id``
+    (:func:`place_figure`); returns the panel id."""
     from PIL import Image
 
     from idx.particles import measure_particles
 
-    if figure_id is None:
-        article_id = db.add_article(_article_record(result.source))
-        figure_id = db.add_figure(article_id, _figure_record(result.source))
     panel_dir = Path(panel_dir)
     panel_dir.mkdir(parents=True, exist_ok=True)
     crop = np.ascontiguousarray(result.image)
